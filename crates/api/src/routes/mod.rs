@@ -1,0 +1,14 @@
+//! One file per resource.
+
+pub mod audit;
+pub mod auth;
+pub mod events;
+pub mod exec;
+pub mod health;
+pub mod maintenance;
+pub mod openapi;
+pub mod profiles;
+pub mod pty;
+pub mod sandboxes;
+pub mod status;
+pub mod web;

@@ -1,0 +1,190 @@
+//! `/v1/sandboxes`: create, list, get, delete.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use sbx_lifecycle::{ListFilter, State as SandboxState};
+use sbx_protocol::{
+    CreateSandboxRequest, ErrorBody, EventList, ExtendRequest, Sandbox, SandboxList,
+};
+
+use crate::body::JsonBody;
+use crate::context::Auth;
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sandboxes", get(list).post(create))
+        .route("/v1/sandboxes/{id}", get(fetch).delete(delete))
+        .route("/v1/sandboxes/{id}/ttl", patch(extend))
+        .route("/v1/sandboxes/{id}/recreate", post(recreate))
+        .route("/v1/sandboxes/{id}/events", get(history))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
+    request_body = CreateSandboxRequest,
+    responses(
+        (status = 201, description = "The sandbox is running", body = Sandbox),
+        (status = 400, description = "Invalid request, unknown template or out-of-range limits", body = ErrorBody),
+        (status = 409, description = "The name is taken by a live sandbox", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    JsonBody(request): JsonBody<CreateSandboxRequest>,
+) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
+    let sandbox = state.service.create(&caller, &request).await?;
+    Ok((StatusCode::CREATED, Json(sandbox)))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
+    params(
+        ("state" = Option<String>, Query, description = "Comma-separated states to list (default: all but destroyed)"),
+    ),
+    responses(
+        (status = 200, description = "Sandboxes, oldest first. Also filter by metadata with `metadata.KEY=VALUE` parameters.", body = SandboxList),
+        (status = 400, description = "Unknown state or parameter", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<SandboxList>, ApiError> {
+    let filter = parse_filter(query.as_deref().unwrap_or(""))?;
+    let sandboxes = state.service.list(&caller, &filter)?;
+    Ok(Json(SandboxList { sandboxes }))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "The sandbox", body = Sandbox),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+    ))]
+pub async fn fetch(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(state.service.get(&caller, &id)?))
+}
+
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "The sandbox is destroyed (also when it already was)", body = Sandbox),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    let reason = sbx_lifecycle::reason::DELETED;
+    Ok(Json(state.service.destroy(&caller, &id, reason).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/sandboxes/{id}/ttl", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    request_body = ExtendRequest,
+    responses(
+        (status = 200, description = "The new deadline (`warnings` says when it was capped)", body = Sandbox),
+        (status = 400, description = "Invalid duration", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is expired, destroyed or being destroyed", body = ErrorBody),
+    ))]
+pub async fn extend(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<ExtendRequest>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .extend(&caller, &id, &request.duration)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/recreate", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "A fresh instance with the same id, spec and a fresh TTL", body = Sandbox),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is destroyed", body = ErrorBody),
+    ))]
+pub async fn recreate(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(state.service.recreate(&caller, &id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/events", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "Every state change of the sandbox, with its reason, oldest first", body = EventList),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+    ))]
+pub async fn history(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<EventList>, ApiError> {
+    Ok(Json(EventList {
+        events: state.service.sandbox_events(&caller, &id)?,
+    }))
+}
+
+/// `state=a,b` (repeatable) and `metadata.KEY=VALUE` (repeatable); anything else is an error.
+fn parse_filter(query: &str) -> Result<ListFilter, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::invalid(format!("malformed query string: {e}")))?;
+    let mut filter = ListFilter {
+        states: Vec::new(),
+        metadata: BTreeMap::new(),
+    };
+    for (key, value) in pairs {
+        if key == "state" {
+            for name in value.split(',').filter(|s| !s.is_empty()) {
+                let state = SandboxState::parse(name).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "unknown state {name:?}; states are creating, running, expired, destroying, destroyed, failed"
+                    ))
+                })?;
+                filter.states.push(state);
+            }
+        } else if let Some(label) = key.strip_prefix("metadata.") {
+            filter.metadata.insert(label.to_owned(), value);
+        } else {
+            return Err(ApiError::invalid(format!(
+                "unknown query parameter {key:?}; use state=… or metadata.KEY=VALUE"
+            )));
+        }
+    }
+    Ok(filter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse() {
+        let filter = parse_filter("state=running,failed&metadata.team=a%20b").unwrap();
+        assert_eq!(
+            filter.states,
+            vec![SandboxState::Running, SandboxState::Failed]
+        );
+        assert_eq!(filter.metadata["team"], "a b");
+        assert!(parse_filter("state=sleeping").is_err());
+        assert!(parse_filter("colour=red").is_err());
+        assert!(parse_filter("").unwrap().states.is_empty());
+    }
+}

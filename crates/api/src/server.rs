@@ -1,0 +1,204 @@
+//! The HTTP server: accepts connections, bounds them, serves the router on each.
+//!
+//! What `axum::serve` does not do, and a server on the internet needs: a deadline for each
+//! request's headers (slow-loris clients and idle keep-alive connections are dropped after
+//! [`Limits::header_timeout`]), a cap on connections per client address and in total (a connection
+//! over either is closed at once), and a graceful stop that lets requests in flight finish.
+//! Trusted proxies are exempt from the per-address cap: every client comes through them.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+/// Connection caps and deadlines.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest a client may take to send a request's headers (and longest a kept-alive
+    /// connection may sit idle).
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Peers exempt from the per-address cap.
+    pub trusted_proxies: Vec<sbx_config::IpRange>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(15),
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One accepted connection's place in the counts; freed when dropped.
+struct Permit {
+    connections: Arc<Mutex<Connections>>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut c = self
+            .connections
+            .lock()
+            .expect("connection counts are never poisoned");
+        c.total -= 1;
+        if let Some(ip) = self.ip {
+            if let Some(n) = c.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+fn admit(
+    connections: &Arc<Mutex<Connections>>,
+    limits: &Limits,
+    peer: IpAddr,
+) -> Result<Permit, &'static str> {
+    let mut c = connections
+        .lock()
+        .expect("connection counts are never poisoned");
+    if c.total >= limits.max_connections {
+        return Err("too many connections");
+    }
+    let counted = !limits.trusted_proxies.iter().any(|r| r.contains(peer));
+    if counted {
+        let n = c.per_ip.entry(peer).or_default();
+        if *n >= limits.max_connections_per_ip {
+            return Err("too many connections from this address");
+        }
+        *n += 1;
+    }
+    c.total += 1;
+    Ok(Permit {
+        connections: connections.clone(),
+        ip: counted.then_some(peer),
+    })
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then waits for the requests in
+/// flight (the caller bounds that wait). Upgraded connections (terminals) are not waited for:
+/// they end when their sandboxes do.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let tracker = tokio_util::task::TaskTracker::new();
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, or a connection reset before accept: wait a moment
+                    // rather than spin, and keep serving.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let permit = match admit(&connections, &limits, peer.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                tracing::warn!(%peer, why, "connection refused");
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(peer));
+            let router = router.clone();
+            async move {
+                Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {}))
+            }
+        });
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stop = stop.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stopped(&mut stop) => {
+                    // Finish the request in flight, take no other.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// Returns once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_per_address_and_in_total() {
+        let connections = Arc::new(Mutex::new(Connections::default()));
+        let limits = Limits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            trusted_proxies: vec!["10.0.0.1".parse().unwrap()],
+        };
+        let a: IpAddr = "1.1.1.1".parse().unwrap();
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = admit(&connections, &limits, a).unwrap();
+        let _second = admit(&connections, &limits, a).unwrap();
+        assert!(admit(&connections, &limits, a).is_err(), "per address");
+        drop(first);
+        let _again = admit(&connections, &limits, a).unwrap();
+        let _p1 = admit(&connections, &limits, proxy).unwrap();
+        assert!(admit(&connections, &limits, proxy).is_err(), "in total");
+        assert_eq!(connections.lock().unwrap().per_ip.get(&proxy), None);
+    }
+}

@@ -1,0 +1,451 @@
+//! The daemon side of the control protocol: starting a process in a sandbox and pumping its
+//! output into an [`ExecSession`].
+//!
+//! The output pipes go straight from the process to the daemon (init only passes them on), so
+//! output never crosses init. The process's end is given by init's `Exited` message, not by the
+//! pipes' EOF: a background process that inherited stdout must not hold an exec open. After
+//! `Exited`, what the process wrote before exiting is already in the pipes and is drained.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use nix::errno::Errno;
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+use sbx_backend::{BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use crate::wire::{self, Received, Reply, Request, SpawnRequest};
+
+const CHUNK: usize = 64 * 1024;
+/// Events buffered between the pump and the consumer before back-pressure reaches the process.
+const EVENT_QUEUE: usize = 16;
+
+/// Connects to a sandbox's control socket.
+fn connect_control(path: &Path) -> Result<AsyncFd<OwnedFd>, BackendError> {
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| BackendError::io("cannot create a control socket", e.into()))?;
+    let address =
+        UnixAddr::new(path).map_err(|e| BackendError::io("control socket path", e.into()))?;
+    match connect(socket.as_raw_fd(), &address) {
+        Ok(()) => {}
+        Err(Errno::ENOENT | Errno::ECONNREFUSED) => return Err(BackendError::NotRunning),
+        Err(e) => {
+            return Err(BackendError::io(
+                "cannot connect to the sandbox's init",
+                e.into(),
+            ))
+        }
+    }
+    set_nonblocking(&socket)?;
+    // SAFETY: the OwnedFd stays open, and names the same socket, for the AsyncFd's lifetime.
+    unsafe { AsyncFd::register(socket) }
+        .map_err(|e| BackendError::io("cannot register the control socket", e.into()))
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<(), BackendError> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| BackendError::io("fcntl", e.into()))?;
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| BackendError::io("fcntl", e.into()))?;
+    Ok(())
+}
+
+async fn next_reply(socket: &AsyncFd<OwnedFd>, buffer: &mut [u8]) -> Option<Reply> {
+    next_reply_with_fds(socket, buffer)
+        .await
+        .map(|(reply, _)| reply)
+}
+
+async fn next_reply_with_fds(
+    socket: &AsyncFd<OwnedFd>,
+    buffer: &mut [u8],
+) -> Option<(Reply, Vec<OwnedFd>)> {
+    loop {
+        let mut guard = socket.readable().await.ok()?;
+        match guard.try_io(|fd| {
+            wire::receive::<Reply>(fd.get_ref().as_fd(), buffer).map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(Received::Message(reply, fds))) => return Some((reply, fds)),
+            Ok(Ok(Received::Closed | Received::Invalid(_))) | Ok(Err(_)) => return None,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Asks init whether it is serving.
+pub async fn ping(path: &Path) -> Result<(), BackendError> {
+    let socket = connect_control(path)?;
+    wire::send(socket.get_ref().as_fd(), &Request::Ping, &[])
+        .map_err(|e| BackendError::io("cannot reach the sandbox's init", e.into()))?;
+    let mut buffer = vec![0u8; 4096];
+    match next_reply(&socket, &mut buffer).await {
+        Some(Reply::Pong { .. }) => Ok(()),
+        _ => Err(BackendError::NotRunning),
+    }
+}
+
+/// Starts a process through init and returns its session.
+pub async fn spawn(path: &Path, request: SpawnRequest) -> Result<ExecSession, BackendError> {
+    if request.tty.is_some() {
+        return spawn_terminal(path, request).await;
+    }
+    let pipe_pair = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| BackendError::io("cannot create a pipe", e.into()))
+    };
+    let (stdout_read, stdout_write) = pipe_pair()?;
+    let (stderr_read, stderr_write) = pipe_pair()?;
+    let stdin = if request.stdin_pipe {
+        Some(pipe_pair()?)
+    } else {
+        None
+    };
+    let socket = connect_control(path)?;
+    let mut fds = Vec::with_capacity(3);
+    if let Some((read, _)) = &stdin {
+        fds.push(read.as_raw_fd());
+    }
+    fds.push(stdout_write.as_raw_fd());
+    fds.push(stderr_write.as_raw_fd());
+    wire::send(socket.get_ref().as_fd(), &Request::Spawn(request), &fds).map_err(|e| match e {
+        Errno::EMSGSIZE => BackendError::ExecFailed("command and environment are too large".into()),
+        Errno::EPIPE | Errno::ECONNRESET => BackendError::NotRunning,
+        e => BackendError::io("cannot send to the sandbox's init", e.into()),
+    })?;
+    // The process holds its ends now; ours must close so EOF can come.
+    drop(stdout_write);
+    drop(stderr_write);
+    let stdin_write = stdin.map(|(read, write)| {
+        drop(read);
+        write
+    });
+
+    let mut buffer = vec![0u8; 64 * 1024];
+    let pid = match next_reply(&socket, &mut buffer).await {
+        Some(Reply::Started { pid }) => pid,
+        Some(Reply::Failed { message }) => return Err(BackendError::ExecFailed(message)),
+        _ => return Err(BackendError::NotRunning),
+    };
+
+    let stdout = pipe::Receiver::from_owned_fd(stdout_read)
+        .map_err(|e| BackendError::io("cannot register stdout", e))?;
+    let stderr = pipe::Receiver::from_owned_fd(stderr_read)
+        .map_err(|e| BackendError::io("cannot register stderr", e))?;
+    let stdin = match stdin_write {
+        Some(fd) => Some(
+            pipe::Sender::from_owned_fd(fd)
+                .map_err(|e| BackendError::io("cannot register stdin", e))?,
+        ),
+        None => None,
+    };
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (input_tx, input_rx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(pump(Pump {
+        socket,
+        buffer,
+        stdout,
+        stderr,
+        stdin,
+        events: events_tx,
+        input: input_rx,
+    }));
+    Ok(ExecSession {
+        pid: pid as u32,
+        events: events_rx,
+        input: input_tx,
+    })
+}
+
+struct Pump {
+    socket: AsyncFd<OwnedFd>,
+    buffer: Vec<u8>,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    stdin: Option<pipe::Sender>,
+    events: mpsc::Sender<ExecEvent>,
+    input: mpsc::Receiver<ExecInput>,
+}
+
+async fn pump(mut pump: Pump) {
+    // Stdin is written by its own task so that a process that does not read cannot stall output.
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(EVENT_QUEUE);
+    let stdin_task = pump
+        .stdin
+        .take()
+        .map(|sender| tokio::spawn(feed_stdin(sender, stdin_rx)));
+    let mut stdin_tx = stdin_task.as_ref().map(|_| stdin_tx);
+    let mut stdout_open = true;
+    let mut stderr_open = true;
+    let mut input_open = true;
+    let mut out = BytesMut::with_capacity(CHUNK);
+    let mut err = BytesMut::with_capacity(CHUNK);
+    let status = loop {
+        tokio::select! {
+            read = pump.stdout.read_buf(&mut out), if stdout_open => match read {
+                Ok(0) | Err(_) => stdout_open = false,
+                Ok(_) => if !forward(&pump.events, &mut out, ExecEvent::Stdout).await { break None },
+            },
+            read = pump.stderr.read_buf(&mut err), if stderr_open => match read {
+                Ok(0) | Err(_) => stderr_open = false,
+                Ok(_) => if !forward(&pump.events, &mut err, ExecEvent::Stderr).await { break None },
+            },
+            reply = next_reply(&pump.socket, &mut pump.buffer) => match reply {
+                Some(Reply::Exited { code, signal }) => break Some(match (code, signal) {
+                    (_, Some(signal)) => ExitStatus::Signal(signal),
+                    (code, None) => ExitStatus::Code(code.unwrap_or(0)),
+                }),
+                Some(_) => {}
+                // Init is gone: the sandbox died or was destroyed.
+                None => break None,
+            },
+            input = pump.input.recv(), if input_open => match input {
+                Some(ExecInput::Stdin(bytes)) => {
+                    if let Some(tx) = &stdin_tx {
+                        let _ = tx.send(bytes).await;
+                    }
+                }
+                Some(ExecInput::CloseStdin) => stdin_tx = None,
+                // Pipes have no window size.
+                Some(ExecInput::Resize(_)) => {}
+                Some(ExecInput::Signal { signal, target }) => {
+                    let request = Request::Signal { signal, target: target.into() };
+                    let _ = wire::send(pump.socket.get_ref().as_fd(), &request, &[]);
+                }
+                None => input_open = false,
+            },
+        }
+    };
+    drop(stdin_tx);
+    if let Some(status) = status {
+        // Everything the process wrote before it exited is in the pipes already.
+        if stdout_open {
+            drain(&pump.stdout, &pump.events, ExecEvent::Stdout).await;
+        }
+        if stderr_open {
+            drain(&pump.stderr, &pump.events, ExecEvent::Stderr).await;
+        }
+        let _ = pump.events.send(ExecEvent::Exited(status)).await;
+    }
+    if let Some(task) = stdin_task {
+        task.abort();
+    }
+}
+
+/// Sends the buffered chunk; false when nobody listens any more.
+async fn forward(
+    events: &mpsc::Sender<ExecEvent>,
+    buffer: &mut BytesMut,
+    wrap: fn(Bytes) -> ExecEvent,
+) -> bool {
+    let chunk = buffer.split().freeze();
+    if buffer.capacity() < CHUNK / 4 {
+        buffer.reserve(CHUNK);
+    }
+    events.send(wrap(chunk)).await.is_ok()
+}
+
+async fn drain(
+    pipe: &pipe::Receiver,
+    events: &mpsc::Sender<ExecEvent>,
+    wrap: fn(Bytes) -> ExecEvent,
+) {
+    // Read the descriptor directly: tokio's readiness cache may not have seen the last write yet.
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        match nix::unistd::read(pipe.as_fd(), &mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                if events
+                    .send(wrap(Bytes::copy_from_slice(&buffer[..n])))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+async fn feed_stdin(mut sender: pipe::Sender, mut chunks: mpsc::Receiver<Bytes>) {
+    while let Some(chunk) = chunks.recv().await {
+        if sender.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts a process on a new terminal; init hands over the terminal's master side.
+async fn spawn_terminal(path: &Path, request: SpawnRequest) -> Result<ExecSession, BackendError> {
+    let socket = connect_control(path)?;
+    wire::send(socket.get_ref().as_fd(), &Request::Spawn(request), &[]).map_err(|e| match e {
+        Errno::EMSGSIZE => BackendError::ExecFailed("command and environment are too large".into()),
+        Errno::EPIPE | Errno::ECONNRESET => BackendError::NotRunning,
+        e => BackendError::io("cannot send to the sandbox's init", e.into()),
+    })?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let (pid, master) = match next_reply_with_fds(&socket, &mut buffer).await {
+        Some((Reply::Started { pid }, mut fds)) if fds.len() == 1 => (pid, fds.remove(0)),
+        Some((Reply::Started { .. }, _)) => {
+            return Err(BackendError::Other("init sent no terminal".into()))
+        }
+        Some((Reply::Failed { message }, _)) => return Err(BackendError::ExecFailed(message)),
+        _ => return Err(BackendError::NotRunning),
+    };
+    set_nonblocking(&master)?;
+    // SAFETY: the OwnedFd stays open, and names the same terminal, for the AsyncFd's lifetime.
+    let master = std::sync::Arc::new(
+        unsafe { AsyncFd::register(master) }
+            .map_err(|e| BackendError::io("cannot register the terminal", e.into()))?,
+    );
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (input_tx, input_rx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(pump_terminal(socket, buffer, master, events_tx, input_rx));
+    Ok(ExecSession {
+        pid: pid as u32,
+        events: events_rx,
+        input: input_tx,
+    })
+}
+
+type Terminal = std::sync::Arc<AsyncFd<OwnedFd>>;
+
+async fn pump_terminal(
+    socket: AsyncFd<OwnedFd>,
+    mut buffer: Vec<u8>,
+    master: Terminal,
+    events: mpsc::Sender<ExecEvent>,
+    mut input: mpsc::Receiver<ExecInput>,
+) {
+    // Keystrokes are written by their own task, so a command that does not read its terminal
+    // cannot stall its output (nor the other way round).
+    let (keys_tx, keys_rx) = mpsc::channel::<Bytes>(EVENT_QUEUE);
+    let writer = tokio::spawn(type_keys(master.clone(), keys_rx));
+    let mut output = vec![0u8; CHUNK];
+    let mut open = true;
+    let mut input_open = true;
+    let status = loop {
+        tokio::select! {
+            read = read_terminal(&master, &mut output), if open => match read {
+                Some(n) => {
+                    let chunk = Bytes::copy_from_slice(&output[..n]);
+                    if events.send(ExecEvent::Stdout(chunk)).await.is_err() {
+                        break None;
+                    }
+                }
+                None => open = false,
+            },
+            reply = next_reply(&socket, &mut buffer) => match reply {
+                Some(Reply::Exited { code, signal }) => break Some(match (code, signal) {
+                    (_, Some(signal)) => ExitStatus::Signal(signal),
+                    (code, None) => ExitStatus::Code(code.unwrap_or(0)),
+                }),
+                Some(_) => {}
+                None => break None,
+            },
+            message = input.recv(), if input_open => match message {
+                Some(ExecInput::Stdin(bytes)) => {
+                    let _ = keys_tx.send(bytes).await;
+                }
+                Some(ExecInput::CloseStdin) => {}
+                Some(ExecInput::Resize(size)) => resize(&master, size),
+                Some(ExecInput::Signal { signal, target }) => {
+                    let request = Request::Signal { signal, target: target.into() };
+                    let _ = wire::send(socket.get_ref().as_fd(), &request, &[]);
+                }
+                None => input_open = false,
+            },
+        }
+    };
+    writer.abort();
+    if let Some(status) = status {
+        // What the command wrote before it exited is in the terminal's buffer already.
+        if open {
+            loop {
+                match nix::unistd::read(master.get_ref().as_fd(), &mut output) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let chunk = Bytes::copy_from_slice(&output[..n]);
+                        if events.send(ExecEvent::Stdout(chunk)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(Errno::EINTR) => {}
+                    // EAGAIN: drained; EIO: every slave side is closed.
+                    Err(_) => break,
+                }
+            }
+        }
+        let _ = events.send(ExecEvent::Exited(status)).await;
+    }
+}
+
+/// Reads some output; `None` once the terminal has no writer left (EIO) or fails.
+///
+/// A terminal hands out at most a few KiB per read; what is already there is gathered into
+/// one chunk (up to the buffer's size), so a fast producer costs one message per 64 KiB, not
+/// one per 4 KiB.
+async fn read_terminal(master: &Terminal, buffer: &mut [u8]) -> Option<usize> {
+    loop {
+        let mut guard = master.readable().await.ok()?;
+        let read = guard.try_io(|fd| {
+            let mut filled = 0;
+            while filled < buffer.len() {
+                match nix::unistd::read(fd.get_ref().as_fd(), &mut buffer[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(Errno::EAGAIN | Errno::EIO) if filled > 0 => break,
+                    Err(e) => return Err(std::io::Error::from(e)),
+                }
+            }
+            Ok(filled)
+        });
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => return Some(n),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn type_keys(master: Terminal, mut keys: mpsc::Receiver<Bytes>) {
+    while let Some(chunk) = keys.recv().await {
+        let mut rest: &[u8] = &chunk;
+        while !rest.is_empty() {
+            let Ok(mut guard) = master.writable().await else {
+                return;
+            };
+            match guard
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), rest).map_err(std::io::Error::from))
+            {
+                Ok(Ok(n)) => rest = &rest[n..],
+                Ok(Err(_)) => return,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+fn resize(master: &Terminal, size: sbx_backend::TtySize) {
+    let winsize = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we pass, which outlives the call. The kernel sends
+    // SIGWINCH to the terminal's foreground process group.
+    unsafe { libc::ioctl(master.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &winsize) };
+}

@@ -1,0 +1,670 @@
+//! Stage 1: the short-lived helper (`sbx __native-stage1 <sandbox-id>`) that builds a sandbox.
+//!
+//! The daemon is multi-threaded and must not fork into namespace setup, so it spawns this
+//! fresh, single-threaded process of its own binary. Stage 1, as host root:
+//!
+//! 1. joins the sandbox's cgroups (so its child's cgroup namespace is rooted there) when the
+//!    first message ([`Join`]) comes, and says so; then waits for the build [`Request`],
+//! 2. enters a private mount namespace and builds the root there: overlay (template lower,
+//!    private upper), read-only binds of host system directories, tmpfs `/tmp`, a minimal
+//!    `/dev` — none of it visible on the host,
+//! 3. binds the control socket, then `clone`s the future init into new user, pid, mount, UTS,
+//!    IPC, network and cgroup namespaces (the user namespace owned by the sandbox's own host
+//!    root id), writes its uid/gid maps (0–65535 onto an unprivileged host range of its own),
+//!    and waits until init reports ready or failed,
+//! 4. prints its [`Outcome`] on stdout and exits. Init, orphaned, is re-parented to the
+//!    daemon (a child subreaper), which watches it through a pidfd.
+//!
+//! Init then (in [`sandbox_setup`]) mounts `/proc` with the OCI masks and `/dev/pts`,
+//! `pivot_root`s into the new root, detaches the host's, becomes root of its user namespace,
+//! shrinks its capabilities, sets `no_new_privs`, installs the seccomp filter and serves.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::unistd::{Gid, Pid, Uid};
+use serde::{Deserialize, Serialize};
+
+use crate::template::Bind;
+
+/// argv[1] that selects stage 1 in the `sbx` binary.
+pub const STAGE1_ARG: &str = "__native-stage1";
+/// Size of each sandbox's uid/gid range.
+pub const ID_RANGE: u32 = 65536;
+
+/// What the daemon asks stage 1 to build (on stdin, as JSON).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub hostname: String,
+    pub rootfs: PathBuf,
+    pub lower: PathBuf,
+    /// The sandbox's disk (a loop device) and where to mount it; the writable layer lives on it.
+    pub disk_device: PathBuf,
+    pub disk_mount: PathBuf,
+    pub binds: Vec<Bind>,
+    pub socket: PathBuf,
+    /// Host uid/gid that sandbox uid/gid 0 maps to.
+    pub id_base: u32,
+    pub tmp_bytes: u64,
+    pub shm_bytes: u64,
+}
+
+/// The first message on stdin: the cgroups to join (their `cgroup.procs` files).
+///
+/// Joining is its own step because on cgroup v1 the first move of a process into a cgroup after
+/// a quiet spell waits for an RCU grace period (10–20 ms here): the daemon keeps helpers that
+/// have already joined ready (see `pool.rs`), so a create does not wait for it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Join {
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// What stage 1 prints on stdout: `joined` after the first message, then `ready` or `failed`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Joined,
+    Ready { pid: i32, start_time: u64 },
+    Failed { message: String },
+}
+
+/// Runs stage 1 and exits when the binary was started as stage 1; returns otherwise.
+/// Call it first in `main`, before any thread exists.
+pub fn run_if_requested() {
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(STAGE1_ARG)) {
+        std::process::exit(main());
+    }
+}
+
+fn main() -> i32 {
+    // Nothing inherited past stdio may reach a sandbox.
+    // SAFETY: close_range only closes descriptors; this process owns no Rust object over fd ≥ 3.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0) };
+    let mut input = std::io::BufReader::new(std::io::stdin().lock());
+    let outcome = match phases(&mut input) {
+        Ok((pid, start_time)) => Outcome::Ready { pid, start_time },
+        Err(message) => Outcome::Failed { message },
+    };
+    let code = i32::from(matches!(outcome, Outcome::Failed { .. }));
+    say(&outcome);
+    code
+}
+
+fn phases(input: &mut impl std::io::BufRead) -> Result<(i32, u64), String> {
+    let join: Join = next_message(input)?;
+    let me = std::process::id().to_string();
+    for procs in &join.cgroup_procs {
+        fs::write(procs, &me)
+            .map_err(|e| format!("cannot join cgroup {}: {e}", procs.display()))?;
+    }
+    say(&Outcome::Joined);
+    let request: Request = next_message(input)?;
+    build(&request)
+}
+
+/// Reads one JSON line; end of input means the daemon no longer wants this sandbox.
+fn next_message<T: for<'de> Deserialize<'de>>(
+    input: &mut impl std::io::BufRead,
+) -> Result<T, String> {
+    let mut line = String::new();
+    match input.read_line(&mut line) {
+        Ok(0) => Err("the daemon closed the request stream".into()),
+        Ok(_) => serde_json::from_str(&line).map_err(|e| format!("malformed request: {e}")),
+        Err(e) => Err(format!("cannot read the request: {e}")),
+    }
+}
+
+fn say(outcome: &Outcome) {
+    let line = serde_json::to_string(outcome).unwrap_or_else(|_| "{}".into());
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+fn build(request: &Request) -> Result<(i32, u64), String> {
+    // Inherited by every sandbox process; raising them again needs CAP_SYS_RESOURCE on the host.
+    // Lowered only: the daemon itself may run without CAP_SYS_RESOURCE.
+    let (_, nofile_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("getrlimit: {e}"))?;
+    let nofile = nofile_hard.min(65536);
+    setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(|e| format!("setrlimit: {e}"))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("setrlimit: {e}"))?;
+
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(mount): {e}"))?;
+    mount_(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    build_root(request)?;
+
+    let listener = control_socket(&request.socket)?;
+    let dev_null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let filters = crate::seccomp::Filters::build()?;
+    let (go_read, go_write) = pipe()?;
+    let (ready_read, ready_write) = pipe()?;
+    nix::unistd::chdir(&request.rootfs).map_err(|e| format!("chdir to the new root: {e}"))?;
+
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWCGROUP;
+    // The new user namespace belongs to whoever's effective ids clone it: make that the
+    // sandbox's own root (`id_base`), not host root. The kernel charges per-user counters of
+    // everything inside a user namespace to its owner in the parent namespace too (inotify
+    // instances and watches, POSIX message queue bytes, pending signals: ucount(7) limits in
+    // /proc/sys/user and the rlimits kept in ucounts): owned by host root, one sandbox could
+    // take every inotify instance and message-queue byte host root may have (escape.rs,
+    // `per_user_kernel_counters_are_charged_to_the_sandbox`). Effective ids only: real and
+    // saved stay 0, so stage 1 gets root back right after.
+    let owner = request.id_base;
+    nix::unistd::setegid(Gid::from_raw(owner)).map_err(|e| format!("setegid: {e}"))?;
+    nix::unistd::seteuid(Uid::from_raw(owner)).map_err(|e| format!("seteuid: {e}"))?;
+    // SAFETY: stage 1 is single-threaded (a fresh process that started no thread), so the child
+    // gets a consistent copy of the address space, exactly as with fork(2): a NULL stack makes
+    // the kernel duplicate the current one copy-on-write, and SIGCHLD makes it a normal child.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if pid < 0 {
+        return Err(format!("clone: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(go_write);
+        drop(ready_read);
+        let context = SandboxContext {
+            hostname: &request.hostname,
+            rootfs: &request.rootfs,
+            dev_null,
+            go: go_read,
+            filters,
+        };
+        match sandbox_setup(context) {
+            Ok(signals) => {
+                let mut ready = fs::File::from(ready_write);
+                if ready.write_all(&[0]).is_ok() {
+                    drop(ready);
+                    crate::init::run(listener, signals);
+                }
+                // SAFETY: leaving without running stage 1's exit handlers in this copy.
+                unsafe { libc::_exit(1) }
+            }
+            Err(message) => {
+                let mut ready = fs::File::from(ready_write);
+                let _ = ready.write_all(&[1]);
+                let _ = ready.write_all(message.as_bytes());
+                // SAFETY: as above.
+                unsafe { libc::_exit(1) }
+            }
+        }
+    }
+
+    let pid = pid as i32;
+    let root_again = nix::unistd::seteuid(Uid::from_raw(0))
+        .and_then(|()| nix::unistd::setegid(Gid::from_raw(0)))
+        .map_err(|e| format!("cannot become root again after clone: {e}"));
+    if let Err(message) = root_again {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        return Err(message);
+    }
+    drop(go_read);
+    drop(ready_write);
+    drop(listener);
+    let result = finish_parent(pid, request.id_base, go_write, ready_read);
+    if result.is_err() {
+        let child = Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+    }
+    result.map(|start_time| (pid, start_time))
+}
+
+fn finish_parent(pid: i32, id_base: u32, go: OwnedFd, ready: OwnedFd) -> Result<u64, String> {
+    let map = format!("0 {id_base} {ID_RANGE}\n");
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, &map).map_err(|e| format!("cannot write {file}: {e}"))?;
+    }
+    fs::File::from(go)
+        .write_all(&[1])
+        .map_err(|e| format!("cannot release init: {e}"))?;
+    let mut report = Vec::new();
+    let mut ready = fs::File::from(ready);
+    let mut first = [0u8; 1];
+    match ready.read(&mut first) {
+        Ok(1) if first[0] == 0 => {}
+        Ok(1) => {
+            let _ = ready.read_to_end(&mut report);
+            return Err(String::from_utf8_lossy(&report).into_owned());
+        }
+        _ => return Err("init exited during setup".into()),
+    }
+    start_time(pid).ok_or_else(|| "init vanished after setup".into())
+}
+
+/// Start time of a process in clock ticks since boot (`/proc/PID/stat` field 22): with the pid,
+/// it names one process for good, even after the pid is reused.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; count after the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+fn build_root(request: &Request) -> Result<(), String> {
+    let root = &request.rootfs;
+    let disk = &request.disk_mount;
+    let disk_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_(
+        Some(request.disk_device.as_path()),
+        disk,
+        Some("ext4"),
+        disk_flags,
+        None,
+    )?;
+    let upper = disk.join("upper");
+    let work = disk.join("work");
+    fs::create_dir(&work).map_err(|e| format!("cannot create the overlay workdir: {e}"))?;
+    build_upper(&upper, request.id_base, &request.hostname)
+        .map_err(|e| format!("cannot build the writable layer: {e}"))?;
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},volatile",
+        request.lower.display(),
+        upper.display(),
+        work.display()
+    );
+    // `volatile`: the upper layer dies with the sandbox, so skip the syncs that would make
+    // unmounting (hence destroy) wait for the disk.
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_(
+        Some(Path::new("overlay")),
+        root,
+        Some("overlay"),
+        nosuid_nodev,
+        Some(&options),
+    )?;
+    for bind in &request.binds {
+        let target = root.join(&bind.target);
+        mount_(
+            Some(bind.source.as_path()),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+        // A bind ignores MS_RDONLY; it takes effect on remount. Inside the sandbox's user
+        // namespace these flags are locked: nothing there can make the mount writable again.
+        let readonly = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev;
+        mount_(None, &target, None, readonly, None)?;
+    }
+    // Owned by the sandbox's root (the first id of its range), not by unmapped host root.
+    let owner = format!("uid={0},gid={0}", request.id_base);
+    let tmp = format!("mode=1777,size={},{owner}", request.tmp_bytes);
+    mount_(
+        Some(Path::new("tmpfs")),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some(&tmp),
+    )?;
+    build_dev(
+        &root.join("dev"),
+        &format!("size={},{owner}", request.shm_bytes),
+    )
+}
+
+/// The writable layer starts with the directories the sandbox's users own: `/` and the
+/// writable system directories for root, `/home/user` (0700) for uid 1000, and per-sandbox
+/// `/etc/hosts` and `/etc/hostname`. Overlay shows an upper directory's owner and mode for the
+/// merged directory.
+fn build_upper(upper: &Path, base: u32, id: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::chown;
+    let root = Some(base);
+    let user = Some(base + 1000);
+    let dirs: [(&str, u32, Option<u32>); 11] = [
+        ("", 0o755, root),
+        ("etc", 0o755, root),
+        ("home", 0o755, root),
+        ("home/user", 0o700, user),
+        ("root", 0o700, root),
+        ("run", 0o755, root),
+        ("opt", 0o755, root),
+        ("srv", 0o755, root),
+        ("mnt", 0o755, root),
+        ("var", 0o755, root),
+        ("var/lib", 0o755, root),
+    ];
+    for (path, mode, owner) in dirs {
+        let dir = upper.join(path);
+        fs::create_dir(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
+        chown(&dir, owner, owner)?;
+    }
+    let hosts =
+        format!("127.0.0.1\tlocalhost {id}\n::1\tlocalhost ip6-localhost ip6-loopback {id}\n");
+    for (name, content) in [("etc/hosts", hosts), ("etc/hostname", format!("{id}\n"))] {
+        let file = upper.join(name);
+        fs::write(&file, content)?;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
+        chown(&file, root, root)?;
+    }
+    Ok(())
+}
+
+/// A minimal `/dev`: host device nodes bound onto a small tmpfs, a mount point for a private
+/// devpts, a size-limited `/dev/shm`. The tmpfs ends read-only.
+fn build_dev(dev: &Path, shm_options: &str) -> Result<(), String> {
+    let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    let dev_options = "mode=755,size=64k";
+    mount_(
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        dev_flags,
+        Some(dev_options),
+    )?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        fs::File::create(&target)
+            .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+        mount_(
+            Some(Path::new("/dev").join(node).as_path()),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
+    for dir in ["pts", "shm"] {
+        fs::create_dir(dev.join(dir)).map_err(|e| format!("cannot create /dev/{dir}: {e}"))?;
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link)).map_err(|e| format!("cannot link /dev/{link}: {e}"))?;
+    }
+    let shm = format!("mode=1777,{shm_options}");
+    let shm_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_(
+        Some(Path::new("tmpfs")),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        shm_flags,
+        Some(&shm),
+    )?;
+    let readonly = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | dev_flags;
+    mount_(None, dev, None, readonly, Some(dev_options))
+}
+
+fn control_socket(path: &Path) -> Result<OwnedFd, String> {
+    let _ = fs::remove_file(path);
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    let address = UnixAddr::new(path).map_err(|e| format!("socket path: {e}"))?;
+    bind(socket.as_raw_fd(), &address).map_err(|e| format!("cannot bind control socket: {e}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod control socket: {e}"))?;
+    listen(&socket, Backlog::new(128).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("listen: {e}"))?;
+    Ok(socket)
+}
+
+struct SandboxContext<'a> {
+    hostname: &'a str,
+    rootfs: &'a Path,
+    dev_null: OwnedFd,
+    go: OwnedFd,
+    filters: crate::seccomp::Filters,
+}
+
+/// OCI default masked paths: hidden behind /dev/null (files) or an empty read-only tmpfs (dirs).
+const PROC_MASKED: [&str; 9] = [
+    "acpi",
+    "asound",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+];
+/// OCI default read-only paths.
+const PROC_READONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+/// Pseudo-terminals one sandbox may have open at once (devpts `max`).
+const PTY_MAX: u32 = 64;
+
+/// Runs in the cloned child, in the host's tree until `pivot_root`.
+/// Returns the signalfd init will serve with.
+fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
+    // Stage 1's stdout must reach EOF when stage 1 exits: init keeps none of its stdio.
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        if unsafe { libc::dup2(context.dev_null.as_raw_fd(), target) } < 0 {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    drop(context.dev_null);
+    let mut go = [0u8; 1];
+    match fs::File::from(context.go).read(&mut go) {
+        Ok(1) => {}
+        _ => return Err("stage 1 ended before releasing init".into()),
+    }
+
+    // Copies of mounts in a namespace of a less privileged user namespace are locked, and
+    // pivot_root refuses a locked new root (EINVAL): stack an unlocked bind of the root on
+    // itself and enter it. The mounts under it stay locked, which is what keeps them in place.
+    // This process's host ids are the sandbox's (see `build`), which may not search the data
+    // directory: it works from its working directory (the root, entered by stage 1) and the
+    // root's parent (`<data>/sandboxes/<id>`, which only others' search bit opens to it).
+    let root = context.rootfs;
+    let root_name = root
+        .file_name()
+        .ok_or("the root's path has no last component")?;
+    mount_(
+        Some(Path::new(".")),
+        ".",
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    // `.` stays on the mount it names; a lookup of the root's name from its parent ends on top
+    // of the stack, on the new bind.
+    nix::unistd::chdir("..").map_err(|e| format!("chdir to the root's parent: {e}"))?;
+    nix::unistd::chdir(root_name).map_err(|e| format!("chdir to the new root: {e}"))?;
+
+    nix::unistd::sethostname(context.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    loopback_up()?;
+
+    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_(
+        Some(Path::new("proc")),
+        "proc",
+        Some("proc"),
+        proc_flags,
+        None,
+    )?;
+    for name in PROC_MASKED {
+        let path = Path::new("proc").join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                let ro = MsFlags::MS_RDONLY | proc_flags;
+                mount_(
+                    Some(Path::new("tmpfs")),
+                    &path,
+                    Some("tmpfs"),
+                    ro,
+                    Some("size=4k"),
+                )?;
+            }
+            Ok(_) => mount_(
+                Some(Path::new("dev/null")),
+                &path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?,
+            Err(_) => {}
+        }
+    }
+    for name in PROC_READONLY {
+        let path = Path::new("proc").join(name);
+        if path.exists() {
+            mount_(
+                Some(path.as_path()),
+                &path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | proc_flags;
+            mount_(None, &path, None, ro, None)?;
+        }
+    }
+    // `max`: the kernel has one pool of pseudo-terminals for every devpts instance but the
+    // host's (`kernel.pty.max` less `kernel.pty.reserve`: 3072 by default); without a cap per
+    // instance one sandbox could open them all and leave every other sandbox without a
+    // terminal (escape.rs, `one_sandbox_cannot_take_every_pseudo_terminal`).
+    let pts_options = format!("newinstance,ptmxmode=0666,mode=0620,gid=5,max={PTY_MAX}");
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount_(
+        Some(Path::new("devpts")),
+        "dev/pts",
+        Some("devpts"),
+        pts_flags,
+        Some(&pts_options),
+    )?;
+
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    // The old root is now stacked on the new one; detach it and everything under it.
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach the host root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open the sandbox's /dev/null: {e}"))?;
+    for target in 0..=2 {
+        // SAFETY: as above.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    drop(null);
+
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| format!("setresgid: {e}"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| format!("setresuid: {e}"))?;
+
+    let name = CString::new("sbx-init").expect("no NUL in a literal");
+    nix::sys::prctl::set_name(&name).map_err(|e| format!("prctl(name): {e}"))?;
+    // Non-dumpable: no process of the sandbox may ptrace init or open its /proc/1/{mem,exe,…}
+    // (runc CVE-2019-5736 overwrote the host binary through /proc/self/exe).
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(dumpable): {e}"))?;
+    crate::caps::limit_to_root_set()?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("prctl(no_new_privs): {e}"))?;
+
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN runs no code of ours in signal context.
+    unsafe { sigaction(Signal::SIGPIPE, &ignore) }.map_err(|e| format!("sigaction: {e}"))?;
+
+    context.filters.install()?;
+    Ok(signals)
+}
+
+/// Brings up `lo` in the new network namespace (the only interface it has).
+fn loopback_up() -> Result<(), String> {
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass, which outlives the
+    // calls; the flags member of the union is the one these requests use.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(format!(
+                "SIOCGIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(format!(
+                "SIOCSIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+fn mount_<T: AsRef<Path> + ?Sized>(
+    source: Option<&Path>,
+    target: &T,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    let target = target.as_ref();
+    mount(source, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "cannot mount {} on {}: {e}",
+            fstype.unwrap_or("bind"),
+            target.display()
+        )
+    })
+}

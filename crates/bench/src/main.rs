@@ -1,0 +1,639 @@
+//! `sbx-bench`: starts its own `sbx serve` (the `sbx` binary next to this one), measures the
+//! latency of create, create+first exec, exec and destroy against two process-isolation
+//! baselines (`unshare`, `bwrap`), creates many sandboxes at once to read the daemon's memory,
+//! and prints a Markdown report. The daemon is stopped and its data directory removed in every
+//! path.
+//!
+//! Owns: the measurements. The daemon's start/stop is in [`daemon`], statistics in [`stats`],
+//! the report's layout in [`report`].
+
+mod daemon;
+mod report;
+mod stats;
+mod terminal;
+
+use std::collections::HashSet;
+use std::fs;
+use std::future::Future;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use clap::Parser;
+use futures::{stream, StreamExt as _};
+use sbx_api_client::{Client, ClientError};
+use sbx_protocol::{CreateSandboxRequest, ExecRequest, SandboxState};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::daemon::Daemon;
+use crate::report::{status_kib, Host, Report, Row, Scale};
+use crate::stats::{Stat, Summary, Target};
+
+/// Untimed create+exec+delete rounds before the first measurement.
+const WARMUP: usize = 10;
+/// Pause before each create of the "idle" create+first-exec row: back-to-back creates share
+/// kernel work (an RCU grace period when a process joins a cgroup, see docs/BENCHMARKS.md)
+/// that a create arriving at an idle daemon pays alone.
+const IDLE_GAP: Duration = Duration::from_millis(50);
+/// Requests in flight at once in the scale phase.
+const CONCURRENCY: usize = 8;
+/// No single API call may take longer than this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+const CREATE_EXEC_TARGET: Target = Target(&[(Stat::P50, 10.0), (Stat::P99, 30.0)]);
+const EXEC_TARGET: Target = Target(&[(Stat::P50, 3.0)]);
+const DESTROY_TARGET: Target = Target(&[(Stat::P50, 10.0)]);
+const ECHO_TARGET: Target = Target(&[(Stat::P50, 2.0)]);
+const AUTH_OVERHEAD_TARGET: Target = Target(&[(Stat::P50, AUTH_OVERHEAD_TARGET_MS)]);
+/// Terminal output throughput to reach, MB/s (10^6 bytes).
+pub const THROUGHPUT_TARGET_MB_S: f64 = 100.0;
+/// Size of the file `cat` writes to the terminal in the throughput measurement.
+const THROUGHPUT_BYTES: u64 = 256 << 20;
+/// What authentication and limits may add to an API call's p50, ms.
+pub const AUTH_OVERHEAD_TARGET_MS: f64 = 0.050;
+/// The measured daemon: authentication on, the default limits but the hourly creation cap
+/// (this run creates more than its 1000 sandboxes in an hour).
+const MEASURED_CONFIG: &str = "[limits]\ncreates_per_hour = 0\n";
+/// The reference for the overhead of authentication and limits: neither.
+const OPEN_CONFIG: &str = "[limits]\ncreates_per_hour = 0\ncreates_per_hour_per_ip = 0\n\
+                           concurrent_sandboxes = 0\nexec_per_second = 0\nmemory_mb = 0\ncpus = 0\n";
+
+const UNSHARE: &[&str] = &[
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--pid",
+    "--fork",
+    "--mount",
+    "--uts",
+    "--ipc",
+    "--net",
+    "--cgroup",
+    "true",
+];
+const BWRAP: &[&str] = &[
+    "bwrap",
+    "--unshare-all",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "true",
+];
+
+/// Benchmark the sbx daemon (needs root; run `cargo build --release -p sbx -p sbx-bench` first).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Timed iterations of each latency measurement and baseline.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// Sandboxes alive at once in the scale phase.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    sandboxes: u32,
+    /// Also write the report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("sbx-bench: the scale phase had errors (see the report)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sbx-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs everything; `Ok(false)` when the report is complete but the scale phase saw errors.
+async fn run(args: Args) -> Result<bool> {
+    let n = args.iterations as usize;
+    let m = args.sandboxes as usize;
+    let sbx = locate_sbx()?;
+    ensure!(
+        is_root(),
+        "sbx-bench needs root: the native backend of `sbx serve` does (try sudo)"
+    );
+    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let host = Host::read();
+
+    eprintln!("baselines ({n} iterations each)…");
+    let unshare = baseline(UNSHARE, n, "not installed (apt-get install util-linux)");
+    let bwrap = baseline(BWRAP, n, "not installed (apt-get install bubblewrap)");
+
+    // From here on SIGINT/SIGTERM must not kill the bench before it has stopped the daemon
+    // (which runs in its own process group, out of reach of a terminal's Ctrl-C).
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let interrupted = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    let mut interrupted = std::pin::pin!(interrupted);
+    let mut daemon = tokio::select! {
+        daemon = Daemon::start(&sbx, &[], MEASURED_CONFIG) => daemon?,
+        () = &mut interrupted => bail!("interrupted"),
+    };
+    let measured = tokio::select! {
+        result = measure(&daemon, n, m) => result,
+        () = &mut interrupted => Err(anyhow!("interrupted")),
+    };
+    // Authentication and limits: the same calls against a second daemon without either.
+    let overhead = match measured {
+        Ok(_) => {
+            eprintln!(
+                "authentication and limits: {} calls each, with and without…",
+                5 * n
+            );
+            let open = tokio::select! {
+                open = Daemon::start(&sbx, &["--insecure-no-auth"], OPEN_CONFIG) => open,
+                () = &mut interrupted => Err(anyhow!("interrupted")),
+            };
+            match open {
+                Ok(mut open) => {
+                    let result = tokio::select! {
+                        result = auth_overhead(&daemon, &open, 5 * n) => result,
+                        () = &mut interrupted => Err(anyhow!("interrupted")),
+                    };
+                    let stopped = open.stop();
+                    result.and_then(|rows| stopped.map(|()| rows))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(_) => Ok(Vec::new()),
+    };
+    let measured = match (measured, overhead) {
+        (Ok((mut rows, scale)), Ok(overhead)) => {
+            rows.extend(overhead);
+            Ok((rows, scale))
+        }
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), _) => Err(e),
+    };
+    if measured.is_err() {
+        eprintln!("the end of the daemon's log:\n{}", daemon.log_tail(20));
+    }
+    eprintln!("stopping the daemon…");
+    let (mut rows, scale) = match (measured, daemon.stop()) {
+        (Ok(measured), Ok(())) => measured,
+        (Err(e), Ok(())) => return Err(e),
+        (Ok(_), Err(stop)) => return Err(stop.context("the daemon did not stop cleanly")),
+        (Err(e), Err(stop)) => {
+            bail!("{e:#}\nand the daemon did not stop cleanly: {stop:#}")
+        }
+    };
+
+    rows.push(Row {
+        name: format!("baseline: `{}`", UNSHARE.join(" ")),
+        result: unshare,
+        target: None,
+    });
+    rows.push(Row {
+        name: format!("baseline: `{}`", BWRAP.join(" ")),
+        result: bwrap,
+        target: None,
+    });
+    let clean = scale.errors.is_empty();
+    let report = Report {
+        date,
+        host,
+        version: daemon.version.clone(),
+        log_warnings: daemon.log_warnings.clone(),
+        sbx_path: sbx.display().to_string(),
+        iterations: n,
+        rows,
+        scale,
+    }
+    .markdown();
+    print!("{report}");
+    if let Some(out) = &args.out {
+        fs::write(out, &report).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(clean)
+}
+
+/// The `sbx` binary built next to this one.
+fn locate_sbx() -> Result<PathBuf> {
+    let sbx = std::env::current_exe()
+        .context("cannot find this executable's path")?
+        .with_file_name("sbx");
+    ensure!(
+        sbx.is_file(),
+        "{} does not exist: build it first with `cargo build --release -p sbx`",
+        sbx.display()
+    );
+    Ok(sbx)
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// Times `argv` (spawn and wait) `n` times after one untimed run that checks it works.
+fn baseline(argv: &[&str], n: usize, missing: &str) -> Result<Summary, String> {
+    let run = || {
+        Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+    };
+    match run() {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(missing.into()),
+        Err(e) => return Err(format!("cannot run: {e}")),
+        Ok(out) if !out.status.success() => {
+            return Err(format!(
+                "fails: {} ({})",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+        Ok(_) => {}
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let out = run().map_err(|e| format!("cannot run: {e}"))?;
+        samples.push(start.elapsed());
+        if !out.status.success() {
+            return Err(format!("failed mid-run: {}", out.status));
+        }
+    }
+    Ok(Summary::of(&samples).expect("n ≥ 1"))
+}
+
+/// Everything that needs the daemon: the latency rows and the scale phase.
+async fn measure(daemon: &Daemon, n: usize, m: usize) -> Result<(Vec<Row>, Scale)> {
+    let api = Api(&daemon.client);
+    let rss_idle = daemon_status_kib(daemon.pid(), "VmRSS:");
+
+    eprintln!("warm-up ({WARMUP} create+exec+delete)…");
+    for _ in 0..WARMUP {
+        let id = api.create().await?;
+        api.exec_true(&id).await?;
+        api.delete(&id).await?;
+    }
+
+    eprintln!("create ×{n}…");
+    let mut create = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let id = api.create().await?;
+        create.push(start.elapsed());
+        api.delete(&id).await?;
+    }
+
+    eprintln!("create+first-exec ×{n}…");
+    let mut create_exec = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let id = api.create().await?;
+        api.exec_true(&id).await?;
+        create_exec.push(start.elapsed());
+        api.delete(&id).await?;
+    }
+
+    eprintln!("create+first-exec ×{n}, each after {IDLE_GAP:?} idle…");
+    let mut create_exec_idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        tokio::time::sleep(IDLE_GAP).await;
+        let start = Instant::now();
+        let id = api.create().await?;
+        api.exec_true(&id).await?;
+        create_exec_idle.push(start.elapsed());
+        api.delete(&id).await?;
+    }
+
+    eprintln!("exec ×{n}…");
+    let mut exec = Vec::with_capacity(n);
+    let mut inside = Vec::with_capacity(n);
+    let id = api.create().await?;
+    for _ in 0..n {
+        let start = Instant::now();
+        let ran_ms = api.exec_true(&id).await?;
+        exec.push(start.elapsed());
+        inside.push(Duration::from_secs_f64(ran_ms / 1e3));
+    }
+    api.delete(&id).await?;
+
+    eprintln!("destroy ×{n}…");
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(api.create().await?);
+    }
+    let mut destroy = Vec::with_capacity(n);
+    for id in &ids {
+        let start = Instant::now();
+        api.delete(id).await?;
+        destroy.push(start.elapsed());
+    }
+
+    eprintln!(
+        "terminal: keystroke echo ×{n}, throughput of cat of {} MiB…",
+        THROUGHPUT_BYTES >> 20
+    );
+    let (echo, throughput) = terminal::measure(&api, n, THROUGHPUT_BYTES).await?;
+    let ceiling = terminal::pty_ceiling(THROUGHPUT_BYTES).ok();
+
+    eprintln!("scale: {m} sandboxes…");
+    let mut scale = scale(&api, daemon, m).await?;
+    scale.rss_idle_kib = rss_idle;
+
+    let row = |name: &str, samples: &[Duration], target: Option<Target>| Row {
+        name: name.into(),
+        result: Summary::of(samples).ok_or_else(|| "no samples".to_owned()),
+        target,
+    };
+    let rows = vec![
+        row("create", &create, None),
+        row("create+first-exec", &create_exec, Some(CREATE_EXEC_TARGET)),
+        row(
+            &format!(
+                "create+first-exec, {} ms idle before each",
+                IDLE_GAP.as_millis()
+            ),
+            &create_exec_idle,
+            Some(CREATE_EXEC_TARGET),
+        ),
+        row("exec `true` (running sandbox)", &exec, Some(EXEC_TARGET)),
+        row(
+            "… of which `true` ran (the exec's `duration_ms`)",
+            &inside,
+            None,
+        ),
+        row(
+            &format!("destroy ({n} running sandboxes at the start)"),
+            &destroy,
+            Some(DESTROY_TARGET),
+        ),
+        row(
+            "terminal keystroke echo round trip (WebSocket → shell's terminal → WebSocket)",
+            &echo,
+            Some(ECHO_TARGET),
+        ),
+    ];
+    scale.terminal_mb_s = Some((throughput, ceiling));
+    Ok((rows, scale))
+}
+
+/// Times the same API calls against `measured` (a key, limits) and `open` (no authentication,
+/// no limits), alternating between the two so that both see the same machine: a `GET` of a
+/// sandbox (authentication alone) and an exec of `true` (authentication, the command rate
+/// limit and an audit entry). Returns the four rows and, for each call, the difference of the
+/// p50s against [`AUTH_OVERHEAD_TARGET_MS`].
+async fn auth_overhead(measured: &Daemon, open: &Daemon, n: usize) -> Result<Vec<Row>> {
+    let with = Api(&measured.client);
+    let without = Api(&open.client);
+    let with_id = with.create().await?;
+    let without_id = without.create().await?;
+    let (mut get_with, mut get_without) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut exec_with, mut exec_without) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + WARMUP {
+        // Alternate which goes first, so neither always follows the other.
+        let order = if i % 2 == 0 {
+            [(&with, &with_id, true), (&without, &without_id, false)]
+        } else {
+            [(&without, &without_id, false), (&with, &with_id, true)]
+        };
+        for (api, id, authenticated) in order {
+            let start = Instant::now();
+            call("get", api.0.get(id)).await?;
+            let got = start.elapsed();
+            let start = Instant::now();
+            api.exec_true(id).await?;
+            let ran = start.elapsed();
+            if i < WARMUP {
+                continue;
+            }
+            if authenticated {
+                get_with.push(got);
+                exec_with.push(ran);
+            } else {
+                get_without.push(got);
+                exec_without.push(ran);
+            }
+        }
+    }
+    with.delete(&with_id).await?;
+    without.delete(&without_id).await?;
+    let summary = |samples: &[Duration]| Summary::of(samples).expect("n ≥ 1");
+    let mut rows = Vec::new();
+    for (call, with, without) in [
+        ("`GET /v1/sandboxes/{id}`", &get_with, &get_without),
+        ("exec `true`", &exec_with, &exec_without),
+    ] {
+        let (with, without) = (summary(with), summary(without));
+        rows.push(Row {
+            name: format!("{call} with a key and the default limits"),
+            result: Ok(with),
+            target: None,
+        });
+        rows.push(Row {
+            name: format!("{call} on a daemon without either (`--insecure-no-auth`, no limits)"),
+            result: Ok(without),
+            target: None,
+        });
+        let added = with.p50 - without.p50;
+        rows.push(Row {
+            name: format!("… authentication and limits added to {call}: p50 difference"),
+            result: Ok(Summary {
+                samples: with.samples,
+                p50: added,
+                p95: with.p95 - without.p95,
+                p99: with.p99 - without.p99,
+                mean: with.mean - without.mean,
+            }),
+            target: Some(AUTH_OVERHEAD_TARGET),
+        });
+    }
+    Ok(rows)
+}
+
+/// Creates `m` sandboxes ([`CONCURRENCY`] requests at a time), checks each is running and
+/// runs `true` in it, reads the memory of the daemon and of the sandboxes, then deletes all.
+/// Failures are counted, not fatal.
+async fn scale(api: &Api<'_>, daemon: &Daemon, m: usize) -> Result<Scale> {
+    let mut errors = Vec::new();
+    let start = Instant::now();
+    let created: Vec<Result<String>> = stream::iter(0..m)
+        .map(|_| api.create())
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let create_wall_s = start.elapsed().as_secs_f64();
+    let mut ids = Vec::with_capacity(m);
+    for result in created {
+        match result {
+            Ok(id) => ids.push(id),
+            Err(e) => errors.push(format!("create: {e:#}")),
+        }
+    }
+
+    let listed: HashSet<String> = call("list", api.0.list(&["running"], &[]))
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let running = ids.iter().filter(|id| listed.contains(*id)).count();
+    if running < ids.len() {
+        errors.push(format!(
+            "{} of {} created sandboxes are not listed as running",
+            ids.len() - running,
+            ids.len()
+        ));
+    }
+
+    let execs: Vec<Result<f64>> = stream::iter(&ids)
+        .map(|id| api.exec_true(id))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut exec_ok = 0;
+    for result in execs {
+        match result {
+            Ok(_) => exec_ok += 1,
+            Err(e) => errors.push(format!("exec: {e:#}")),
+        }
+    }
+
+    let rss_alive_kib = daemon_status_kib(daemon.pid(), "VmRSS:");
+    let sandbox_pss = daemon.instance().map(|instance| {
+        let pids = daemon::pids_in_instance(instance);
+        let total = pids
+            .iter()
+            .filter_map(|pid| {
+                let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+                status_kib(&text, "Pss:")
+            })
+            .sum();
+        (total, pids.len())
+    });
+
+    let start = Instant::now();
+    let deletes: Vec<Result<()>> = stream::iter(&ids)
+        .map(|id| api.delete(id))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let delete_wall_s = start.elapsed().as_secs_f64();
+    let mut deleted = 0;
+    for result in deletes {
+        match result {
+            Ok(()) => deleted += 1,
+            Err(e) => errors.push(format!("delete: {e:#}")),
+        }
+    }
+
+    Ok(Scale {
+        requested: m,
+        concurrency: CONCURRENCY,
+        created: ids.len(),
+        running,
+        exec_ok,
+        deleted,
+        errors,
+        create_wall_s,
+        delete_wall_s,
+        rss_idle_kib: None,
+        rss_alive_kib,
+        rss_after_kib: daemon_status_kib(daemon.pid(), "VmRSS:"),
+        hwm_kib: daemon_status_kib(daemon.pid(), "VmHWM:"),
+        sandbox_pss,
+        terminal_mb_s: None,
+    })
+}
+
+fn daemon_status_kib(pid: u32, key: &str) -> Option<u64> {
+    status_kib(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        key,
+    )
+}
+
+/// The API calls the benchmark makes, each checked for the answer it must give.
+pub struct Api<'a>(pub &'a Client);
+
+impl Api<'_> {
+    /// Creates a default sandbox; its id.
+    pub async fn create(&self) -> Result<String> {
+        self.create_from(&CreateSandboxRequest::default()).await
+    }
+
+    /// Creates a sandbox with `cpus` CPUs; its id.
+    pub async fn create_with_cpus(&self, cpus: f64) -> Result<String> {
+        let request = CreateSandboxRequest {
+            resources: Some(sbx_protocol::ResourcesRequest {
+                cpus: Some(cpus),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_from(&request).await
+    }
+
+    async fn create_from(&self, request: &CreateSandboxRequest) -> Result<String> {
+        let sandbox = call("create", self.0.create(request)).await?;
+        ensure!(
+            sandbox.state == SandboxState::Running,
+            "create answered {} ({})",
+            sandbox.state,
+            sandbox.state_reason.unwrap_or_default()
+        );
+        Ok(sandbox.id)
+    }
+
+    /// Runs `true`; the time it ran as the daemon reports it (ms).
+    async fn exec_true(&self, id: &str) -> Result<f64> {
+        let request = ExecRequest {
+            cmd: vec!["true".into()],
+            ..ExecRequest::default()
+        };
+        let result = call("exec", self.0.exec(id, &request)).await?;
+        if result.exit_code != 0 {
+            bail!(
+                "`true` in {id} exited with {} (stderr: {})",
+                result.exit_code,
+                result.stderr.trim()
+            );
+        }
+        Ok(result.duration_ms)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let sandbox = call("delete", self.0.delete(id)).await?;
+        ensure!(
+            sandbox.state == SandboxState::Destroyed,
+            "delete of {id} answered {}",
+            sandbox.state
+        );
+        Ok(())
+    }
+}
+
+/// Awaits one API call with [`CALL_TIMEOUT`].
+async fn call<T>(what: &str, request: impl Future<Output = Result<T, ClientError>>) -> Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, request).await {
+        Ok(result) => result.with_context(|| format!("{what} failed")),
+        Err(_) => bail!("{what}: no answer within {CALL_TIMEOUT:?}"),
+    }
+}

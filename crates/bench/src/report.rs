@@ -1,0 +1,249 @@
+//! The Markdown report: host facts, the latency table with its targets, and the scale results.
+
+use std::fmt::Write as _;
+use std::fs;
+
+use crate::stats::{mib, ms, pass, Summary, Target};
+
+/// Daemon RSS with every scale sandbox alive must stay under this.
+pub const RSS_TARGET_MIB: u64 = 100;
+
+/// The machine the benchmark ran on.
+pub struct Host {
+    pub kernel: String,
+    pub cpu: String,
+    pub cpus: usize,
+    pub memory_kib: u64,
+}
+
+impl Host {
+    pub fn read() -> Host {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Host {
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into()),
+            cpu: cpuinfo
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_else(|| "unknown".into()),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_kib: status_kib(&meminfo, "MemTotal:").unwrap_or(0),
+        }
+    }
+}
+
+/// The `<key> <n> kB` value of a `/proc` status-like text.
+pub fn status_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// One latency row: its samples' summary, or why there is none (e.g. a tool not installed).
+pub struct Row {
+    pub name: String,
+    pub result: Result<Summary, String>,
+    pub target: Option<Target>,
+}
+
+/// What the scale phase saw.
+pub struct Scale {
+    pub requested: usize,
+    pub concurrency: usize,
+    pub created: usize,
+    pub running: usize,
+    pub exec_ok: usize,
+    pub deleted: usize,
+    pub errors: Vec<String>,
+    pub create_wall_s: f64,
+    pub delete_wall_s: f64,
+    pub rss_idle_kib: Option<u64>,
+    pub rss_alive_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub hwm_kib: Option<u64>,
+    /// PSS total (KiB) and process count of everything in the sandboxes' cgroups.
+    pub sandbox_pss: Option<(u64, usize)>,
+    /// Terminal output throughput, MB/s (`cat` of a large file to a local WebSocket client).
+    /// And the ceiling: the same `cat` on a host pty with a minimal reader (MB/s).
+    pub terminal_mb_s: Option<(f64, Option<f64>)>,
+}
+
+pub struct Report {
+    pub date: String,
+    pub host: Host,
+    pub version: String,
+    pub sbx_path: String,
+    /// WARN/ERROR lines of the daemon's log.
+    pub log_warnings: Vec<String>,
+    pub iterations: usize,
+    pub rows: Vec<Row>,
+    pub scale: Scale,
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let host = &self.host;
+        let _ = writeln!(out, "# sbx benchmark\n");
+        let _ = writeln!(out, "- date: {}", self.date);
+        let _ = writeln!(
+            out,
+            "- host: Linux {}, {} × {} CPUs, {:.1} GiB memory",
+            host.kernel,
+            host.cpu,
+            host.cpus,
+            host.memory_kib as f64 / (1024.0 * 1024.0)
+        );
+        let _ = writeln!(out, "- sbx: {} ({})", self.version, self.sbx_path);
+        let _ = writeln!(
+            out,
+            "- iterations N = {}, scale M = {} ({} concurrent requests)\n",
+            self.iterations, self.scale.requested, self.scale.concurrency
+        );
+
+        let _ = writeln!(out, "## Latency\n");
+        let _ = writeln!(
+            out,
+            "| measurement | p50 ms | p95 ms | p99 ms | mean ms | target |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
+        for row in &self.rows {
+            match &row.result {
+                Ok(s) => {
+                    let target = row.target.map_or("—".into(), |t| t.verdict(s));
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {target} |",
+                        row.name,
+                        ms(s.p50),
+                        ms(s.p95),
+                        ms(s.p99),
+                        ms(s.mean)
+                    );
+                }
+                Err(why) => {
+                    let target = if row.target.is_some() { "FAIL" } else { "—" };
+                    let _ = writeln!(out, "| {} | {why} | | | | {target} |", row.name);
+                }
+            }
+        }
+
+        let s = &self.scale;
+        if let Some((rate, ceiling)) = s.terminal_mb_s {
+            let target = crate::THROUGHPUT_TARGET_MB_S;
+            let _ = writeln!(out, "\n## Terminal throughput\n");
+            let _ = writeln!(out, "| measurement | MB/s | target |");
+            let _ = writeln!(out, "|---|---:|---|");
+            let _ = writeln!(
+                out,
+                "| `cat` of a 256 MiB file in a sandbox terminal (raw mode) → local WebSocket client | {rate:.0} | ≥ {target}: {} |",
+                crate::stats::pass(rate >= target)
+            );
+            if let Some(ceiling) = ceiling {
+                let _ = writeln!(
+                    out,
+                    "| baseline: the same `cat` on a host pty, minimal reader (no sandbox, no WebSocket) | {ceiling:.0} | — |"
+                );
+            }
+        }
+        let _ = writeln!(out, "\n## Scale: {} sandboxes\n", s.requested);
+        let _ = writeln!(out, "| measurement | value | target |");
+        let _ = writeln!(out, "|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| created / running / `true` exited 0 | {} / {} / {} | all {}: {} |",
+            s.created,
+            s.running,
+            s.exec_ok,
+            s.requested,
+            pass(s.created == s.requested && s.running == s.requested && s.exec_ok == s.requested)
+        );
+        let _ = writeln!(
+            out,
+            "| errors | {} | 0: {} |",
+            s.errors.len(),
+            pass(s.errors.is_empty())
+        );
+        let rss_target = match s.rss_alive_kib {
+            Some(kib) => format!(
+                "< {RSS_TARGET_MIB} MiB: {}",
+                pass(kib < RSS_TARGET_MIB * 1024)
+            ),
+            None => "FAIL (unreadable)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| daemon VmRSS, {} alive | {} | {rss_target} |",
+            s.running,
+            opt_mib(s.rss_alive_kib)
+        );
+        let _ = writeln!(
+            out,
+            "| daemon VmRSS idle (before the run) / after deleting all / peak (VmHWM) | {} / {} / {} | — |",
+            opt_mib(s.rss_idle_kib),
+            opt_mib(s.rss_after_kib),
+            opt_mib(s.hwm_kib)
+        );
+        match s.sandbox_pss {
+            Some((kib, processes)) if s.running > 0 => {
+                let _ = writeln!(
+                    out,
+                    "| PSS of the sandboxes' processes ({processes} processes) | {} total, {:.2} MiB per sandbox | — |",
+                    mib(kib),
+                    kib as f64 / 1024.0 / s.running as f64
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "| PSS of the sandboxes' processes | not measured | — |"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "| wall time: create {} / delete {} ({} concurrent) | {:.2} s ({:.0}/s) / {:.2} s ({:.0}/s) | — |",
+            s.requested,
+            s.deleted,
+            s.concurrency,
+            s.create_wall_s,
+            rate(s.created, s.create_wall_s),
+            s.delete_wall_s,
+            rate(s.deleted, s.delete_wall_s)
+        );
+        let _ = writeln!(
+            out,
+            "| WARN/ERROR lines in the daemon's log (whole run) | {} | — |",
+            self.log_warnings.len()
+        );
+        if !s.errors.is_empty() {
+            let _ = writeln!(out, "\nFirst errors:\n");
+            for error in s.errors.iter().take(10) {
+                let _ = writeln!(out, "- {error}");
+            }
+        }
+        if !self.log_warnings.is_empty() {
+            let _ = writeln!(out, "\nFirst WARN/ERROR lines of the daemon's log:\n");
+            for line in self.log_warnings.iter().take(10) {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        out
+    }
+}
+
+fn opt_mib(kib: Option<u64>) -> String {
+    kib.map_or("unreadable".into(), mib)
+}
+
+fn rate(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}

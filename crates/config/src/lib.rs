@@ -1,0 +1,744 @@
+//! The configuration: an optional TOML file (`sbx serve --config FILE`) over embedded defaults.
+//!
+//! Owns: the file format ([`RawConfig`], unknown keys are errors), its validation into
+//! [`Config`] with errors that name the file, line and key, the embedded defaults, the
+//! resolved configuration as TOML (`sbx config check`), and duration parsing ([`duration`]).
+//! Must never: know about the store, backends or HTTP.
+//!
+//! ```toml
+//! [daemon]
+//! listen = "127.0.0.1:7070"
+//! data_dir = "/var/lib/sbx"
+//! keep_sandboxes = false      # true: a graceful stop leaves sandboxes running for the next daemon
+//! warm_pool = 2
+//!
+//! [reaper]
+//! enabled = true              # false: only `sbx expire --apply` removes expired sandboxes
+//! interval = "1s"
+//!
+//! [profiles.default]
+//! backend = "native"
+//! template = "host"
+//! network = "none"
+//! resources = { memory_mb = 512, cpus = 1.0, pids = 256 }
+//! ttl = { default = "1h", max = "24h" }   # idle = "15m" to reap idle sandboxes
+//! ```
+
+pub mod duration;
+
+pub mod limits;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use limits::{Audit, IpRange, Limits, LimitsConfig};
+use limits::{RawAudit, RawLimits, RawLimitsTable};
+
+/// The profile a create uses when it names none.
+pub const DEFAULT_PROFILE: &str = "default";
+const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+const DEFAULT_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_WARM_POOL: usize = 2;
+const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A configuration problem, saying where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax, unknown key or bad value; `message` has the line, column and key.
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub daemon: Daemon,
+    pub reaper: Reaper,
+    pub terminals: Terminals,
+    pub limits: LimitsConfig,
+    pub audit: Audit,
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Daemon {
+    pub listen: SocketAddr,
+    /// `None`: the daemon picks its default for the running user.
+    pub data_dir: Option<PathBuf>,
+    pub keep_sandboxes: bool,
+    pub warm_pool: usize,
+    /// Web origins (`https://tutorial.example`) whose pages may call the API and open
+    /// terminals (CORS and the WebSocket `Origin` check). Empty: same origin only.
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client. Empty: the header is ignored
+    /// and the connection's peer is the client.
+    pub trusted_proxies: Vec<IpRange>,
+    /// Longest a client may take to send a request's headers (and to sit idle between
+    /// requests on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body.
+    pub body_timeout: Duration,
+    /// Open connections at most, and per client address (trusted proxies are exempt).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+/// Limits of the terminal WebSocket (`GET /v1/sandboxes/{id}/pty`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terminals {
+    /// Largest inbound message; a larger one closes the socket with 1009.
+    pub max_message_bytes: usize,
+    /// Terminals open at once per client IP; one more is answered 429 before the upgrade.
+    pub max_per_ip: usize,
+    /// Close (1008) a terminal whose input carries escape sequences aimed at the host's
+    /// terminal emulator (OSC, DCS, APC, PM introducers).
+    pub filter_escape_sequences: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reaper {
+    pub enabled: bool,
+    /// How often idle sandboxes are looked for (expiry is acted on at its deadline).
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub backend: String,
+    pub template: String,
+    pub network: Network,
+    /// Defaults of the profile; a request may ask for other values within the host's bounds.
+    pub resources: Resources,
+    pub ttl: Ttl,
+    /// Extra limits on creating sandboxes of this profile, counted over this profile's
+    /// sandboxes only (unlimited unless set).
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resources {
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub pids: u64,
+    /// The sandbox's disk (writable root and home), MiB.
+    pub disk_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Loopback only.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    /// Lifetime given at create when the request names none.
+    pub default: Duration,
+    /// Longest total lifetime, extensions included.
+    pub max: Duration,
+    /// Reap after this long without API activity or running processes; `None`: never.
+    pub idle: Option<Duration>,
+}
+
+impl Profile {
+    fn builtin() -> Profile {
+        Profile {
+            name: DEFAULT_PROFILE.into(),
+            backend: "native".into(),
+            template: "host".into(),
+            network: Network::None,
+            resources: Resources {
+                memory_mb: 512,
+                cpus: 1.0,
+                pids: 256,
+                disk_mb: 2048,
+            },
+            ttl: Ttl {
+                default: DEFAULT_TTL,
+                max: DEFAULT_TTL_MAX,
+                idle: None,
+            },
+            limits: Limits::UNLIMITED,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            daemon: Daemon {
+                listen: DEFAULT_LISTEN.parse().expect("a valid literal address"),
+                data_dir: None,
+                keep_sandboxes: false,
+                warm_pool: DEFAULT_WARM_POOL,
+                allowed_origins: Vec::new(),
+                trusted_proxies: Vec::new(),
+                header_timeout: Duration::from_secs(15),
+                body_timeout: Duration::from_secs(60),
+                max_connections: 4096,
+                max_connections_per_ip: 256,
+            },
+            terminals: Terminals {
+                max_message_bytes: 64 * 1024,
+                max_per_ip: 3,
+                filter_escape_sequences: false,
+            },
+            reaper: Reaper {
+                enabled: true,
+                interval: DEFAULT_REAPER_INTERVAL,
+            },
+            limits: LimitsConfig::default(),
+            audit: Audit::default(),
+            profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded defaults, or the file over them.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(file) = file else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &file.display().to_string())
+    }
+
+    /// Parses `text` (named `file` in errors).
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            message,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        raw.resolve().map_err(invalid)
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
+    /// The resolved configuration, every default filled in, as TOML.
+    pub fn to_toml(&self) -> String {
+        let raw = RawConfig {
+            daemon: Some(RawDaemon {
+                listen: Some(self.daemon.listen.to_string()),
+                data_dir: self.daemon.data_dir.clone(),
+                keep_sandboxes: Some(self.daemon.keep_sandboxes),
+                warm_pool: Some(self.daemon.warm_pool),
+                allowed_origins: Some(self.daemon.allowed_origins.clone()),
+                trusted_proxies: Some(
+                    self.daemon
+                        .trusted_proxies
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+                header_timeout: Some(DurationText(self.daemon.header_timeout)),
+                body_timeout: Some(DurationText(self.daemon.body_timeout)),
+                max_connections: Some(self.daemon.max_connections),
+                max_connections_per_ip: Some(self.daemon.max_connections_per_ip),
+            }),
+            limits: Some(self.limits.to_raw()),
+            audit: Some(self.audit.to_raw()),
+            terminals: Some(RawTerminals {
+                max_message_bytes: Some(self.terminals.max_message_bytes),
+                max_per_ip: Some(self.terminals.max_per_ip),
+                filter_escape_sequences: Some(self.terminals.filter_escape_sequences),
+            }),
+            reaper: Some(RawReaper {
+                enabled: Some(self.reaper.enabled),
+                interval: Some(DurationText(self.reaper.interval)),
+            }),
+            profiles: self
+                .profiles
+                .iter()
+                .map(|(name, p)| {
+                    let raw = RawProfile {
+                        backend: Some(p.backend.clone()),
+                        template: Some(p.template.clone()),
+                        network: Some("none".into()),
+                        resources: Some(RawResources {
+                            memory_mb: Some(p.resources.memory_mb),
+                            cpus: Some(p.resources.cpus),
+                            pids: Some(p.resources.pids),
+                            disk_mb: Some(p.resources.disk_mb),
+                        }),
+                        ttl: Some(RawTtl {
+                            default: Some(DurationText(p.ttl.default)),
+                            max: Some(DurationText(p.ttl.max)),
+                            idle: p.ttl.idle.map(DurationText),
+                        }),
+                        limits: (p.limits != Limits::UNLIMITED).then(|| p.limits.to_raw()),
+                    };
+                    (name.clone(), raw)
+                })
+                .collect(),
+        };
+        toml::to_string_pretty(&raw).expect("the configuration serialises")
+    }
+}
+
+/// The file as written. Every table and key is optional; unknown ones are errors.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon: Option<RawDaemon>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reaper: Option<RawReaper>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    terminals: Option<RawTerminals>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<RawLimitsTable>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit: Option<RawAudit>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_sandboxes: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warm_pool: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_origins: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_proxies: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header_timeout: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_timeout: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections_per_ip: Option<usize>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTerminals {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_message_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_per_ip: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter_escape_sequences: Option<bool>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReaper {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<RawResources>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<RawTtl>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pids: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_mb: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTtl {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle: Option<DurationText>,
+}
+
+/// A duration written as text; a bad one fails where it stands, so the error has its line.
+#[derive(Debug, Clone, Copy)]
+struct DurationText(Duration);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        duration::parse(&text)
+            .map(DurationText)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for DurationText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&duration::format(self.0))
+    }
+}
+
+impl RawConfig {
+    fn resolve(self) -> Result<Config, String> {
+        let mut config = Config::default();
+        if let Some(daemon) = self.daemon {
+            if let Some(listen) = daemon.listen {
+                config.daemon.listen = listen.parse().map_err(|_| {
+                    format!("daemon.listen: {listen:?} is not an address like 127.0.0.1:7070")
+                })?;
+            }
+            if let Some(dir) = daemon.data_dir {
+                if !dir.is_absolute() {
+                    return Err(format!(
+                        "daemon.data_dir: {} is not an absolute path",
+                        dir.display()
+                    ));
+                }
+                config.daemon.data_dir = Some(dir);
+            }
+            config.daemon.keep_sandboxes = daemon.keep_sandboxes.unwrap_or(false);
+            config.daemon.warm_pool = daemon.warm_pool.unwrap_or(DEFAULT_WARM_POOL);
+            if config.daemon.warm_pool > 64 {
+                return Err("daemon.warm_pool: at most 64".into());
+            }
+            for origin in daemon.allowed_origins.unwrap_or_default() {
+                // scheme://host[:port], nothing after: what browsers send as `Origin`.
+                let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                    (scheme == "http" || scheme == "https")
+                        && !rest.is_empty()
+                        && !rest.contains(['/', ' ', '?', '#'])
+                });
+                if !valid {
+                    return Err(format!(
+                        "daemon.allowed_origins: {origin:?} is not an origin like https://example.com:8443"
+                    ));
+                }
+                config.daemon.allowed_origins.push(origin);
+            }
+            for proxy in daemon.trusted_proxies.unwrap_or_default() {
+                let range = proxy
+                    .parse()
+                    .map_err(|e| format!("daemon.trusted_proxies: {e}"))?;
+                config.daemon.trusted_proxies.push(range);
+            }
+            for (name, value, slot) in [
+                (
+                    "header_timeout",
+                    daemon.header_timeout,
+                    &mut config.daemon.header_timeout,
+                ),
+                (
+                    "body_timeout",
+                    daemon.body_timeout,
+                    &mut config.daemon.body_timeout,
+                ),
+            ] {
+                if let Some(DurationText(value)) = value {
+                    if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                        return Err(format!(
+                            "daemon.{name}: {} is not between 100ms and 1h",
+                            duration::format(value)
+                        ));
+                    }
+                    *slot = value;
+                }
+            }
+            for (name, value, slot) in [
+                (
+                    "max_connections",
+                    daemon.max_connections,
+                    &mut config.daemon.max_connections,
+                ),
+                (
+                    "max_connections_per_ip",
+                    daemon.max_connections_per_ip,
+                    &mut config.daemon.max_connections_per_ip,
+                ),
+            ] {
+                if let Some(value) = value {
+                    if value == 0 {
+                        return Err(format!("daemon.{name}: must be at least 1"));
+                    }
+                    *slot = value;
+                }
+            }
+        }
+        if let Some(limits) = self.limits {
+            config.limits = limits.resolve()?;
+        }
+        if let Some(audit) = self.audit {
+            config.audit = audit.resolve()?;
+        }
+        if let Some(reaper) = self.reaper {
+            config.reaper.enabled = reaper.enabled.unwrap_or(true);
+            if let Some(DurationText(interval)) = reaper.interval {
+                config.reaper.interval = interval;
+            }
+        }
+        if let Some(terminals) = self.terminals {
+            if let Some(bytes) = terminals.max_message_bytes {
+                if !(1024..=16 << 20).contains(&bytes) {
+                    return Err(format!(
+                        "terminals.max_message_bytes: {bytes} is not between 1024 and 16777216"
+                    ));
+                }
+                config.terminals.max_message_bytes = bytes;
+            }
+            if let Some(count) = terminals.max_per_ip {
+                if count == 0 {
+                    return Err("terminals.max_per_ip: must be at least 1".into());
+                }
+                config.terminals.max_per_ip = count;
+            }
+            config.terminals.filter_escape_sequences =
+                terminals.filter_escape_sequences.unwrap_or(false);
+        }
+        for (name, raw) in self.profiles {
+            let profile =
+                resolve_profile(&name, raw).map_err(|e| format!("profiles.{name}.{e}"))?;
+            config.profiles.insert(name, profile);
+        }
+        Ok(config)
+    }
+}
+
+fn resolve_profile(name: &str, raw: RawProfile) -> Result<Profile, String> {
+    let valid_name = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b));
+    if !valid_name {
+        return Err(format!("name: {name:?} must be 1-63 of a-z, 0-9, '-', '_'"));
+    }
+    let mut profile = Profile::builtin();
+    profile.name = name.to_owned();
+    if let Some(backend) = raw.backend {
+        if backend != "native" {
+            return Err(format!(
+                "backend: {backend:?} is not available (backends: native)"
+            ));
+        }
+        profile.backend = backend;
+    }
+    if let Some(template) = raw.template {
+        let valid = template
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && template.len() <= 63
+            && template
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !valid {
+            return Err(format!("template: {template:?} is not a template name"));
+        }
+        profile.template = template;
+    }
+    if let Some(network) = raw.network {
+        if network != "none" {
+            return Err(format!(
+                "network: {network:?} is not supported (networks: none)"
+            ));
+        }
+    }
+    if let Some(resources) = raw.resources {
+        if let Some(memory_mb) = resources.memory_mb {
+            if memory_mb < 32 {
+                return Err(format!("resources.memory_mb: {memory_mb} is below 32"));
+            }
+            profile.resources.memory_mb = memory_mb;
+        }
+        if let Some(cpus) = resources.cpus {
+            if !cpus.is_finite() || cpus < 0.01 {
+                return Err(format!("resources.cpus: {cpus} is below 0.01"));
+            }
+            profile.resources.cpus = cpus;
+        }
+        if let Some(pids) = resources.pids {
+            if pids < 8 {
+                return Err(format!("resources.pids: {pids} is below 8"));
+            }
+            profile.resources.pids = pids;
+        }
+        if let Some(disk_mb) = resources.disk_mb {
+            if disk_mb < 64 {
+                return Err(format!("resources.disk_mb: {disk_mb} is below 64"));
+            }
+            profile.resources.disk_mb = disk_mb;
+        }
+    }
+    if let Some(ttl) = raw.ttl {
+        if let Some(DurationText(max)) = ttl.max {
+            profile.ttl.max = max;
+        }
+        if let Some(DurationText(default)) = ttl.default {
+            profile.ttl.default = default;
+        } else if profile.ttl.default > profile.ttl.max {
+            profile.ttl.default = profile.ttl.max;
+        }
+        profile.ttl.idle = ttl.idle.map(|DurationText(idle)| idle);
+    }
+    if let Some(limits) = raw.limits {
+        profile.limits = limits.over(Limits::UNLIMITED, "limits")?;
+    }
+    if profile.ttl.default > profile.ttl.max {
+        return Err(format!(
+            "ttl.default: {} is longer than ttl.max {}",
+            duration::format(profile.ttl.default),
+            duration::format(profile.ttl.max)
+        ));
+    }
+    Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_the_embedded_defaults() {
+        let config = Config::load(None).unwrap();
+        let default = config.profile(DEFAULT_PROFILE).unwrap();
+        assert_eq!(default.template, "host");
+        assert_eq!(default.ttl.default, Duration::from_secs(3600));
+        assert_eq!(default.ttl.idle, None);
+        assert_eq!(config.daemon.listen.to_string(), "127.0.0.1:7070");
+        assert!(config.reaper.enabled);
+    }
+
+    #[test]
+    fn a_full_file_resolves() {
+        let text = r#"
+[daemon]
+listen = "0.0.0.0:8080"
+keep_sandboxes = true
+warm_pool = 0
+
+[reaper]
+interval = "5s"
+
+[profiles.tutorial]
+resources = { memory_mb = 128, cpus = 0.5 }
+ttl = { default = "15m", max = "1h", idle = "5m" }
+"#;
+        let config = Config::parse(text, "sbx.toml").unwrap();
+        assert_eq!(config.daemon.listen.to_string(), "0.0.0.0:8080");
+        assert!(config.daemon.keep_sandboxes);
+        assert_eq!(config.reaper.interval, Duration::from_secs(5));
+        let tutorial = config.profile("tutorial").unwrap();
+        assert_eq!(tutorial.resources.memory_mb, 128);
+        assert_eq!(tutorial.resources.pids, 256);
+        assert_eq!(tutorial.ttl.idle, Some(Duration::from_secs(300)));
+        assert!(
+            config.profile(DEFAULT_PROFILE).is_some(),
+            "the default profile stays"
+        );
+        // The resolved form parses back to the same configuration.
+        assert_eq!(
+            Config::parse(&config.to_toml(), "resolved").unwrap(),
+            config
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases = [
+            (
+                "[daemon]\nlisten = \"127.0.0.1:1\"\ncolour = 3\n",
+                "line 3",
+                "colour",
+            ),
+            ("[profiles.a]\nttl = { default = \"5x\" }\n", "line 2", "5x"),
+            (
+                "[profiles.a]\n[profiles.a.ttl]\nmax = \"1h\"\ndefault = \"2h\"\n",
+                "profiles.a.ttl.default",
+                "longer than ttl.max",
+            ),
+            (
+                "[profiles.a]\nnetwork = \"host\"\n",
+                "profiles.a.network",
+                "not supported",
+            ),
+            (
+                "[profiles.a]\nbackend = \"vmware\"\n",
+                "profiles.a.backend",
+                "not available",
+            ),
+            ("[profiles.A]\n", "profiles.A.name", "must be"),
+            (
+                "[daemon]\nlisten = \"nowhere\"\n",
+                "daemon.listen",
+                "nowhere",
+            ),
+            ("[reaper]\nenabled = \"yes\"\n", "line 2", "enabled"),
+            ("not toml at all", "line 1", "sbx.toml"),
+        ];
+        for (text, where_, what) in cases {
+            let error = Config::parse(text, "sbx.toml").unwrap_err().to_string();
+            assert!(error.starts_with("sbx.toml: "), "{error}");
+            assert!(error.contains(where_), "{text:?}: {error}");
+            assert!(error.contains(what), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../../docs/sbx.example.toml");
+        let config = Config::parse(text, "docs/sbx.example.toml").unwrap();
+        assert_eq!(
+            config.profile("tutorial").unwrap().ttl.idle,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            config,
+            Config::parse(&config.to_toml(), "resolved").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let error = Config::load(Some(Path::new("/nonexistent/sbx.toml"))).unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/sbx.toml"));
+    }
+}

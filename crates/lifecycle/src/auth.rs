@@ -1,0 +1,448 @@
+//! Who is asking: API keys, web sessions, and what a caller may see.
+//!
+//! A key reads `sbx_<id>_<secret>`. The id is public (logs and the audit trail name keys by
+//! it); of the secret only a SHA-256 is stored, and a presented secret's hash is compared in
+//! constant time. Keys live in the store and in memory (loaded at start, changed only through
+//! this module), so a revoked key is refused from the next request on.
+//!
+//! A web session is a random token in an HttpOnly cookie, traded for a key at `POST /v1/login`;
+//! it acts as that key, ends with it (revocation) and after [`SESSION_LIFETIME`]. Sessions live
+//! in memory only: a daemon restart logs browsers out.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use sbx_protocol::{CreatedKey, KeyInfo};
+use sbx_store::{KeyRow, SandboxRow};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{now_ms, view, Error, Service};
+
+/// How long a web session lasts.
+pub const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+/// Sessions kept at most; the oldest go first.
+const MAX_SESSIONS: usize = 10_000;
+/// The user of the key a fresh daemon makes.
+pub const ADMIN_USER: &str = "admin";
+const KEY_PREFIX: &str = "sbx_";
+
+/// Who a request acts for, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    /// Admins see and act on every user's sandboxes, and manage keys.
+    pub admin: bool,
+    /// The key used (`None`: the daemon itself, or a daemon without authentication).
+    pub key_id: Option<String>,
+    /// The client's address (after trusted proxies).
+    pub ip: Option<IpAddr>,
+    /// The request's id, for the audit trail.
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// The daemon acting on its own (reaper, shutdown, cleanup).
+    pub fn system() -> Caller {
+        Caller {
+            user: "sbx".into(),
+            admin: true,
+            key_id: None,
+            ip: None,
+            request_id: None,
+        }
+    }
+
+    /// Everyone, on a daemon started with `--insecure-no-auth`.
+    pub fn unauthenticated() -> Caller {
+        Caller {
+            user: ADMIN_USER.into(),
+            ..Caller::system()
+        }
+    }
+
+    /// Whose sandboxes this caller may see: `None` for all (admins).
+    pub(crate) fn scope(&self) -> Option<&str> {
+        (!self.admin).then_some(self.user.as_str())
+    }
+
+    pub(crate) fn may_see(&self, row: &SandboxRow) -> bool {
+        self.admin || row.owner.as_deref() == Some(self.user.as_str())
+    }
+
+    pub(crate) fn require_admin(&self) -> Result<(), Error> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(Error::Forbidden("this needs an admin key".into()))
+        }
+    }
+}
+
+/// Why a presented credential was refused. The client is told only "invalid or revoked";
+/// the audit trail gets the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Malformed,
+    UnknownKey,
+    WrongSecret,
+    Revoked,
+    UnknownSession,
+    /// A session cookie sent by a page of another origin.
+    CrossOrigin,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::UnknownKey => "unknown_key",
+            AuthFailure::WrongSecret => "wrong_secret",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::UnknownSession => "unknown_session",
+            AuthFailure::CrossOrigin => "cross_origin",
+        }
+    }
+}
+
+struct Session {
+    key_id: String,
+    expires_at: i64,
+}
+
+/// Keys by id, and sessions by the hash of their token.
+#[derive(Default)]
+pub(crate) struct Keys {
+    by_id: RwLock<HashMap<String, KeyRow>>,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+impl Keys {
+    fn get(&self, id: &str) -> Option<KeyRow> {
+        self.by_id
+            .read()
+            .expect("key map is never poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    fn put(&self, row: KeyRow) {
+        self.by_id
+            .write()
+            .expect("key map is never poisoned")
+            .insert(row.id.clone(), row);
+    }
+}
+
+impl Service {
+    /// Loads the keys; on a daemon without any, makes an admin key and writes it to
+    /// `admin_key_file` (mode 0600). Returns the file when it wrote one.
+    pub fn init_keys(&self, admin_key_file: &Path) -> Result<Option<PathBuf>, Error> {
+        let rows = self.inner.store.keys()?;
+        let fresh = rows.is_empty();
+        for row in rows {
+            self.inner.keys.put(row);
+        }
+        if !fresh {
+            return Ok(None);
+        }
+        let (key, row) = new_key(ADMIN_USER, true);
+        write_secret_file(admin_key_file, &key).map_err(|e| {
+            Error::Internal(format!(
+                "cannot write the admin key to {}: {e}",
+                admin_key_file.display()
+            ))
+        })?;
+        if let Err(e) = self.inner.store.insert_key(&row) {
+            let _ = std::fs::remove_file(admin_key_file);
+            return Err(e.into());
+        }
+        self.audit(
+            &Caller::system(),
+            "key.created",
+            serde_json::json!({ "target_key_id": row.id, "for_user": row.user, "admin": true }),
+        );
+        self.inner.keys.put(row);
+        Ok(Some(admin_key_file.to_owned()))
+    }
+
+    /// The caller a key stands for.
+    pub fn authenticate(&self, presented: &str) -> Result<Caller, AuthFailure> {
+        let (id, secret) = presented
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+            .ok_or(AuthFailure::Malformed)?;
+        let row = self.inner.keys.get(id).ok_or(AuthFailure::UnknownKey)?;
+        let hash = Sha256::digest(secret.as_bytes());
+        let stored = decode_hex(&row.hash).unwrap_or_default();
+        if !bool::from(stored.as_slice().ct_eq(hash.as_slice())) {
+            return Err(AuthFailure::WrongSecret);
+        }
+        if row.revoked_at.is_some() {
+            return Err(AuthFailure::Revoked);
+        }
+        Ok(caller_of(&row))
+    }
+
+    /// Trades a key for a web session token.
+    pub fn login(&self, key: &str) -> Result<(String, Caller), AuthFailure> {
+        let caller = self.authenticate(key)?;
+        let token = format!("sbxs_{}", random_base32(32));
+        let now = now_ms();
+        let mut sessions = self
+            .inner
+            .keys
+            .sessions
+            .lock()
+            .expect("session map is never poisoned");
+        sessions.retain(|_, s| s.expires_at > now);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires_at)
+                .map(|(k, _)| *k)
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            Sha256::digest(token.as_bytes()).into(),
+            Session {
+                key_id: caller.key_id.clone().unwrap_or_default(),
+                expires_at: now + SESSION_LIFETIME_MS,
+            },
+        );
+        Ok((token, caller))
+    }
+
+    /// The caller a session token stands for.
+    pub fn session(&self, token: &str) -> Result<Caller, AuthFailure> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key_id = {
+            let sessions = self
+                .inner
+                .keys
+                .sessions
+                .lock()
+                .expect("session map is never poisoned");
+            match sessions.get(&digest) {
+                Some(s) if s.expires_at > now_ms() => s.key_id.clone(),
+                _ => return Err(AuthFailure::UnknownSession),
+            }
+        };
+        let row = self
+            .inner
+            .keys
+            .get(&key_id)
+            .ok_or(AuthFailure::UnknownKey)?;
+        if row.revoked_at.is_some() {
+            return Err(AuthFailure::Revoked);
+        }
+        Ok(caller_of(&row))
+    }
+
+    /// Ends a web session (unknown tokens are ignored).
+    pub fn logout(&self, token: &str) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.inner
+            .keys
+            .sessions
+            .lock()
+            .expect("session map is never poisoned")
+            .remove(&digest);
+    }
+
+    /// A new key for `user`; the secret is in the answer only.
+    pub fn create_key(
+        &self,
+        caller: &Caller,
+        user: &str,
+        admin: bool,
+    ) -> Result<CreatedKey, Error> {
+        caller.require_admin()?;
+        if !sbx_config::limits::valid_user(user) {
+            return Err(Error::Invalid(format!(
+                "user: {user:?} is not a user name (1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit)"
+            )));
+        }
+        let (key, row) = new_key(user, admin);
+        self.inner.store.insert_key(&row)?;
+        self.audit(
+            caller,
+            "key.created",
+            serde_json::json!({ "target_key_id": row.id, "for_user": row.user, "admin": admin }),
+        );
+        let info = key_info(&row);
+        self.inner.keys.put(row);
+        Ok(CreatedKey { key, info })
+    }
+
+    /// Keys, revoked ones too: all for admins, a user's own otherwise.
+    pub fn keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>, Error> {
+        let rows = self.inner.store.keys()?;
+        Ok(rows
+            .iter()
+            .filter(|row| caller.admin || row.user == caller.user)
+            .map(key_info)
+            .collect())
+    }
+
+    /// Revokes a key at once: admins any, users their own. The last admin key stays.
+    pub fn revoke_key(&self, caller: &Caller, id: &str) -> Result<KeyInfo, Error> {
+        let not_found = || Error::KeyNotFound(id.to_owned());
+        let row = self.inner.keys.get(id).ok_or_else(not_found)?;
+        if !caller.admin && row.user != caller.user {
+            return Err(not_found());
+        }
+        if row.revoked_at.is_some() {
+            return Ok(key_info(&row));
+        }
+        if row.admin {
+            let admins = self
+                .inner
+                .keys
+                .by_id
+                .read()
+                .expect("key map is never poisoned")
+                .values()
+                .filter(|k| k.admin && k.revoked_at.is_none())
+                .count();
+            if admins <= 1 {
+                return Err(Error::Conflict(
+                    "this is the last admin key; create another admin key first".into(),
+                ));
+            }
+        }
+        let now = now_ms();
+        self.inner.store.revoke_key(id, now)?;
+        let revoked = KeyRow {
+            revoked_at: Some(now),
+            ..row
+        };
+        self.audit(
+            caller,
+            "key.revoked",
+            serde_json::json!({ "target_key_id": revoked.id, "for_user": revoked.user }),
+        );
+        let info = key_info(&revoked);
+        self.inner.keys.put(revoked);
+        Ok(info)
+    }
+}
+
+fn caller_of(row: &KeyRow) -> Caller {
+    Caller {
+        user: row.user.clone(),
+        admin: row.admin,
+        key_id: Some(row.id.clone()),
+        ip: None,
+        request_id: None,
+    }
+}
+
+fn key_info(row: &KeyRow) -> KeyInfo {
+    KeyInfo {
+        id: row.id.clone(),
+        user: row.user.clone(),
+        admin: row.admin,
+        created_at: view::rfc3339(row.created_at),
+        revoked_at: row.revoked_at.map(view::rfc3339),
+    }
+}
+
+/// A fresh key (its text) and its row (with only the secret's hash).
+fn new_key(user: &str, admin: bool) -> (String, KeyRow) {
+    let id = random_base32(12);
+    let secret = random_base32(32);
+    let key = format!("{KEY_PREFIX}{id}_{secret}");
+    let row = KeyRow {
+        id,
+        user: user.to_owned(),
+        admin,
+        hash: encode_hex(&Sha256::digest(secret.as_bytes())),
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    (key, row)
+}
+
+/// `len` characters of lowercase base32 from the OS's random source (5 bits each).
+fn random_base32(len: usize) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(b & 31)] as char)
+        .collect()
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Writes `secret` to `path`, readable by its owner only, replacing what was there atomically.
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temporary = dir.join(format!(
+        ".{}.{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(format!("{secret}\n").as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(decode_hex(&encode_hex(&bytes)).unwrap(), bytes);
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+
+    #[test]
+    fn keys_have_the_documented_shape() {
+        let (key, row) = new_key("alice", false);
+        let rest = key.strip_prefix("sbx_").unwrap();
+        let (id, secret) = rest.split_once('_').unwrap();
+        assert_eq!(id, row.id);
+        assert_eq!((id.len(), secret.len()), (12, 32));
+        assert_eq!(row.hash, encode_hex(&Sha256::digest(secret.as_bytes())));
+        assert!(!row.hash.contains(secret));
+        assert_ne!(new_key("alice", false).0, key);
+    }
+}

@@ -1,0 +1,35 @@
+//! Every backend call's deadline, in one place. A backend that hangs cannot hang the API:
+//! the call fails with `Error::Timeout` and the sandbox is left in a state that says so.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::Error;
+
+pub const CREATE: Duration = Duration::from_secs(30);
+pub const DESTROY: Duration = Duration::from_secs(30);
+pub const EXEC_START: Duration = Duration::from_secs(10);
+pub const LIST: Duration = Duration::from_secs(10);
+
+/// Runs a backend call under its deadline.
+pub async fn run<T>(
+    deadline: Duration,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, sbx_backend::BackendError>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(result) => result.map_err(Error::from),
+        Err(_) => Err(Error::Timeout { operation }),
+    }
+}
+
+/// Like [`run`], but hands the backend's own error back for the caller to interpret.
+pub async fn run_raw<T>(
+    deadline: Duration,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, sbx_backend::BackendError>>,
+) -> Result<Result<T, sbx_backend::BackendError>, Error> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .map_err(|_| Error::Timeout { operation })
+}

@@ -1,0 +1,96 @@
+//! Lifecycle errors. Each variant is one thing a client or operator can act on; the API maps
+//! them to HTTP in one `match` (see `api::error`). Messages never carry host paths: backend
+//! details go to the log, not into these.
+
+use sbx_backend::BackendError;
+
+use crate::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or out of bounds; the message says which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no sandbox {0:?}")]
+    NotFound(String),
+    #[error("template {0:?} does not exist")]
+    TemplateNotFound(String),
+    /// The message lists the profiles there are.
+    #[error("{0}")]
+    ProfileNotFound(String),
+    #[error("a live sandbox is already named {0:?}")]
+    NameTaken(String),
+    #[error("sandbox {id} is {state}: cannot {operation}")]
+    WrongState {
+        id: String,
+        state: State,
+        operation: &'static str,
+    },
+    /// The command could not start (not found, not executable, bad working directory).
+    #[error("{0}")]
+    ExecFailed(String),
+    /// The sandbox died or was destroyed while the operation ran.
+    #[error("sandbox {0} stopped while the command ran")]
+    SandboxGone(String),
+    #[error("the backend did not finish {operation} in time")]
+    Timeout { operation: &'static str },
+    #[error("the backend is unavailable")]
+    Unavailable(String),
+    /// The caller may not do this (only admins may); the message says why.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no key {0:?}")]
+    KeyNotFound(String),
+    /// The request contradicts the current state of things; the message says how.
+    #[error("{0}")]
+    Conflict(String),
+    /// A rate limit or quota refused the request.
+    #[error("{}", .0.message)]
+    Limited(crate::Limited),
+    /// Anything else; the detail is logged, never shown to clients.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<BackendError> for Error {
+    fn from(error: BackendError) -> Self {
+        match error {
+            BackendError::TemplateNotFound(name) => Error::TemplateNotFound(name),
+            BackendError::ExecFailed(message) => Error::ExecFailed(message),
+            BackendError::Unavailable(detail) => Error::Unavailable(detail),
+            BackendError::NotRunning => Error::Internal("sandbox is not running".into()),
+            other => Error::Internal(error_chain(&other)),
+        }
+    }
+}
+
+impl From<sbx_store::StoreError> for Error {
+    fn from(error: sbx_store::StoreError) -> Self {
+        match error {
+            sbx_store::StoreError::NameTaken(name) => Error::NameTaken(name),
+            other => Error::Internal(error_chain(&other)),
+        }
+    }
+}
+
+impl Error {
+    /// The full detail, for the log.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Internal(detail) | Error::Unavailable(detail) => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// `error: cause: cause` — the whole chain on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,183 @@
+//! Lifecycle: what may happen to a sandbox, and when.
+//!
+//! Owns: the state machine ([`State`] and its `can_*` rules), validation of requests into
+//! backend specs ("parse, then trust"), one file per verb under `ops/`, the reaper (deadlines
+//! and idleness), the watchers that notice a sandbox dying on its own, the event stream, and
+//! start-up reconciliation (adoption) of store and host.
+//! Must never: hold a store transaction across a backend call, or let a backend call run
+//! without a deadline ([`deadline`]).
+//!
+//! Architecture invariant: lifecycle is the only place where the store and the backends meet.
+//! Every state change goes through [`Service::record`]: written to the store with its reason,
+//! then published to event subscribers. A row exists before its sandbox's host traces do, so a
+//! crash at any point leaves a record that names what may exist on the host.
+
+mod audit;
+mod auth;
+mod deadline;
+mod error;
+mod limits;
+mod ops;
+pub mod reason;
+mod state;
+#[cfg(test)]
+mod tests;
+mod validate;
+mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use sbx_backend::Backend;
+use sbx_store::{Store, Transition};
+use tokio::sync::{broadcast, Notify};
+use tokio::task::JoinSet;
+
+pub use audit::{AuditQuery, MAX_QUERY as MAX_AUDIT_QUERY};
+pub use auth::{AuthFailure, Caller, ADMIN_USER, SESSION_LIFETIME_MS};
+pub use error::Error;
+pub use limits::Limited;
+pub use ops::events::PAGE as EVENT_PAGE;
+pub use ops::exec::{ExecOutput, ExecStream};
+pub use ops::list::ListFilter;
+pub use ops::reconcile::ReconcileReport;
+pub use sbx_backend::{ExecInput, ExitStatus, SignalTarget, TtySize};
+pub use state::State;
+pub use validate::Bounds;
+
+/// Settings lifecycle needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profiles: BTreeMap<String, sbx_config::Profile>,
+    pub reaper: sbx_config::Reaper,
+    /// What this host can give a sandbox at most.
+    pub bounds: Bounds,
+    pub limits: sbx_config::LimitsConfig,
+    /// Where the audit log goes, and its rotation (`None`: no audit log).
+    pub audit: Option<(std::path::PathBuf, sbx_config::Audit)>,
+}
+
+/// The sandbox service: every operation the API offers, on one shared object.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    backend: Arc<dyn Backend>,
+    config: Config,
+    started_at: i64,
+    /// Serialises state-changing operations per sandbox (create, destroy, extend, recreate).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Watchers of running sandboxes (see `ops::watch`).
+    watchers: Mutex<JoinSet<()>>,
+    /// Every recorded event, as it happens.
+    events: broadcast::Sender<sbx_protocol::Event>,
+    /// Last API use of each live sandbox (Unix ms), for idle reaping.
+    activity: Mutex<HashMap<String, i64>>,
+    /// Wakes the reaper (a deadline changed, or it is time to stop).
+    reaper_wake: Notify,
+    stopping: AtomicBool,
+    reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Turns true when the daemon stops: long-lived streams end.
+    closing: tokio::sync::watch::Sender<bool>,
+    keys: auth::Keys,
+    limits: limits::RateLimits,
+    audit: audit::AuditLog,
+}
+
+impl Service {
+    pub fn new(store: Store, backend: Arc<dyn Backend>, config: Config) -> Result<Service, Error> {
+        let (events, _) = broadcast::channel(1024);
+        let audit = match &config.audit {
+            Some((path, settings)) => {
+                audit::AuditLog::open(path.clone(), *settings).map_err(|e| {
+                    Error::Internal(format!("cannot open the audit log {}: {e}", path.display()))
+                })?
+            }
+            None => audit::AuditLog::disabled(),
+        };
+        Ok(Service {
+            inner: Arc::new(Inner {
+                store,
+                backend,
+                config,
+                started_at: now_ms(),
+                locks: Mutex::new(HashMap::new()),
+                watchers: Mutex::new(JoinSet::new()),
+                events,
+                activity: Mutex::new(HashMap::new()),
+                reaper_wake: Notify::new(),
+                stopping: AtomicBool::new(false),
+                reaper: Mutex::new(None),
+                closing: tokio::sync::watch::Sender::new(false),
+                keys: auth::Keys::default(),
+                limits: limits::RateLimits::default(),
+                audit,
+            }),
+        })
+    }
+
+    /// Writes what the audit log has queued and stops its writer (the daemon's last step).
+    pub fn close_audit(&self) {
+        self.inner.audit.close();
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Becomes true once the daemon stops; streams that would run forever watch it.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.locks.lock().expect("lock map is never poisoned");
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget(&self, id: &str) {
+        self.inner
+            .locks
+            .lock()
+            .expect("lock map is never poisoned")
+            .remove(id);
+        self.inner
+            .activity
+            .lock()
+            .expect("activity map is never poisoned")
+            .remove(id);
+    }
+
+    /// Notes API use of a sandbox (it is not idle).
+    fn touch(&self, id: &str) {
+        self.inner
+            .activity
+            .lock()
+            .expect("activity map is never poisoned")
+            .insert(id.to_owned(), now_ms());
+    }
+
+    /// Records a state change and publishes it.
+    fn record(&self, change: &Transition<'_>) -> Result<(), Error> {
+        let event = self.inner.store.transition(change)?;
+        self.publish(event);
+        Ok(())
+    }
+
+    fn publish(&self, event: sbx_store::EventRow) {
+        // No subscriber is not an error.
+        let _ = self.inner.events.send(view::event(&event));
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,358 @@
+//! Rate limits and quotas: who may create a sandbox or start a command now.
+//!
+//! - Creations per hour, per user and per client address: sliding windows of admission times.
+//!   A refusal's retry-after is when the oldest admission in the window leaves it.
+//! - Commands per second, per user: a token bucket (capacity = rate).
+//! - Live sandboxes, their memory and their CPUs, per user: counted from the store at each
+//!   create. A refusal's retry-after is the soonest deadline among the user's sandboxes.
+//!
+//! A profile's own limits count only that profile's sandboxes and creations. Windows and
+//! buckets live in memory: a restarted daemon starts them afresh (the quotas, read from the
+//! store, do not).
+//!
+//! Invariant: admission (check, reserve, record the row, count the creation) happens under one
+//! lock, so concurrent creates cannot both take the last slot.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sbx_config::Limits;
+use sbx_store::SandboxRow;
+
+use crate::validate::CreateParams;
+use crate::view::StoredSpec;
+use crate::{now_ms, Caller, Error, Service, State};
+
+const HOUR_MS: i64 = 3600 * 1000;
+
+/// A refused request: which limit, why, and when to try again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limited {
+    /// `rate_limited` (a rate; waiting helps by itself) or `quota_exceeded` (a quota; ending a
+    /// sandbox helps).
+    pub code: &'static str,
+    /// The configuration key of the limit (`creates_per_hour`, …).
+    pub limit: &'static str,
+    pub message: String,
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Window {
+    User(String),
+    Ip(IpAddr),
+    ProfileUser(String, String),
+    ProfileIp(String, IpAddr),
+}
+
+struct Bucket {
+    tokens: f64,
+    at: i64,
+}
+
+#[derive(Default)]
+pub(crate) struct RateState {
+    windows: HashMap<Window, VecDeque<i64>>,
+    buckets: HashMap<String, Bucket>,
+    /// Admissions since the last sweep of emptied windows.
+    since_sweep: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct RateLimits {
+    /// Held across a create's admission (see the module's invariant).
+    pub(crate) admission: Mutex<RateState>,
+}
+
+impl RateState {
+    /// How long until `window` has room for one more under `limit` (`None`: it has room now).
+    fn wait(&mut self, window: &Window, limit: u64, now: i64) -> Option<Duration> {
+        let times = self.windows.get_mut(window)?;
+        while times.front().is_some_and(|t| *t <= now - HOUR_MS) {
+            times.pop_front();
+        }
+        if (times.len() as u64) < limit {
+            return None;
+        }
+        // The window is full: room comes when enough of its oldest entries leave it.
+        let excess = times.len() as u64 - limit;
+        let leaves = times.get(excess as usize).copied().unwrap_or(now - HOUR_MS) + HOUR_MS;
+        Some(ceil_duration(leaves - now))
+    }
+
+    fn count(&mut self, window: Window, now: i64) {
+        self.windows.entry(window).or_default().push_back(now);
+        self.since_sweep += 1;
+        if self.since_sweep >= 1024 {
+            self.since_sweep = 0;
+            self.windows
+                .retain(|_, times| times.back().is_some_and(|t| *t > now - HOUR_MS));
+        }
+    }
+}
+
+impl Service {
+    /// Checks every limit a create is subject to; on success the caller records the row and
+    /// then [`Service::count_create`], still holding `state`.
+    pub(crate) fn admit_create(
+        &self,
+        state: &mut RateState,
+        caller: &Caller,
+        params: &CreateParams,
+    ) -> Result<(), Error> {
+        let now = now_ms();
+        let limits = self.inner.config.limits.for_user(&caller.user);
+        let profile_limits = self
+            .inner
+            .config
+            .profiles
+            .get(&params.profile)
+            .map(|p| p.limits)
+            .unwrap_or(Limits::UNLIMITED);
+        for (limits, profile) in [(limits, None), (&profile_limits, Some(&params.profile))] {
+            let of = |what: &str| match profile {
+                Some(p) => format!("{what} of profile {p:?}"),
+                None => what.to_owned(),
+            };
+            if let Some(limit) = limits.creates_per_hour {
+                let window = match profile {
+                    Some(p) => Window::ProfileUser(p.clone(), caller.user.clone()),
+                    None => Window::User(caller.user.clone()),
+                };
+                if let Some(wait) = state.wait(&window, limit, now) {
+                    return Err(rate_limited(
+                        "creates_per_hour",
+                        format!(
+                            "user {:?} may create {limit} {} per hour",
+                            caller.user,
+                            of("sandboxes")
+                        ),
+                        wait,
+                    ));
+                }
+            }
+            if let (Some(limit), Some(ip)) = (limits.creates_per_hour_per_ip, caller.ip) {
+                let window = match profile {
+                    Some(p) => Window::ProfileIp(p.clone(), ip),
+                    None => Window::Ip(ip),
+                };
+                if let Some(wait) = state.wait(&window, limit, now) {
+                    return Err(rate_limited(
+                        "creates_per_hour_per_ip",
+                        format!(
+                            "address {ip} may create {limit} {} per hour",
+                            of("sandboxes")
+                        ),
+                        wait,
+                    ));
+                }
+            }
+            if limits.concurrent_sandboxes.is_some()
+                || limits.memory_mb.is_some()
+                || limits.cpus.is_some()
+            {
+                self.check_quota(caller, params, limits, profile.map(String::as_str), now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts an admitted create in its windows.
+    pub(crate) fn count_create(&self, state: &mut RateState, caller: &Caller, profile: &str) {
+        let now = now_ms();
+        state.count(Window::User(caller.user.clone()), now);
+        state.count(
+            Window::ProfileUser(profile.to_owned(), caller.user.clone()),
+            now,
+        );
+        if let Some(ip) = caller.ip {
+            state.count(Window::Ip(ip), now);
+            state.count(Window::ProfileIp(profile.to_owned(), ip), now);
+        }
+    }
+
+    fn check_quota(
+        &self,
+        caller: &Caller,
+        params: &CreateParams,
+        limits: &Limits,
+        profile: Option<&str>,
+        now: i64,
+    ) -> Result<(), Error> {
+        let live = State::names_where(|s| !s.releases_name());
+        let rows: Vec<SandboxRow> = self
+            .inner
+            .store
+            .sandboxes_of(&caller.user, &live)?
+            .into_iter()
+            .filter(|row| profile.is_none_or(|p| row.profile == p))
+            .collect();
+        let of = match profile {
+            Some(p) => format!(" of profile {p:?}"),
+            None => String::new(),
+        };
+        // Room comes when the first of them reaches its deadline.
+        let soonest = || {
+            let at = rows.iter().map(|r| r.expires_at).min().unwrap_or(now);
+            ceil_duration(at - now)
+        };
+        if let Some(limit) = limits.concurrent_sandboxes {
+            if rows.len() as u64 >= limit {
+                return Err(quota_exceeded(
+                    "concurrent_sandboxes",
+                    format!(
+                        "user {:?} may have {limit} live sandboxes{of} at once; destroy one first",
+                        caller.user
+                    ),
+                    soonest(),
+                ));
+            }
+        }
+        let (mut memory, mut cpus) = (0u64, 0f64);
+        for row in &rows {
+            let spec = StoredSpec::parse(row)?;
+            memory += spec.memory_mb;
+            cpus += spec.cpus;
+        }
+        if let Some(limit) = limits.memory_mb {
+            let asked = params.resources.memory_mb;
+            if asked > limit {
+                return Err(Error::Invalid(format!(
+                    "resources.memory_mb: {asked} is more than user {:?} may use in total ({limit}{of})",
+                    caller.user
+                )));
+            }
+            if memory + asked > limit {
+                return Err(quota_exceeded(
+                    "memory_mb",
+                    format!(
+                        "user {:?} may use {limit} MiB of memory in total{of}; {memory} MiB are in use and {asked} were asked for",
+                        caller.user
+                    ),
+                    soonest(),
+                ));
+            }
+        }
+        if let Some(limit) = limits.cpus {
+            let asked = params.resources.cpus;
+            if asked > limit + 1e-9 {
+                return Err(Error::Invalid(format!(
+                    "resources.cpus: {asked} is more than user {:?} may use in total ({limit}{of})",
+                    caller.user
+                )));
+            }
+            if cpus + asked > limit + 1e-9 {
+                return Err(quota_exceeded(
+                    "cpus",
+                    format!(
+                        "user {:?} may use {limit} CPUs in total{of}; {cpus} are in use and {asked} were asked for",
+                        caller.user
+                    ),
+                    soonest(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one token of the user's command rate.
+    pub(crate) fn admit_command(&self, caller: &Caller) -> Result<(), Error> {
+        let Some(rate) = self
+            .inner
+            .config
+            .limits
+            .for_user(&caller.user)
+            .exec_per_second
+        else {
+            return Ok(());
+        };
+        let rate = rate as f64;
+        let now = now_ms();
+        let mut state = self
+            .inner
+            .limits
+            .admission
+            .lock()
+            .expect("rate state is never poisoned");
+        let bucket = state.buckets.entry(caller.user.clone()).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
+        let elapsed = (now - bucket.at).max(0) as f64 / 1000.0;
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait_ms = ((1.0 - bucket.tokens) / rate * 1000.0).ceil() as i64;
+        Err(rate_limited(
+            "exec_per_second",
+            format!(
+                "user {:?} may start {} commands per second",
+                caller.user, rate as u64
+            ),
+            ceil_duration(wait_ms),
+        ))
+    }
+}
+
+fn rate_limited(limit: &'static str, message: String, retry_after: Duration) -> Error {
+    Error::Limited(Limited {
+        code: "rate_limited",
+        limit,
+        message,
+        retry_after,
+    })
+}
+
+fn quota_exceeded(limit: &'static str, message: String, retry_after: Duration) -> Error {
+    Error::Limited(Limited {
+        code: "quota_exceeded",
+        limit,
+        message,
+        retry_after,
+    })
+}
+
+/// Whole seconds, rounded up, at least one (what `Retry-After` can say).
+fn ceil_duration(ms: i64) -> Duration {
+    Duration::from_secs(u64::try_from((ms + 999) / 1000).unwrap_or(0).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_window_waits_for_its_oldest_entry() {
+        let mut state = RateState::default();
+        let window = Window::User("a".into());
+        assert_eq!(state.wait(&window, 2, 0), None);
+        state.count(window.clone(), 1_000);
+        state.count(window.clone(), 5_000);
+        // Full at 10 s: the entry of 1 s leaves at 3601 s.
+        assert_eq!(
+            state.wait(&window, 2, 10_000),
+            Some(Duration::from_secs(3591))
+        );
+        // After it left there is room again.
+        assert_eq!(state.wait(&window, 2, 3_601_000), None);
+        // A lowered limit waits for as many entries as exceed it.
+        state.count(window.clone(), 3_601_500);
+        assert_eq!(
+            state.wait(&window, 1, 3_602_000),
+            Some(Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(ceil_duration(1), Duration::from_secs(1));
+        assert_eq!(ceil_duration(1000), Duration::from_secs(1));
+        assert_eq!(ceil_duration(1001), Duration::from_secs(2));
+        assert_eq!(ceil_duration(-5), Duration::from_secs(1));
+    }
+}

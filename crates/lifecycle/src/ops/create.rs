@@ -1,0 +1,175 @@
+//! `create`: validate against the profile, record (`creating`), build through the backend,
+//! record (`running`, with its deadline), start watching. On failure the backend has rolled
+//! back; the record says `failed`.
+
+use sbx_backend::{SandboxId, SandboxSpec};
+use sbx_protocol::{CreateSandboxRequest, Sandbox};
+use sbx_store::{EventRow, Lifetime, SandboxRow, StoreError, Transition};
+
+use crate::view::{millis, StoredSpec};
+use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, State};
+
+impl Service {
+    /// Creates a sandbox owned by the caller's user, within the caller's limits.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        request: &CreateSandboxRequest,
+    ) -> Result<Sandbox, Error> {
+        let inner = &self.inner;
+        let params = validate::create(request, &inner.config.profiles, &inner.config.bounds)?;
+        if !inner.backend.has_template(&params.template) {
+            return Err(Error::TemplateNotFound(params.template));
+        }
+        let (id, row, inserted) = self.admit_and_record(caller, &params)?;
+        let event = match inserted {
+            Ok(event) => event,
+            Err(error) => {
+                let release = inner.backend.destroy(&id, None);
+                let _ = deadline::run(deadline::DESTROY, "destroy", release).await;
+                return Err(error.into());
+            }
+        };
+        self.publish(event);
+        let lock = self.lock_for(id.as_str());
+        let _guard = lock.lock().await;
+
+        let backend_spec = SandboxSpec {
+            id: id.clone(),
+            template: params.template.clone(),
+            limits: params.limits(),
+        };
+        let built = deadline::run(
+            deadline::CREATE,
+            "create",
+            inner.backend.create(&backend_spec),
+        )
+        .await;
+        match built {
+            Ok(handle) => {
+                let handle_json = serde_json::to_string(&handle).expect("handle serialises");
+                // The deadline counts from when the sandbox is usable.
+                let started = now_ms();
+                self.record(&Transition {
+                    id: id.as_str(),
+                    to_state: State::Running.as_str(),
+                    reason: Some(reason::CREATED),
+                    at: started,
+                    destroyed_at: None,
+                    handle: Some(Some(&handle_json)),
+                    lifetime: Some(Lifetime {
+                        started_at: started,
+                        ttl_ms: row.ttl_ms,
+                        expires_at: started + row.ttl_ms,
+                    }),
+                })?;
+                self.touch(id.as_str());
+                self.watch(id.clone(), handle);
+                self.inner.reaper_wake.notify_one();
+                tracing::info!(sandbox = %id, profile = %params.profile, template = %params.template, "sandbox created");
+                self.audit(
+                    caller,
+                    "sandbox.created",
+                    serde_json::json!({
+                        "sandbox_id": id.as_str(),
+                        "profile": params.profile,
+                        "template": params.template,
+                        "memory_mb": params.resources.memory_mb,
+                        "cpus": params.resources.cpus,
+                        "disk_mb": params.resources.disk_mb,
+                    }),
+                );
+                let mut sandbox = view::sandbox(&self.reread(id.as_str())?)?;
+                sandbox.warnings = params.warnings;
+                Ok(sandbox)
+            }
+            Err(error) => {
+                tracing::error!(sandbox = %id, error = %error.detail(), "create failed");
+                if matches!(error, Error::Timeout { .. }) {
+                    // The backend may still be working: remove whatever it made, by id.
+                    let _ = deadline::run(
+                        deadline::DESTROY,
+                        "destroy",
+                        inner.backend.destroy(&id, None),
+                    )
+                    .await;
+                }
+                let why = match &error {
+                    Error::TemplateNotFound(_) | Error::Invalid(_) => error.to_string(),
+                    _ => "create failed".to_owned(),
+                };
+                let why = reason::with_detail(reason::FAILED, &why);
+                self.record(&Transition {
+                    id: id.as_str(),
+                    to_state: State::Failed.as_str(),
+                    reason: Some(&why),
+                    at: now_ms(),
+                    destroyed_at: None,
+                    handle: Some(None),
+                    lifetime: None,
+                })?;
+                self.forget(id.as_str());
+                self.audit(
+                    caller,
+                    "sandbox.create_failed",
+                    serde_json::json!({ "sandbox_id": id.as_str(), "error": error.to_string() }),
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Admission: limits checked, id reserved, row recorded and the creation counted, all
+    /// under one lock (see `limits`). The row exists before the sandbox is built: a crash from
+    /// here on leaves a `creating` row that names what reconciliation must look for. (A
+    /// backend may have prepared host traces for a reserved id already; unrecorded, they are
+    /// orphans.)
+    fn admit_and_record(
+        &self,
+        caller: &Caller,
+        params: &validate::CreateParams,
+    ) -> Result<(SandboxId, SandboxRow, Result<EventRow, StoreError>), Error> {
+        let inner = &self.inner;
+        let mut admission = inner
+            .limits
+            .admission
+            .lock()
+            .expect("rate state is never poisoned");
+        self.admit_create(&mut admission, caller, params)?;
+        let id = inner.backend.reserve_id(&params.limits());
+        let now = now_ms();
+        let spec = StoredSpec {
+            memory_mb: params.resources.memory_mb,
+            cpus: params.resources.cpus,
+            pids: params.resources.pids,
+            disk_mb: params.resources.disk_mb,
+            env: params.env.clone(),
+            ttl_max_ms: millis(params.ttl_max),
+            idle_ms: params.idle.map(millis),
+        };
+        let row = SandboxRow {
+            id: id.to_string(),
+            name: params.name.clone(),
+            state: State::Creating.as_str().into(),
+            state_reason: Some(reason::CREATED.into()),
+            backend: inner.backend.kind().into(),
+            template: params.template.clone(),
+            spec: serde_json::to_string(&spec).expect("plain struct serialises"),
+            metadata: serde_json::to_string(&params.metadata).expect("string map serialises"),
+            handle: None,
+            created_at: now,
+            updated_at: now,
+            destroyed_at: None,
+            profile: params.profile.clone(),
+            ttl_ms: millis(params.ttl),
+            started_at: now,
+            expires_at: now + millis(params.ttl),
+            owner: Some(caller.user.clone()),
+        };
+        let inserted = inner.store.insert_sandbox(&row);
+        if inserted.is_ok() {
+            self.count_create(&mut admission, caller, &params.profile);
+        }
+        Ok((id, row, inserted))
+    }
+}

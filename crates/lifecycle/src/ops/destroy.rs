@@ -1,0 +1,75 @@
+//! `destroy`: idempotent removal. `destroying` is recorded first, so a crash mid-way leaves a
+//! record that reconciliation finishes; a destroyed sandbox answers at once.
+
+use sbx_protocol::Sandbox;
+use sbx_store::{SandboxRow, Transition};
+
+use super::{handle_of, sandbox_id};
+use crate::{deadline, now_ms, view, Caller, Error, Service, State};
+
+impl Service {
+    /// Destroys a sandbox for `by`, recording `reason` (`deleted`, `daemon-shutdown`, …).
+    pub async fn destroy(
+        &self,
+        by: &Caller,
+        id_or_name: &str,
+        reason: &str,
+    ) -> Result<Sandbox, Error> {
+        let row = self.resolve(by, id_or_name)?;
+        let lock = self.lock_for(&row.id);
+        let guard = lock.lock().await;
+        // Re-read under the lock: a create or another destroy may have finished meanwhile.
+        let row = self.reread(&row.id)?;
+        let destroyed = self.destroy_locked(&row, reason, by).await?;
+        drop(guard);
+        self.forget(&row.id);
+        view::sandbox(&destroyed)
+    }
+
+    /// The destroy itself; the caller holds the sandbox's lock.
+    pub(crate) async fn destroy_locked(
+        &self,
+        row: &SandboxRow,
+        reason: &str,
+        by: &Caller,
+    ) -> Result<SandboxRow, Error> {
+        let inner = &self.inner;
+        if view::state_of(row)?.is_destroyed() {
+            return Ok(row.clone());
+        }
+        let id = sandbox_id(row)?;
+        self.record(&Transition {
+            id: &row.id,
+            to_state: State::Destroying.as_str(),
+            reason: Some(reason),
+            at: now_ms(),
+            destroyed_at: None,
+            handle: None,
+            lifetime: None,
+        })?;
+        let handle = handle_of(row)?;
+        let removal = inner.backend.destroy(&id, handle.as_ref());
+        if let Err(error) = deadline::run(deadline::DESTROY, "destroy", removal).await {
+            // Stays `destroying`: asking again retries, and reconciliation finishes it.
+            tracing::error!(sandbox = %id, error = %error.detail(), "destroy failed");
+            return Err(error);
+        }
+        let now = now_ms();
+        self.record(&Transition {
+            id: &row.id,
+            to_state: State::Destroyed.as_str(),
+            reason: Some(reason),
+            at: now,
+            destroyed_at: Some(now),
+            handle: Some(None),
+            lifetime: None,
+        })?;
+        tracing::info!(sandbox = %id, reason, "sandbox destroyed");
+        self.audit(
+            by,
+            "sandbox.destroyed",
+            serde_json::json!({ "sandbox_id": row.id, "owner": row.owner, "reason": reason }),
+        );
+        self.reread(&row.id)
+    }
+}

@@ -1,0 +1,249 @@
+//! `exec` and `terminal`: start a command in a running sandbox and stream what it does.
+//!
+//! Lifecycle adds what every backend would otherwise repeat: the sandbox's environment under
+//! the command's, stdin delivery, and the timeout — on expiry the command's whole process
+//! group gets SIGKILL and the exit is reported `timed_out`. A terminal is the same on a
+//! pseudo-terminal, with its input (keys, resizes, signals) coming from the caller.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sbx_backend::{BackendError, ExecEvent, ExecInput, ExitStatus, SignalTarget};
+use sbx_protocol::{ExecRequest, TerminalRequest};
+use sbx_store::SandboxRow;
+use tokio::sync::mpsc;
+
+use super::handle_of;
+use crate::validate::ExecParams;
+use crate::view::{self, StoredSpec};
+use crate::{deadline, validate, Caller, Error, Service};
+
+/// What a running command produces, in order; `Exit` or `Failed` comes last.
+#[derive(Debug)]
+pub enum ExecOutput {
+    Stdout(Bytes),
+    Stderr(Bytes),
+    Exit {
+        status: ExitStatus,
+        timed_out: bool,
+        duration: Duration,
+    },
+    /// The command's end could not be observed (the sandbox stopped).
+    Failed(Error),
+}
+
+/// A started command. Dropping it detaches: the command keeps running.
+#[derive(Debug)]
+pub struct ExecStream {
+    pub sandbox_id: String,
+    /// Pid inside the sandbox.
+    pub pid: u32,
+    pub output: mpsc::Receiver<ExecOutput>,
+    /// Keys, resizes and signals for the command (terminals).
+    pub input: mpsc::Sender<ExecInput>,
+}
+
+const OUTPUT_QUEUE: usize = 16;
+
+impl Service {
+    pub async fn exec(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecStream, Error> {
+        let (row, spec) = self.runnable(caller, id_or_name)?;
+        let params = validate::exec(request, &spec.env)?;
+        self.admit_command(caller)?;
+        self.start(caller, row, params).await
+    }
+
+    /// Starts a command on a new pseudo-terminal (default: a login shell).
+    pub async fn terminal(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        request: &TerminalRequest,
+    ) -> Result<ExecStream, Error> {
+        let (row, spec) = self.runnable(caller, id_or_name)?;
+        let params = validate::terminal(request, &spec.env)?;
+        self.admit_command(caller)?;
+        self.start(caller, row, params).await
+    }
+
+    /// The sandbox, if a command may start in it now.
+    fn runnable(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<(SandboxRow, StoredSpec), Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        let state = view::effective_state(&row)?;
+        if !state.can_exec() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "exec",
+            });
+        }
+        let spec = StoredSpec::parse(&row)?;
+        Ok((row, spec))
+    }
+
+    async fn start(
+        &self,
+        caller: &Caller,
+        row: SandboxRow,
+        params: ExecParams,
+    ) -> Result<ExecStream, Error> {
+        self.touch(&row.id);
+        let terminal = params.spec.tty.is_some();
+        let argv = params.spec.argv.clone();
+        let handle = handle_of(&row)?
+            .ok_or_else(|| Error::Internal(format!("running sandbox {} has no handle", row.id)))?;
+        let started = Instant::now();
+        let id = row.id.clone();
+        let begin = self.inner.backend.exec(&handle, params.spec);
+        let mut session = match deadline::run_raw(deadline::EXEC_START, "exec", begin).await? {
+            Ok(session) => session,
+            Err(BackendError::NotRunning) => return Err(Error::SandboxGone(id)),
+            Err(other) => return Err(other.into()),
+        };
+        let pid = session.pid;
+        let input = session.input.clone();
+        let audit = ExecAudit {
+            caller: caller.clone(),
+            sandbox_id: id.clone(),
+            argv,
+            terminal,
+            pid,
+        };
+        if terminal {
+            audit.opened(self);
+        }
+        let (output, receiver) = mpsc::channel(OUTPUT_QUEUE);
+        let stdin = params.stdin;
+        let timeout = params.timeout;
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Some(data) = stdin {
+                let _ = session
+                    .input
+                    .send(ExecInput::Stdin(Bytes::from(data)))
+                    .await;
+                let _ = session.input.send(ExecInput::CloseStdin).await;
+            }
+            let kill_at = timeout.map(|t| tokio::time::Instant::from_std(started + t));
+            let mut timed_out = false;
+            loop {
+                let event = tokio::select! {
+                    event = session.events.recv() => event,
+                    _ = sleep_until(kill_at), if !timed_out => {
+                        timed_out = true;
+                        let kill = ExecInput::Signal { signal: 9, target: SignalTarget::Group };
+                        let _ = session.input.send(kill).await;
+                        continue;
+                    }
+                    // The consumer went away: detach, the command keeps running.
+                    _ = output.closed() => {
+                        audit.ended(&service, None, timed_out, started.elapsed());
+                        return;
+                    }
+                };
+                let message = match event {
+                    Some(ExecEvent::Stdout(bytes)) => ExecOutput::Stdout(bytes),
+                    Some(ExecEvent::Stderr(bytes)) => ExecOutput::Stderr(bytes),
+                    Some(ExecEvent::Exited(status)) => {
+                        service.touch(&id);
+                        audit.ended(&service, Some(status), timed_out, started.elapsed());
+                        let _ = output
+                            .send(ExecOutput::Exit {
+                                status,
+                                timed_out,
+                                duration: started.elapsed(),
+                            })
+                            .await;
+                        return;
+                    }
+                    None => {
+                        audit.ended(&service, None, timed_out, started.elapsed());
+                        let gone = Error::SandboxGone(id.clone());
+                        let _ = output.send(ExecOutput::Failed(gone)).await;
+                        return;
+                    }
+                };
+                if output.send(message).await.is_err() {
+                    audit.ended(&service, None, timed_out, started.elapsed());
+                    return;
+                }
+            }
+        });
+        Ok(ExecStream {
+            sandbox_id: row.id,
+            pid,
+            output: receiver,
+            input,
+        })
+    }
+}
+
+/// The audit lines of one command: `exec` when it ends (argv, exit, duration), or
+/// `terminal.opened` and `terminal.closed`.
+struct ExecAudit {
+    caller: Caller,
+    sandbox_id: String,
+    argv: Vec<String>,
+    terminal: bool,
+    pid: u32,
+}
+
+impl ExecAudit {
+    fn opened(&self, service: &Service) {
+        service.audit(
+            &self.caller,
+            "terminal.opened",
+            serde_json::json!({ "sandbox_id": self.sandbox_id, "argv": self.argv, "pid": self.pid }),
+        );
+    }
+
+    /// `status` is `None` when the end was not seen (the caller detached, the sandbox died).
+    fn ended(
+        &self,
+        service: &Service,
+        status: Option<ExitStatus>,
+        timed_out: bool,
+        duration: Duration,
+    ) {
+        let (exit_code, signal) = match status {
+            Some(ExitStatus::Code(code)) => (Some(code), None),
+            Some(ExitStatus::Signal(signal)) => (None, Some(signal)),
+            None => (None, None),
+        };
+        let event = if self.terminal {
+            "terminal.closed"
+        } else {
+            "exec"
+        };
+        service.audit(
+            &self.caller,
+            event,
+            serde_json::json!({
+                "sandbox_id": self.sandbox_id,
+                "argv": self.argv,
+                "pid": self.pid,
+                "exit_code": exit_code,
+                "signal": signal,
+                "timed_out": timed_out,
+                "detached": status.is_none(),
+                "duration_ms": duration.as_millis() as u64,
+            }),
+        );
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,72 @@
+//! `extend`: a new deadline, counted from now, capped so that the instance's whole lifetime
+//! stays within its profile's `ttl.max`. Only a running sandbox can be extended.
+
+use sbx_protocol::Sandbox;
+use sbx_store::{Lifetime, Transition};
+
+use crate::view::{millis, StoredSpec};
+use crate::{now_ms, reason, view, Caller, Error, Service};
+
+impl Service {
+    pub async fn extend(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        duration: &str,
+    ) -> Result<Sandbox, Error> {
+        let asked = sbx_config::duration::parse(duration)
+            .map_err(|e| Error::Invalid(format!("duration: {e}")))?;
+        let row = self.resolve(caller, id_or_name)?;
+        let lock = self.lock_for(&row.id);
+        let _guard = lock.lock().await;
+        let row = self.reread(&row.id)?;
+        let state = view::effective_state(&row)?;
+        if !state.can_extend() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "extend",
+            });
+        }
+        let spec = StoredSpec::parse(&row)?;
+        let now = now_ms();
+        let latest = row.started_at.saturating_add(spec.ttl_max_ms);
+        let wanted = now.saturating_add(millis(asked));
+        let mut warnings = Vec::new();
+        let expires_at = if wanted > latest {
+            warnings.push(format!(
+                "{duration} would outlive the profile's maximum lifetime of {}; capped",
+                sbx_config::duration::format(std::time::Duration::from_millis(
+                    spec.ttl_max_ms as u64
+                ))
+            ));
+            latest
+        } else {
+            wanted
+        };
+        let why = reason::with_detail(reason::EXTENDED, duration);
+        self.record(&Transition {
+            id: &row.id,
+            to_state: &row.state,
+            reason: Some(&why),
+            at: now,
+            destroyed_at: None,
+            handle: None,
+            lifetime: Some(Lifetime {
+                started_at: row.started_at,
+                ttl_ms: row.ttl_ms,
+                expires_at,
+            }),
+        })?;
+        self.touch(&row.id);
+        self.inner.reaper_wake.notify_one();
+        self.audit(
+            caller,
+            "sandbox.extended",
+            serde_json::json!({ "sandbox_id": row.id, "duration": duration, "expires_at": view::rfc3339(expires_at) }),
+        );
+        let mut sandbox = view::sandbox(&self.reread(&row.id)?)?;
+        sandbox.warnings = warnings;
+        Ok(sandbox)
+    }
+}

@@ -1,0 +1,11 @@
+//! `get`: one sandbox as the API shows it.
+
+use sbx_protocol::Sandbox;
+
+use crate::{view, Caller, Error, Service};
+
+impl Service {
+    pub fn get(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
+        view::sandbox(&self.resolve(caller, id_or_name)?)
+    }
+}

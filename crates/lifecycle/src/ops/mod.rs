@@ -1,0 +1,68 @@
+//! One file per verb. Each is a method on [`crate::Service`].
+
+pub mod cleanup;
+pub mod create;
+pub mod destroy;
+pub mod events;
+pub mod exec;
+pub mod expire;
+pub mod extend;
+pub mod get;
+pub mod list;
+pub mod profiles;
+pub mod reaper;
+pub mod reconcile;
+pub mod recreate;
+pub mod shutdown;
+pub mod status;
+mod watch;
+
+use sbx_backend::{Handle, SandboxId};
+use sbx_store::SandboxRow;
+
+use crate::{Caller, Error, Service, State};
+
+impl Service {
+    /// Finds a sandbox by id, or by the name of a live sandbox of the caller's. Another user's
+    /// sandbox is "not found", exactly like one that does not exist: ids cannot be probed.
+    pub(crate) fn resolve(&self, caller: &Caller, id_or_name: &str) -> Result<SandboxRow, Error> {
+        let store = &self.inner.store;
+        let row = if SandboxId::parse(id_or_name).is_ok() {
+            store.get_sandbox(id_or_name)?
+        } else if crate::validate::validate_name(id_or_name).is_ok() {
+            let dead = State::names_where(State::releases_name);
+            match store.find_by_name(id_or_name, Some(&caller.user), &dead)? {
+                // Admins find their own first, then anyone's.
+                None if caller.admin => store.find_by_name(id_or_name, None, &dead)?,
+                found => found,
+            }
+        } else {
+            None
+        };
+        row.filter(|row| caller.may_see(row))
+            .ok_or_else(|| Error::NotFound(id_or_name.to_owned()))
+    }
+
+    /// Re-reads a sandbox (under its lock, to see what a concurrent operation did).
+    pub(crate) fn reread(&self, id: &str) -> Result<SandboxRow, Error> {
+        self.inner
+            .store
+            .get_sandbox(id)?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+}
+
+pub(crate) fn handle_of(row: &SandboxRow) -> Result<Option<Handle>, Error> {
+    row.handle
+        .as_deref()
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                Error::Internal(format!("sandbox {} has a malformed handle: {e}", row.id))
+            })
+        })
+        .transpose()
+}
+
+pub(crate) fn sandbox_id(row: &SandboxRow) -> Result<SandboxId, Error> {
+    SandboxId::parse(&row.id).map_err(|e| Error::Internal(e.to_string()))
+}

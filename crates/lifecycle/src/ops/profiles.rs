@@ -1,0 +1,31 @@
+//! `profiles`: the profiles a create may name, with their defaults and TTL policy.
+
+use sbx_config::duration::format;
+use sbx_protocol::{ProfileInfo, Resources};
+
+use crate::Service;
+
+impl Service {
+    pub fn profiles(&self) -> Vec<ProfileInfo> {
+        self.inner
+            .config
+            .profiles
+            .values()
+            .map(|p| ProfileInfo {
+                name: p.name.clone(),
+                backend: p.backend.clone(),
+                template: p.template.clone(),
+                network: "none".into(),
+                resources: Resources {
+                    memory_mb: p.resources.memory_mb,
+                    cpus: p.resources.cpus,
+                    pids: p.resources.pids,
+                    disk_mb: p.resources.disk_mb,
+                },
+                ttl_default: format(p.ttl.default),
+                ttl_max: format(p.ttl.max),
+                ttl_idle: p.ttl.idle.map(format),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,113 @@
+//! `reconcile`: at daemon start, make the store and the host agree.
+//!
+//! - a `running` (or `expired`) sandbox whose init is alive and answers is adopted: watched
+//!   again, usable again, under its deadline (the reaper destroys it at once if that passed);
+//! - one whose processes are gone is marked `failed` and its remains are removed;
+//! - one caught `creating` is removed and marked `failed` (its create was interrupted);
+//! - one caught `destroying` is finished;
+//! - host traces of this instance that no live record names (an interrupted create, a warm
+//!   helper of the previous daemon) are removed.
+
+use std::collections::BTreeSet;
+
+use sbx_backend::BackendError;
+use sbx_store::Transition;
+
+use super::{handle_of, sandbox_id};
+use crate::{deadline, now_ms, reason, view, Error, Service, State};
+
+/// What reconciliation did.
+#[derive(Debug, Default)]
+pub struct ReconcileReport {
+    pub adopted: Vec<String>,
+    pub failed: Vec<String>,
+    pub finished: Vec<String>,
+    pub orphans_removed: Vec<String>,
+}
+
+impl Service {
+    pub async fn reconcile(&self) -> Result<ReconcileReport, Error> {
+        let inner = &self.inner;
+        let mut report = ReconcileReport::default();
+        let mut known = BTreeSet::new();
+        for row in inner
+            .store
+            .list_sandboxes(&State::names_where(State::may_have_host_traces))?
+        {
+            let id = sandbox_id(&row)?;
+            known.insert(row.id.clone());
+            let state = view::state_of(&row)?;
+            let handle = handle_of(&row)?;
+            if state.has_deadline() {
+                if let Some(handle) = &handle {
+                    let adopted =
+                        deadline::run_raw(deadline::LIST, "adopt", inner.backend.adopt(handle))
+                            .await?;
+                    match adopted {
+                        Ok(()) => {
+                            self.watch(id.clone(), handle.clone());
+                            tracing::info!(sandbox = %id, "adopted a sandbox of a previous daemon");
+                            report.adopted.push(row.id.clone());
+                            continue;
+                        }
+                        Err(BackendError::NotRunning) => {}
+                        Err(e) => tracing::warn!(sandbox = %id, error = %e, "cannot adopt sandbox"),
+                    }
+                }
+            }
+            let removal = inner.backend.destroy(&id, handle.as_ref());
+            deadline::run(deadline::DESTROY, "destroy", removal).await?;
+            let now = now_ms();
+            let (to_state, reason, destroyed_at) = match state {
+                State::Destroying => (
+                    State::Destroyed,
+                    row.state_reason
+                        .clone()
+                        .unwrap_or_else(|| reason::DELETED.into()),
+                    Some(now),
+                ),
+                State::Creating => (
+                    State::Failed,
+                    reason::with_detail(reason::DAEMON_RESTART, "create interrupted"),
+                    None,
+                ),
+                _ => (
+                    State::Failed,
+                    reason::with_detail(
+                        reason::DAEMON_RESTART,
+                        "sandbox exited while the daemon was down",
+                    ),
+                    None,
+                ),
+            };
+            self.record(&Transition {
+                id: &row.id,
+                to_state: to_state.as_str(),
+                reason: Some(&reason),
+                at: now,
+                destroyed_at,
+                handle: Some(None),
+                lifetime: None,
+            })?;
+            tracing::warn!(sandbox = %id, was = %state, now = %to_state, "settled a sandbox of a previous daemon");
+            match to_state {
+                State::Destroyed => report.finished.push(row.id),
+                _ => report.failed.push(row.id),
+            }
+        }
+        for id in deadline::run(deadline::LIST, "list", inner.backend.list_owned()).await? {
+            if known.contains(id.as_str()) {
+                continue;
+            }
+            deadline::run(
+                deadline::DESTROY,
+                "destroy",
+                inner.backend.destroy(&id, None),
+            )
+            .await?;
+            tracing::warn!(sandbox = %id, "removed orphaned host resources");
+            report.orphans_removed.push(id.to_string());
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,96 @@
+//! `recreate`: a fresh backend instance for an existing sandbox — same id, name, profile,
+//! template, limits and environment, a fresh lifetime. The old instance (and everything in
+//! it) is gone. A destroyed sandbox cannot be recreated.
+
+use sbx_backend::SandboxSpec;
+use sbx_protocol::Sandbox;
+use sbx_store::{Lifetime, Transition};
+
+use super::{handle_of, sandbox_id};
+use crate::view::StoredSpec;
+use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, State};
+
+impl Service {
+    pub async fn recreate(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
+        let inner = &self.inner;
+        let row = self.resolve(caller, id_or_name)?;
+        let lock = self.lock_for(&row.id);
+        let _guard = lock.lock().await;
+        let row = self.reread(&row.id)?;
+        let state = view::state_of(&row)?;
+        if !state.can_recreate() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "recreate",
+            });
+        }
+        let id = sandbox_id(&row)?;
+        let spec = StoredSpec::parse(&row)?;
+        self.record(&Transition {
+            id: &row.id,
+            to_state: State::Creating.as_str(),
+            reason: Some(reason::RECREATING),
+            at: now_ms(),
+            destroyed_at: None,
+            handle: None,
+            lifetime: None,
+        })?;
+        let old = handle_of(&row)?;
+        let removal = inner.backend.destroy(&id, old.as_ref());
+        deadline::run(deadline::DESTROY, "destroy", removal).await?;
+        let backend_spec = SandboxSpec {
+            id: id.clone(),
+            template: row.template.clone(),
+            limits: validate::limits(&spec.resources()),
+        };
+        match deadline::run(
+            deadline::CREATE,
+            "create",
+            inner.backend.create(&backend_spec),
+        )
+        .await
+        {
+            Ok(handle) => {
+                let handle_json = serde_json::to_string(&handle).expect("handle serialises");
+                let now = now_ms();
+                self.record(&Transition {
+                    id: &row.id,
+                    to_state: State::Running.as_str(),
+                    reason: Some(reason::RECREATED),
+                    at: now,
+                    destroyed_at: None,
+                    handle: Some(Some(&handle_json)),
+                    lifetime: Some(Lifetime {
+                        started_at: now,
+                        ttl_ms: row.ttl_ms,
+                        expires_at: now + row.ttl_ms,
+                    }),
+                })?;
+                self.touch(&row.id);
+                self.watch(id.clone(), handle);
+                self.inner.reaper_wake.notify_one();
+                tracing::info!(sandbox = %id, "sandbox recreated");
+                self.audit(
+                    caller,
+                    "sandbox.recreated",
+                    serde_json::json!({ "sandbox_id": row.id }),
+                );
+                view::sandbox(&self.reread(&row.id)?)
+            }
+            Err(error) => {
+                tracing::error!(sandbox = %id, error = %error.detail(), "recreate failed");
+                self.record(&Transition {
+                    id: &row.id,
+                    to_state: State::Failed.as_str(),
+                    reason: Some(&reason::with_detail(reason::FAILED, "recreate failed")),
+                    at: now_ms(),
+                    destroyed_at: None,
+                    handle: Some(None),
+                    lifetime: None,
+                })?;
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `status`: the daemon, its backends, and every live sandbox as the host sees it.
+
+use std::collections::BTreeMap;
+
+use sbx_protocol::{BackendStatus, SandboxStatus, Status};
+
+use super::handle_of;
+use crate::{deadline, now_ms, view, Caller, Error, Service, State};
+
+impl Service {
+    /// The daemon's health and the sandboxes the caller may see (counts included).
+    pub async fn status(&self, caller: &Caller) -> Result<Status, Error> {
+        let inner = &self.inner;
+        let backend = &inner.backend;
+        let health = tokio::time::timeout(deadline::LIST, backend.health()).await;
+        let (healthy, detail) = match health {
+            Ok(health) => (health.healthy, health.detail),
+            Err(_) => (false, "health check timed out".to_owned()),
+        };
+        let mut counts: BTreeMap<String, u64> = State::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        match caller.scope() {
+            None => {
+                for (state, count) in inner.store.count_by_state()? {
+                    counts.insert(state, count);
+                }
+            }
+            Some(user) => {
+                for row in inner
+                    .store
+                    .sandboxes_of(user, &State::names_where(|_| true))?
+                {
+                    *counts.entry(row.state).or_default() += 1;
+                }
+            }
+        }
+        let traced = State::names_where(State::may_have_host_traces);
+        let rows = match caller.scope() {
+            None => inner.store.list_sandboxes(&traced)?,
+            Some(user) => inner.store.sandboxes_of(user, &traced)?,
+        };
+        let mut sandboxes = Vec::new();
+        for row in rows {
+            let observed = match handle_of(&row)? {
+                Some(handle) => deadline::run(deadline::LIST, "inspect", backend.inspect(&handle))
+                    .await
+                    .ok(),
+                None => None,
+            };
+            let init_pid = handle_of(&row)?
+                .and_then(|h| h.data.get("pid").and_then(|p| p.as_u64()))
+                .and_then(|p| u32::try_from(p).ok());
+            sandboxes.push(SandboxStatus {
+                id: row.id.clone(),
+                name: row.name.clone(),
+                profile: row.profile.clone(),
+                state: view::wire_state(view::state_of(&row)?),
+                owner: row.owner.clone(),
+                init_pid,
+                alive: observed.as_ref().is_some_and(|o| o.alive),
+                expires_at: view::rfc3339(row.expires_at),
+                memory_bytes: observed.as_ref().and_then(|o| o.memory_bytes),
+                cpu_seconds: observed
+                    .as_ref()
+                    .and_then(|o| o.cpu_usec)
+                    .map(|us| us as f64 / 1e6),
+                pids: observed.as_ref().and_then(|o| o.pids),
+            });
+        }
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: view::rfc3339(inner.started_at),
+            uptime_seconds: u64::try_from((now_ms() - inner.started_at) / 1000).unwrap_or(0),
+            backends: vec![BackendStatus {
+                name: backend.kind().into(),
+                healthy,
+                detail,
+                capabilities: backend.capabilities().into_iter().map(Into::into).collect(),
+            }],
+            counts,
+            sandboxes,
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! Watchers: one task per running sandbox waits for its main process to end. If it ends while
+//! nobody asked (the sandbox is still `running` or `expired`), the sandbox crashed or was
+//! killed from the host: its remains are removed and it becomes `failed`.
+
+use sbx_backend::{Handle, SandboxId};
+use sbx_store::Transition;
+
+use super::handle_of;
+use crate::{deadline, now_ms, reason, view, Service, State};
+
+impl Service {
+    pub(crate) fn watch(&self, id: SandboxId, handle: Handle) {
+        let service = self.clone();
+        let mut watchers = self
+            .inner
+            .watchers
+            .lock()
+            .expect("watcher set is never poisoned");
+        while watchers.try_join_next().is_some() {}
+        watchers.spawn(async move {
+            if let Err(e) = service.inner.backend.wait_exit(&handle).await {
+                tracing::warn!(sandbox = %id, error = %e, "cannot watch sandbox");
+                return;
+            }
+            service.on_exit(&id, &handle).await;
+        });
+    }
+
+    async fn on_exit(&self, id: &SandboxId, handle: &sbx_backend::Handle) {
+        let inner = &self.inner;
+        let lock = self.lock_for(id.as_str());
+        let _guard = lock.lock().await;
+        let Ok(row) = self.reread(id.as_str()) else {
+            return;
+        };
+        let Ok(state) = view::state_of(&row) else {
+            return;
+        };
+        // Only the instance this watcher watched: a recreate has already replaced it.
+        if !state.has_deadline() || handle_of(&row).ok().flatten().as_ref() != Some(handle) {
+            return;
+        }
+        tracing::warn!(sandbox = %id, "sandbox exited on its own");
+        let removal = inner.backend.destroy(id, Some(handle));
+        if let Err(e) = deadline::run(deadline::DESTROY, "destroy", removal).await {
+            tracing::error!(sandbox = %id, error = %e.detail(), "cannot remove the remains of a dead sandbox");
+        }
+        let _ = self.record(&Transition {
+            id: id.as_str(),
+            to_state: State::Failed.as_str(),
+            reason: Some(&reason::with_detail(
+                reason::FAILED,
+                "sandbox exited unexpectedly",
+            )),
+            at: now_ms(),
+            destroyed_at: None,
+            handle: Some(None),
+            lifetime: None,
+        });
+        self.audit(
+            &crate::Caller::system(),
+            "sandbox.failed",
+            serde_json::json!({ "sandbox_id": row.id, "owner": row.owner, "reason": "sandbox exited unexpectedly" }),
+        );
+    }
+}

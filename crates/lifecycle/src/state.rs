@@ -1,0 +1,105 @@
+//! The sandbox state machine.
+//!
+//! ```text
+//!                ┌──────────── recreate ─────────────┐
+//!                ▼                                   │
+//! creating ──▶ running ──▶ expired ──▶ destroying ──▶ destroyed
+//!     │           │ └──────────────────▲  (deleted, idle, daemon-shutdown, daemon-cleanup)
+//!     └──▶ failed ◀┘  (creation failed, or the sandbox died on its own; remains removed)
+//! ```
+//! Every check of "may X happen now" is a `can_*` method here; nothing else compares states.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Creating,
+    Running,
+    /// Past its deadline; the reaper (or `expire --apply`) destroys it.
+    Expired,
+    Destroying,
+    Destroyed,
+    Failed,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        State::Creating,
+        State::Running,
+        State::Expired,
+        State::Destroying,
+        State::Destroyed,
+        State::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Creating => "creating",
+            State::Running => "running",
+            State::Expired => "expired",
+            State::Destroying => "destroying",
+            State::Destroyed => "destroyed",
+            State::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The names of every state for which `rule` holds.
+    pub fn names_where(rule: fn(State) -> bool) -> Vec<&'static str> {
+        State::ALL
+            .into_iter()
+            .filter(|s| rule(*s))
+            .map(State::as_str)
+            .collect()
+    }
+
+    pub fn can_exec(self) -> bool {
+        self == State::Running
+    }
+
+    pub fn can_extend(self) -> bool {
+        self == State::Running
+    }
+
+    /// A destroyed sandbox is history; anything else can get a fresh instance.
+    pub fn can_recreate(self) -> bool {
+        matches!(self, State::Running | State::Expired | State::Failed)
+    }
+
+    /// Subject to its deadline (the reaper and `expire` look at these).
+    pub fn has_deadline(self) -> bool {
+        matches!(self, State::Running | State::Expired)
+    }
+
+    /// Destroy is idempotent: every state may ask; `Destroyed` answers at once.
+    pub fn is_destroyed(self) -> bool {
+        self == State::Destroyed
+    }
+
+    /// The sandbox may still have processes or other traces on the host.
+    pub fn may_have_host_traces(self) -> bool {
+        matches!(
+            self,
+            State::Creating | State::Running | State::Expired | State::Destroying
+        )
+    }
+
+    /// Shown by default in listings.
+    pub fn is_listed_by_default(self) -> bool {
+        self != State::Destroyed
+    }
+
+    /// States whose sandbox no longer holds its name.
+    pub fn releases_name(self) -> bool {
+        matches!(self, State::Destroyed | State::Failed)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,561 @@
+//! Parse, then trust: wire requests become validated backend specs here, at lifecycle's door.
+//! Every rejection names the field and the rule it broke.
+
+use std::collections::BTreeMap;
+
+use std::time::Duration;
+
+use sbx_backend::{ExecSpec, Limits, StdinMode, User};
+use sbx_config::Profile;
+use sbx_protocol::{CreateSandboxRequest, ExecRequest, Resources, TerminalRequest};
+
+use crate::Error;
+
+/// What this host can give one sandbox at most.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    pub max_memory_mb: u64,
+    pub max_cpus: f64,
+    pub max_pids: u64,
+    pub max_disk_mb: u64,
+}
+
+pub const MIN_MEMORY_MB: u64 = 32;
+pub const MIN_CPUS: f64 = 0.01;
+pub const MIN_PIDS: u64 = 8;
+pub const MIN_DISK_MB: u64 = 64;
+const MAX_ENV: usize = 256;
+const MAX_METADATA: usize = 64;
+const MAX_VALUE: usize = 4096;
+/// argv + environment of one exec (the control protocol carries them in one packet).
+const MAX_COMMAND_BYTES: usize = 128 * 1024;
+const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+impl Bounds {
+    /// `data_disk_mb`: size of the filesystem that holds the sandboxes' disks (sparse images,
+    /// so together they may promise more than it has; one alone may not).
+    pub fn for_host(host_memory_mb: u64, host_cpus: f64, data_disk_mb: u64) -> Bounds {
+        Bounds {
+            max_memory_mb: host_memory_mb,
+            max_cpus: host_cpus,
+            max_pids: 32768,
+            max_disk_mb: data_disk_mb,
+        }
+    }
+}
+
+/// A validated create request.
+#[derive(Debug, Clone)]
+pub struct CreateParams {
+    pub profile: String,
+    pub template: String,
+    pub name: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub metadata: BTreeMap<String, String>,
+    pub ttl: Duration,
+    pub ttl_max: Duration,
+    pub idle: Option<Duration>,
+    /// What was asked for but not granted.
+    pub warnings: Vec<String>,
+}
+
+impl CreateParams {
+    pub fn limits(&self) -> Limits {
+        limits(&self.resources)
+    }
+}
+
+pub fn limits(resources: &Resources) -> Limits {
+    Limits {
+        memory_bytes: resources.memory_mb << 20,
+        cpu_millis: (resources.cpus * 1000.0).round() as u64,
+        pids: resources.pids,
+        disk_bytes: resources.disk_mb << 20,
+    }
+}
+
+pub fn create(
+    request: &CreateSandboxRequest,
+    profiles: &BTreeMap<String, Profile>,
+    bounds: &Bounds,
+) -> Result<CreateParams, Error> {
+    let profile_name = request
+        .profile
+        .as_deref()
+        .unwrap_or(sbx_config::DEFAULT_PROFILE);
+    let profile = profiles.get(profile_name).ok_or_else(|| {
+        Error::ProfileNotFound(format!(
+            "profile {profile_name:?} does not exist (profiles: {})",
+            profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let template = request
+        .template
+        .clone()
+        .unwrap_or_else(|| profile.template.clone());
+    if !sbx_backend::valid_template_name(&template) {
+        return Err(invalid(format!(
+            "template {template:?} is not a valid template name (lowercase letters, digits, '.', '_', '-')"
+        )));
+    }
+    if let Some(name) = &request.name {
+        validate_name(name)?;
+    }
+    validate_env(&request.env, "env")?;
+    if request.metadata.len() > MAX_METADATA {
+        return Err(invalid(format!(
+            "metadata has more than {MAX_METADATA} entries"
+        )));
+    }
+    for (key, value) in &request.metadata {
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+        if !key_ok {
+            return Err(invalid(format!(
+                "metadata key {key:?} must be 1-63 of letters, digits, '_', '.', '-', '/'"
+            )));
+        }
+        if value.len() > MAX_VALUE {
+            return Err(invalid(format!(
+                "metadata {key:?} is longer than {MAX_VALUE} bytes"
+            )));
+        }
+    }
+    let wanted = request.resources.clone().unwrap_or_default();
+    let from = |asked: bool| {
+        if asked {
+            ""
+        } else {
+            " (the profile's default)"
+        }
+    };
+    let memory_mb = wanted.memory_mb.unwrap_or(profile.resources.memory_mb);
+    if !(MIN_MEMORY_MB..=bounds.max_memory_mb).contains(&memory_mb) {
+        return Err(invalid(format!(
+            "resources.memory_mb must be between {MIN_MEMORY_MB} and {} (this host's memory), got {memory_mb}{}",
+            bounds.max_memory_mb,
+            from(wanted.memory_mb.is_some())
+        )));
+    }
+    let cpus = wanted.cpus.unwrap_or(profile.resources.cpus);
+    if !cpus.is_finite() || cpus < MIN_CPUS || cpus > bounds.max_cpus {
+        return Err(invalid(format!(
+            "resources.cpus must be between {MIN_CPUS} and {} (this host's CPUs), got {cpus}{}",
+            bounds.max_cpus,
+            from(wanted.cpus.is_some())
+        )));
+    }
+    let pids = wanted.pids.unwrap_or(profile.resources.pids);
+    if !(MIN_PIDS..=bounds.max_pids).contains(&pids) {
+        return Err(invalid(format!(
+            "resources.pids must be between {MIN_PIDS} and {}, got {pids}{}",
+            bounds.max_pids,
+            from(wanted.pids.is_some())
+        )));
+    }
+    let disk_mb = wanted.disk_mb.unwrap_or(profile.resources.disk_mb);
+    if !(MIN_DISK_MB..=bounds.max_disk_mb).contains(&disk_mb) {
+        return Err(invalid(format!(
+            "resources.disk_mb must be between {MIN_DISK_MB} and {} (the data directory's disk), got {disk_mb}{}",
+            bounds.max_disk_mb,
+            from(wanted.disk_mb.is_some())
+        )));
+    }
+    let mut warnings = Vec::new();
+    let ttl = match &request.ttl {
+        None => profile.ttl.default,
+        Some(text) => {
+            let asked =
+                sbx_config::duration::parse(text).map_err(|e| invalid(format!("ttl: {e}")))?;
+            if asked > profile.ttl.max {
+                warnings.push(format!(
+                    "ttl {text} is longer than profile {profile_name:?} allows; capped at {}",
+                    sbx_config::duration::format(profile.ttl.max)
+                ));
+                profile.ttl.max
+            } else {
+                asked
+            }
+        }
+    };
+    Ok(CreateParams {
+        profile: profile_name.to_owned(),
+        template,
+        name: request.name.clone(),
+        env: request.env.clone(),
+        resources: Resources {
+            memory_mb,
+            cpus,
+            pids,
+            disk_mb,
+        },
+        metadata: request.metadata.clone(),
+        ttl,
+        ttl_max: profile.ttl.max,
+        idle: profile.ttl.idle,
+        warnings,
+    })
+}
+
+/// A validated exec request: the backend spec plus what lifecycle itself handles.
+#[derive(Debug)]
+pub struct ExecParams {
+    pub spec: ExecSpec,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Option<std::time::Duration>,
+}
+
+pub fn exec(
+    request: &ExecRequest,
+    sandbox_env: &BTreeMap<String, String>,
+) -> Result<ExecParams, Error> {
+    if request.cmd.is_empty() {
+        return Err(invalid(
+            "cmd must not be empty: give the program and its arguments".into(),
+        ));
+    }
+    if request.cmd[0].is_empty() {
+        return Err(invalid("cmd[0] must not be empty".into()));
+    }
+    if request.cmd.iter().any(|arg| arg.contains('\0')) {
+        return Err(invalid("cmd must not contain NUL bytes".into()));
+    }
+    validate_env(&request.env, "env")?;
+    let mut env = sandbox_env.clone();
+    env.extend(request.env.clone());
+    let size: usize = request.cmd.iter().map(|a| a.len() + 1).sum::<usize>()
+        + env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    if size > MAX_COMMAND_BYTES {
+        return Err(invalid(format!(
+            "cmd and env together exceed {MAX_COMMAND_BYTES} bytes; pass large data on stdin"
+        )));
+    }
+    if let Some(cwd) = &request.cwd {
+        if !cwd.starts_with('/') || cwd.contains('\0') || cwd.len() > 4096 {
+            return Err(invalid(format!("cwd {cwd:?} must be an absolute path")));
+        }
+    }
+    let user = match request.user.as_deref() {
+        None | Some("user") => User::DEFAULT,
+        Some("root") => User::ROOT,
+        Some(other) => match other.parse::<u32>() {
+            Ok(uid) if uid < 65536 => User { uid, gid: uid },
+            _ => {
+                return Err(invalid(format!(
+                    "user {other:?} must be \"user\", \"root\" or a uid from 0 to 65535"
+                )))
+            }
+        },
+    };
+    let timeout = match request.timeout {
+        None => None,
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS => {
+            Some(std::time::Duration::from_secs_f64(seconds))
+        }
+        Some(seconds) => {
+            return Err(invalid(format!(
+                "timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS}, got {seconds}"
+            )))
+        }
+    };
+    let stdin = match &request.stdin {
+        None => None,
+        Some(data) => Some(
+            sbx_protocol::decode_data(data, request.stdin_encoding.unwrap_or_default())
+                .map_err(|e| invalid(format!("stdin: {e}")))?,
+        ),
+    };
+    Ok(ExecParams {
+        spec: ExecSpec {
+            argv: request.cmd.clone(),
+            env: env.into_iter().collect(),
+            cwd: request.cwd.clone(),
+            user,
+            stdin: if stdin.is_some() {
+                StdinMode::Pipe
+            } else {
+                StdinMode::Null
+            },
+            tty: None,
+        },
+        stdin,
+        timeout,
+    })
+}
+
+/// The command a terminal runs when it names none: a login shell, bash where there is one.
+const LOGIN_SHELL: &str = "command -v bash >/dev/null 2>&1 && exec bash -l; exec sh -l";
+const MAX_TERMINAL_CELLS: u16 = 1000;
+
+/// A terminal request: an exec on a pseudo-terminal, without a timeout or stdin bytes.
+pub fn terminal(
+    request: &TerminalRequest,
+    sandbox_env: &BTreeMap<String, String>,
+) -> Result<ExecParams, Error> {
+    let cmd = if request.cmd.is_empty() {
+        vec!["sh".into(), "-c".into(), LOGIN_SHELL.into()]
+    } else {
+        request.cmd.clone()
+    };
+    let as_exec = ExecRequest {
+        cmd,
+        cwd: request.cwd.clone(),
+        user: request.user.clone(),
+        ..Default::default()
+    };
+    let mut params = exec(&as_exec, sandbox_env)?;
+    let rows = request.rows.unwrap_or(24);
+    let cols = request.cols.unwrap_or(80);
+    for (name, value) in [("rows", rows), ("cols", cols)] {
+        if value == 0 || value > MAX_TERMINAL_CELLS {
+            return Err(invalid(format!(
+                "{name} must be between 1 and {MAX_TERMINAL_CELLS}, got {value}"
+            )));
+        }
+    }
+    params.spec.tty = Some(sbx_backend::TtySize { rows, cols });
+    params.spec.stdin = StdinMode::Pipe;
+    Ok(params)
+}
+
+/// Sandbox names: 1–63 of `[A-Za-z0-9_.-]`, starting alphanumeric, not shaped like an id.
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let mut bytes = name.bytes();
+    let ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.len() <= 63
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        return Err(invalid(format!(
+            "name {name:?} must be 1-63 of letters, digits, '_', '.', '-', starting with a letter or digit"
+        )));
+    }
+    if name.starts_with("sb-") {
+        return Err(invalid(format!(
+            "name {name:?} must not start with \"sb-\" (reserved for ids)"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_env(env: &BTreeMap<String, String>, field: &str) -> Result<(), Error> {
+    if env.len() > MAX_ENV {
+        return Err(invalid(format!(
+            "{field} has more than {MAX_ENV} variables"
+        )));
+    }
+    for (key, value) in env {
+        let mut bytes = key.bytes();
+        let key_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(invalid(format!(
+                "{field} name {key:?} must be letters, digits and '_', not starting with a digit"
+            )));
+        }
+        if value.contains('\0') {
+            return Err(invalid(format!("{field} {key:?} contains a NUL byte")));
+        }
+    }
+    Ok(())
+}
+
+fn invalid(message: String) -> Error {
+    Error::Invalid(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds::for_host(4096, 2.0, 100_000)
+    }
+
+    fn profiles() -> BTreeMap<String, Profile> {
+        sbx_config::Config::default().profiles
+    }
+
+    fn create_with(resources: sbx_protocol::ResourcesRequest) -> Result<CreateParams, Error> {
+        let request = CreateSandboxRequest {
+            resources: Some(resources),
+            ..Default::default()
+        };
+        create(&request, &profiles(), &bounds())
+    }
+
+    #[test]
+    fn defaults_come_from_the_profile() {
+        let params = create(&CreateSandboxRequest::default(), &profiles(), &bounds()).unwrap();
+        assert_eq!(params.template, "host");
+        assert_eq!(params.profile, "default");
+        assert_eq!(
+            params.resources,
+            Resources {
+                memory_mb: 512,
+                cpus: 1.0,
+                pids: 256,
+                disk_mb: 2048
+            }
+        );
+        assert_eq!(params.limits().cpu_millis, 1000);
+        assert_eq!(params.ttl, Duration::from_secs(3600));
+        assert!(params.warnings.is_empty());
+    }
+
+    #[test]
+    fn ttl_is_parsed_and_capped() {
+        let with_ttl = |ttl: &str| {
+            let request = CreateSandboxRequest {
+                ttl: Some(ttl.into()),
+                ..Default::default()
+            };
+            create(&request, &profiles(), &bounds())
+        };
+        assert_eq!(with_ttl("90s").unwrap().ttl, Duration::from_secs(90));
+        let capped = with_ttl("3d").unwrap();
+        assert_eq!(capped.ttl, Duration::from_secs(86_400));
+        assert!(
+            capped.warnings[0].contains("capped at 1d"),
+            "{:?}",
+            capped.warnings
+        );
+        let error = with_ttl("forever").unwrap_err().to_string();
+        assert!(
+            error.starts_with("ttl: invalid duration \"forever\""),
+            "{error}"
+        );
+        let unknown = CreateSandboxRequest {
+            profile: Some("gpu".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            create(&unknown, &profiles(), &bounds()),
+            Err(Error::ProfileNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn absurd_limits_are_rejected_with_the_field_named() {
+        use sbx_protocol::ResourcesRequest as R;
+        let cases = [
+            (
+                R {
+                    memory_mb: Some(1 << 40),
+                    ..Default::default()
+                },
+                "resources.memory_mb",
+            ),
+            (
+                R {
+                    memory_mb: Some(1),
+                    ..Default::default()
+                },
+                "resources.memory_mb",
+            ),
+            (
+                R {
+                    cpus: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "resources.cpus",
+            ),
+            (
+                R {
+                    cpus: Some(64.0),
+                    ..Default::default()
+                },
+                "resources.cpus",
+            ),
+            (
+                R {
+                    cpus: Some(0.0),
+                    ..Default::default()
+                },
+                "resources.cpus",
+            ),
+            (
+                R {
+                    pids: Some(0),
+                    ..Default::default()
+                },
+                "resources.pids",
+            ),
+            (
+                R {
+                    pids: Some(10_000_000),
+                    ..Default::default()
+                },
+                "resources.pids",
+            ),
+            (
+                R {
+                    disk_mb: Some(1),
+                    ..Default::default()
+                },
+                "resources.disk_mb",
+            ),
+            (
+                R {
+                    disk_mb: Some(1 << 40),
+                    ..Default::default()
+                },
+                "resources.disk_mb",
+            ),
+        ];
+        for (resources, field) in cases {
+            let error = create_with(resources).unwrap_err().to_string();
+            assert!(error.contains(field), "{error}");
+        }
+    }
+
+    #[test]
+    fn names_and_env_are_checked() {
+        for bad in ["", "-x", "a b", "sb-abc", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        validate_name("web-1.prod_a").unwrap();
+        let mut env = BTreeMap::new();
+        env.insert("1BAD".to_owned(), "x".to_owned());
+        assert!(validate_env(&env, "env").is_err());
+    }
+
+    #[test]
+    fn exec_requests() {
+        let none = BTreeMap::new();
+        let request = |cmd: &[&str]| ExecRequest {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(exec(&request(&[]), &none).is_err());
+        assert!(exec(&request(&[""]), &none).is_err());
+        let ok = exec(&request(&["true"]), &none).unwrap();
+        assert_eq!(ok.spec.user, User::DEFAULT);
+        assert_eq!(ok.spec.stdin, StdinMode::Null);
+        let mut rooted = request(&["id"]);
+        rooted.user = Some("root".into());
+        assert_eq!(exec(&rooted, &none).unwrap().spec.user, User::ROOT);
+        rooted.user = Some("admin".into());
+        assert!(exec(&rooted, &none).is_err());
+        let mut timed = request(&["sleep", "9"]);
+        for bad in [0.0, -1.0, f64::INFINITY, 1e12] {
+            timed.timeout = Some(bad);
+            assert!(exec(&timed, &none).is_err(), "{bad}");
+        }
+        let mut relative = request(&["pwd"]);
+        relative.cwd = Some("tmp".into());
+        assert!(exec(&relative, &none).is_err());
+        let mut binary = request(&["cat"]);
+        binary.stdin = Some("AP8=".into());
+        binary.stdin_encoding = Some(sbx_protocol::Encoding::Base64);
+        assert_eq!(exec(&binary, &none).unwrap().stdin.unwrap(), vec![0, 0xff]);
+    }
+}

@@ -1,0 +1,137 @@
+//! Store rows ⇄ what the API shows. The spec column is lifecycle's own JSON ([`StoredSpec`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use sbx_protocol::{Resources, Sandbox, SandboxState};
+use sbx_store::{EventRow, SandboxRow};
+use serde::{Deserialize, Serialize};
+
+use crate::{now_ms, Error, State};
+
+/// The `spec` column: what the sandbox was created with, including its profile's TTL policy at
+/// that time (so a later change of the configuration does not change a running sandbox).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSpec {
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub pids: u64,
+    /// Older records had no disk of their own.
+    #[serde(default)]
+    pub disk_mb: u64,
+    pub env: BTreeMap<String, String>,
+    /// Longest lifetime of one instance, extensions included.
+    pub ttl_max_ms: i64,
+    /// Idle time after which the sandbox is reaped.
+    #[serde(default)]
+    pub idle_ms: Option<i64>,
+}
+
+impl StoredSpec {
+    pub fn parse(row: &SandboxRow) -> Result<StoredSpec, Error> {
+        serde_json::from_str(&row.spec)
+            .map_err(|e| Error::Internal(format!("sandbox {} has a malformed spec: {e}", row.id)))
+    }
+
+    pub fn resources(&self) -> Resources {
+        Resources {
+            memory_mb: self.memory_mb,
+            cpus: self.cpus,
+            pids: self.pids,
+            disk_mb: self.disk_mb,
+        }
+    }
+}
+
+pub fn state_of(row: &SandboxRow) -> Result<State, Error> {
+    State::parse(&row.state).ok_or_else(|| {
+        Error::Internal(format!(
+            "sandbox {} has unknown state {:?}",
+            row.id, row.state
+        ))
+    })
+}
+
+/// The state as the API shows and enforces it: a running sandbox past its deadline is
+/// `expired` even before the reaper (or `expire --apply`, when the reaper is off) records it.
+pub fn effective_state(row: &SandboxRow) -> Result<State, Error> {
+    let state = state_of(row)?;
+    if state == State::Running && row.expires_at <= now_ms() {
+        return Ok(State::Expired);
+    }
+    Ok(state)
+}
+
+pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
+    let spec = StoredSpec::parse(row)?;
+    let state = effective_state(row)?;
+    let metadata: BTreeMap<String, String> = serde_json::from_str(&row.metadata)
+        .map_err(|e| Error::Internal(format!("sandbox {} has malformed metadata: {e}", row.id)))?;
+    let reason = row
+        .state_reason
+        .as_deref()
+        .map(crate::reason::split)
+        .map_or((None, None), |(code, detail)| (Some(code), detail));
+    let expires_in_seconds = state
+        .may_have_host_traces()
+        .then(|| u64::try_from((row.expires_at - now_ms()) / 1000).unwrap_or(0));
+    Ok(Sandbox {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        state: wire_state(state),
+        state_reason: reason.0,
+        state_detail: reason.1,
+        backend: row.backend.clone(),
+        profile: row.profile.clone(),
+        owner: row.owner.clone(),
+        template: row.template.clone(),
+        resources: spec.resources(),
+        env: spec.env.keys().cloned().collect(),
+        metadata,
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+        destroyed_at: row.destroyed_at.map(rfc3339),
+        started_at: rfc3339(row.started_at),
+        expires_at: rfc3339(row.expires_at),
+        expires_in_seconds,
+        warnings: Vec::new(),
+    })
+}
+
+pub fn event(row: &EventRow) -> sbx_protocol::Event {
+    let state = |text: &str| SandboxState::parse(text).unwrap_or(SandboxState::Failed);
+    let (reason, detail) = row
+        .reason
+        .as_deref()
+        .map(crate::reason::split)
+        .map_or((None, None), |(code, detail)| (Some(code), detail));
+    sbx_protocol::Event {
+        seq: row.seq,
+        sandbox_id: row.sandbox_id.clone(),
+        at: rfc3339(row.at),
+        from_state: row.from_state.as_deref().map(state),
+        to_state: state(&row.to_state),
+        reason,
+        detail,
+    }
+}
+
+pub fn wire_state(state: State) -> SandboxState {
+    match state {
+        State::Creating => SandboxState::Creating,
+        State::Running => SandboxState::Running,
+        State::Expired => SandboxState::Expired,
+        State::Destroying => SandboxState::Destroying,
+        State::Destroyed => SandboxState::Destroyed,
+        State::Failed => SandboxState::Failed,
+    }
+}
+
+pub fn rfc3339(unix_ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

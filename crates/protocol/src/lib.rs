@@ -1,0 +1,36 @@
+//! Wire types of the sbx HTTP API (`/v1`).
+//!
+//! Owns: every JSON shape a client sends or receives, and the OpenAPI schema of each
+//! (`utoipa::ToSchema`). Must never: hold behaviour beyond encoding helpers, or depend on
+//! anything heavier than serde-level crates — the CLI, the daemon and outside SDKs all build on it.
+//!
+//! Request types reject unknown fields (`deny_unknown_fields`): a misspelt option is an error,
+//! never silently ignored.
+
+mod auth;
+mod encoding;
+mod error;
+mod exec;
+mod health;
+mod ops;
+mod sandbox;
+
+pub use auth::{
+    AuditEntry, AuditList, CreateKeyRequest, CreatedKey, Identity, KeyInfo, KeyList, LoginRequest,
+};
+pub use encoding::{decode_data, encode_data, Encoding};
+pub use error::{ErrorBody, ErrorDetail};
+pub use exec::{
+    ExecEvent, ExecRequest, ExecResult, ExitInfo, TerminalControl, TerminalEvent, TerminalRequest,
+};
+pub use health::Health;
+pub use ops::{
+    BackendStatus, CleanupReport, CleanupRequest, Event, EventList, ExpireRequest, ExpireResult,
+    ExtendRequest, ProfileInfo, ProfileList, SandboxStatus, Status,
+};
+pub use sandbox::{
+    CreateSandboxRequest, Resources, ResourcesRequest, Sandbox, SandboxList, SandboxState,
+};
+
+/// Media type of the streaming exec response: one JSON `ExecEvent` per line.
+pub const NDJSON: &str = "application/x-ndjson";

@@ -1,0 +1,78 @@
+//! `sbx create`: prints the new sandbox's id alone, for scripts (`id=$(sbx create)`).
+
+use clap::Args;
+use sbx_protocol::{CreateSandboxRequest, ResourcesRequest};
+
+use super::key_value;
+use crate::cli::{output, Context};
+
+#[derive(Debug, Args, Clone)]
+pub struct CreateArgs {
+    /// Profile to create from.
+    #[arg(long, short = 'p')]
+    pub profile: Option<String>,
+    /// Lifetime (e.g. 30m, 4h, 1d, 1h30m) [default: the profile's].
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Root filesystem template.
+    #[arg(long, short = 't')]
+    pub template: Option<String>,
+    /// A name, unique among live sandboxes; usable in place of the id.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable for every process (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = key_value)]
+    pub env: Vec<(String, String)>,
+    /// Memory limit in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// CPU quota (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Disk the sandbox may fill, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub disk: Option<u64>,
+    /// Metadata label (repeatable).
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+}
+
+impl CreateArgs {
+    pub fn request(&self) -> CreateSandboxRequest {
+        let any = self.memory.is_some()
+            || self.cpus.is_some()
+            || self.pids.is_some()
+            || self.disk.is_some();
+        let resources = any.then_some(ResourcesRequest {
+            memory_mb: self.memory,
+            cpus: self.cpus,
+            pids: self.pids,
+            disk_mb: self.disk,
+        });
+        CreateSandboxRequest {
+            profile: self.profile.clone(),
+            ttl: self.ttl.clone(),
+            template: self.template.clone(),
+            name: self.name.clone(),
+            env: self.env.iter().cloned().collect(),
+            resources,
+            metadata: self.labels.iter().cloned().collect(),
+        }
+    }
+}
+
+pub async fn run(context: &Context, args: CreateArgs) -> anyhow::Result<u8> {
+    let sandbox = context.client.create(&args.request()).await?;
+    for warning in &sandbox.warnings {
+        eprintln!("sbx: warning: {warning}");
+    }
+    if context.json {
+        output::print_json(&sandbox);
+    } else {
+        println!("{}", sandbox.id);
+    }
+    Ok(0)
+}

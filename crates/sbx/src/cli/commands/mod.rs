@@ -1,0 +1,27 @@
+//! One file per verb.
+
+pub mod audit;
+pub mod cleanup;
+pub mod config;
+pub mod create;
+pub mod events;
+pub mod exec;
+pub mod expire;
+pub mod extend;
+pub mod inspect;
+pub mod keys;
+pub mod ls;
+pub mod recreate;
+pub mod rm;
+pub mod run;
+pub mod shell;
+pub mod status;
+pub mod whoami;
+
+/// Parses `KEY=VALUE` arguments.
+pub fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}

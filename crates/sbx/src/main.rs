@@ -1,0 +1,34 @@
+//! `sbx`: one binary. `sbx serve` is the daemon; every other subcommand is a client of its API.
+//!
+//! Owns: wiring (config → store → backend → lifecycle → api) in [`serve`], and the CLI verbs in
+//! [`cli`]. Must never: hold business logic, or let a CLI verb touch the store or a backend.
+
+mod cli;
+mod daemon;
+mod maintenance;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // The native backend re-executes this binary as its stage-1 helper; that must happen before
+    // any thread (the async runtime) exists.
+    sbx_backend_native::run_if_requested();
+    let args = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sbx: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(cli::run(args));
+    // A blocking read of stdin (`sbx shell`) may still be waiting; do not wait for it.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}

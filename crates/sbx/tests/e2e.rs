@@ -1,0 +1,33 @@
+//! End-to-end tests: the real `sbx` binary, a real daemon per test, the real API and CLI.
+//! Each test ends with `TestDaemon::finish`, which stops the daemon and checks that nothing
+//! it made is left on the host. They need root (as CI is).
+
+#[path = "e2e/daemon.rs"]
+mod daemon;
+
+#[path = "e2e/api.rs"]
+mod api;
+#[path = "e2e/audit.rs"]
+mod audit;
+#[path = "e2e/auth.rs"]
+mod auth;
+#[path = "e2e/browser.rs"]
+mod browser;
+#[path = "e2e/cli.rs"]
+mod cli;
+#[path = "e2e/escape.rs"]
+mod escape;
+#[path = "e2e/exec.rs"]
+mod exec;
+#[path = "e2e/http.rs"]
+mod http;
+#[path = "e2e/isolation.rs"]
+mod isolation;
+#[path = "e2e/leaks.rs"]
+mod leaks;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/limits.rs"]
+mod limits;
+#[path = "e2e/terminal.rs"]
+mod terminal;

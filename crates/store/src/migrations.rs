@@ -1,0 +1,78 @@
+//! Numbered schema migrations. Each runs once, in order, inside a transaction; the database's
+//! `user_version` is the number of migrations applied. Never edit a released migration: add one.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: sandboxes and their state-change log.
+    "CREATE TABLE sandboxes (
+        id            TEXT PRIMARY KEY,
+        name          TEXT,
+        state         TEXT NOT NULL,
+        state_reason  TEXT,
+        backend       TEXT NOT NULL,
+        template      TEXT NOT NULL,
+        spec          TEXT NOT NULL,
+        metadata      TEXT NOT NULL,
+        handle        TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        destroyed_at  INTEGER
+     );
+     CREATE INDEX sandboxes_state ON sandboxes (state);
+     -- A name belongs to at most one live sandbox (neither destroyed nor failed).
+     CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes (name)
+        WHERE name IS NOT NULL AND state NOT IN ('destroyed', 'failed');
+     CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        sandbox_id  TEXT NOT NULL REFERENCES sandboxes (id),
+        at          INTEGER NOT NULL,
+        from_state  TEXT,
+        to_state    TEXT NOT NULL,
+        reason      TEXT
+     );
+     CREATE INDEX events_sandbox ON events (sandbox_id, seq);",
+    // 2: profiles and lifetimes. `started_at` is when the current backend instance started
+    // (create or recreate); `ttl_ms` the lifetime it was given; the maximum counts from it.
+    "ALTER TABLE sandboxes ADD COLUMN profile TEXT NOT NULL DEFAULT 'default';
+     ALTER TABLE sandboxes ADD COLUMN ttl_ms INTEGER NOT NULL DEFAULT 3600000;
+     ALTER TABLE sandboxes ADD COLUMN started_at INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sandboxes ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+     UPDATE sandboxes SET started_at = created_at, expires_at = created_at + ttl_ms;
+     CREATE INDEX sandboxes_expiry ON sandboxes (expires_at);",
+    // 3: API keys (only a hash of the secret part is kept) and sandbox ownership.
+    "CREATE TABLE keys (
+        id          TEXT PRIMARY KEY,
+        user        TEXT NOT NULL,
+        admin       INTEGER NOT NULL,
+        hash        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        revoked_at  INTEGER
+     );
+     ALTER TABLE sandboxes ADD COLUMN owner TEXT;
+     CREATE INDEX sandboxes_owner ON sandboxes (owner, state);
+     -- Names are per user now: a name belongs to at most one live sandbox of its owner.
+     DROP INDEX sandboxes_live_name;
+     CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes (coalesce(owner, ''), name)
+        WHERE name IS NOT NULL AND state NOT IN ('destroyed', 'failed');",
+];
+
+pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::TooNew {
+            found: applied,
+            known,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
