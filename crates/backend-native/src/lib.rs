@@ -97,6 +97,36 @@ struct Inner {
     refill: tokio::sync::Notify,
     stopping: std::sync::atomic::AtomicBool,
     refill_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Ids whose host resources are being made right now (a create, a pool refill): they are
+    /// not orphans, whatever `list_owned` finds of them.
+    building: Mutex<BTreeSet<SandboxId>>,
+}
+
+/// Marks an id as being built for as long as it lives.
+struct Building<'a> {
+    set: &'a Mutex<BTreeSet<SandboxId>>,
+    id: SandboxId,
+}
+
+impl<'a> Building<'a> {
+    fn start(set: &'a Mutex<BTreeSet<SandboxId>>, id: &SandboxId) -> Building<'a> {
+        set.lock()
+            .expect("building lock is never poisoned")
+            .insert(id.clone());
+        Building {
+            set,
+            id: id.clone(),
+        }
+    }
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .expect("building lock is never poisoned")
+            .remove(&self.id);
+    }
 }
 
 impl NativeBackend {
@@ -141,6 +171,7 @@ impl NativeBackend {
                 refill: tokio::sync::Notify::new(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 refill_task: Mutex::new(None),
+                building: Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -228,6 +259,7 @@ impl Backend for NativeBackend {
     async fn create(&self, spec: &SandboxSpec) -> Result<Handle, BackendError> {
         let inner = &self.inner;
         let id = spec.id.clone();
+        let _building = Building::start(&inner.building, &id);
         let helper = match inner
             .pool
             .take(&id)
@@ -340,10 +372,15 @@ impl Backend for NativeBackend {
                     ids.extend(SandboxId::parse(&entry.file_name().to_string_lossy()).ok());
                 }
             }
-            // Pooled helpers are this daemon's, not orphans.
+            // Pooled helpers and sandboxes being built are this daemon's, not orphans.
+            let building = inner
+                .building
+                .lock()
+                .expect("building lock is never poisoned")
+                .clone();
             Ok(ids
                 .into_iter()
-                .filter(|id| !inner.pool.contains(id))
+                .filter(|id| !inner.pool.contains(id) && !building.contains(id))
                 .collect())
         })
         .await
@@ -533,6 +570,7 @@ impl Inner {
         while !self.stopping.load(Ordering::SeqCst) {
             if self.pool.ready_len() < self.pool_size {
                 let id = SandboxId::generate();
+                let _building = Building::start(&self.building, &id);
                 match self.start_helper(id.clone(), self.pool_disk_bytes).await {
                     Ok(helper) if !self.stopping.load(Ordering::SeqCst) => self.pool.add(helper),
                     Ok(helper) => {

@@ -20,7 +20,6 @@ impl Service {
             dry_run,
             ..Default::default()
         };
-        let known: BTreeSet<String> = live.iter().map(|row| row.id.clone()).collect();
         for row in &live {
             if !dry_run {
                 self.destroy(caller, &row.id, crate::reason::DAEMON_CLEANUP)
@@ -28,7 +27,17 @@ impl Service {
             }
             report.sandboxes.push(row.id.clone());
         }
-        for id in deadline::run(deadline::LIST, "list", inner.backend.list_owned()).await? {
+        let owned = deadline::run(deadline::LIST, "list", inner.backend.list_owned()).await?;
+        // Read after the listing: a sandbox created meanwhile has its record by the time the
+        // backend shows its resources (the record comes first), so it is not taken for an
+        // orphan. (Resources still being built are left out of the listing by the backend.)
+        let known: BTreeSet<String> = inner
+            .store
+            .list_sandboxes(&State::names_where(State::may_have_host_traces))?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        for id in owned {
             if known.contains(id.as_str()) {
                 continue;
             }

@@ -289,6 +289,63 @@ async fn cleanup_removes_everything_with_or_without_a_daemon() {
     d.finish().await;
 }
 
+/// `POST /v1/cleanup` while creates are in flight and the warm pool refills: what cleanup did
+/// not destroy is whole and usable, what it destroyed is gone, and it never takes a sandbox
+/// being built for an orphan.
+#[tokio::test]
+async fn cleanup_racing_creates_and_the_warm_pool_leaves_no_half_sandbox() {
+    let d = TestDaemon::start().await;
+    for _ in 0..4 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let client = d.client.clone();
+            tasks.spawn(async move {
+                client
+                    .create(&CreateSandboxRequest::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        }
+        let client = d.client.clone();
+        tasks.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            client
+                .cleanup(false)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        while let Some(outcome) = tasks.join_next().await {
+            // A create whose sandbox the cleanup destroyed mid-way may fail, with a clear error.
+            if let Err(e) = outcome.unwrap() {
+                assert!(!e.contains("internal"), "{e}");
+            }
+        }
+    }
+    let all = [
+        "creating",
+        "running",
+        "expired",
+        "destroying",
+        "destroyed",
+        "failed",
+    ];
+    for sandbox in d.client.list(&all, &[]).await.unwrap() {
+        match sandbox.state {
+            SandboxState::Running => {
+                assert_eq!(d.sh(&sandbox.id, "echo ok").await.stdout, "ok\n")
+            }
+            SandboxState::Destroyed | SandboxState::Failed => d.assert_no_traces(&sandbox.id),
+            other => panic!("sandbox {} left {other:?}", sandbox.id),
+        }
+    }
+    // The warm pool still works: it was not destroyed from under the daemon.
+    let id = d.create().await.id;
+    assert_eq!(d.sh(&id, "echo ok").await.stdout, "ok\n");
+    d.finish().await;
+}
+
 #[tokio::test]
 async fn a_sandbox_killed_from_the_host_becomes_failed() {
     let d = TestDaemon::start().await;
