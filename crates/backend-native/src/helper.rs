@@ -12,7 +12,6 @@
 //! orphan, and a helper whose daemon vanished exits on its own (its stdin closes).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,8 +33,6 @@ pub struct Helper {
     pub slot: u32,
     /// The size of its disk.
     pub disk_bytes: u64,
-    /// Its disk, held attached until stage 1 has mounted it.
-    disk: Option<crate::disk::Disk>,
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -43,13 +40,14 @@ pub struct Helper {
 }
 
 impl Helper {
-    /// Starts `sbx __native-stage1 <id>` and waits until it has joined `cgroup_procs`.
+    /// Starts `sbx __native-stage1 <id>` and waits until it has joined its cgroups and mounted
+    /// `disk` (held attached until then; the mount is its last user afterwards).
     pub async fn start(
         id: SandboxId,
         slot: u32,
         disk_bytes: u64,
         disk: crate::disk::Disk,
-        cgroup_procs: Vec<PathBuf>,
+        join: Join,
     ) -> Result<Helper, BackendError> {
         let mut command = tokio::process::Command::new("/proc/self/exe");
         command
@@ -77,36 +75,22 @@ impl Helper {
             id,
             slot,
             disk_bytes,
-            disk: Some(disk),
             child,
             stdin,
             stdout,
             stderr,
         };
-        match helper
-            .exchange(&Join { cgroup_procs }, JOIN_DEADLINE)
-            .await?
-        {
+        let outcome = helper.exchange(&join, JOIN_DEADLINE).await;
+        drop(disk);
+        match outcome? {
             Outcome::Joined => Ok(helper),
             other => Err(helper.fail(other).await),
         }
     }
 
-    /// The loop device of its disk.
-    pub fn disk_device(&self) -> &std::path::Path {
-        &self
-            .disk
-            .as_ref()
-            .expect("the disk is held until the build")
-            .device
-    }
-
     /// Sends the build request; returns init's pid and start time.
     pub async fn build(mut self, request: &stage1::Request) -> Result<(i32, u64), BackendError> {
-        let outcome = self.exchange(request, BUILD_DEADLINE).await;
-        // Mounted inside the sandbox now (or never to be): its mount is the disk's last user.
-        self.disk = None;
-        match outcome? {
+        match self.exchange(request, BUILD_DEADLINE).await? {
             Outcome::Ready { pid, start_time } => {
                 let _ = self.child.wait().await;
                 Ok((pid, start_time))

@@ -283,16 +283,14 @@ impl Backend for NativeBackend {
         let slot = helper.slot;
         let prepare = inner.clone();
         let prepare_spec = spec.clone();
-        let device = helper.disk_device().to_owned();
-        let request =
-            match blocking(move || prepare.build_request(&prepare_spec, slot, &device)).await {
-                Ok(request) => request,
-                Err(e) => {
-                    helper.abort().await;
-                    inner.rollback(&id).await;
-                    return Err(e);
-                }
-            };
+        let request = match blocking(move || prepare.build_request(&prepare_spec, slot)).await {
+            Ok(request) => request,
+            Err(e) => {
+                helper.abort().await;
+                inner.rollback(&id).await;
+                return Err(e);
+            }
+        };
         match helper.build(&request).await {
             Ok((pid, start_time)) => {
                 let handle = NativeHandle {
@@ -496,7 +494,14 @@ impl Inner {
                 return Err(e);
             }
         };
-        helper::Helper::start(id, slot, disk_bytes, disk, procs).await
+        let join = stage1::Join {
+            cgroup_procs: procs,
+            disk_device: disk.device.clone(),
+            disk_mount: self.layout.disk_mount(&id),
+            id_base: id_base(slot),
+            hostname: id.to_string(),
+        };
+        helper::Helper::start(id, slot, disk_bytes, disk, join).await
     }
 
     /// Directories, disk and cgroup of `id`; returns the `cgroup.procs` files to join and the
@@ -536,7 +541,6 @@ impl Inner {
         &self,
         spec: &SandboxSpec,
         slot: u32,
-        disk_device: &Path,
     ) -> Result<stage1::Request, BackendError> {
         let id = &spec.id;
         let template = self
@@ -551,11 +555,10 @@ impl Inner {
             hostname: id.to_string(),
             rootfs: layout.rootfs(id),
             lower: template.lower,
-            disk_device: disk_device.to_owned(),
             disk_mount: layout.disk_mount(id),
             binds: template.binds,
             socket: layout.socket(id),
-            id_base: ID_BASE + slot * stage1::ID_RANGE,
+            id_base: id_base(slot),
             // tmpfs pages count against the memory limit and cannot be reclaimed by killing a
             // process: were they allowed to fill it, the OOM killer would end every process,
             // init included. Bounded to half the limit together, a full /tmp is ENOSPC instead.
@@ -680,6 +683,11 @@ fn raise_host_file_max() {
             "cannot raise fs.file-max: a sandbox with enough memory can exhaust the host's file table"
         ),
     }
+}
+
+/// Host uid/gid that uid/gid 0 of the sandbox in `slot` maps to.
+fn id_base(slot: u32) -> u32 {
+    ID_BASE + slot * stage1::ID_RANGE
 }
 
 /// Which id range a sandbox was given (`<sandbox>/slot`).

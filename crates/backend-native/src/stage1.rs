@@ -4,10 +4,12 @@
 //! fresh, single-threaded process of its own binary. Stage 1, as host root:
 //!
 //! 1. joins the sandbox's cgroups (so its child's cgroup namespace is rooted there) when the
-//!    first message ([`Join`]) comes, and says so; then waits for the build [`Request`],
-//! 2. enters a private mount namespace and builds the root there: overlay (template lower,
-//!    private upper), read-only binds of host system directories, tmpfs `/tmp`, a minimal
-//!    `/dev` — none of it visible on the host,
+//!    first message ([`Join`]) comes, enters a private mount namespace, mounts the sandbox's
+//!    disk there and lays out its writable layer, and says so; then waits for the build
+//!    [`Request`] (a pooled helper waits here, so a create skips all of that),
+//! 2. builds the root in that mount namespace: overlay (template lower, private upper),
+//!    read-only binds of host system directories, tmpfs `/tmp`, a minimal `/dev` — none of it
+//!    visible on the host,
 //! 3. binds the control socket, then `clone`s the future init into new user, pid, mount, UTS,
 //!    IPC, network and cgroup namespaces (the user namespace owned by the sandbox's own host
 //!    root id), writes its uid/gid maps (0–65535 onto an unprivileged host range of its own),
@@ -50,8 +52,7 @@ pub struct Request {
     pub hostname: String,
     pub rootfs: PathBuf,
     pub lower: PathBuf,
-    /// The sandbox's disk (a loop device) and where to mount it; the writable layer lives on it.
-    pub disk_device: PathBuf,
+    /// Where the sandbox's disk is mounted (at [`Join`]); the writable layer lives on it.
     pub disk_mount: PathBuf,
     pub binds: Vec<Bind>,
     pub socket: PathBuf,
@@ -61,14 +62,22 @@ pub struct Request {
     pub shm_bytes: u64,
 }
 
-/// The first message on stdin: the cgroups to join (their `cgroup.procs` files).
+/// The first message on stdin: the cgroups to join (their `cgroup.procs` files), and the
+/// sandbox's disk to mount and lay out, which need nothing of the create request.
 ///
 /// Joining is its own step because on cgroup v1 the first move of a process into a cgroup after
-/// a quiet spell waits for an RCU grace period (10–20 ms here): the daemon keeps helpers that
-/// have already joined ready (see `pool.rs`), so a create does not wait for it.
+/// a quiet spell waits for an RCU grace period (10–20 ms here), and mounting the disk costs a
+/// few milliseconds more: the daemon keeps helpers that have done both ready (see `helper.rs`),
+/// so a create waits for neither.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Join {
     pub cgroup_procs: Vec<PathBuf>,
+    /// The sandbox's disk (a loop device) and where to mount it.
+    pub disk_device: PathBuf,
+    pub disk_mount: PathBuf,
+    /// Host uid/gid that sandbox uid/gid 0 maps to (owner of the writable layer's directories).
+    pub id_base: u32,
+    pub hostname: String,
 }
 
 /// What stage 1 prints on stdout: `joined` after the first message, then `ready` or `failed`.
@@ -109,9 +118,29 @@ fn phases(input: &mut impl std::io::BufRead) -> Result<(i32, u64), String> {
         fs::write(procs, &me)
             .map_err(|e| format!("cannot join cgroup {}: {e}", procs.display()))?;
     }
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(mount): {e}"))?;
+    mount_(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    prepare_disk(&join)?;
     say(&Outcome::Joined);
     let request: Request = next_message(input)?;
     build(&request)
+}
+
+/// Mounts the sandbox's disk in this process's private mount namespace (it dies with the
+/// namespace if no sandbox is ever built) and lays out the writable layer on it.
+fn prepare_disk(join: &Join) -> Result<(), String> {
+    let disk = &join.disk_mount;
+    mount_(
+        Some(join.disk_device.as_path()),
+        disk,
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None,
+    )?;
+    fs::create_dir(disk.join("work"))
+        .map_err(|e| format!("cannot create the overlay workdir: {e}"))?;
+    build_upper(&disk.join("upper"), join.id_base, &join.hostname)
+        .map_err(|e| format!("cannot build the writable layer: {e}"))
 }
 
 /// Reads one JSON line; end of input means the daemon no longer wants this sandbox.
@@ -142,8 +171,6 @@ fn build(request: &Request) -> Result<(i32, u64), String> {
     setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(|e| format!("setrlimit: {e}"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("setrlimit: {e}"))?;
 
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(mount): {e}"))?;
-    mount_(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     build_root(request)?;
 
     let listener = control_socket(&request.socket)?;
@@ -277,19 +304,8 @@ pub fn start_time(pid: i32) -> Option<u64> {
 fn build_root(request: &Request) -> Result<(), String> {
     let root = &request.rootfs;
     let disk = &request.disk_mount;
-    let disk_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount_(
-        Some(request.disk_device.as_path()),
-        disk,
-        Some("ext4"),
-        disk_flags,
-        None,
-    )?;
     let upper = disk.join("upper");
     let work = disk.join("work");
-    fs::create_dir(&work).map_err(|e| format!("cannot create the overlay workdir: {e}"))?;
-    build_upper(&upper, request.id_base, &request.hostname)
-        .map_err(|e| format!("cannot build the writable layer: {e}"))?;
     let options = format!(
         "lowerdir={},upperdir={},workdir={},volatile",
         request.lower.display(),
