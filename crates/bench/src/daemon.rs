@@ -28,6 +28,10 @@ pub struct Daemon {
     /// The native backend's instance id: the name of its cgroup parent `sbx/<instance>`.
     instance: Option<String>,
     data: Option<tempfile::TempDir>,
+    /// How it was started, for a restart: `sbx`, its arguments, its port.
+    sbx: PathBuf,
+    args: Vec<String>,
+    port: u16,
 }
 
 impl Daemon {
@@ -40,19 +44,48 @@ impl Daemon {
             .tempdir_in("/tmp")
             .context("cannot create a data directory under /tmp")?;
         let port = free_port()?;
-        let log = fs::File::create(data.path().join("daemon.log"))
-            .context("cannot create the daemon log")?;
         let config_file = data.path().join("sbx.toml");
         fs::write(&config_file, config).context("cannot write the configuration")?;
-        let child = Command::new(sbx)
+        let mut daemon = Daemon {
+            client: Client::new(&format!("http://127.0.0.1:{port}")),
+            version: String::new(),
+            log_warnings: Vec::new(),
+            pid: 0,
+            child: None,
+            instance: None,
+            data: Some(data),
+            sbx: sbx.to_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            port,
+        };
+        daemon.spawn()?;
+        daemon.wait_healthy().await?;
+        let key = daemon.read("admin.key").trim().to_owned();
+        if !key.is_empty() {
+            daemon.client = daemon.client.clone().with_key(&key);
+        }
+        let instance = daemon.read("instance-id").trim().to_owned();
+        daemon.instance = Some(instance).filter(|text| !text.is_empty());
+        Ok(daemon)
+    }
+
+    /// Starts `sbx serve` on the data directory (its log appended to `daemon.log`).
+    fn spawn(&mut self) -> Result<()> {
+        let data = self.data.as_ref().expect("spawned before stop").path();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("daemon.log"))
+            .context("cannot open the daemon log")?;
+        let child = Command::new(&self.sbx)
             .arg("serve")
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(data)
             .arg("--config")
-            .arg(&config_file)
-            .args(args)
+            .arg(data.join("sbx.toml"))
+            .args(&self.args)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{}", self.port))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -60,16 +93,27 @@ impl Daemon {
             // then stops the daemon itself (and waits for it).
             .process_group(0)
             .spawn()
-            .with_context(|| format!("cannot start {}", sbx.display()))?;
-        let mut daemon = Daemon {
-            client: Client::new(&format!("http://127.0.0.1:{port}")),
-            version: String::new(),
-            log_warnings: Vec::new(),
-            pid: child.id(),
-            child: Some(child),
-            instance: None,
-            data: Some(data),
-        };
+            .with_context(|| format!("cannot start {}", self.sbx.display()))?;
+        self.pid = child.id();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9` of the daemon (its sandboxes live on), then a new one on the same data
+    /// directory and port; the time from its start until it answers `/healthz`, which it does
+    /// only after reconciling with the host and re-adopting the sandboxes.
+    pub async fn crash_and_restart(&mut self) -> Result<Duration> {
+        let mut child = self.child.take().context("the daemon is not running")?;
+        child.kill().context("cannot kill the daemon")?;
+        child.wait().context("cannot reap the daemon")?;
+        let start = Instant::now();
+        self.spawn()?;
+        self.wait_healthy().await?;
+        Ok(start.elapsed())
+    }
+
+    async fn wait_healthy(&mut self) -> Result<()> {
+        let daemon = self;
         let started = Instant::now();
         loop {
             if let Ok(health) = daemon.client.health().await {
@@ -93,15 +137,9 @@ impl Daemon {
                     daemon.log_tail(40)
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let key = daemon.read("admin.key").trim().to_owned();
-        if !key.is_empty() {
-            daemon.client = daemon.client.clone().with_key(&key);
-        }
-        let instance = daemon.read("instance-id").trim().to_owned();
-        daemon.instance = Some(instance).filter(|text| !text.is_empty());
-        Ok(daemon)
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {

@@ -55,7 +55,9 @@ const THROUGHPUT_BYTES: u64 = 256 << 20;
 pub const AUTH_OVERHEAD_TARGET_MS: f64 = 0.050;
 /// The measured daemon: authentication on, the default limits but the hourly creation cap
 /// (this run creates more than its 1000 sandboxes in an hour).
-const MEASURED_CONFIG: &str = "[limits]\ncreates_per_hour = 0\n";
+const MEASURED_CONFIG: &str = "[limits]\ncreates_per_hour = 0\nconcurrent_sandboxes = 0\n";
+/// How long the daemon's CPU time is watched while nothing happens.
+const QUIET_WINDOW: Duration = Duration::from_secs(10);
 /// The reference for the overhead of authentication and limits: neither.
 const OPEN_CONFIG: &str = "[limits]\ncreates_per_hour = 0\ncreates_per_hour_per_ip = 0\n\
                            concurrent_sandboxes = 0\nexec_per_second = 0\nmemory_mb = 0\ncpus = 0\n";
@@ -96,6 +98,10 @@ struct Args {
     /// Sandboxes alive at once in the scale phase.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     sandboxes: u32,
+    /// Sandboxes alive (with far deadlines) while the daemon's idle CPU is measured; the scale
+    /// phase's are topped up to this many.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    idle_sandboxes: u32,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -120,6 +126,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<bool> {
     let n = args.iterations as usize;
     let m = args.sandboxes as usize;
+    let k = (args.idle_sandboxes as usize).max(m);
     let sbx = locate_sbx()?;
     ensure!(
         is_root(),
@@ -148,7 +155,7 @@ async fn run(args: Args) -> Result<bool> {
         () = &mut interrupted => bail!("interrupted"),
     };
     let measured = tokio::select! {
-        result = measure(&daemon, n, m) => result,
+        result = measure(&mut daemon, n, m, k) => result,
         () = &mut interrupted => Err(anyhow!("interrupted")),
     };
     // Authentication and limits: the same calls against a second daemon without either.
@@ -283,9 +290,12 @@ fn baseline(argv: &[&str], n: usize, missing: &str) -> Result<Summary, String> {
 }
 
 /// Everything that needs the daemon: the latency rows and the scale phase.
-async fn measure(daemon: &Daemon, n: usize, m: usize) -> Result<(Vec<Row>, Scale)> {
-    let api = Api(&daemon.client);
+async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(Vec<Row>, Scale)> {
+    let client = daemon.client.clone();
+    let api = Api(&client);
     let rss_idle = daemon_status_kib(daemon.pid(), "VmRSS:");
+    eprintln!("daemon CPU with no sandbox ({QUIET_WINDOW:?})…");
+    let cpu_empty = quiet_cpu(daemon.pid()).await;
 
     eprintln!("warm-up ({WARMUP} create+exec+delete)…");
     for _ in 0..WARMUP {
@@ -356,8 +366,9 @@ async fn measure(daemon: &Daemon, n: usize, m: usize) -> Result<(Vec<Row>, Scale
     let ceiling = terminal::pty_ceiling(THROUGHPUT_BYTES).ok();
 
     eprintln!("scale: {m} sandboxes…");
-    let mut scale = scale(&api, daemon, m).await?;
+    let mut scale = scale(&api, daemon, m, k).await?;
     scale.rss_idle_kib = rss_idle;
+    scale.cpu_empty = cpu_empty;
 
     let row = |name: &str, samples: &[Duration], target: Option<Target>| Row {
         name: name.into(),
@@ -472,7 +483,7 @@ async fn auth_overhead(measured: &Daemon, open: &Daemon, n: usize) -> Result<Vec
 /// Creates `m` sandboxes ([`CONCURRENCY`] requests at a time), checks each is running and
 /// runs `true` in it, reads the memory of the daemon and of the sandboxes, then deletes all.
 /// Failures are counted, not fatal.
-async fn scale(api: &Api<'_>, daemon: &Daemon, m: usize) -> Result<Scale> {
+async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result<Scale> {
     let mut errors = Vec::new();
     let start = Instant::now();
     let created: Vec<Result<String>> = stream::iter(0..m)
@@ -529,6 +540,57 @@ async fn scale(api: &Api<'_>, daemon: &Daemon, m: usize) -> Result<Scale> {
         (total, pids.len())
     });
 
+    // A crashed daemon's successor re-adopts every sandbox before it answers.
+    eprintln!(
+        "kill -9 of the daemon with {} alive, and a restart…",
+        ids.len()
+    );
+    let restart = daemon.crash_and_restart().await?;
+    let listed: HashSet<String> = call("list", api.0.list(&["running"], &[]))
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let execs: Vec<Result<f64>> = stream::iter(ids.iter().filter(|id| listed.contains(*id)))
+        .map(|id| api.exec_true(id))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut adopted_ok = 0;
+    for result in execs {
+        match result {
+            Ok(_) => adopted_ok += 1,
+            Err(e) => errors.push(format!("exec after the restart: {e:#}")),
+        }
+    }
+
+    // The reaper with many far deadlines: the daemon's CPU while nothing happens.
+    eprintln!("{} sandboxes alive, daemon CPU ({QUIET_WINDOW:?})…", k);
+    let extra: Vec<Result<String>> = stream::iter(ids.len()..k)
+        .map(|_| api.create())
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut extra_ids = Vec::new();
+    for result in extra {
+        match result {
+            Ok(id) => extra_ids.push(id),
+            Err(e) => errors.push(format!("create (idle phase): {e:#}")),
+        }
+    }
+    let idle_alive = ids.len() + extra_ids.len();
+    let cpu_alive = quiet_cpu(daemon.pid()).await;
+    let removed: Vec<Result<()>> = stream::iter(&extra_ids)
+        .map(|id| api.delete(id))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for result in removed {
+        if let Err(e) = result {
+            errors.push(format!("delete (idle phase): {e:#}"));
+        }
+    }
+
     let start = Instant::now();
     let deletes: Vec<Result<()>> = stream::iter(&ids)
         .map(|id| api.delete(id))
@@ -560,7 +622,29 @@ async fn scale(api: &Api<'_>, daemon: &Daemon, m: usize) -> Result<Scale> {
         hwm_kib: daemon_status_kib(daemon.pid(), "VmHWM:"),
         sandbox_pss,
         terminal_mb_s: None,
+        restart,
+        adopted_ok,
+        cpu_empty: None,
+        cpu_alive,
+        idle_alive,
     })
+}
+
+/// CPU time (user + system) the process `pid` used during [`QUIET_WINDOW`], from
+/// `/proc/<pid>/stat` (clock ticks, 10 ms each at the usual USER_HZ of 100).
+async fn quiet_cpu(pid: u32) -> Option<Duration> {
+    let ticks = || -> Option<u64> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    };
+    // Let what the last requests started (watchers, pool refills) settle first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = ticks()?;
+    tokio::time::sleep(QUIET_WINDOW).await;
+    let after = ticks()?;
+    Some(Duration::from_millis((after - before) * 10))
 }
 
 fn daemon_status_kib(pid: u32, key: &str) -> Option<u64> {

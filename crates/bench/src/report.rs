@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::time::Duration;
 
 use crate::stats::{mib, ms, pass, Summary, Target};
 
@@ -70,6 +71,14 @@ pub struct Scale {
     /// Terminal output throughput, MB/s (`cat` of a large file to a local WebSocket client).
     /// And the ceiling: the same `cat` on a host pty with a minimal reader (MB/s).
     pub terminal_mb_s: Option<(f64, Option<f64>)>,
+    /// From the `kill -9` of the daemon (with every scale sandbox alive) to its successor's
+    /// first answer; and how many sandboxes ran `true` after that.
+    pub restart: Duration,
+    pub adopted_ok: usize,
+    /// The daemon's CPU time over the quiet window with no sandbox, and with `idle_alive`.
+    pub cpu_empty: Option<Duration>,
+    pub cpu_alive: Option<Duration>,
+    pub idle_alive: usize,
 }
 
 pub struct Report {
@@ -214,6 +223,34 @@ impl Report {
             rate(s.created, s.create_wall_s),
             s.delete_wall_s,
             rate(s.deleted, s.delete_wall_s)
+        );
+        let _ = writeln!(
+            out,
+            "| `kill -9` of the daemon with {} alive → restarted daemon answers (store and host reconciled, all re-adopted) | {:.0} ms | < 1000 ms: {} |",
+            s.running,
+            s.restart.as_secs_f64() * 1000.0,
+            pass(s.restart < Duration::from_secs(1))
+        );
+        let _ = writeln!(
+            out,
+            "| … then running and `true` exited 0 | {} of {} | all: {} |",
+            s.adopted_ok,
+            s.running,
+            pass(s.adopted_ok == s.running)
+        );
+        let cpu = |d: Option<Duration>| {
+            d.map_or("unreadable".to_owned(), |d| format!("{} ms", d.as_millis()))
+        };
+        let _ = writeln!(
+            out,
+            "| daemon CPU time over {} s with nothing happening: no sandbox / {} alive (far deadlines) | {} / {} | flat: {} |",
+            crate::QUIET_WINDOW.as_secs(),
+            s.idle_alive,
+            cpu(s.cpu_empty),
+            cpu(s.cpu_alive),
+            // The same as with none, within two clock ticks (the measurement's resolution).
+            pass(matches!((s.cpu_empty, s.cpu_alive), (Some(empty), Some(alive))
+                if alive <= empty + Duration::from_millis(20)))
         );
         let _ = writeln!(
             out,

@@ -3,8 +3,14 @@
 //!
 //! Idle means both: no API use (exec, extend, recreate) and no process of the sandbox's own
 //! running besides its init. A sandbox busy with background work is seen as active at every
-//! check, so its idle time only starts once that work ends. The reaper sleeps until the next
-//! deadline (or the idle-check interval), and is woken early when a deadline changes.
+//! check, so its idle time only starts once that work ends.
+//!
+//! Scheduling: one task sleeps until the earliest deadline, and is woken early when a deadline
+//! is set or changes (create, extend, recreate). Between deadlines it costs nothing, however
+//! many sandboxes there are; each wake reads the deadlines once. Only while a running sandbox
+//! has `ttl.idle` does it also wake every `reaper.interval` to look for idleness. A wake every
+//! [`MAX_SLEEP`] at most is the safety net against wall-clock jumps (deadlines are wall-clock
+//! times; sleeps are monotonic).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +22,8 @@ use crate::{deadline, now_ms, view, Service, State};
 
 /// Shortest sleep between passes, so that a burst of deadlines cannot spin the loop.
 const MIN_SLEEP: Duration = Duration::from_millis(20);
+/// Longest sleep when no deadline is nearer and no sandbox needs idle checks.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 impl Service {
     /// Starts the reaper task, unless the configuration turns it off.
@@ -85,14 +93,16 @@ impl Service {
                 }
             }
             while due.join_next().await.is_some() {}
-            if Instant::now() >= next_idle_check {
+            let watch_idle = rows.iter().any(needs_idle_checks);
+            if watch_idle && Instant::now() >= next_idle_check {
                 self.reap_idle(&rows, now).await;
                 next_idle_check = Instant::now() + interval;
             }
             let until_deadline = next_deadline
                 .map(|d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)))
-                .unwrap_or(interval);
-            let sleep = until_deadline.min(interval).max(MIN_SLEEP);
+                .unwrap_or(MAX_SLEEP);
+            let cap = if watch_idle { interval } else { MAX_SLEEP };
+            let sleep = until_deadline.min(cap).max(MIN_SLEEP);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.inner.reaper_wake.notified() => {}
@@ -167,4 +177,10 @@ impl Service {
         self.forget(id);
         Ok(())
     }
+}
+
+/// A running sandbox whose profile reaps it when idle.
+fn needs_idle_checks(row: &SandboxRow) -> bool {
+    view::state_of(row).ok() == Some(State::Running)
+        && StoredSpec::parse(row).is_ok_and(|spec| spec.idle_ms.is_some())
 }
