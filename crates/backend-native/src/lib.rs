@@ -283,7 +283,7 @@ impl Backend for NativeBackend {
         let slot = helper.slot;
         let prepare = inner.clone();
         let prepare_spec = spec.clone();
-        let request = match blocking(move || prepare.build_request(&prepare_spec, slot)).await {
+        let request = match blocking(move || prepare.build_request(&prepare_spec)).await {
             Ok(request) => request,
             Err(e) => {
                 helper.abort().await;
@@ -498,7 +498,7 @@ impl Inner {
             cgroup_procs: procs,
             disk_device: disk.device.clone(),
             disk_mount: self.layout.disk_mount(&id),
-            id_base: id_base(slot),
+            id_base: ID_BASE + slot * stage1::ID_RANGE,
             hostname: id.to_string(),
         };
         helper::Helper::start(id, slot, disk_bytes, disk, join).await
@@ -537,11 +537,7 @@ impl Inner {
     }
 
     /// What depends on the request: its limits (written now) and the build request.
-    fn build_request(
-        &self,
-        spec: &SandboxSpec,
-        slot: u32,
-    ) -> Result<stage1::Request, BackendError> {
+    fn build_request(&self, spec: &SandboxSpec) -> Result<stage1::Request, BackendError> {
         let id = &spec.id;
         let template = self
             .templates
@@ -552,13 +548,10 @@ impl Inner {
             .map_err(|e| BackendError::io(format!("cannot set the limits of sandbox {id}"), e))?;
         let layout = &self.layout;
         Ok(stage1::Request {
-            hostname: id.to_string(),
             rootfs: layout.rootfs(id),
             lower: template.lower,
-            disk_mount: layout.disk_mount(id),
             binds: template.binds,
             socket: layout.socket(id),
-            id_base: id_base(slot),
             // tmpfs pages count against the memory limit and cannot be reclaimed by killing a
             // process: were they allowed to fill it, the OOM killer would end every process,
             // init included. Bounded to half the limit together, a full /tmp is ENOSPC instead.
@@ -683,11 +676,6 @@ fn raise_host_file_max() {
             "cannot raise fs.file-max: a sandbox with enough memory can exhaust the host's file table"
         ),
     }
-}
-
-/// Host uid/gid that uid/gid 0 of the sandbox in `slot` maps to.
-fn id_base(slot: u32) -> u32 {
-    ID_BASE + slot * stage1::ID_RANGE
 }
 
 /// Which id range a sandbox was given (`<sandbox>/slot`).

@@ -46,18 +46,14 @@ pub const STAGE1_ARG: &str = "__native-stage1";
 /// Size of each sandbox's uid/gid range.
 pub const ID_RANGE: u32 = 65536;
 
-/// What the daemon asks stage 1 to build (on stdin, as JSON).
+/// What the daemon asks stage 1 to build (on stdin, as JSON): what depends on the create
+/// request. The sandbox's identity and disk came with [`Join`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
-    pub hostname: String,
     pub rootfs: PathBuf,
     pub lower: PathBuf,
-    /// Where the sandbox's disk is mounted (at [`Join`]); the writable layer lives on it.
-    pub disk_mount: PathBuf,
     pub binds: Vec<Bind>,
     pub socket: PathBuf,
-    /// Host uid/gid that sandbox uid/gid 0 maps to.
-    pub id_base: u32,
     pub tmp_bytes: u64,
     pub shm_bytes: u64,
 }
@@ -123,7 +119,7 @@ fn phases(input: &mut impl std::io::BufRead) -> Result<(i32, u64), String> {
     prepare_disk(&join)?;
     say(&Outcome::Joined);
     let request: Request = next_message(input)?;
-    build(&request)
+    build(&join, &request)
 }
 
 /// Mounts the sandbox's disk in this process's private mount namespace (it dies with the
@@ -162,7 +158,7 @@ fn say(outcome: &Outcome) {
     let _ = stdout.flush();
 }
 
-fn build(request: &Request) -> Result<(i32, u64), String> {
+fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
     // Inherited by every sandbox process; raising them again needs CAP_SYS_RESOURCE on the host.
     // Lowered only: the daemon itself may run without CAP_SYS_RESOURCE.
     let (_, nofile_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
@@ -171,7 +167,7 @@ fn build(request: &Request) -> Result<(i32, u64), String> {
     setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(|e| format!("setrlimit: {e}"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("setrlimit: {e}"))?;
 
-    build_root(request)?;
+    build_root(join, request)?;
 
     let listener = control_socket(&request.socket)?;
     let dev_null = nix::fcntl::open(
@@ -200,7 +196,7 @@ fn build(request: &Request) -> Result<(i32, u64), String> {
     // take every inotify instance and message-queue byte host root may have (escape.rs,
     // `per_user_kernel_counters_are_charged_to_the_sandbox`). Effective ids only: real and
     // saved stay 0, so stage 1 gets root back right after.
-    let owner = request.id_base;
+    let owner = join.id_base;
     nix::unistd::setegid(Gid::from_raw(owner)).map_err(|e| format!("setegid: {e}"))?;
     nix::unistd::seteuid(Uid::from_raw(owner)).map_err(|e| format!("seteuid: {e}"))?;
     // SAFETY: stage 1 is single-threaded (a fresh process that started no thread), so the child
@@ -223,7 +219,7 @@ fn build(request: &Request) -> Result<(i32, u64), String> {
         drop(go_write);
         drop(ready_read);
         let context = SandboxContext {
-            hostname: &request.hostname,
+            hostname: &join.hostname,
             rootfs: &request.rootfs,
             dev_null,
             go: go_read,
@@ -260,7 +256,7 @@ fn build(request: &Request) -> Result<(i32, u64), String> {
     drop(go_read);
     drop(ready_write);
     drop(listener);
-    let result = finish_parent(pid, request.id_base, go_write, ready_read);
+    let result = finish_parent(pid, join.id_base, go_write, ready_read);
     if result.is_err() {
         let child = Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -301,9 +297,9 @@ pub fn start_time(pid: i32) -> Option<u64> {
     after.split(' ').nth(19)?.parse().ok()
 }
 
-fn build_root(request: &Request) -> Result<(), String> {
+fn build_root(join: &Join, request: &Request) -> Result<(), String> {
     let root = &request.rootfs;
-    let disk = &request.disk_mount;
+    let disk = &join.disk_mount;
     let upper = disk.join("upper");
     let work = disk.join("work");
     let options = format!(
@@ -337,7 +333,7 @@ fn build_root(request: &Request) -> Result<(), String> {
         mount_(None, &target, None, readonly, None)?;
     }
     // Owned by the sandbox's root (the first id of its range), not by unmapped host root.
-    let owner = format!("uid={0},gid={0}", request.id_base);
+    let owner = format!("uid={0},gid={0}", join.id_base);
     let tmp = format!("mode=1777,size={},{owner}", request.tmp_bytes);
     mount_(
         Some(Path::new("tmpfs")),

@@ -486,25 +486,10 @@ async fn auth_overhead(measured: &Daemon, open: &Daemon, n: usize) -> Result<Vec
 async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result<Scale> {
     let mut errors = Vec::new();
     let start = Instant::now();
-    let created: Vec<Result<String>> = stream::iter(0..m)
-        .map(|_| api.create())
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let ids = each(0..m, "create", &mut errors, |_| api.create()).await;
     let create_wall_s = start.elapsed().as_secs_f64();
-    let mut ids = Vec::with_capacity(m);
-    for result in created {
-        match result {
-            Ok(id) => ids.push(id),
-            Err(e) => errors.push(format!("create: {e:#}")),
-        }
-    }
 
-    let listed: HashSet<String> = call("list", api.0.list(&["running"], &[]))
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let listed = running_ids(api).await?;
     let running = ids.iter().filter(|id| listed.contains(*id)).count();
     if running < ids.len() {
         errors.push(format!(
@@ -514,18 +499,9 @@ async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result
         ));
     }
 
-    let execs: Vec<Result<f64>> = stream::iter(&ids)
-        .map(|id| api.exec_true(id))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut exec_ok = 0;
-    for result in execs {
-        match result {
-            Ok(_) => exec_ok += 1,
-            Err(e) => errors.push(format!("exec: {e:#}")),
-        }
-    }
+    let exec_ok = each(&ids, "exec", &mut errors, |id| api.exec_true(id))
+        .await
+        .len();
 
     let rss_alive_kib = daemon_status_kib(daemon.pid(), "VmRSS:");
     let sandbox_pss = daemon.instance().map(|instance| {
@@ -546,65 +522,32 @@ async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result
         ids.len()
     );
     let restart = daemon.crash_and_restart().await?;
-    let listed: HashSet<String> = call("list", api.0.list(&["running"], &[]))
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    let execs: Vec<Result<f64>> = stream::iter(ids.iter().filter(|id| listed.contains(*id)))
-        .map(|id| api.exec_true(id))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut adopted_ok = 0;
-    for result in execs {
-        match result {
-            Ok(_) => adopted_ok += 1,
-            Err(e) => errors.push(format!("exec after the restart: {e:#}")),
-        }
-    }
+    let listed = running_ids(api).await?;
+    let adopted = ids.iter().filter(|id| listed.contains(*id));
+    let adopted_ok = each(adopted, "exec after the restart", &mut errors, |id| {
+        api.exec_true(id)
+    })
+    .await
+    .len();
 
     // The reaper with many far deadlines: the daemon's CPU while nothing happens.
     eprintln!("{} sandboxes alive, daemon CPU ({QUIET_WINDOW:?})…", k);
-    let extra: Vec<Result<String>> = stream::iter(ids.len()..k)
-        .map(|_| api.create())
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut extra_ids = Vec::new();
-    for result in extra {
-        match result {
-            Ok(id) => extra_ids.push(id),
-            Err(e) => errors.push(format!("create (idle phase): {e:#}")),
-        }
-    }
+    let extra_ids = each(ids.len()..k, "create (idle phase)", &mut errors, |_| {
+        api.create()
+    })
+    .await;
     let idle_alive = ids.len() + extra_ids.len();
     let cpu_alive = quiet_cpu(daemon.pid()).await;
-    let removed: Vec<Result<()>> = stream::iter(&extra_ids)
-        .map(|id| api.delete(id))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    for result in removed {
-        if let Err(e) = result {
-            errors.push(format!("delete (idle phase): {e:#}"));
-        }
-    }
+    each(&extra_ids, "delete (idle phase)", &mut errors, |id| {
+        api.delete(id)
+    })
+    .await;
 
     let start = Instant::now();
-    let deletes: Vec<Result<()>> = stream::iter(&ids)
-        .map(|id| api.delete(id))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let deleted = each(&ids, "delete", &mut errors, |id| api.delete(id))
+        .await
+        .len();
     let delete_wall_s = start.elapsed().as_secs_f64();
-    let mut deleted = 0;
-    for result in deletes {
-        match result {
-            Ok(()) => deleted += 1,
-            Err(e) => errors.push(format!("delete: {e:#}")),
-        }
-    }
 
     Ok(Scale {
         requested: m,
@@ -628,6 +571,38 @@ async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result
         cpu_alive,
         idle_alive,
     })
+}
+
+/// Calls `call` on every item, [`CONCURRENCY`] at a time; what succeeded, each failure going
+/// to `errors` as `what: error`.
+async fn each<I, T, F, Fut>(items: I, what: &str, errors: &mut Vec<String>, call: F) -> Vec<T>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let results: Vec<Result<T>> = stream::iter(items)
+        .map(call)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut done = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(value) => done.push(value),
+            Err(e) => errors.push(format!("{what}: {e:#}")),
+        }
+    }
+    done
+}
+
+/// Ids the daemon lists as running.
+async fn running_ids(api: &Api<'_>) -> Result<HashSet<String>> {
+    Ok(call("list", api.0.list(&["running"], &[]))
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
 }
 
 /// CPU time (user + system) the process `pid` used during [`QUIET_WINDOW`], from

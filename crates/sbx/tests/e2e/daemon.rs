@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sbx_api_client::Client;
-use sbx_protocol::{CreateSandboxRequest, ExecRequest, ExecResult, Sandbox};
+use sbx_protocol::{CreateSandboxRequest, ExecRequest, ExecResult, Sandbox, SandboxState};
 
 pub const SBX: &str = env!("CARGO_BIN_EXE_sbx");
 
@@ -164,14 +164,7 @@ impl TestDaemon {
 
     /// Stops the daemon, then checks that nothing it made is left on the host.
     pub async fn finish(mut self) {
-        let all = [
-            "creating",
-            "running",
-            "expired",
-            "destroying",
-            "destroyed",
-            "failed",
-        ];
+        let all = all_states();
         let ids: Vec<String> = self
             .client
             .list(&all, &[])
@@ -471,4 +464,9 @@ pub fn assert_unprivileged_host_process_opens_files() {
         "an unprivileged host process cannot open a file: {}",
         text(&output.stderr)
     );
+}
+
+/// Every state's name, for listings that must see every sandbox.
+pub fn all_states() -> [&'static str; 6] {
+    SandboxState::ALL.map(SandboxState::as_str)
 }

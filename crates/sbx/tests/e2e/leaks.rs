@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sbx_protocol::{CreateSandboxRequest, SandboxState};
 
 use crate::daemon::{
-    cli_at, instance_cgroups, processes_mentioning, signal, text, Options, TestDaemon,
+    all_states, cli_at, instance_cgroups, processes_mentioning, signal, text, Options, TestDaemon,
 };
 
 #[tokio::test]
@@ -120,14 +120,7 @@ async fn kill_9_with_sandboxes_running_and_creates_in_flight() {
     d.crash();
     while creates.join_next().await.is_some() {}
     d.restart().await;
-    let all = [
-        "creating",
-        "running",
-        "expired",
-        "destroying",
-        "destroyed",
-        "failed",
-    ];
+    let all = all_states();
     let sandboxes = d.client.list(&all, &[]).await.unwrap();
     assert!(sandboxes.len() >= 20, "{}", sandboxes.len());
     let mut running = 0;
@@ -323,14 +316,7 @@ async fn cleanup_racing_creates_and_the_warm_pool_leaves_no_half_sandbox() {
             }
         }
     }
-    let all = [
-        "creating",
-        "running",
-        "expired",
-        "destroying",
-        "destroyed",
-        "failed",
-    ];
+    let all = all_states();
     for sandbox in d.client.list(&all, &[]).await.unwrap() {
         match sandbox.state {
             SandboxState::Running => {

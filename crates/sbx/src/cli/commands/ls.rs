@@ -1,6 +1,7 @@
 //! `sbx ls`: a table of sandboxes (live ones unless asked otherwise).
 
 use clap::Args;
+use sbx_protocol::SandboxState;
 
 use super::key_value;
 use crate::cli::{output, Context};
@@ -24,14 +25,7 @@ pub struct LsArgs {
 pub async fn run(context: &Context, args: LsArgs) -> anyhow::Result<u8> {
     let mut states: Vec<&str> = args.state.iter().map(String::as_str).collect();
     if args.all && states.is_empty() {
-        states = vec![
-            "creating",
-            "running",
-            "expired",
-            "destroying",
-            "destroyed",
-            "failed",
-        ];
+        states = SandboxState::ALL.map(SandboxState::as_str).to_vec();
     }
     let labels: Vec<(&str, &str)> = args
         .labels
