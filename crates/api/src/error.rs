@@ -55,6 +55,18 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
         let (status, code) = match &error {
             Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::OverLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "over_limit"),
+            Error::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
+            Error::AtCapacity { retry_after, .. } => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "at_capacity",
+                    error.to_string(),
+                )
+                .retry_after(*retry_after)
+            }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "sandbox_not_found"),
             Error::TemplateNotFound(_) => (StatusCode::BAD_REQUEST, "template_not_found"),
             Error::ProfileNotFound(_) => (StatusCode::BAD_REQUEST, "profile_not_found"),

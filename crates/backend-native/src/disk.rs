@@ -87,10 +87,16 @@ pub fn create(image: &Path, bytes: u64) -> io::Result<()> {
             )
         })?;
     if !output.status.success() {
-        return Err(io::Error::other(format!(
-            "mkfs.ext4 failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let kind = if stderr.contains("No space left on device") {
+            io::ErrorKind::StorageFull
+        } else {
+            io::ErrorKind::Other
+        };
+        return Err(io::Error::new(
+            kind,
+            format!("mkfs.ext4 failed: {}", stderr.trim()),
+        ));
     }
     Ok(())
 }

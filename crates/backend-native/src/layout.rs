@@ -19,6 +19,9 @@ use sbx_backend::SandboxId;
 /// `sockaddr_un.sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
+/// The name of a sandbox's disk image in its directory.
+pub const DISK_IMAGE: &str = "disk.img";
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     data_dir: PathBuf,
@@ -75,7 +78,7 @@ impl Layout {
     }
 
     pub fn disk_image(&self, id: &SandboxId) -> PathBuf {
-        self.sandbox(id).join("disk.img")
+        self.sandbox(id).join(DISK_IMAGE)
     }
 
     pub fn disk_mount(&self, id: &SandboxId) -> PathBuf {

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use rustix::process::{Pid as RPid, PidfdFlags, Signal as RSignal, WaitIdOptions};
 use sbx_backend::{
     Backend, BackendError, ExecSession, ExecSpec, Handle, Health, Limits, Observed, SandboxId,
-    SandboxSpec, StdinMode,
+    SandboxSpec, StdinMode, Storage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,10 @@ pub struct NativeConfig {
     /// Disk size of the pool's sandboxes (the default profile's): a create asking for another
     /// size is built from scratch.
     pub warm_pool_disk_bytes: u64,
+    /// Free space the pool's disks may never promise away (see [`Backend::storage`]), and how
+    /// far promises may exceed the free space: the pool stops refilling rather than take it.
+    pub disk_reserve_bytes: u64,
+    pub disk_overcommit: f64,
 }
 
 /// What the native backend stores in a [`Handle`].
@@ -93,6 +97,8 @@ struct Inner {
     pool: helper::Pool,
     pool_size: usize,
     pool_disk_bytes: u64,
+    disk_reserve_bytes: u64,
+    disk_overcommit: f64,
     /// Wakes the pool's refill task (a helper was taken, or it is time to stop).
     refill: tokio::sync::Notify,
     stopping: std::sync::atomic::AtomicBool,
@@ -168,6 +174,8 @@ impl NativeBackend {
                 pool: helper::Pool::default(),
                 pool_size: config.warm_pool,
                 pool_disk_bytes: config.warm_pool_disk_bytes,
+                disk_reserve_bytes: config.disk_reserve_bytes,
+                disk_overcommit: config.disk_overcommit,
                 refill: tokio::sync::Notify::new(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 refill_task: Mutex::new(None),
@@ -345,6 +353,10 @@ impl Backend for NativeBackend {
             .expect("slot lock is never poisoned")
             .insert(native.slot);
         Ok(())
+    }
+
+    fn storage(&self) -> Option<Storage> {
+        Some(self.inner.storage())
     }
 
     fn capabilities(&self) -> Vec<&'static str> {
@@ -560,11 +572,60 @@ impl Inner {
         })
     }
 
-    /// Keeps `pool_size` helpers ready until shutdown. A failure backs off instead of spinning.
+    /// The data directory's file system, and what every sandbox disk on it (pooled, being
+    /// built, live) may still grow by: each image's size less the blocks it has.
+    // The casts are no-ops on 64-bit targets only (`fsblkcnt_t`, `c_ulong`).
+    #[allow(clippy::unnecessary_cast)]
+    fn storage(&self) -> Storage {
+        use std::os::unix::fs::MetadataExt as _;
+        let (total_bytes, free_bytes) = nix::sys::statvfs::statvfs(&self.layout.sandboxes())
+            .map(|s| {
+                let unit = s.fragment_size() as u64;
+                (s.blocks() as u64 * unit, s.blocks_available() as u64 * unit)
+            })
+            .unwrap_or((0, 0));
+        let mut promised_bytes = 0u64;
+        if let Ok(entries) = fs::read_dir(self.layout.sandboxes()) {
+            for entry in entries.flatten() {
+                if let Ok(meta) = fs::metadata(entry.path().join(layout::DISK_IMAGE)) {
+                    promised_bytes += meta.size().saturating_sub(meta.blocks() * 512);
+                }
+            }
+        }
+        Storage {
+            total_bytes,
+            free_bytes,
+            promised_bytes,
+        }
+    }
+
+    /// Whether a disk of `bytes` more fits beside the reserve.
+    fn disk_has_room(&self, bytes: u64) -> bool {
+        let storage = self.storage();
+        let room = storage.free_bytes.saturating_sub(self.disk_reserve_bytes) as f64
+            * self.disk_overcommit;
+        (storage.promised_bytes + bytes) as f64 <= room
+    }
+
+    /// Keeps `pool_size` helpers ready until shutdown. A failure backs off instead of spinning;
+    /// so does a disk without room for another pooled disk.
     async fn refill_loop(self: Arc<Self>) {
         use std::sync::atomic::Ordering;
         while !self.stopping.load(Ordering::SeqCst) {
             if self.pool.ready_len() < self.pool_size {
+                let room = {
+                    let inner = self.clone();
+                    blocking(move || Ok(inner.disk_has_room(inner.pool_disk_bytes)))
+                        .await
+                        .unwrap_or(false)
+                };
+                if !room {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = self.refill.notified() => {}
+                    }
+                    continue;
+                }
                 let id = SandboxId::generate();
                 let _building = Building::start(&self.building, &id);
                 match self.start_helper(id.clone(), self.pool_disk_bytes).await {

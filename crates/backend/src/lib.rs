@@ -16,7 +16,7 @@ mod spec;
 
 use async_trait::async_trait;
 
-pub use error::BackendError;
+pub use error::{BackendError, HostResource};
 pub use exec::{
     ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, SignalTarget, StdinMode, TtySize,
 };
@@ -50,6 +50,19 @@ pub struct Observed {
     pub pids: Option<u64>,
 }
 
+/// The file system that holds a backend's sandbox disks, and what those disks may still take
+/// of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// Size of the file system.
+    pub total_bytes: u64,
+    /// Free space on it now.
+    pub free_bytes: u64,
+    /// What the backend's sandbox disks (sparse images) may still grow by, together: their
+    /// sizes less what they already take.
+    pub promised_bytes: u64,
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Stable name of the technology (`native`, …).
@@ -78,6 +91,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Takes over a sandbox made by an earlier daemon (after a restart). `Ok` when it is alive
     /// and usable; `NotRunning` when its processes are gone (destroy then removes the remains).
     async fn adopt(&self, handle: &Handle) -> Result<(), BackendError>;
+
+    /// The host storage its sandbox disks live on, when they live on this host (`None`: the
+    /// backend's disks are not the host's concern, or it has none). Cheap enough to call at
+    /// every create.
+    fn storage(&self) -> Option<Storage> {
+        None
+    }
 
     /// What this backend can do, for status reports (`exec`, `pty`, `files`, …).
     fn capabilities(&self) -> Vec<&'static str>;

@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use limits::{Audit, IpRange, Limits, LimitsConfig};
-use limits::{RawAudit, RawLimits, RawLimitsTable};
+use limits::{RawAudit, RawLimits};
 
 /// The profile a create uses when it names none.
 pub const DEFAULT_PROFILE: &str = "default";
@@ -68,7 +68,55 @@ pub struct Config {
     pub terminals: Terminals,
     pub limits: LimitsConfig,
     pub audit: Audit,
+    pub capacity: Capacity,
+    pub exec: Exec,
     pub profiles: BTreeMap<String, Profile>,
+}
+
+/// `[capacity]`: how much of what the host shares sandboxes may be promised, all users
+/// together. Requests are admitted against these whatever the per-user limits say.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// The sum of live sandboxes' `pids` limits stays within this share of the host's task
+    /// table (the smaller of `kernel.pid_max` and `kernel.threads-max`).
+    pub pids_share: f64,
+    /// Free space on the data directory's file system that sandbox disks may never promise
+    /// away, MiB.
+    pub disk_reserve_mb: u64,
+    /// How far promises of (sparse) sandbox disks may exceed the free space: 1 promises no
+    /// more than there is.
+    pub disk_overcommit: f64,
+}
+
+impl Default for Capacity {
+    fn default() -> Capacity {
+        Capacity {
+            pids_share: 0.5,
+            disk_reserve_mb: 2048,
+            disk_overcommit: 1.0,
+        }
+    }
+}
+
+/// `[exec]`: what a running command may cost the daemon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exec {
+    /// Output a collected exec keeps per stream; the rest is dropped and flagged
+    /// `*_truncated`.
+    pub max_output_bytes: u64,
+    /// Output the daemon reads from one sandbox's commands, all streams together, per second
+    /// and per CPU of the sandbox's limit. A command writing faster is slowed down (its pipe
+    /// fills), so a sandbox's CPU limit bounds the work it makes the daemon do.
+    pub output_bytes_per_cpu: u64,
+}
+
+impl Default for Exec {
+    fn default() -> Exec {
+        Exec {
+            max_output_bytes: 16 << 20,
+            output_bytes_per_cpu: 64 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +137,9 @@ pub struct Daemon {
     pub header_timeout: Duration,
     /// Longest a client may take to send a request's body.
     pub body_timeout: Duration,
+    /// Longest a response may wait for a client that does not read it (a stalled write ends
+    /// the connection).
+    pub write_timeout: Duration,
     /// Open connections at most, and per client address (trusted proxies are exempt).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -119,8 +170,11 @@ pub struct Profile {
     pub backend: String,
     pub template: String,
     pub network: Network,
-    /// Defaults of the profile; a request may ask for other values within the host's bounds.
+    /// Defaults of the profile's sandboxes.
     pub resources: Resources,
+    /// The most a request may ask for (each at least the default); the host's capacity may
+    /// allow less.
+    pub max_resources: Resources,
     pub ttl: Ttl,
     /// Extra limits on creating sandboxes of this profile, counted over this profile's
     /// sandboxes only (unlimited unless set).
@@ -170,6 +224,12 @@ impl Profile {
                 max: DEFAULT_TTL_MAX,
                 idle: None,
             },
+            max_resources: Resources {
+                memory_mb: 8192,
+                cpus: 4.0,
+                pids: 1024,
+                disk_mb: 16384,
+            },
             limits: Limits::UNLIMITED,
         }
     }
@@ -187,6 +247,7 @@ impl Default for Config {
                 trusted_proxies: Vec::new(),
                 header_timeout: Duration::from_secs(15),
                 body_timeout: Duration::from_secs(60),
+                write_timeout: Duration::from_secs(60),
                 max_connections: 4096,
                 max_connections_per_ip: 256,
             },
@@ -201,6 +262,8 @@ impl Default for Config {
             },
             limits: LimitsConfig::default(),
             audit: Audit::default(),
+            capacity: Capacity::default(),
+            exec: Exec::default(),
             profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
         }
     }
@@ -252,11 +315,21 @@ impl Config {
                 ),
                 header_timeout: Some(DurationText(self.daemon.header_timeout)),
                 body_timeout: Some(DurationText(self.daemon.body_timeout)),
+                write_timeout: Some(DurationText(self.daemon.write_timeout)),
                 max_connections: Some(self.daemon.max_connections),
                 max_connections_per_ip: Some(self.daemon.max_connections_per_ip),
             }),
             limits: Some(self.limits.to_raw()),
             audit: Some(self.audit.to_raw()),
+            capacity: Some(RawCapacity {
+                pids_share: Some(self.capacity.pids_share),
+                disk_reserve_mb: Some(self.capacity.disk_reserve_mb),
+                disk_overcommit: Some(self.capacity.disk_overcommit),
+            }),
+            exec: Some(RawExec {
+                max_output_bytes: Some(self.exec.max_output_bytes),
+                output_bytes_per_cpu: Some(self.exec.output_bytes_per_cpu),
+            }),
             terminals: Some(RawTerminals {
                 max_message_bytes: Some(self.terminals.max_message_bytes),
                 max_per_ip: Some(self.terminals.max_per_ip),
@@ -274,12 +347,8 @@ impl Config {
                         backend: Some(p.backend.clone()),
                         template: Some(p.template.clone()),
                         network: Some("none".into()),
-                        resources: Some(RawResources {
-                            memory_mb: Some(p.resources.memory_mb),
-                            cpus: Some(p.resources.cpus),
-                            pids: Some(p.resources.pids),
-                            disk_mb: Some(p.resources.disk_mb),
-                        }),
+                        resources: Some(RawResources::from(p.resources)),
+                        max_resources: Some(RawResources::from(p.max_resources)),
                         ttl: Some(RawTtl {
                             default: Some(DurationText(p.ttl.default)),
                             max: Some(DurationText(p.ttl.max)),
@@ -306,9 +375,13 @@ pub struct RawConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     terminals: Option<RawTerminals>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    limits: Option<RawLimitsTable>,
+    limits: Option<RawLimits>,
     #[serde(skip_serializing_if = "Option::is_none")]
     audit: Option<RawAudit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<RawCapacity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec: Option<RawExec>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     profiles: BTreeMap<String, RawProfile>,
 }
@@ -333,6 +406,8 @@ struct RawDaemon {
     #[serde(skip_serializing_if = "Option::is_none")]
     body_timeout: Option<DurationText>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    write_timeout: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_connections: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_connections_per_ip: Option<usize>,
@@ -347,6 +422,26 @@ struct RawTerminals {
     max_per_ip: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     filter_escape_sequences: Option<bool>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapacity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pids_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_reserve_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_overcommit: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_bytes_per_cpu: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -370,6 +465,8 @@ struct RawProfile {
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<RawResources>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    max_resources: Option<RawResources>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<RawTtl>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<RawLimits>,
@@ -388,6 +485,49 @@ struct RawResources {
     disk_mb: Option<u64>,
 }
 
+impl RawResources {
+    /// These values over `base`, each checked against its minimum; `at` names the table.
+    fn over(&self, base: Resources, at: &str) -> Result<Resources, String> {
+        let mut resources = base;
+        if let Some(memory_mb) = self.memory_mb {
+            if memory_mb < 32 {
+                return Err(format!("{at}.memory_mb: {memory_mb} is below 32"));
+            }
+            resources.memory_mb = memory_mb;
+        }
+        if let Some(cpus) = self.cpus {
+            if !cpus.is_finite() || cpus < 0.01 {
+                return Err(format!("{at}.cpus: {cpus} is below 0.01"));
+            }
+            resources.cpus = cpus;
+        }
+        if let Some(pids) = self.pids {
+            if pids < 8 {
+                return Err(format!("{at}.pids: {pids} is below 8"));
+            }
+            resources.pids = pids;
+        }
+        if let Some(disk_mb) = self.disk_mb {
+            if disk_mb < 64 {
+                return Err(format!("{at}.disk_mb: {disk_mb} is below 64"));
+            }
+            resources.disk_mb = disk_mb;
+        }
+        Ok(resources)
+    }
+}
+
+impl From<Resources> for RawResources {
+    fn from(resources: Resources) -> RawResources {
+        RawResources {
+            memory_mb: Some(resources.memory_mb),
+            cpus: Some(resources.cpus),
+            pids: Some(resources.pids),
+            disk_mb: Some(resources.disk_mb),
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTtl {
@@ -401,7 +541,7 @@ struct RawTtl {
 
 /// A duration written as text; a bad one fails where it stands, so the error has its line.
 #[derive(Debug, Clone, Copy)]
-struct DurationText(Duration);
+pub(crate) struct DurationText(pub(crate) Duration);
 
 impl<'de> Deserialize<'de> for DurationText {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -472,6 +612,11 @@ impl RawConfig {
                     daemon.body_timeout,
                     &mut config.daemon.body_timeout,
                 ),
+                (
+                    "write_timeout",
+                    daemon.write_timeout,
+                    &mut config.daemon.write_timeout,
+                ),
             ] {
                 if let Some(DurationText(value)) = value {
                     if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
@@ -504,10 +649,47 @@ impl RawConfig {
             }
         }
         if let Some(limits) = self.limits {
-            config.limits = limits.resolve()?;
+            config.limits = limits.resolve_table()?;
         }
         if let Some(audit) = self.audit {
             config.audit = audit.resolve()?;
+        }
+        if let Some(capacity) = self.capacity {
+            if let Some(share) = capacity.pids_share {
+                if !(share > 0.0 && share <= 0.9) {
+                    return Err(format!(
+                        "capacity.pids_share: {share} is not above 0 and at most 0.9"
+                    ));
+                }
+                config.capacity.pids_share = share;
+            }
+            if let Some(reserve) = capacity.disk_reserve_mb {
+                config.capacity.disk_reserve_mb = reserve;
+            }
+            if let Some(factor) = capacity.disk_overcommit {
+                if !(1.0..=100.0).contains(&factor) {
+                    return Err(format!(
+                        "capacity.disk_overcommit: {factor} is not between 1 and 100"
+                    ));
+                }
+                config.capacity.disk_overcommit = factor;
+            }
+        }
+        if let Some(exec) = self.exec {
+            if let Some(bytes) = exec.max_output_bytes {
+                if !(1024..=1 << 30).contains(&bytes) {
+                    return Err(format!(
+                        "exec.max_output_bytes: {bytes} is not between 1024 and 1073741824"
+                    ));
+                }
+                config.exec.max_output_bytes = bytes;
+            }
+            if let Some(rate) = exec.output_bytes_per_cpu {
+                if rate < 64 * 1024 {
+                    return Err(format!("exec.output_bytes_per_cpu: {rate} is below 65536"));
+                }
+                config.exec.output_bytes_per_cpu = rate;
+            }
         }
         if let Some(reaper) = self.reaper {
             config.reaper.enabled = reaper.enabled.unwrap_or(true);
@@ -582,30 +764,31 @@ fn resolve_profile(name: &str, raw: RawProfile) -> Result<Profile, String> {
             ));
         }
     }
-    if let Some(resources) = raw.resources {
-        if let Some(memory_mb) = resources.memory_mb {
-            if memory_mb < 32 {
-                return Err(format!("resources.memory_mb: {memory_mb} is below 32"));
-            }
-            profile.resources.memory_mb = memory_mb;
-        }
-        if let Some(cpus) = resources.cpus {
-            if !cpus.is_finite() || cpus < 0.01 {
-                return Err(format!("resources.cpus: {cpus} is below 0.01"));
-            }
-            profile.resources.cpus = cpus;
-        }
-        if let Some(pids) = resources.pids {
-            if pids < 8 {
-                return Err(format!("resources.pids: {pids} is below 8"));
-            }
-            profile.resources.pids = pids;
-        }
-        if let Some(disk_mb) = resources.disk_mb {
-            if disk_mb < 64 {
-                return Err(format!("resources.disk_mb: {disk_mb} is below 64"));
-            }
-            profile.resources.disk_mb = disk_mb;
+    // What a profile sets in `resources` is also its cap, unless `max_resources` raises it: a
+    // profile's resources are maxima, not defaults a request may exceed.
+    let given = raw.resources.unwrap_or_default();
+    let capped = RawResources {
+        memory_mb: given.memory_mb,
+        cpus: given.cpus,
+        pids: given.pids,
+        disk_mb: given.disk_mb,
+    };
+    profile.resources = given.over(profile.resources, "resources")?;
+    profile.max_resources = capped.over(profile.max_resources, "max_resources")?;
+    if let Some(max) = raw.max_resources {
+        profile.max_resources = max.over(profile.max_resources, "max_resources")?;
+    }
+    let (default, max) = (profile.resources, profile.max_resources);
+    for (key, default, max) in [
+        ("memory_mb", default.memory_mb as f64, max.memory_mb as f64),
+        ("cpus", default.cpus, max.cpus),
+        ("pids", default.pids as f64, max.pids as f64),
+        ("disk_mb", default.disk_mb as f64, max.disk_mb as f64),
+    ] {
+        if default > max {
+            return Err(format!(
+                "resources.{key}: {default} is above max_resources.{key} {max}"
+            ));
         }
     }
     if let Some(ttl) = raw.ttl {
@@ -733,6 +916,41 @@ ttl = { default = "15m", max = "1h", idle = "5m" }
         assert_eq!(
             config,
             Config::parse(&config.to_toml(), "resolved").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_profiles_resources_are_its_caps_unless_raised() {
+        let text = r#"
+[profiles.small]
+resources = { pids = 128, disk_mb = 512 }
+
+[profiles.roomy]
+resources = { pids = 128 }
+max_resources = { pids = 512, memory_mb = 1024 }
+"#;
+        let config = Config::parse(text, "sbx.toml").unwrap();
+        let small = config.profile("small").unwrap();
+        assert_eq!((small.resources.pids, small.max_resources.pids), (128, 128));
+        assert_eq!(small.max_resources.disk_mb, 512);
+        // What the profile does not set keeps the built-in default and cap.
+        assert_eq!(small.max_resources.memory_mb, 8192);
+        let roomy = config.profile("roomy").unwrap();
+        assert_eq!((roomy.resources.pids, roomy.max_resources.pids), (128, 512));
+        assert_eq!(roomy.max_resources.memory_mb, 1024);
+        let error = Config::parse(
+            "[profiles.x]\nresources = { pids = 300 }\nmax_resources = { pids = 200 }\n",
+            "sbx.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("resources.pids: 300 is above max_resources.pids 200"),
+            "{error}"
+        );
+        assert_eq!(
+            Config::parse(&config.to_toml(), "resolved").unwrap(),
+            config
         );
     }
 

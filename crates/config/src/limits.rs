@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::DurationText;
 
 /// Limits on what one user (or one client address) may do.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,10 +24,18 @@ pub struct Limits {
     pub concurrent_sandboxes: Option<u64>,
     /// Commands (exec and terminals) a user may start per second (burst: as many).
     pub exec_per_second: Option<u64>,
+    /// Commands (exec, exec streams, terminals) a user may have running through the API at once.
+    pub concurrent_execs: Option<u64>,
+    /// Commands running through the API at once in any one sandbox.
+    pub concurrent_execs_per_sandbox: Option<u64>,
     /// Memory of a user's live sandboxes together, MiB.
     pub memory_mb: Option<u64>,
     /// CPUs of a user's live sandboxes together.
     pub cpus: Option<f64>,
+    /// Process limits (`pids`) of a user's live sandboxes together.
+    pub pids: Option<u64>,
+    /// Disk sizes of a user's live sandboxes together, MiB.
+    pub disk_mb: Option<u64>,
 }
 
 impl Limits {
@@ -33,19 +44,28 @@ impl Limits {
         creates_per_hour_per_ip: None,
         concurrent_sandboxes: None,
         exec_per_second: None,
+        concurrent_execs: None,
+        concurrent_execs_per_sandbox: None,
         memory_mb: None,
         cpus: None,
+        pids: None,
+        disk_mb: None,
     };
 
     /// For a trusted team: guard rails against a runaway script, not against each other.
-    /// A public site wants far less (see `docs/security.md`).
+    /// A public site wants far less (see `docs/security.md`). The host's own capacity
+    /// (`[capacity]`) bounds every user together whatever these say.
     pub const TEAM: Limits = Limits {
         creates_per_hour: Some(1000),
         creates_per_hour_per_ip: None,
         concurrent_sandboxes: Some(256),
         exec_per_second: Some(1000),
+        concurrent_execs: Some(256),
+        concurrent_execs_per_sandbox: Some(64),
         memory_mb: None,
         cpus: None,
+        pids: Some(8192),
+        disk_mb: None,
     };
 
     pub(crate) fn to_raw(self) -> RawLimits {
@@ -55,8 +75,14 @@ impl Limits {
             creates_per_hour_per_ip: n(self.creates_per_hour_per_ip),
             concurrent_sandboxes: n(self.concurrent_sandboxes),
             exec_per_second: n(self.exec_per_second),
+            concurrent_execs: n(self.concurrent_execs),
+            concurrent_execs_per_sandbox: n(self.concurrent_execs_per_sandbox),
             memory_mb: n(self.memory_mb),
             cpus: Some(self.cpus.unwrap_or(0.0)),
+            pids: n(self.pids),
+            disk_mb: n(self.disk_mb),
+            logins_per_minute_per_ip: None,
+            users: None,
         }
     }
 }
@@ -67,13 +93,19 @@ pub struct LimitsConfig {
     pub default: Limits,
     /// Fully resolved: the defaults with the user's own values over them.
     pub users: BTreeMap<String, Limits>,
+    /// Logins (`POST /v1/login`) one client address may attempt per minute.
+    pub logins_per_minute_per_ip: u64,
 }
+
+/// Default of `limits.logins_per_minute_per_ip`.
+const LOGINS_PER_MINUTE_PER_IP: u64 = 30;
 
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
         LimitsConfig {
             default: Limits::TEAM,
             users: BTreeMap::new(),
+            logins_per_minute_per_ip: LOGINS_PER_MINUTE_PER_IP,
         }
     }
 }
@@ -83,13 +115,15 @@ impl LimitsConfig {
         self.users.get(user).unwrap_or(&self.default)
     }
 
-    pub(crate) fn to_raw(&self) -> RawLimitsTable {
-        let mut raw = RawLimitsTable::from(self.default.to_raw());
-        raw.users = self
-            .users
-            .iter()
-            .map(|(name, limits)| (name.clone(), limits.to_raw()))
-            .collect();
+    pub(crate) fn to_raw(&self) -> RawLimits {
+        let mut raw = self.default.to_raw();
+        raw.users = Some(
+            self.users
+                .iter()
+                .map(|(name, limits)| (name.clone(), limits.to_raw()))
+                .collect(),
+        );
+        raw.logins_per_minute_per_ip = Some(self.logins_per_minute_per_ip);
         raw
     }
 }
@@ -99,8 +133,13 @@ impl LimitsConfig {
 pub struct Audit {
     /// Size at which `audit.log` is rotated to `audit.log.1`.
     pub max_bytes: u64,
-    /// Rotated files kept (`audit.log.1` … `audit.log.N`).
+    /// Rotated files kept at least (`audit.log.1` … `audit.log.N`).
     pub keep: usize,
+    /// Rotated files younger than this are kept even beyond `keep`, so that a burst of
+    /// events cannot rotate recent history away (bounded by `max_total_bytes`).
+    pub keep_for: Duration,
+    /// The audit files together never exceed this; the oldest go first.
+    pub max_total_bytes: u64,
 }
 
 impl Default for Audit {
@@ -108,6 +147,8 @@ impl Default for Audit {
         Audit {
             max_bytes: 16 << 20,
             keep: 5,
+            keep_for: Duration::from_secs(7 * 24 * 3600),
+            max_total_bytes: 1 << 30,
         }
     }
 }
@@ -117,6 +158,8 @@ impl Audit {
         RawAudit {
             max_bytes: Some(self.max_bytes),
             keep: Some(self.keep),
+            keep_for: Some(DurationText(self.keep_for)),
+            max_total_bytes: Some(self.max_total_bytes),
         }
     }
 }
@@ -128,6 +171,10 @@ pub(crate) struct RawAudit {
     max_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keep: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_for: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_total_bytes: Option<u64>,
 }
 
 impl RawAudit {
@@ -145,11 +192,24 @@ impl RawAudit {
             }
             audit.keep = keep;
         }
+        if let Some(DurationText(keep_for)) = self.keep_for {
+            audit.keep_for = keep_for;
+        }
+        if let Some(total) = self.max_total_bytes {
+            audit.max_total_bytes = total;
+        }
+        if audit.max_total_bytes < audit.max_bytes * 2 {
+            return Err(format!(
+                "audit.max_total_bytes: {} is less than twice audit.max_bytes ({})",
+                audit.max_total_bytes, audit.max_bytes
+            ));
+        }
         Ok(audit)
     }
 }
 
-/// One set of limits as written; every key optional, 0 is "no limit".
+/// `[limits]`, `[limits.users.NAME]` or `[profiles.NAME.limits]` as written; every key
+/// optional, 0 is "no limit". `users` and `logins_per_minute_per_ip` belong to `[limits]` only.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimits {
@@ -162,14 +222,38 @@ pub(crate) struct RawLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
     exec_per_second: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    concurrent_execs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrent_execs_per_sandbox: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     memory_mb: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pids: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logins_per_minute_per_ip: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<BTreeMap<String, RawLimits>>,
 }
 
 impl RawLimits {
-    /// These values over `base`; `at` names the table in errors.
+    /// These values over `base`; `at` names the table in errors. Only `[limits]` itself may
+    /// hold `users` and `logins_per_minute_per_ip` (see [`RawLimits::resolve_table`]).
     pub(crate) fn over(&self, base: Limits, at: &str) -> Result<Limits, String> {
+        for (key, present) in [
+            ("users", self.users.is_some()),
+            (
+                "logins_per_minute_per_ip",
+                self.logins_per_minute_per_ip.is_some(),
+            ),
+        ] {
+            if present {
+                return Err(format!("{at}.{key}: belongs in [limits] only"));
+            }
+        }
         let count = |value: Option<u64>, current: Option<u64>| match value {
             None => current,
             Some(0) => None,
@@ -191,68 +275,44 @@ impl RawLimits {
             ),
             concurrent_sandboxes: count(self.concurrent_sandboxes, base.concurrent_sandboxes),
             exec_per_second: count(self.exec_per_second, base.exec_per_second),
+            concurrent_execs: count(self.concurrent_execs, base.concurrent_execs),
+            concurrent_execs_per_sandbox: count(
+                self.concurrent_execs_per_sandbox,
+                base.concurrent_execs_per_sandbox,
+            ),
             memory_mb: count(self.memory_mb, base.memory_mb),
             cpus,
+            pids: count(self.pids, base.pids),
+            disk_mb: count(self.disk_mb, base.disk_mb),
         })
     }
-}
 
-/// `[limits]` as written: the defaults' keys, and `[limits.users.NAME]` tables.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawLimitsTable {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    creates_per_hour: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    creates_per_hour_per_ip: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    concurrent_sandboxes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exec_per_second: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory_mb: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpus: Option<f64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    users: BTreeMap<String, RawLimits>,
-}
-
-impl From<RawLimits> for RawLimitsTable {
-    fn from(raw: RawLimits) -> RawLimitsTable {
-        RawLimitsTable {
-            creates_per_hour: raw.creates_per_hour,
-            creates_per_hour_per_ip: raw.creates_per_hour_per_ip,
-            concurrent_sandboxes: raw.concurrent_sandboxes,
-            exec_per_second: raw.exec_per_second,
-            memory_mb: raw.memory_mb,
-            cpus: raw.cpus,
-            users: BTreeMap::new(),
-        }
-    }
-}
-
-impl RawLimitsTable {
-    pub(crate) fn resolve(self) -> Result<LimitsConfig, String> {
-        let own = RawLimits {
-            creates_per_hour: self.creates_per_hour,
-            creates_per_hour_per_ip: self.creates_per_hour_per_ip,
-            concurrent_sandboxes: self.concurrent_sandboxes,
-            exec_per_second: self.exec_per_second,
-            memory_mb: self.memory_mb,
-            cpus: self.cpus,
-        };
-        let default = own.over(Limits::TEAM, "limits")?;
-        let mut users = BTreeMap::new();
-        for (name, raw) in self.users {
+    /// `[limits]`: its own keys over the team defaults, then each `[limits.users.NAME]` over
+    /// those.
+    pub(crate) fn resolve_table(mut self) -> Result<LimitsConfig, String> {
+        let users = self.users.take().unwrap_or_default();
+        let logins = self.logins_per_minute_per_ip.take();
+        let default = self.over(Limits::TEAM, "limits")?;
+        let mut resolved = BTreeMap::new();
+        for (name, raw) in users {
             if !valid_user(&name) {
                 return Err(format!(
                     "limits.users.{name}: {name:?} is not a user name (1-63 of a-z, 0-9, '.', '_', '-')"
                 ));
             }
             let limits = raw.over(default, &format!("limits.users.{name}"))?;
-            users.insert(name, limits);
+            resolved.insert(name, limits);
         }
-        Ok(LimitsConfig { default, users })
+        let logins_per_minute_per_ip = match logins {
+            None => LOGINS_PER_MINUTE_PER_IP,
+            Some(0) => return Err("limits.logins_per_minute_per_ip: must be at least 1".into()),
+            Some(n) => n,
+        };
+        Ok(LimitsConfig {
+            default,
+            users: resolved,
+            logins_per_minute_per_ip,
+        })
     }
 }
 
@@ -355,11 +415,11 @@ mod tests {
 
     #[test]
     fn zero_means_no_limit_and_users_inherit() {
-        let raw: RawLimitsTable = toml::from_str(
+        let raw: RawLimits = toml::from_str(
             "concurrent_sandboxes = 2\nexec_per_second = 0\n[users.ci]\nconcurrent_sandboxes = 50\n",
         )
         .unwrap();
-        let limits = raw.resolve().unwrap();
+        let limits = raw.resolve_table().unwrap();
         assert_eq!(limits.default.concurrent_sandboxes, Some(2));
         assert_eq!(limits.default.exec_per_second, None);
         assert_eq!(

@@ -290,6 +290,7 @@ mod tests {
             sbx_config::Audit {
                 max_bytes: 200,
                 keep: 2,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -2,7 +2,7 @@
 //! them to HTTP in one `match` (see `api::error`). Messages never carry host paths: backend
 //! details go to the log, not into these.
 
-use sbx_backend::BackendError;
+use sbx_backend::{BackendError, HostResource};
 
 use crate::State;
 
@@ -11,6 +11,21 @@ pub enum Error {
     /// The request is malformed or out of bounds; the message says which field and why.
     #[error("{0}")]
     Invalid(String),
+    /// A well-formed request asks for more than a cap allows (a profile's maximum, the
+    /// host's capacity for one sandbox, a user's whole quota): no wait will help. The message
+    /// names the field and the cap.
+    #[error("{0}")]
+    OverLimit(String),
+    /// The host has no room now for what was asked (its process table or the daemon's own
+    /// threads are promised or used up); trying again later may work.
+    #[error("{message}")]
+    AtCapacity {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// The host's disk cannot take what was asked.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("no sandbox {0:?}")]
     NotFound(String),
     #[error("template {0:?} does not exist")]
@@ -58,6 +73,19 @@ impl From<BackendError> for Error {
             BackendError::TemplateNotFound(name) => Error::TemplateNotFound(name),
             BackendError::ExecFailed(message) => Error::ExecFailed(message),
             BackendError::Unavailable(detail) => Error::Unavailable(detail),
+            BackendError::Exhausted { resource, detail } => {
+                tracing::warn!(%resource, detail, "the host is out of a shared resource");
+                match resource {
+                    HostResource::Processes => Error::AtCapacity {
+                        message: "the host cannot start more processes right now; try again later"
+                            .into(),
+                        retry_after: std::time::Duration::from_secs(5),
+                    },
+                    HostResource::Disk => Error::InsufficientStorage(
+                        "the host's disk is full; try again later or with a smaller disk_mb".into(),
+                    ),
+                }
+            }
             BackendError::NotRunning => Error::Internal("sandbox is not running".into()),
             other => Error::Internal(error_chain(&other)),
         }

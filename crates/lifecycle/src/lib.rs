@@ -161,6 +161,24 @@ impl Service {
             .insert(id.to_owned(), now_ms());
     }
 
+    /// Runs `work` to its end in a task of its own, whatever becomes of the caller: an
+    /// operation that changes a sandbox's state must not stop half-way because the client
+    /// that asked for it hung up (its request future is then dropped). A panic in it is an
+    /// internal error.
+    async fn to_completion<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        match tokio::spawn(work).await {
+            Ok(result) => result,
+            Err(panic) => {
+                tracing::error!(operation, error = %panic, "operation panicked");
+                Err(Error::Internal(format!("{operation} panicked: {panic}")))
+            }
+        }
+    }
+
     /// Records a state change and publishes it.
     fn record(&self, change: &Transition<'_>) -> Result<(), Error> {
         let event = self.inner.store.transition(change)?;

@@ -19,13 +19,26 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use sbx_config::Limits;
-use sbx_store::SandboxRow;
+
+use sbx_protocol::Resources;
 
 use crate::validate::CreateParams;
-use crate::view::StoredSpec;
 use crate::{now_ms, Caller, Error, Service, State};
 
 const HOUR_MS: i64 = 3600 * 1000;
+
+/// The members of a sandbox's stored spec that quotas count, in `Store::totals` order.
+const RESOURCE_FIELDS: [&str; 4] = ["memory_mb", "cpus", "pids", "disk_mb"];
+
+/// The configuration key of a resource quota.
+fn limit_name(field: &str) -> &'static str {
+    match field {
+        "memory_mb" => "memory_mb",
+        "cpus" => "cpus",
+        "pids" => "pids",
+        _ => "disk_mb",
+    }
+}
 
 /// A refused request: which limit, why, and when to try again.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +77,45 @@ pub(crate) struct RateState {
 pub(crate) struct RateLimits {
     /// Held across a create's admission (see the module's invariant).
     pub(crate) admission: Mutex<RateState>,
+    /// Disk promised to admitted creates whose disks may not exist yet, bytes (the backend's
+    /// [`sbx_backend::Storage`] counts a disk once it exists). See [`DiskPromise`].
+    pub(crate) pending_disk: Mutex<u64>,
+}
+
+/// An admitted create's disk, counted as promised until the create has finished (its disk
+/// then exists and the backend counts it, or it failed and there is none).
+pub(crate) struct DiskPromise {
+    service: Service,
+    bytes: u64,
+}
+
+impl DiskPromise {
+    /// Counts `bytes` as promised; call under the admission lock, after the check.
+    pub(crate) fn new(service: &Service, bytes: u64) -> DiskPromise {
+        *service
+            .inner
+            .limits
+            .pending_disk
+            .lock()
+            .expect("disk ledger is never poisoned") += bytes;
+        DiskPromise {
+            service: service.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for DiskPromise {
+    fn drop(&mut self) {
+        let mut pending = self
+            .service
+            .inner
+            .limits
+            .pending_disk
+            .lock()
+            .expect("disk ledger is never poisoned");
+        *pending = pending.saturating_sub(self.bytes);
+    }
 }
 
 impl RateState {
@@ -149,14 +201,42 @@ impl Service {
                     ));
                 }
             }
-            if limits.concurrent_sandboxes.is_some()
-                || limits.memory_mb.is_some()
-                || limits.cpus.is_some()
-            {
-                self.check_quota(caller, params, limits, profile.map(String::as_str), now)?;
+        }
+        self.admit_resources(&caller.user, &params.profile, &params.resources, true)
+    }
+
+    /// Whether `user`'s quotas (theirs and the profile's) and the host's capacity have room
+    /// for a sandbox of `resources`; `new` when it would be one more sandbox (a recreate of a
+    /// failed one is not). Call under the admission lock.
+    pub(crate) fn admit_resources(
+        &self,
+        user: &str,
+        profile: &str,
+        resources: &Resources,
+        new: bool,
+    ) -> Result<(), Error> {
+        let now = now_ms();
+        let limits = self.inner.config.limits.for_user(user);
+        let profile_limits = self
+            .inner
+            .config
+            .profiles
+            .get(profile)
+            .map(|p| p.limits)
+            .unwrap_or(Limits::UNLIMITED);
+        for (limits, profile) in [(limits, None), (&profile_limits, Some(profile))] {
+            let quotas = [
+                limits.concurrent_sandboxes.is_some() && new,
+                limits.memory_mb.is_some(),
+                limits.cpus.is_some(),
+                limits.pids.is_some(),
+                limits.disk_mb.is_some(),
+            ];
+            if quotas.contains(&true) {
+                self.check_quota(user, resources, limits, profile, now)?;
             }
         }
-        Ok(())
+        self.check_host_capacity(resources, now)
     }
 
     /// Counts an admitted create in its windows.
@@ -175,84 +255,116 @@ impl Service {
 
     fn check_quota(
         &self,
-        caller: &Caller,
-        params: &CreateParams,
+        user: &str,
+        asked: &Resources,
         limits: &Limits,
         profile: Option<&str>,
         now: i64,
     ) -> Result<(), Error> {
-        let live = State::names_where(|s| !s.releases_name());
-        let rows: Vec<SandboxRow> = self
+        let live = State::names_where(State::holds_resources);
+        let totals = self
             .inner
             .store
-            .sandboxes_of(&caller.user, &live)?
-            .into_iter()
-            .filter(|row| profile.is_none_or(|p| row.profile == p))
-            .collect();
+            .totals(&live, Some(user), profile, &RESOURCE_FIELDS)?;
         let of = match profile {
             Some(p) => format!(" of profile {p:?}"),
             None => String::new(),
         };
         // Room comes when the first of them reaches its deadline.
-        let soonest = || {
-            let at = rows.iter().map(|r| r.expires_at).min().unwrap_or(now);
-            ceil_duration(at - now)
-        };
+        let soonest = ceil_duration(totals.soonest_expiry.unwrap_or(now) - now);
         if let Some(limit) = limits.concurrent_sandboxes {
-            if rows.len() as u64 >= limit {
+            if totals.count >= limit {
                 return Err(quota_exceeded(
                     "concurrent_sandboxes",
                     format!(
-                        "user {:?} may have {limit} live sandboxes{of} at once; destroy one first",
-                        caller.user
+                        "user {user:?} may have {limit} live sandboxes{of} at once; destroy one first"
                     ),
-                    soonest(),
+                    soonest,
                 ));
             }
         }
-        let (mut memory, mut cpus) = (0u64, 0f64);
-        for row in &rows {
-            let spec = StoredSpec::parse(row)?;
-            memory += spec.memory_mb;
-            cpus += spec.cpus;
-        }
-        if let Some(limit) = limits.memory_mb {
-            let asked = params.resources.memory_mb;
-            if asked > limit {
-                return Err(Error::Invalid(format!(
-                    "resources.memory_mb: {asked} is more than user {:?} may use in total ({limit}{of})",
-                    caller.user
-                )));
-            }
-            if memory + asked > limit {
-                return Err(quota_exceeded(
-                    "memory_mb",
-                    format!(
-                        "user {:?} may use {limit} MiB of memory in total{of}; {memory} MiB are in use and {asked} were asked for",
-                        caller.user
-                    ),
-                    soonest(),
-                ));
-            }
-        }
-        if let Some(limit) = limits.cpus {
-            let asked = params.resources.cpus;
+        let quotas = [
+            (
+                "memory_mb",
+                limits.memory_mb.map(|l| l as f64),
+                asked.memory_mb as f64,
+                "MiB of memory",
+            ),
+            ("cpus", limits.cpus, asked.cpus, "CPUs"),
+            (
+                "pids",
+                limits.pids.map(|l| l as f64),
+                asked.pids as f64,
+                "processes",
+            ),
+            (
+                "disk_mb",
+                limits.disk_mb.map(|l| l as f64),
+                asked.disk_mb as f64,
+                "MiB of disk",
+            ),
+        ];
+        for (index, (key, limit, asked, unit)) in quotas.into_iter().enumerate() {
+            let Some(limit) = limit else { continue };
+            let used = totals.sums[index];
             if asked > limit + 1e-9 {
-                return Err(Error::Invalid(format!(
-                    "resources.cpus: {asked} is more than user {:?} may use in total ({limit}{of})",
-                    caller.user
+                return Err(Error::OverLimit(format!(
+                    "resources.{key}: {asked} is more than user {user:?} may use in total ({limit}{of})"
                 )));
             }
-            if cpus + asked > limit + 1e-9 {
+            if used + asked > limit + 1e-9 {
                 return Err(quota_exceeded(
-                    "cpus",
+                    limit_name(key),
                     format!(
-                        "user {:?} may use {limit} CPUs in total{of}; {cpus} are in use and {asked} were asked for",
-                        caller.user
+                        "user {user:?} may use {limit} {unit} in total{of}; {used} are in use and {asked} were asked for"
                     ),
-                    soonest(),
+                    soonest,
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The host's own capacity, all users together: the live sandboxes' process limits stay
+    /// within the share of the host's task table, and their disks' promises within the free
+    /// space beside the reserve.
+    fn check_host_capacity(&self, resources: &Resources, now: i64) -> Result<(), Error> {
+        let bounds = &self.inner.config.bounds;
+        let live = State::names_where(State::holds_resources);
+        let totals = self.inner.store.totals(&live, None, None, &["pids"])?;
+        let promised = totals.sums[0] as u64;
+        let asked = resources.pids;
+        if promised + asked > bounds.pids_capacity {
+            let soonest = ceil_duration(totals.soonest_expiry.unwrap_or(now) - now);
+            return Err(Error::AtCapacity {
+                message: format!(
+                    "this host's capacity for sandbox processes is {} (capacity.pids_share of the host's task table); {promised} are promised to live sandboxes and {asked} were asked for: try again when one ends, or ask for fewer pids",
+                    bounds.pids_capacity
+                ),
+                retry_after: soonest.min(Duration::from_secs(60)),
+            });
+        }
+        let Some(storage) = self.inner.backend.storage() else {
+            return Ok(());
+        };
+        let state = self
+            .inner
+            .limits
+            .pending_disk
+            .lock()
+            .expect("disk ledger is never poisoned");
+        let reserve = bounds.disk_reserve_mb << 20;
+        let room = storage.free_bytes.saturating_sub(reserve) as f64 * bounds.disk_overcommit;
+        let promised = storage.promised_bytes + *state;
+        let asked = resources.disk_mb << 20;
+        if promised as f64 + asked as f64 > room {
+            return Err(Error::InsufficientStorage(format!(
+                "the host's disk cannot promise {} MiB more: {} MiB are free, {} MiB are promised to live sandboxes' disks and {} MiB are kept in reserve; ask for a smaller disk_mb or try again when a sandbox ends",
+                asked >> 20,
+                storage.free_bytes >> 20,
+                promised >> 20,
+                bounds.disk_reserve_mb
+            )));
         }
         Ok(())
     }

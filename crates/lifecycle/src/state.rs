@@ -92,6 +92,12 @@ impl State {
         self != State::Destroyed
     }
 
+    /// States whose sandbox counts against quotas and the host's capacity (its limits are
+    /// promised to it): every state but the two that release its name too.
+    pub fn holds_resources(self) -> bool {
+        !self.releases_name()
+    }
+
     /// States whose sandbox no longer holds its name.
     pub fn releases_name(self) -> bool {
         matches!(self, State::Destroyed | State::Failed)

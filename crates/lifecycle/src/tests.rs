@@ -63,7 +63,7 @@ fn service() -> Service {
     let config = Config {
         profiles: defaults.profiles,
         reaper: defaults.reaper,
-        bounds: Bounds::for_host(4096, 2.0, 10_000),
+        bounds: Bounds::for_host(4096, 2.0, 32768, 10_000, &sbx_config::Capacity::default()),
         limits: defaults.limits,
         audit: None,
     };

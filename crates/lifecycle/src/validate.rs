@@ -11,13 +11,23 @@ use sbx_protocol::{CreateSandboxRequest, ExecRequest, Resources, TerminalRequest
 
 use crate::Error;
 
-/// What this host can give one sandbox at most.
+/// What this host can give sandboxes: one at most, and all together (the capacity that
+/// admission promises out; see `limits`).
 #[derive(Debug, Clone)]
 pub struct Bounds {
+    /// The host's memory, MiB: no one sandbox may have more.
     pub max_memory_mb: u64,
+    /// The host's CPUs.
     pub max_cpus: f64,
-    pub max_pids: u64,
-    pub max_disk_mb: u64,
+    /// What live sandboxes' `pids` limits may add up to: `capacity.pids_share` of the host's
+    /// task table (the smaller of `kernel.pid_max` and `kernel.threads-max`).
+    pub pids_capacity: u64,
+    /// Size of the file system that holds sandbox disks, MiB.
+    pub disk_total_mb: u64,
+    /// Free space on it that sandbox disks may never promise away, MiB.
+    pub disk_reserve_mb: u64,
+    /// How far disk promises may exceed the free space (1: not at all).
+    pub disk_overcommit: f64,
 }
 
 pub const MIN_MEMORY_MB: u64 = 32;
@@ -32,15 +42,29 @@ const MAX_COMMAND_BYTES: usize = 128 * 1024;
 const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
 impl Bounds {
-    /// `data_disk_mb`: size of the filesystem that holds the sandboxes' disks (sparse images,
-    /// so together they may promise more than it has; one alone may not).
-    pub fn for_host(host_memory_mb: u64, host_cpus: f64, data_disk_mb: u64) -> Bounds {
+    /// `task_limit`: the smaller of `kernel.pid_max` and `kernel.threads-max`;
+    /// `data_disk_mb`: the size of the file system that holds the sandboxes' disks.
+    pub fn for_host(
+        host_memory_mb: u64,
+        host_cpus: f64,
+        task_limit: u64,
+        data_disk_mb: u64,
+        capacity: &sbx_config::Capacity,
+    ) -> Bounds {
         Bounds {
             max_memory_mb: host_memory_mb,
             max_cpus: host_cpus,
-            max_pids: 32768,
-            max_disk_mb: data_disk_mb,
+            pids_capacity: (task_limit as f64 * capacity.pids_share) as u64,
+            disk_total_mb: data_disk_mb,
+            disk_reserve_mb: capacity.disk_reserve_mb,
+            disk_overcommit: capacity.disk_overcommit,
         }
+    }
+
+    /// The largest disk one sandbox could ever get here.
+    fn max_disk_mb(&self) -> u64 {
+        let room = self.disk_total_mb.saturating_sub(self.disk_reserve_mb) as f64;
+        (room * self.disk_overcommit) as u64
     }
 }
 
@@ -126,45 +150,7 @@ pub fn create(
         }
     }
     let wanted = request.resources.clone().unwrap_or_default();
-    let from = |asked: bool| {
-        if asked {
-            ""
-        } else {
-            " (the profile's default)"
-        }
-    };
-    let memory_mb = wanted.memory_mb.unwrap_or(profile.resources.memory_mb);
-    if !(MIN_MEMORY_MB..=bounds.max_memory_mb).contains(&memory_mb) {
-        return Err(invalid(format!(
-            "resources.memory_mb must be between {MIN_MEMORY_MB} and {} (this host's memory), got {memory_mb}{}",
-            bounds.max_memory_mb,
-            from(wanted.memory_mb.is_some())
-        )));
-    }
-    let cpus = wanted.cpus.unwrap_or(profile.resources.cpus);
-    if !cpus.is_finite() || cpus < MIN_CPUS || cpus > bounds.max_cpus {
-        return Err(invalid(format!(
-            "resources.cpus must be between {MIN_CPUS} and {} (this host's CPUs), got {cpus}{}",
-            bounds.max_cpus,
-            from(wanted.cpus.is_some())
-        )));
-    }
-    let pids = wanted.pids.unwrap_or(profile.resources.pids);
-    if !(MIN_PIDS..=bounds.max_pids).contains(&pids) {
-        return Err(invalid(format!(
-            "resources.pids must be between {MIN_PIDS} and {}, got {pids}{}",
-            bounds.max_pids,
-            from(wanted.pids.is_some())
-        )));
-    }
-    let disk_mb = wanted.disk_mb.unwrap_or(profile.resources.disk_mb);
-    if !(MIN_DISK_MB..=bounds.max_disk_mb).contains(&disk_mb) {
-        return Err(invalid(format!(
-            "resources.disk_mb must be between {MIN_DISK_MB} and {} (the data directory's disk), got {disk_mb}{}",
-            bounds.max_disk_mb,
-            from(wanted.disk_mb.is_some())
-        )));
-    }
+    let resources = resources(&wanted, profile, bounds)?;
     let mut warnings = Vec::new();
     let ttl = match &request.ttl {
         None => profile.ttl.default,
@@ -187,17 +173,100 @@ pub fn create(
         template,
         name: request.name.clone(),
         env: request.env.clone(),
-        resources: Resources {
-            memory_mb,
-            cpus,
-            pids,
-            disk_mb,
-        },
+        resources,
         metadata: request.metadata.clone(),
         ttl,
         ttl_max: profile.ttl.max,
         idle: profile.ttl.idle,
         warnings,
+    })
+}
+
+/// The resources a create gets: what it asked for, else the profile's defaults; each at least
+/// its minimum (400 below) and at most the profile's maximum and the host's bound for one
+/// sandbox (422 above, naming the cap).
+fn resources(
+    wanted: &sbx_protocol::ResourcesRequest,
+    profile: &Profile,
+    bounds: &Bounds,
+) -> Result<Resources, Error> {
+    let (default, max) = (&profile.resources, &profile.max_resources);
+    let check = |field: &str,
+                 asked: Option<f64>,
+                 default: f64,
+                 min: f64,
+                 profile_max: f64,
+                 host: (f64, &str)|
+     -> Result<f64, Error> {
+        let value = asked.unwrap_or(default);
+        let from = if asked.is_some() {
+            ""
+        } else {
+            " (the profile's default)"
+        };
+        if !value.is_finite() || value < min {
+            return Err(invalid(format!(
+                "resources.{field} must be at least {min}, got {value}{from}"
+            )));
+        }
+        if value > profile_max + 1e-9 {
+            return Err(Error::OverLimit(format!(
+                "resources.{field}: {value} is more than profile {:?} allows (at most {profile_max})",
+                profile.name
+            )));
+        }
+        let (host_max, host_what) = host;
+        if value > host_max + 1e-9 {
+            return Err(Error::OverLimit(format!(
+                "resources.{field}: {value}{from} is more than {host_what} (at most {host_max})"
+            )));
+        }
+        Ok(value)
+    };
+    let whole = |value: Option<u64>| value.map(|v| v as f64);
+    let memory_mb = check(
+        "memory_mb",
+        whole(wanted.memory_mb),
+        default.memory_mb as f64,
+        MIN_MEMORY_MB as f64,
+        max.memory_mb as f64,
+        (bounds.max_memory_mb as f64, "this host's memory"),
+    )?;
+    let cpus = check(
+        "cpus",
+        wanted.cpus,
+        default.cpus,
+        MIN_CPUS,
+        max.cpus,
+        (bounds.max_cpus, "this host's CPUs"),
+    )?;
+    let pids = check(
+        "pids",
+        whole(wanted.pids),
+        default.pids as f64,
+        MIN_PIDS as f64,
+        max.pids as f64,
+        (
+            bounds.pids_capacity as f64,
+            "this host's capacity for sandbox processes",
+        ),
+    )?;
+    let disk_mb = check(
+        "disk_mb",
+        whole(wanted.disk_mb),
+        default.disk_mb as f64,
+        MIN_DISK_MB as f64,
+        max.disk_mb as f64,
+        (
+            bounds.max_disk_mb() as f64,
+            "the data directory's disk can hold beside its reserve",
+        ),
+    )?;
+    Ok(Resources {
+        memory_mb: memory_mb as u64,
+        cpus,
+        pids: pids as u64,
+        disk_mb: disk_mb as u64,
     })
 }
 
@@ -377,7 +446,7 @@ mod tests {
     use super::*;
 
     fn bounds() -> Bounds {
-        Bounds::for_host(4096, 2.0, 100_000)
+        Bounds::for_host(4096, 2.0, 32768, 100_000, &sbx_config::Capacity::default())
     }
 
     fn profiles() -> BTreeMap<String, Profile> {

@@ -106,6 +106,8 @@ pub fn open(
             warm_pool_disk_bytes: config
                 .profile(sbx_config::DEFAULT_PROFILE)
                 .map_or(0, |p| p.resources.disk_mb << 20),
+            disk_reserve_bytes: config.capacity.disk_reserve_mb << 20,
+            disk_overcommit: config.capacity.disk_overcommit,
         })
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .context("the native backend cannot start")?,
@@ -113,7 +115,13 @@ pub fn open(
     let lifecycle = sbx_lifecycle::Config {
         profiles: config.profiles.clone(),
         reaper: config.reaper.clone(),
-        bounds: Bounds::for_host(host_memory_mb(), host_cpus(), disk_mb(data_dir)),
+        bounds: Bounds::for_host(
+            host_memory_mb(),
+            host_cpus(),
+            host_task_limit(),
+            disk_mb(data_dir),
+            &config.capacity,
+        ),
         limits: config.limits.clone(),
         audit: Some((data_dir.join(AUDIT_LOG_FILE), config.audit)),
     };
@@ -151,6 +159,20 @@ fn disk_mb(dir: &Path) -> u64 {
     nix::sys::statvfs::statvfs(dir)
         .map(|s| (s.blocks() * s.fragment_size()) >> 20)
         .unwrap_or(1024)
+}
+
+/// How many tasks (processes and threads) the host can have: the smaller of `kernel.pid_max`
+/// and `kernel.threads-max`.
+fn host_task_limit() -> u64 {
+    let read = |file: &str| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+    };
+    // 32768 is the kernel's default pid_max: the safe guess when /proc says nothing.
+    let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32768);
+    let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(pid_max);
+    pid_max.min(threads_max)
 }
 
 fn host_cpus() -> f64 {

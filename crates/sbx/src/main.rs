@@ -19,6 +19,10 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Threads of the blocking pool stay once started: when the host cannot start a thread
+        // (its task table is full), tokio queues blocking work on the threads it has, and only
+        // panics if it has none (see `serve::warm_blocking_pool`).
+        .thread_keep_alive(std::time::Duration::from_secs(365 * 24 * 3600))
         .build()
     {
         Ok(runtime) => runtime,

@@ -53,6 +53,7 @@ enum LogFormat {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     raise_fd_limit();
+    warm_blocking_pool().await;
     let config = sbx_config::Config::load(args.config.as_deref())?;
     let listen = args.listen.unwrap_or(config.daemon.listen);
     let warm_pool = args.warm_pool.unwrap_or(config.daemon.warm_pool);
@@ -219,6 +220,23 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Threads the blocking pool starts with (they stay: see `main`).
+const BLOCKING_THREADS: usize = 4;
+
+/// Starts a few threads of the runtime's blocking pool now, while the host can. Later, when
+/// the host's task table is full, a blocking task waits for one of them instead of making
+/// tokio panic with "OS can't spawn worker thread" (it panics only with no thread at all), and
+/// the operation that could not get a new process fails with a clean "at capacity".
+async fn warm_blocking_pool() {
+    let started: Vec<_> = (0..BLOCKING_THREADS)
+        // Busy at once, so that each needs a thread of its own.
+        .map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(20))))
+        .collect();
+    for task in started {
+        let _ = task.await;
     }
 }
 

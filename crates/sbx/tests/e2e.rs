@@ -19,6 +19,8 @@ mod cli;
 mod escape;
 #[path = "e2e/exec.rs"]
 mod exec;
+#[path = "e2e/exhaustion.rs"]
+mod exhaustion;
 #[path = "e2e/http.rs"]
 mod http;
 #[path = "e2e/isolation.rs"]

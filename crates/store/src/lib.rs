@@ -67,6 +67,16 @@ pub struct KeyRow {
     pub revoked_at: Option<i64>,
 }
 
+/// What [`Store::totals`] counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Totals {
+    pub count: u64,
+    /// One sum per field asked for, in order.
+    pub sums: Vec<f64>,
+    /// The earliest `expires_at` among them.
+    pub soonest_expiry: Option<i64>,
+}
+
 /// A state change, as recorded in the event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
@@ -197,6 +207,50 @@ impl Store {
             let values = std::iter::once(owner).chain(states.iter().copied());
             let rows = statement.query_map(rusqlite::params_from_iter(values), sandbox_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Totals over the sandboxes in any of `states`, of one `owner` and one `profile` when
+    /// given: how many, the sum of each numeric member of their `spec` named in `fields` (one
+    /// sum per field, in order; absent members count 0) and the earliest deadline.
+    pub fn totals(
+        &self,
+        states: &[&str],
+        owner: Option<&str>,
+        profile: Option<&str>,
+        fields: &[&str],
+    ) -> Result<Totals, StoreError> {
+        self.with(|c| {
+            let sums: String = fields
+                .iter()
+                .enumerate()
+                .map(|(i, _)| format!(", TOTAL(json_extract(spec, ?{}))", i + 3))
+                .collect();
+            let marks: String = (0..states.len())
+                .map(|i| format!("?{}", i + 3 + fields.len()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT COUNT(*), MIN(expires_at){sums} FROM sandboxes
+                 WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR profile = ?2)
+                 AND state IN ({marks})"
+            ))?;
+            let paths: Vec<String> = fields.iter().map(|f| format!("$.{f}")).collect();
+            let mut values: Vec<&dyn rusqlite::ToSql> = vec![&owner, &profile];
+            values.extend(paths.iter().map(|p| p as &dyn rusqlite::ToSql));
+            values.extend(states.iter().map(|s| s as &dyn rusqlite::ToSql));
+            Ok(statement.query_row(values.as_slice(), |row| {
+                let count: i64 = row.get(0)?;
+                let soonest_expiry: Option<i64> = row.get(1)?;
+                let sums = (0..fields.len())
+                    .map(|i| row.get::<_, f64>(i + 2))
+                    .collect::<Result<_, _>>()?;
+                Ok(Totals {
+                    count: count as u64,
+                    sums,
+                    soonest_expiry,
+                })
+            })?)
         })
     }
 
@@ -468,6 +522,39 @@ mod tests {
             expires_at: 60_001,
             owner: Some("alice".into()),
         }
+    }
+
+    #[test]
+    fn totals_sum_spec_members_by_state_owner_and_profile() {
+        let store = Store::open_in_memory().unwrap();
+        let specs = [
+            ("a", "alice", "default", r#"{"pids":100,"cpus":0.5}"#, 9_000),
+            ("b", "alice", "big", r#"{"pids":200,"cpus":1.5}"#, 5_000),
+            ("c", "bob", "default", r#"{"pids":50}"#, 7_000),
+        ];
+        for (id, owner, profile, spec, expires_at) in specs {
+            let mut r = row(id, None);
+            r.owner = Some(owner.into());
+            r.profile = profile.into();
+            r.spec = spec.into();
+            r.expires_at = expires_at;
+            store.insert_sandbox(&r).unwrap();
+        }
+        let all = store
+            .totals(&["creating"], None, None, &["pids", "cpus"])
+            .unwrap();
+        assert_eq!(all.count, 3);
+        assert_eq!(all.sums, vec![350.0, 2.0]);
+        assert_eq!(all.soonest_expiry, Some(5_000));
+        let alice = store
+            .totals(&["creating"], Some("alice"), Some("default"), &["pids"])
+            .unwrap();
+        assert_eq!((alice.count, alice.sums[0]), (1, 100.0));
+        let none = store.totals(&["running"], None, None, &["pids"]).unwrap();
+        assert_eq!(
+            (none.count, none.sums[0], none.soonest_expiry),
+            (0, 0.0, None)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use sbx_backend::{SandboxId, SandboxSpec};
 use sbx_protocol::{CreateSandboxRequest, Sandbox};
 use sbx_store::{EventRow, Lifetime, SandboxRow, StoreError, Transition};
 
+use crate::limits::DiskPromise;
 use crate::view::{millis, StoredSpec};
 use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, State};
 
@@ -21,7 +22,7 @@ impl Service {
         if !inner.backend.has_template(&params.template) {
             return Err(Error::TemplateNotFound(params.template));
         }
-        let (id, row, inserted) = self.admit_and_record(caller, &params)?;
+        let (id, row, inserted, promise) = self.admit_and_record(caller, &params)?;
         let event = match inserted {
             Ok(event) => event,
             Err(error) => {
@@ -31,6 +32,39 @@ impl Service {
             }
         };
         self.publish(event);
+        // From here the create runs to its end in a task of its own, whatever becomes of the
+        // request: a client that hangs up mid-create must not leave a `creating` record and
+        // half a sandbox behind, and a panic below (the runtime could not start a thread, say)
+        // must end as a recorded failure with nothing left on the host.
+        let service = self.clone();
+        let task_caller = caller.clone();
+        let task_id = id.clone();
+        let built = tokio::spawn(async move {
+            let result = service.build(&task_caller, task_id, row, params).await;
+            drop(promise);
+            result
+        })
+        .await;
+        match built {
+            Ok(result) => result,
+            Err(panic) => {
+                tracing::error!(sandbox = %id, error = %panic, "create panicked");
+                self.settle_failed_create(caller, &id, &Error::Internal(panic.to_string()))
+                    .await;
+                Err(Error::Internal(format!("create of {id} panicked: {panic}")))
+            }
+        }
+    }
+
+    /// Builds the recorded sandbox through the backend and records the outcome.
+    async fn build(
+        &self,
+        caller: &Caller,
+        id: SandboxId,
+        row: SandboxRow,
+        params: validate::CreateParams,
+    ) -> Result<Sandbox, Error> {
+        let inner = &self.inner;
         let lock = self.lock_for(id.as_str());
         let _guard = lock.lock().await;
 
@@ -76,6 +110,7 @@ impl Service {
                         "template": params.template,
                         "memory_mb": params.resources.memory_mb,
                         "cpus": params.resources.cpus,
+                        "pids": params.resources.pids,
                         "disk_mb": params.resources.disk_mb,
                     }),
                 );
@@ -85,38 +120,50 @@ impl Service {
             }
             Err(error) => {
                 tracing::error!(sandbox = %id, error = %error.detail(), "create failed");
-                if matches!(error, Error::Timeout { .. }) {
-                    // The backend may still be working: remove whatever it made, by id.
-                    let _ = deadline::run(
-                        deadline::DESTROY,
-                        "destroy",
-                        inner.backend.destroy(&id, None),
-                    )
-                    .await;
-                }
-                let why = match &error {
-                    Error::TemplateNotFound(_) | Error::Invalid(_) => error.to_string(),
-                    _ => "create failed".to_owned(),
-                };
-                let why = reason::with_detail(reason::FAILED, &why);
-                self.record(&Transition {
-                    id: id.as_str(),
-                    to_state: State::Failed.as_str(),
-                    reason: Some(&why),
-                    at: now_ms(),
-                    destroyed_at: None,
-                    handle: Some(None),
-                    lifetime: None,
-                })?;
-                self.forget(id.as_str());
-                self.audit(
-                    caller,
-                    "sandbox.create_failed",
-                    serde_json::json!({ "sandbox_id": id.as_str(), "error": error.to_string() }),
-                );
+                self.settle_failed_create(caller, &id, &error).await;
                 Err(error)
             }
         }
+    }
+
+    /// After a failed create: removes whatever the backend may still have made (it rolls back
+    /// by itself, unless it was cut off by a deadline or a panic) and records `failed`.
+    async fn settle_failed_create(&self, caller: &Caller, id: &SandboxId, error: &Error) {
+        let inner = &self.inner;
+        if matches!(error, Error::Timeout { .. } | Error::Internal(_)) {
+            let _ = deadline::run(
+                deadline::DESTROY,
+                "destroy",
+                inner.backend.destroy(id, None),
+            )
+            .await;
+        }
+        let why = match error {
+            Error::TemplateNotFound(_)
+            | Error::Invalid(_)
+            | Error::AtCapacity { .. }
+            | Error::InsufficientStorage(_) => error.to_string(),
+            _ => "create failed".to_owned(),
+        };
+        let why = reason::with_detail(reason::FAILED, &why);
+        let recorded = self.record(&Transition {
+            id: id.as_str(),
+            to_state: State::Failed.as_str(),
+            reason: Some(&why),
+            at: now_ms(),
+            destroyed_at: None,
+            handle: Some(None),
+            lifetime: None,
+        });
+        if let Err(e) = recorded {
+            tracing::error!(sandbox = %id, error = %e.detail(), "cannot record a failed create");
+        }
+        self.forget(id.as_str());
+        self.audit(
+            caller,
+            "sandbox.create_failed",
+            serde_json::json!({ "sandbox_id": id.as_str(), "error": error.to_string() }),
+        );
     }
 
     /// Admission: limits checked, id reserved, row recorded and the creation counted, all
@@ -128,7 +175,15 @@ impl Service {
         &self,
         caller: &Caller,
         params: &validate::CreateParams,
-    ) -> Result<(SandboxId, SandboxRow, Result<EventRow, StoreError>), Error> {
+    ) -> Result<
+        (
+            SandboxId,
+            SandboxRow,
+            Result<EventRow, StoreError>,
+            DiskPromise,
+        ),
+        Error,
+    > {
         let inner = &self.inner;
         let mut admission = inner
             .limits
@@ -167,9 +222,17 @@ impl Service {
             owner: Some(caller.user.clone()),
         };
         let inserted = inner.store.insert_sandbox(&row);
+        let promise = DiskPromise::new(
+            self,
+            if inserted.is_ok() {
+                params.resources.disk_mb << 20
+            } else {
+                0
+            },
+        );
         if inserted.is_ok() {
             self.count_create(&mut admission, caller, &params.profile);
         }
-        Ok((id, row, inserted))
+        Ok((id, row, inserted, promise))
     }
 }

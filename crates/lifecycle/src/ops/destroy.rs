@@ -9,6 +9,7 @@ use crate::{deadline, now_ms, view, Caller, Error, Service, State};
 
 impl Service {
     /// Destroys a sandbox for `by`, recording `reason` (`deleted`, `daemon-shutdown`, …).
+    /// Runs to its end even if the caller goes away.
     pub async fn destroy(
         &self,
         by: &Caller,
@@ -16,6 +17,19 @@ impl Service {
         reason: &str,
     ) -> Result<Sandbox, Error> {
         let row = self.resolve(by, id_or_name)?;
+        let (service, by, reason) = (self.clone(), by.clone(), reason.to_owned());
+        self.to_completion("destroy", async move {
+            service.destroy_resolved(&by, row, &reason).await
+        })
+        .await
+    }
+
+    async fn destroy_resolved(
+        &self,
+        by: &Caller,
+        row: SandboxRow,
+        reason: &str,
+    ) -> Result<Sandbox, Error> {
         let lock = self.lock_for(&row.id);
         let guard = lock.lock().await;
         // Re-read under the lock: a create or another destroy may have finished meanwhile.

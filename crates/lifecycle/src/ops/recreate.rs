@@ -4,16 +4,26 @@
 
 use sbx_backend::SandboxSpec;
 use sbx_protocol::Sandbox;
-use sbx_store::{Lifetime, Transition};
+use sbx_store::{Lifetime, SandboxRow, Transition};
 
 use super::{handle_of, sandbox_id};
+use crate::limits::DiskPromise;
 use crate::view::StoredSpec;
 use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, State};
 
 impl Service {
+    /// Runs to its end even if the caller goes away.
     pub async fn recreate(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
-        let inner = &self.inner;
         let row = self.resolve(caller, id_or_name)?;
+        let (service, caller) = (self.clone(), caller.clone());
+        self.to_completion("recreate", async move {
+            service.recreate_resolved(&caller, row).await
+        })
+        .await
+    }
+
+    async fn recreate_resolved(&self, caller: &Caller, row: SandboxRow) -> Result<Sandbox, Error> {
+        let inner = &self.inner;
         let lock = self.lock_for(&row.id);
         let _guard = lock.lock().await;
         let row = self.reread(&row.id)?;
@@ -27,15 +37,28 @@ impl Service {
         }
         let id = sandbox_id(&row)?;
         let spec = StoredSpec::parse(&row)?;
-        self.record(&Transition {
-            id: &row.id,
-            to_state: State::Creating.as_str(),
-            reason: Some(reason::RECREATING),
-            at: now_ms(),
-            destroyed_at: None,
-            handle: None,
-            lifetime: None,
-        })?;
+        let promise = {
+            let _admission = inner
+                .limits
+                .admission
+                .lock()
+                .expect("rate state is never poisoned");
+            // A failed sandbox gave its share of quotas and of the host back: it must fit again.
+            if !state.holds_resources() {
+                let owner = row.owner.as_deref().unwrap_or(crate::ADMIN_USER);
+                self.admit_resources(owner, &row.profile, &spec.resources(), false)?;
+            }
+            self.record(&Transition {
+                id: &row.id,
+                to_state: State::Creating.as_str(),
+                reason: Some(reason::RECREATING),
+                at: now_ms(),
+                destroyed_at: None,
+                handle: None,
+                lifetime: None,
+            })?;
+            DiskPromise::new(self, spec.disk_mb << 20)
+        };
         let old = handle_of(&row)?;
         let removal = inner.backend.destroy(&id, old.as_ref());
         deadline::run(deadline::DESTROY, "destroy", removal).await?;
@@ -44,13 +67,14 @@ impl Service {
             template: row.template.clone(),
             limits: validate::limits(&spec.resources()),
         };
-        match deadline::run(
+        let built = deadline::run(
             deadline::CREATE,
             "create",
             inner.backend.create(&backend_spec),
         )
-        .await
-        {
+        .await;
+        drop(promise);
+        match built {
             Ok(handle) => {
                 let handle_json = serde_json::to_string(&handle).expect("handle serialises");
                 let now = now_ms();

@@ -245,8 +245,8 @@ async fn bad_requests_get_clear_4xx_errors() {
             post.clone(),
             "/v1/sandboxes",
             "{\"resources\":{\"memory_mb\":10000000000}}",
-            400,
-            "invalid_request",
+            422,
+            "over_limit",
             "memory_mb",
         ),
         bad(
@@ -261,8 +261,8 @@ async fn bad_requests_get_clear_4xx_errors() {
             post.clone(),
             "/v1/sandboxes",
             "{\"resources\":{\"cpus\":1000}}",
-            400,
-            "invalid_request",
+            422,
+            "over_limit",
             "cpus",
         ),
         bad(

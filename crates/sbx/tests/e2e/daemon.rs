@@ -24,6 +24,8 @@ pub struct TestDaemon {
     extra_env: Vec<(String, String)>,
     /// Extra `sbx serve` arguments, for every (re)start.
     pub args: Vec<String>,
+    /// The data directory is a tmpfs of its own (unmounted at the end).
+    tmpfs: bool,
 }
 
 /// How to start a test daemon.
@@ -33,6 +35,8 @@ pub struct Options<'a> {
     pub config: Option<&'a str>,
     pub args: &'a [&'a str],
     pub env: &'a [(&'a str, &'a str)],
+    /// Put the data directory on a tmpfs of this many MiB: a small disk of its own, to fill.
+    pub tmpfs_mb: Option<u64>,
 }
 
 impl TestDaemon {
@@ -55,6 +59,23 @@ impl TestDaemon {
             .tempdir_in("/tmp")
             .unwrap();
         let port = free_port();
+        if let Some(mb) = options.tmpfs_mb {
+            let status = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={mb}m,mode=0700"),
+                    "sbx-test",
+                ])
+                .arg(data.path())
+                .status()
+                .expect("cannot run mount");
+            assert!(
+                status.success(),
+                "cannot mount a tmpfs on the data directory"
+            );
+        }
         let mut args: Vec<String> = options.args.iter().map(|a| a.to_string()).collect();
         if let Some(config) = options.config {
             let file = data.path().join("sbx.toml");
@@ -75,6 +96,7 @@ impl TestDaemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args,
+            tmpfs: options.tmpfs_mb.is_some(),
         };
         daemon.spawn().await;
         daemon
@@ -175,6 +197,20 @@ impl TestDaemon {
             .collect();
         self.stop().await;
         assert_no_leaks(self.data.path(), &ids);
+        self.unmount_tmpfs();
+    }
+
+    fn unmount_tmpfs(&mut self) {
+        if std::mem::take(&mut self.tmpfs) {
+            let status = Command::new("umount")
+                .arg(self.data.path())
+                .status()
+                .expect("cannot run umount");
+            assert!(
+                status.success(),
+                "cannot unmount the data directory's tmpfs"
+            );
+        }
     }
 
     pub async fn create(&self) -> Sandbox {
@@ -274,6 +310,18 @@ impl Drop for TestDaemon {
             if !std::thread::panicking() {
                 eprintln!("daemon log:\n{}", self.log());
             }
+        }
+        if self.tmpfs {
+            // Loop devices of the last sandboxes let go of their images asynchronously.
+            let until = Instant::now() + Duration::from_secs(10);
+            while !loop_devices_under(self.data.path()).is_empty() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("umount")
+                .arg("--lazy")
+                .arg(self.data.path())
+                .status();
+            self.tmpfs = false;
         }
     }
 }
@@ -397,9 +445,13 @@ pub fn assert_no_leaks(data_dir: &Path, ids: &[String]) {
     );
     let needle = data_dir.to_string_lossy();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // A tmpfs the test put on the data directory itself is the test's (`Options::tmpfs_mb`).
+    let own_tmpfs = |line: &str| {
+        line.split(' ').nth(4) == Some(needle.as_ref()) && line.contains(" - tmpfs sbx-test ")
+    };
     let leaked: Vec<&str> = mounts
         .lines()
-        .filter(|l| l.contains(needle.as_ref()))
+        .filter(|l| l.contains(needle.as_ref()) && !own_tmpfs(l))
         .collect();
     assert!(leaked.is_empty(), "mounts left behind: {leaked:?}");
     // Loop devices detach themselves once their sandbox is gone (asynchronously).

@@ -180,9 +180,9 @@ cpus = 0
         create(&d, &alice, r#"{"resources":{"memory_mb":64,"cpus":1.25}}"#).await;
     let (_, message, _) = refusal(status, &headers, &body);
     assert!(message.contains("cpus"), "{message}");
-    // More than the whole quota can never fit: a plain bad request.
+    // More than the whole quota can never fit: no wait helps.
     let (status, _, body) = create(&d, &alice, r#"{"resources":{"memory_mb":1024}}"#).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 422, "{body}");
     // A user with their own limits: three, any size.
     let (ci, _) = d.user("ci").await;
     for _ in 0..3 {

@@ -1,0 +1,360 @@
+//! Exhaustion (issue 9): what a tenant with an ordinary user key may use up of what the host,
+//! the daemon and other tenants share. Each test reproduces an attack through the real binary
+//! and checks that it stays contained: other tenants keep working, nothing is half-made,
+//! nothing leaks.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use sbx_protocol::ErrorBody;
+
+use crate::auth::call;
+use crate::daemon::{assert_host_healthy, assert_unprivileged_host_process_opens_files, text};
+use crate::daemon::{Options, TestDaemon};
+
+/// Creates with `body` as `key`; the status and the body.
+async fn create(d: &TestDaemon, key: &str, body: &str) -> (StatusCode, String) {
+    let (status, _, body) = call(d, Method::POST, "/v1/sandboxes", Some(key), Some(body)).await;
+    (status, body)
+}
+
+/// An error body's code and message.
+fn error(body: &str) -> (String, String) {
+    let error: ErrorBody =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not an error body ({e}): {body}"));
+    (error.error.code, error.error.message)
+}
+
+fn id_of(body: &str) -> String {
+    serde_json::from_str::<sbx_protocol::Sandbox>(body)
+        .unwrap_or_else(|e| panic!("not a sandbox ({e}): {body}"))
+        .id
+}
+
+/// The records of every sandbox, whatever its state.
+async fn states(d: &TestDaemon) -> Vec<(String, String)> {
+    d.client
+        .list(&crate::daemon::all_states(), &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.state.as_str().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn issue_9_profile_resources_are_maxima_and_the_public_site_settings_hold() {
+    // The public-site configuration of docs/security.md, as documented.
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/security.md"
+    ))
+    .unwrap();
+    let config = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/security.md has a toml block");
+    let d = TestDaemon::start_with(Options {
+        config: Some(config),
+        ..Default::default()
+    })
+    .await;
+    let (alice, _) = d.user("alice").await;
+    // What the tester was granted before: each is refused, naming the field and its cap.
+    for (body, field) in [
+        (r#"{"resources":{"pids":32768}}"#, "pids"),
+        (r#"{"resources":{"memory_mb":16384}}"#, "memory_mb"),
+        (r#"{"resources":{"cpus":2}}"#, "cpus"),
+        (r#"{"resources":{"disk_mb":258019}}"#, "disk_mb"),
+    ] {
+        let (status, body) = create(&d, &alice, body).await;
+        assert_eq!(status, 422, "{body}");
+        let (code, message) = error(&body);
+        assert_eq!(code, "over_limit");
+        assert!(
+            message.contains(&format!("resources.{field}")) && message.contains("at most"),
+            "{message}"
+        );
+    }
+    // The profile's own values, and less, are fine.
+    let (status, body) = create(&d, &alice, r#"{"resources":{"pids":64,"cpus":0.25}}"#).await;
+    assert_eq!(status, 201, "{body}");
+    let sandbox: sbx_protocol::Sandbox = serde_json::from_str(&body).unwrap();
+    assert_eq!(sandbox.resources.pids, 64);
+    assert_eq!(sandbox.resources.memory_mb, 256);
+    assert_eq!(sandbox.resources.disk_mb, 512);
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn issue_9_the_host_pid_table_is_shared_out_not_given_away() {
+    // A capacity of 4096 tasks for sandboxes (an eighth of pid_max here), so that the test
+    // fills it with two sandboxes instead of thousands of processes.
+    let config = format!(
+        "[capacity]\npids_share = {}\n[profiles.default]\nmax_resources = {{ pids = 2048 }}\n",
+        4096.0 / host_task_limit() as f64
+    );
+    let d = TestDaemon::start_with(Options {
+        config: Some(&config),
+        args: &["--warm-pool", "0"],
+        ..Default::default()
+    })
+    .await;
+    let (alice, _) = d.user("alice").await;
+    let (bob, bob_client) = d.user("bob").await;
+    // The old bound was a fixed 32768 whatever the host had.
+    let (status, body) = create(&d, &alice, r#"{"resources":{"pids":32768}}"#).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(error(&body).1.contains("at most 2048"), "{body}");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = create(&d, &alice, r#"{"resources":{"pids":2048}}"#).await;
+        assert_eq!(status, 201, "{body}");
+        held.push(id_of(&body));
+    }
+    // The capacity is promised out: one more is "at capacity", whoever asks, with a
+    // Retry-After; nothing is recorded for it.
+    let before = states(&d).await.len();
+    let (status, headers, body) = call(
+        &d,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(&bob),
+        Some(r#"{"resources":{"pids":64}}"#),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error(&body).0, "at_capacity");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        states(&d).await.len(),
+        before,
+        "a refused create is not recorded"
+    );
+    // A fork bomb fills one sandbox to its limit; the host and other tenants keep working.
+    let bomb = d
+        .client
+        .exec(
+            &held[0],
+            &sbx_protocol::ExecRequest {
+                cmd: vec!["python3".into(), "-c".into(), FORK_BOMB.into()],
+                timeout: Some(120.0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let forked: u64 = bomb.stdout.trim().parse().expect("a count");
+    assert!((2000..2048).contains(&forked), "{bomb:?}");
+    d.client.delete(&held[1]).await.unwrap();
+    let probe = bob_client
+        .create(&sbx_protocol::CreateSandboxRequest {
+            resources: Some(sbx_protocol::ResourcesRequest {
+                pids: Some(64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("bob's create during the flood");
+    let result = d.sh(&probe.id, "echo hello").await;
+    assert_eq!(result.stdout, "hello\n");
+    assert_unprivileged_host_process_opens_files();
+    d.client.delete(&held[0]).await.unwrap();
+    assert_host_healthy(&d).await;
+    d.finish().await;
+}
+
+/// Forks `sleep`s until the sandbox's pids limit stops it; prints how many.
+const FORK_BOMB: &str = r#"
+import os
+n = 0
+for i in range(100000):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        os.execv("/bin/sleep", ["sleep", "600"])
+    n += 1
+print(n)
+"#;
+
+/// The smaller of `kernel.pid_max` and `kernel.threads-max`.
+fn host_task_limit() -> u64 {
+    let read = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    read("/proc/sys/kernel/pid_max").min(read("/proc/sys/kernel/threads-max"))
+}
+
+/// A pids cgroup the daemon is moved into, to make the host's task table look full to it;
+/// dropping it moves the daemon back and removes the cgroup.
+struct PidsJail {
+    dir: PathBuf,
+    root: PathBuf,
+    pid: u32,
+}
+
+impl PidsJail {
+    fn new(pid: u32) -> PidsJail {
+        let (root, procs) = if Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
+            (PathBuf::from("/sys/fs/cgroup/pids"), "cgroup.procs")
+        } else {
+            (PathBuf::from("/sys/fs/cgroup"), "cgroup.procs")
+        };
+        let dir = root.join(format!("sbx-test-jail-{pid}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(procs), pid.to_string()).unwrap();
+        PidsJail { dir, root, pid }
+    }
+
+    /// Room for `extra` more tasks than the daemon has now.
+    fn allow(&self, extra: u64) {
+        let current: u64 = std::fs::read_to_string(self.dir.join("pids.current"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::write(self.dir.join("pids.max"), (current + extra).to_string()).unwrap();
+    }
+
+    fn lift(&self) {
+        std::fs::write(self.dir.join("pids.max"), "max").unwrap();
+    }
+}
+
+impl Drop for PidsJail {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("pids.max"), "max");
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn issue_9_the_daemon_survives_a_host_that_cannot_start_processes_or_threads() {
+    let d = TestDaemon::start_with(Options {
+        args: &["--warm-pool", "0"],
+        ..Default::default()
+    })
+    .await;
+    let (alice, _) = d.user("alice").await;
+    // Past tokio's default keep-alive (10 s), idle blocking threads are gone: a daemon that
+    // let them go would have none when the host cannot start one, and panic.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let jail = PidsJail::new(d.pid());
+    jail.allow(0);
+    // Eight creates at once: none can fork its helper, and the blocking work behind them
+    // cannot get new threads. Each answers 503, none is left half-made.
+    let attempts = (0..8).map(|_| create(&d, &alice, "{}"));
+    for (status, body) in futures::future::join_all(attempts).await {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(error(&body).0, "at_capacity", "{body}");
+    }
+    for (id, state) in states(&d).await {
+        assert_eq!(state, "failed", "{id} was left {state}");
+        d.assert_no_traces(&id);
+    }
+    assert!(
+        !d.log().contains("panicked"),
+        "the daemon panicked:\n{}",
+        d.log()
+    );
+    // Once the host has room again, everything works.
+    jail.lift();
+    let (status, body) = create(&d, &alice, "{}").await;
+    assert_eq!(status, 201, "{body}");
+    let id = id_of(&body);
+    assert_eq!(d.sh(&id, "echo back").await.stdout, "back\n");
+    drop(jail);
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn issue_9_the_host_disk_keeps_its_reserve() {
+    // A 1 GiB file system of its own, of which 256 MiB stay in reserve.
+    let config = "[capacity]\ndisk_reserve_mb = 256\n\
+                  [profiles.default]\nresources = { disk_mb = 256 }\nmax_resources = { disk_mb = 1024 }\n";
+    let d = TestDaemon::start_with(Options {
+        config: Some(config),
+        args: &["--warm-pool", "0"],
+        tmpfs_mb: Some(1024),
+        ..Default::default()
+    })
+    .await;
+    let (alice, _) = d.user("alice").await;
+    // No one disk may be larger than what the file system holds beside its reserve.
+    let (status, body) = create(&d, &alice, r#"{"resources":{"disk_mb":1024}}"#).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(error(&body).1.contains("resources.disk_mb"), "{body}");
+    // Sparse disks are promised, not only what they hold now: two fit, a third does not.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = create(&d, &alice, "{}").await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(id_of(&body));
+    }
+    let before = states(&d).await.len();
+    let (status, body) = create(&d, &alice, "{}").await;
+    assert_eq!(status, 507, "{body}");
+    let (code, message) = error(&body);
+    assert_eq!(code, "insufficient_storage");
+    assert!(message.contains("reserve"), "{message}");
+    assert_eq!(states(&d).await.len(), before, "nothing is recorded for it");
+    // Both sandboxes fill their disks: each gets ENOSPC, the host keeps its reserve.
+    for id in &ids {
+        let fill = d
+            .sh(
+                id,
+                "dd if=/dev/zero of=$HOME/fill bs=1M 2>&1; df -m $HOME | tail -1",
+            )
+            .await;
+        assert!(fill.stdout.contains("No space left"), "{fill:?}");
+    }
+    let free_mb = free_mb(d.data_dir());
+    assert!(free_mb >= 200, "the host kept only {free_mb} MiB");
+    // The host's disk fills by other means: a create is refused cleanly, not half-made.
+    d.client.delete(&ids[1]).await.unwrap();
+    let filler = d.data_dir().join("host-filler");
+    let status = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=600", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, body) = create(&d, &alice, "{}").await;
+    assert_eq!(status, 507, "{body}");
+    std::fs::remove_file(&filler).unwrap();
+    let (status, body) = create(&d, &alice, "{}").await;
+    assert_eq!(status, 201, "{body}");
+    for (id, state) in states(&d).await {
+        assert!(
+            state == "running" || state == "destroyed",
+            "{id} is {state}"
+        );
+    }
+    d.finish().await;
+}
+
+/// Free space of the file system holding `dir`, MiB.
+fn free_mb(dir: &Path) -> u64 {
+    let output = std::process::Command::new("df")
+        .args(["-m", "--output=avail"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    text(&output.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
