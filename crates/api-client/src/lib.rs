@@ -399,6 +399,9 @@ fn http_client(key: Option<&str>) -> reqwest::Client {
     }
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        // Well inside the daemon's keep-alive limit (`daemon.header_timeout`, 15 s): a
+        // connection the daemon is about to close is not reused, whose request would fail.
+        .pool_idle_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .default_headers(headers)
         .build()

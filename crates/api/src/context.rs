@@ -107,6 +107,7 @@ pub async fn middleware(
     let work = async move {
         request.extensions_mut().insert(ClientIp(ip));
         request.extensions_mut().insert(Https(https));
+        request.extensions_mut().insert(state.body_budget.clone());
         let public = is_public(&path);
         let (caller, refusal) = match identify(&state, &request, &method) {
             Ok(found) => (found, None),

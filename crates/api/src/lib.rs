@@ -16,6 +16,7 @@ mod error;
 mod openapi;
 mod routes;
 pub mod server;
+pub mod spool;
 
 use std::sync::Arc;
 
@@ -31,12 +32,16 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Largest request body of the exec routes (stdin travels in the body, base64 at worst).
 pub const MAX_EXEC_BODY_BYTES: usize = 32 << 20;
 
+/// Request bodies the daemon holds at once, all clients together (see [`body`]).
+pub const BODY_BUDGET_BYTES: u64 = 256 << 20;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub service: Service,
     pub settings: Arc<Settings>,
     pub terminal_slots: Arc<routes::pty::TerminalSlots>,
+    pub body_budget: body::BodyBudget,
 }
 
 /// The HTTP surface's configuration.
@@ -51,6 +56,8 @@ pub struct Settings {
     pub no_auth: bool,
     /// Longest a client may take to send a request body.
     pub body_timeout: std::time::Duration,
+    /// Where collected execs keep their output until it is sent, and how much.
+    pub spool: spool::SpoolSettings,
 }
 
 impl AppState {
@@ -59,6 +66,7 @@ impl AppState {
             service,
             settings: Arc::new(settings),
             terminal_slots: Arc::default(),
+            body_budget: body::BodyBudget::new(BODY_BUDGET_BYTES),
         }
     }
 }

@@ -2,20 +2,27 @@
 //!
 //! What `axum::serve` does not do, and a server on the internet needs: a deadline for each
 //! request's headers (slow-loris clients and idle keep-alive connections are dropped after
-//! [`Limits::header_timeout`]), a cap on connections per client address and in total (a connection
-//! over either is closed at once), and a graceful stop that lets requests in flight finish.
+//! [`Limits::header_timeout`]), a deadline for writes (a client that stops reading its response
+//! — holding whatever the response would hold — is dropped after [`Limits::write_timeout`] of
+//! no progress), a cap on connections per client address and in total (a connection over
+//! either is closed at once), and a graceful stop that lets requests in flight finish.
 //! Trusted proxies are exempt from the per-address cap: every client comes through them.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future as _;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
@@ -25,6 +32,9 @@ pub struct Limits {
     /// Longest a client may take to send a request's headers (and longest a kept-alive
     /// connection may sit idle).
     pub header_timeout: Duration,
+    /// Longest a write may make no progress (the client reads nothing) before the connection
+    /// is dropped; upgraded connections (terminals) too.
+    pub write_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     /// Peers exempt from the per-address cap.
@@ -35,6 +45,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             header_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(60),
             max_connections: 4096,
             max_connections_per_ip: 256,
             trusted_proxies: Vec::new(),
@@ -146,6 +157,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {}))
             }
         });
+        let stream = StallGuard::new(stream, limits.write_timeout);
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -172,6 +184,88 @@ pub async fn serve(
     Ok(())
 }
 
+/// A connection whose writes fail (`TimedOut`) once they have made no progress for its
+/// deadline: a response to a client that never reads ends instead of being held forever.
+struct StallGuard<T> {
+    inner: T,
+    deadline: Duration,
+    /// Armed while a write waits for the client.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> StallGuard<T> {
+    fn new(inner: T, deadline: Duration) -> StallGuard<T> {
+        StallGuard {
+            inner,
+            deadline,
+            stall: None,
+        }
+    }
+
+    /// Passes a write's progress through, and fails it once it has waited past the deadline.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stall = None;
+            return poll;
+        }
+        let deadline = self.deadline;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for the write deadline",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, poll)
+    }
+}
+
 /// Returns once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -186,6 +280,7 @@ mod tests {
         let connections = Arc::new(Mutex::new(Connections::default()));
         let limits = Limits {
             header_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
             max_connections: 3,
             max_connections_per_ip: 2,
             trusted_proxies: vec!["10.0.0.1".parse().unwrap()],

@@ -223,6 +223,9 @@ async fn pump(mut pump: Pump) {
                 }
                 None => input_open = false,
             },
+            // Nobody listens any more: detach now, not at the next output (which may never
+            // come), so that stdin still queued for a process that does not read it is freed.
+            () = pump.events.closed() => break None,
         }
     };
     drop(stdin_tx);
@@ -367,6 +370,7 @@ async fn pump_terminal(
                 }
                 None => input_open = false,
             },
+            () = events.closed() => break None,
         }
     };
     writer.abort();

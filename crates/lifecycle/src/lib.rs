@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 pub use audit::{AuditQuery, MAX_QUERY as MAX_AUDIT_QUERY};
 pub use auth::{AuthFailure, Caller, ADMIN_USER, SESSION_LIFETIME_MS};
 pub use error::Error;
-pub use limits::Limited;
+pub use limits::{ExecPermit, Limited};
 pub use ops::events::PAGE as EVENT_PAGE;
 pub use ops::exec::{ExecOutput, ExecStream};
 pub use ops::list::ListFilter;
@@ -56,6 +56,8 @@ pub struct Config {
     pub limits: sbx_config::LimitsConfig,
     /// Where the audit log goes, and its rotation (`None`: no audit log).
     pub audit: Option<(std::path::PathBuf, sbx_config::Audit)>,
+    /// What a running command may cost the daemon.
+    pub exec: sbx_config::Exec,
 }
 
 /// The sandbox service: every operation the API offers, on one shared object.
@@ -77,6 +79,8 @@ struct Inner {
     events: broadcast::Sender<sbx_protocol::Event>,
     /// Last API use of each live sandbox (Unix ms), for idle reaping.
     activity: Mutex<HashMap<String, i64>>,
+    /// How fast the daemon reads each sandbox's output (made at its first command).
+    output_rates: Mutex<HashMap<String, Arc<limits::OutputRate>>>,
     /// Wakes the reaper (a deadline changed, or it is time to stop).
     reaper_wake: Notify,
     stopping: AtomicBool,
@@ -109,6 +113,7 @@ impl Service {
                 watchers: Mutex::new(JoinSet::new()),
                 events,
                 activity: Mutex::new(HashMap::new()),
+                output_rates: Mutex::new(HashMap::new()),
                 reaper_wake: Notify::new(),
                 stopping: AtomicBool::new(false),
                 reaper: Mutex::new(None),
@@ -150,6 +155,23 @@ impl Service {
             .lock()
             .expect("activity map is never poisoned")
             .remove(id);
+        self.inner
+            .output_rates
+            .lock()
+            .expect("rate map is never poisoned")
+            .remove(id);
+    }
+
+    /// The output rate of sandbox `id`, whose CPU limit is `cpus`.
+    fn output_rate(&self, id: &str, cpus: f64) -> Arc<limits::OutputRate> {
+        let per_cpu = self.inner.config.exec.output_bytes_per_cpu as f64;
+        self.inner
+            .output_rates
+            .lock()
+            .expect("rate map is never poisoned")
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(limits::OutputRate::new(per_cpu * cpus)))
+            .clone()
     }
 
     /// Notes API use of a sandbox (it is not idle).

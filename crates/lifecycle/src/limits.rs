@@ -80,6 +80,79 @@ pub(crate) struct RateLimits {
     /// Disk promised to admitted creates whose disks may not exist yet, bytes (the backend's
     /// [`sbx_backend::Storage`] counts a disk once it exists). See [`DiskPromise`].
     pub(crate) pending_disk: Mutex<u64>,
+    pub(crate) running: std::sync::Arc<Mutex<Running>>,
+}
+
+/// Commands running through the API at once (exec, exec streams, terminals): per user (the
+/// caller's) and per sandbox.
+#[derive(Debug, Default)]
+pub(crate) struct Running {
+    per_user: HashMap<String, u64>,
+    per_sandbox: HashMap<String, u64>,
+}
+
+/// One running command's place in [`Running`]; given back when dropped, so whatever holds the
+/// command's stream (a response body still being sent, a terminal) holds it.
+#[derive(Debug)]
+pub struct ExecPermit {
+    running: std::sync::Arc<Mutex<Running>>,
+    user: String,
+    sandbox: String,
+}
+
+impl Drop for ExecPermit {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().expect("exec counts are never poisoned");
+        let running = &mut *running;
+        for (map, key) in [
+            (&mut running.per_user, &self.user),
+            (&mut running.per_sandbox, &self.sandbox),
+        ] {
+            if let Some(count) = map.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// How fast the daemon reads one sandbox's output, all its commands together: a token bucket
+/// of bytes that may run into debt (one chunk always passes, the next waits for the debt).
+pub(crate) struct OutputRate {
+    bytes_per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, std::time::Instant)>,
+}
+
+impl OutputRate {
+    pub(crate) fn new(bytes_per_second: f64) -> OutputRate {
+        // A quarter second of output at once, and never less than a few chunks.
+        let burst = (bytes_per_second / 4.0).max(256.0 * 1024.0);
+        OutputRate {
+            bytes_per_second,
+            burst,
+            state: Mutex::new((burst, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes `bytes` of the allowance; waits while the sandbox's output is over its rate.
+    pub(crate) async fn take(&self, bytes: usize) {
+        let wait = {
+            let mut state = self.state.lock().expect("output rate is never poisoned");
+            let now = std::time::Instant::now();
+            let (tokens, at) = *state;
+            let tokens = (tokens + now.duration_since(at).as_secs_f64() * self.bytes_per_second)
+                .min(self.burst)
+                - bytes as f64;
+            *state = (tokens, now);
+            (tokens < 0.0).then(|| Duration::from_secs_f64(-tokens / self.bytes_per_second))
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// An admitted create's disk, counted as promised until the create has finished (its disk
@@ -367,6 +440,65 @@ impl Service {
             )));
         }
         Ok(())
+    }
+
+    /// A place for one more command of `caller` in sandbox `row` (of `profile`), within the
+    /// user's and the sandbox's caps on commands running at once.
+    pub(crate) fn admit_running(
+        &self,
+        caller: &Caller,
+        sandbox: &str,
+        profile: &str,
+    ) -> Result<ExecPermit, Error> {
+        let limits = self.inner.config.limits.for_user(&caller.user);
+        let profile_cap = self
+            .inner
+            .config
+            .profiles
+            .get(profile)
+            .and_then(|p| p.limits.concurrent_execs_per_sandbox);
+        let per_sandbox = match (limits.concurrent_execs_per_sandbox, profile_cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut running = self
+            .inner
+            .limits
+            .running
+            .lock()
+            .expect("exec counts are never poisoned");
+        let user_count = running.per_user.get(&caller.user).copied().unwrap_or(0);
+        if let Some(limit) = limits.concurrent_execs {
+            if user_count >= limit {
+                return Err(quota_exceeded(
+                    "concurrent_execs",
+                    format!(
+                        "user {:?} may run {limit} commands at once; wait for one to end",
+                        caller.user
+                    ),
+                    Duration::from_secs(1),
+                ));
+            }
+        }
+        let sandbox_count = running.per_sandbox.get(sandbox).copied().unwrap_or(0);
+        if let Some(limit) = per_sandbox {
+            if sandbox_count >= limit {
+                return Err(quota_exceeded(
+                    "concurrent_execs_per_sandbox",
+                    format!(
+                        "sandbox {sandbox} may run {limit} commands through the API at once; wait for one to end"
+                    ),
+                    Duration::from_secs(1),
+                ));
+            }
+        }
+        *running.per_user.entry(caller.user.clone()).or_default() += 1;
+        *running.per_sandbox.entry(sandbox.to_owned()).or_default() += 1;
+        Ok(ExecPermit {
+            running: self.inner.limits.running.clone(),
+            user: caller.user.clone(),
+            sandbox: sandbox.to_owned(),
+        })
     }
 
     /// Takes one token of the user's command rate.

@@ -66,6 +66,7 @@ fn service() -> Service {
         bounds: Bounds::for_host(4096, 2.0, 32768, 10_000, &sbx_config::Capacity::default()),
         limits: defaults.limits,
         audit: None,
+        exec: defaults.exec,
     };
     let store = sbx_store::Store::open_in_memory().unwrap();
     Service::new(store, Arc::new(HungDestroy), config).unwrap()

@@ -18,7 +18,7 @@ mod sandbox;
 pub use auth::{
     AuditEntry, AuditList, CreateKeyRequest, CreatedKey, Identity, KeyInfo, KeyList, LoginRequest,
 };
-pub use encoding::{decode_data, encode_data, Encoding};
+pub use encoding::{decode_data, encode_base64_into, encode_data, DataShape, Encoding};
 pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{
     ExecEvent, ExecRequest, ExecResult, ExitInfo, TerminalControl, TerminalEvent, TerminalRequest,

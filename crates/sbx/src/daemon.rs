@@ -124,6 +124,7 @@ pub fn open(
         ),
         limits: config.limits.clone(),
         audit: Some((data_dir.join(AUDIT_LOG_FILE), config.audit)),
+        exec: config.exec,
     };
     let service =
         Service::new(store, backend.clone(), lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))?;

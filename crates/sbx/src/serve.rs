@@ -53,6 +53,7 @@ enum LogFormat {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     raise_fd_limit();
+    return_large_buffers_to_the_host();
     warm_blocking_pool().await;
     let config = sbx_config::Config::load(args.config.as_deref())?;
     let listen = args.listen.unwrap_or(config.daemon.listen);
@@ -104,10 +105,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: config.daemon.trusted_proxies.clone(),
         no_auth: args.insecure_no_auth,
         body_timeout: config.daemon.body_timeout,
+        spool: sbx_api::spool::SpoolSettings {
+            dir: data_dir.clone(),
+            max_bytes: config.exec.max_output_bytes,
+            // Spool files live beside the sandbox disks: they may take half the disk reserve.
+            budget: std::sync::Arc::new(sbx_api::spool::SpoolBudget::new(
+                (config.capacity.disk_reserve_mb << 20) / 2,
+            )),
+        },
     };
     let state = sbx_api::AppState::new(service.clone(), settings);
     let limits = sbx_api::server::Limits {
         header_timeout: config.daemon.header_timeout,
+        write_timeout: config.daemon.write_timeout,
         max_connections: config.daemon.max_connections,
         max_connections_per_ip: config.daemon.max_connections_per_ip,
         trusted_proxies: config.daemon.trusted_proxies.clone(),
@@ -220,6 +230,17 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Large buffers (a request's stdin, up to 32 MiB) go back to the host when freed: glibc's
+/// malloc otherwise raises its mmap threshold after the first such free and serves the next
+/// ones from its heaps, where freed memory may stay part of the daemon's footprint for good.
+fn return_large_buffers_to_the_host() {
+    // SAFETY: mallopt only changes a tunable of the allocator (under its own lock, so any
+    // thread may call it); a failure leaves the default.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

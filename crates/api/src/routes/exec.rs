@@ -5,17 +5,16 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
 use sbx_lifecycle::ExecOutput;
 use sbx_protocol::{encode_data, ErrorBody, ExecEvent, ExecRequest, ExecResult, ExitInfo};
 
-use crate::body::JsonBody;
+use crate::spool::Spool;
+
+use crate::body::BudgetedJsonBody;
 use crate::context::Auth;
 use crate::{ApiError, AppState};
-
-/// Output kept per stream by the collected form; the rest is read and dropped.
-pub const COLLECT_LIMIT: usize = 16 << 20;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,11 +38,15 @@ pub async fn exec(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    JsonBody(request): JsonBody<ExecRequest>,
-) -> Result<Json<ExecResult>, ApiError> {
+    BudgetedJsonBody(request, held): BudgetedJsonBody<ExecRequest>,
+) -> Result<Response, ApiError> {
     let mut stream = state.service.exec(&caller, &id, &request).await?;
-    let mut stdout = Collected::default();
-    let mut stderr = Collected::default();
+    // The stdin is the command's now; the request's copy goes (`held` counts the command's
+    // until it ends).
+    drop(request);
+    let settings = &state.settings.spool;
+    let mut stdout = Spool::new(settings);
+    let mut stderr = Spool::new(settings);
     while let Some(output) = stream.output.recv().await {
         match output {
             ExecOutput::Stdout(bytes) => stdout.push(&bytes),
@@ -55,20 +58,10 @@ pub async fn exec(
                 duration,
             } => {
                 let exit = exit_info(status, timed_out, duration);
-                let (stdout_text, stdout_encoding) = encode_data(&stdout.bytes);
-                let (stderr_text, stderr_encoding) = encode_data(&stderr.bytes);
-                return Ok(Json(ExecResult {
-                    exit_code: exit.exit_code,
-                    signal: exit.signal,
-                    timed_out: exit.timed_out,
-                    duration_ms: exit.duration_ms,
-                    stdout: stdout_text,
-                    stdout_encoding,
-                    stdout_truncated: stdout.truncated,
-                    stderr: stderr_text,
-                    stderr_encoding,
-                    stderr_truncated: stderr.truncated,
-                }));
+                // The command's place among those running is held until the body is sent.
+                drop(held);
+                let body = crate::spool::exec_result_body(exit, stdout, stderr, stream.permit);
+                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
         }
     }
@@ -89,12 +82,14 @@ pub async fn exec_stream(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    JsonBody(request): JsonBody<ExecRequest>,
+    BudgetedJsonBody(request, held): BudgetedJsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
     let stream = state.service.exec(&caller, &id, &request).await?;
+    drop(request);
     let started = line(&ExecEvent::Started { pid: stream.pid });
-    let events = futures::stream::unfold(Some(stream), |stream| async move {
-        let mut stream = stream?;
+    // The stream holds the command's share of the body budget until it ends.
+    let events = futures::stream::unfold(Some((stream, held)), |state| async move {
+        let (mut stream, held) = state?;
         let event = match stream.output.recv().await {
             Some(ExecOutput::Stdout(bytes)) => {
                 let (data, encoding) = encode_data(&bytes);
@@ -122,7 +117,7 @@ pub async fn exec_stream(
                 return Some((Ok(error_line(gone)), None));
             }
         };
-        Some((Ok(line(&event)), Some(stream)))
+        Some((Ok(line(&event)), Some((stream, held))))
     });
     let body = futures::StreamExt::chain(futures::stream::iter([Ok(started)]), events);
     Ok((
@@ -165,22 +160,5 @@ fn exit_info(
         },
         timed_out,
         duration_ms: duration.as_secs_f64() * 1000.0,
-    }
-}
-
-#[derive(Default)]
-struct Collected {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl Collected {
-    fn push(&mut self, chunk: &[u8]) {
-        let room = COLLECT_LIMIT - self.bytes.len();
-        if chunk.len() > room {
-            self.truncated = true;
-        }
-        self.bytes
-            .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 }

@@ -14,6 +14,7 @@ use sbx_store::SandboxRow;
 use tokio::sync::mpsc;
 
 use super::handle_of;
+use crate::limits::{ExecPermit, OutputRate};
 use crate::validate::ExecParams;
 use crate::view::{self, StoredSpec};
 use crate::{deadline, validate, Caller, Error, Service};
@@ -41,6 +42,9 @@ pub struct ExecStream {
     pub output: mpsc::Receiver<ExecOutput>,
     /// Keys, resizes and signals for the command (terminals).
     pub input: mpsc::Sender<ExecInput>,
+    /// The command's place among those its user and sandbox may run at once: keep it for as
+    /// long as the command costs the daemon anything (a response still being sent included).
+    pub permit: ExecPermit,
 }
 
 const OUTPUT_QUEUE: usize = 16;
@@ -55,7 +59,7 @@ impl Service {
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let params = validate::exec(request, &spec.env)?;
         self.admit_command(caller)?;
-        self.start(caller, row, params).await
+        self.start(caller, row, spec, params).await
     }
 
     /// Starts a command on a new pseudo-terminal (default: a login shell).
@@ -68,7 +72,7 @@ impl Service {
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let params = validate::terminal(request, &spec.env)?;
         self.admit_command(caller)?;
-        self.start(caller, row, params).await
+        self.start(caller, row, spec, params).await
     }
 
     /// The sandbox, if a command may start in it now.
@@ -94,8 +98,11 @@ impl Service {
         &self,
         caller: &Caller,
         row: SandboxRow,
+        spec: StoredSpec,
         params: ExecParams,
     ) -> Result<ExecStream, Error> {
+        let permit = self.admit_running(caller, &row.id, &row.profile)?;
+        let rate = self.output_rate(&row.id, spec.cpus);
         self.touch(&row.id);
         let terminal = params.spec.tty.is_some();
         let argv = params.spec.argv.clone();
@@ -151,6 +158,12 @@ impl Service {
                     }
                 };
                 let message = match event {
+                    Some(ExecEvent::Stdout(bytes)) | Some(ExecEvent::Stderr(bytes))
+                        if !rate_allows(&rate, bytes.len(), &output).await =>
+                    {
+                        audit.ended(&service, None, timed_out, started.elapsed());
+                        return;
+                    }
                     Some(ExecEvent::Stdout(bytes)) => ExecOutput::Stdout(bytes),
                     Some(ExecEvent::Stderr(bytes)) => ExecOutput::Stderr(bytes),
                     Some(ExecEvent::Exited(status)) => {
@@ -183,7 +196,17 @@ impl Service {
             pid,
             output: receiver,
             input,
+            permit,
         })
+    }
+}
+
+/// Waits for `bytes` of the sandbox's output allowance (the sandbox's commands are slowed
+/// down meanwhile: their pipes fill); false when the consumer went away instead.
+async fn rate_allows(rate: &OutputRate, bytes: usize, output: &mpsc::Sender<ExecOutput>) -> bool {
+    tokio::select! {
+        () = rate.take(bytes) => true,
+        () = output.closed() => false,
     }
 }
 

@@ -358,3 +358,206 @@ fn free_mb(dir: &Path) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// A field of `/proc/<pid>/status`, in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in the status of {pid}"))
+}
+
+/// CPU time (user + system) of process `pid`, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[tokio::test]
+async fn issue_9_collected_binary_output_stays_out_of_the_daemons_memory() {
+    let d = TestDaemon::start().await;
+    let id = d.create().await.id;
+    let baseline_kib = status_kib(d.pid(), "VmRSS");
+    // Ten clients collect 16 MiB of NULs on stdout and on stderr each, half of them reading
+    // their answer slowly. As JSON escapes that was 201 MB per answer, all in memory.
+    let script = "head -c 16777216 /dev/zero; head -c 16777216 /dev/zero >&2";
+    let body = serde_json::json!({ "cmd": ["sh", "-c", script] }).to_string();
+    let clients = (0..10).map(|n| {
+        let url = format!("{}/v1/sandboxes/{id}/exec", d.url);
+        let (key, body) = (d.admin_key.clone(), body.clone());
+        async move {
+            let mut response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let mut answer = Vec::new();
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                answer.extend_from_slice(&chunk);
+                if n % 2 == 1 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            answer
+        }
+    });
+    for answer in futures::future::join_all(clients).await {
+        // Base64 (4/3), not escapes (6×).
+        assert!(answer.len() < 46 << 20, "{} bytes", answer.len());
+        let result: sbx_protocol::ExecResult = serde_json::from_slice(&answer).unwrap();
+        for (data, encoding, truncated) in [
+            (
+                &result.stdout,
+                result.stdout_encoding,
+                result.stdout_truncated,
+            ),
+            (
+                &result.stderr,
+                result.stderr_encoding,
+                result.stderr_truncated,
+            ),
+        ] {
+            assert_eq!(encoding, sbx_protocol::Encoding::Base64);
+            assert!(!truncated);
+            let bytes = sbx_protocol::decode_data(data, encoding).unwrap();
+            assert!(bytes.len() == 16 << 20 && bytes.iter().all(|&b| b == 0));
+        }
+    }
+    let peak_kib = status_kib(d.pid(), "VmHWM");
+    assert!(
+        peak_kib < 150 * 1024,
+        "the daemon's RSS peaked at {} MiB (it was {} MiB before)",
+        peak_kib / 1024,
+        baseline_kib / 1024
+    );
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn issue_9_stdin_is_released_when_the_caller_leaves() {
+    let d = TestDaemon::start().await;
+    let id = d.create().await.id;
+    let baseline_kib = status_kib(d.pid(), "VmRSS");
+    // Ten callers send 20 MiB of stdin each to a command that never reads it, then leave.
+    let stdin = "x".repeat(20 << 20);
+    let body = serde_json::json!({ "cmd": ["sleep", "600"], "stdin": stdin }).to_string();
+    drop(stdin);
+    let callers = (0..10).map(|_| {
+        let request = reqwest::Client::new()
+            .post(format!("{}/v1/sandboxes/{id}/exec", d.url))
+            .bearer_auth(&d.admin_key)
+            .header("content-type", "application/json")
+            .timeout(Duration::from_secs(4))
+            .body(body.clone());
+        async move {
+            let gone = request.send().await.map(|_| ()).unwrap_err();
+            assert!(gone.is_timeout(), "{gone}");
+        }
+    });
+    futures::future::join_all(callers).await;
+    drop(body);
+    // The stdin they left behind is freed, though the commands still run.
+    let mut rss_kib = status_kib(d.pid(), "VmRSS");
+    for _ in 0..50 {
+        if rss_kib < baseline_kib + 40 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss_kib = status_kib(d.pid(), "VmRSS");
+    }
+    assert!(
+        rss_kib < baseline_kib + 40 * 1024,
+        "the daemon holds {} MiB (it held {} MiB before)",
+        rss_kib / 1024,
+        baseline_kib / 1024
+    );
+    let sleeping = d.sh(&id, "pgrep -c sleep").await;
+    assert_eq!(sleeping.stdout, "10\n", "the commands keep running");
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn issue_9_a_sandboxs_cpu_limit_bounds_the_daemons_work_for_its_output() {
+    // 16 MiB/s per CPU: 1.6 MiB/s for this sandbox's commands together.
+    let rate = 16u64 << 20;
+    let config = format!("[exec]\noutput_bytes_per_cpu = {rate}\n");
+    let d = TestDaemon::start_with(Options {
+        config: Some(&config),
+        ..Default::default()
+    })
+    .await;
+    let sandbox = d
+        .client
+        .create(&sbx_protocol::CreateSandboxRequest {
+            resources: Some(sbx_protocol::ResourcesRequest {
+                cpus: Some(0.1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let window = Duration::from_secs(8);
+    let daemon_before = cpu_seconds(d.pid());
+    // Four streams of NULs, read as fast as the client can.
+    let streams = (0..4).map(|_| {
+        let url = format!("{}/v1/sandboxes/{}/exec/stream", d.url, sandbox.id);
+        let key = d.admin_key.clone();
+        let body = serde_json::json!({
+            "cmd": ["sh", "-c", "cat /dev/zero"],
+            "timeout": window.as_secs_f64(),
+        });
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let body = response.bytes().await.unwrap();
+            let mut bytes = 0usize;
+            for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let sbx_protocol::ExecEvent::Stdout { data, encoding } =
+                    serde_json::from_slice(line).unwrap()
+                {
+                    bytes += sbx_protocol::decode_data(&data, encoding).unwrap().len();
+                }
+            }
+            bytes
+        }
+    });
+    let started = std::time::Instant::now();
+    let received: usize = futures::future::join_all(streams).await.into_iter().sum();
+    let elapsed = started.elapsed().as_secs_f64();
+    let daemon = cpu_seconds(d.pid()) - daemon_before;
+    // What the rate lets through in that time (the output queued when the commands were
+    // killed drains at the same rate), plus one burst.
+    let allowed_bytes = 0.1 * rate as f64 * (elapsed + 0.25) + (256 << 10) as f64;
+    assert!(
+        (received as f64) < allowed_bytes,
+        "{} MiB got through in {elapsed:.1} s",
+        received >> 20
+    );
+    assert!(received > 1 << 20, "output flowed: {received} bytes");
+    // Unbounded, the daemon spent more CPU than two whole CPUs' worth on such a flood (17×
+    // the sandbox's); bounded, a fraction of one even unoptimised (sbx-bench measures the
+    // release build: docs/BENCHMARKS.md).
+    assert!(
+        daemon < 0.5 * window.as_secs_f64(),
+        "the daemon spent {daemon:.2} s of CPU on {} MiB of a 0.1-CPU sandbox's output in {window:?}",
+        received >> 20
+    );
+    d.finish().await;
+}
