@@ -21,6 +21,7 @@ mod helper;
 mod init;
 mod layout;
 mod seccomp;
+mod slots;
 mod stage1;
 mod template;
 mod wire;
@@ -54,6 +55,8 @@ const KIND: &str = "native";
 const KILL_DEADLINE: Duration = Duration::from_secs(10);
 /// `/dev/shm` size at most (Docker's default).
 const SHM_BYTES: u64 = 64 << 20;
+/// One TCP socket's buffer at most, each way (the kernel's default `tcp_wmem` maximum).
+const SOCKET_BUFFER_BYTES: u64 = 4 << 20;
 
 /// Settings of the native backend.
 #[derive(Debug, Clone)]
@@ -93,7 +96,7 @@ struct Inner {
     cgroups: cgroup::Driver,
     instance: String,
     templates: template::Templates,
-    slots: Mutex<BTreeSet<u32>>,
+    slots: slots::Slots,
     pool: helper::Pool,
     pool_size: usize,
     pool_disk_bytes: u64,
@@ -163,14 +166,20 @@ impl NativeBackend {
             .map_err(|e| BackendError::io("cannot build the host template", e))?;
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| BackendError::io("cannot become a child subreaper", e.into()))?;
-        let slots = used_slots(&layout);
+        let slots = slots::Slots::open(
+            Path::new(slots::REGISTRY),
+            &instance,
+            ID_SLOTS,
+            used_slots(&layout),
+        )
+        .map_err(|e| BackendError::io("cannot open the host's uid slot registry", e))?;
         Ok(NativeBackend {
             inner: Arc::new(Inner {
                 layout,
                 cgroups,
                 instance,
                 templates,
-                slots: Mutex::new(slots),
+                slots,
                 pool: helper::Pool::default(),
                 pool_size: config.warm_pool,
                 pool_disk_bytes: config.warm_pool_disk_bytes,
@@ -349,9 +358,8 @@ impl Backend for NativeBackend {
         }
         self.inner
             .slots
-            .lock()
-            .expect("slot lock is never poisoned")
-            .insert(native.slot);
+            .claim(native.slot, &id)
+            .map_err(|e| BackendError::io("cannot claim the uid slot of an adopted sandbox", e))?;
         Ok(())
     }
 
@@ -469,22 +477,19 @@ impl Inner {
         self.cgroups.sandbox(&self.instance, id.as_str())
     }
 
-    fn allocate_slot(&self) -> Result<u32, BackendError> {
-        let mut slots = self.slots.lock().expect("slot lock is never poisoned");
-        let free = (0..ID_SLOTS)
-            .find(|slot| !slots.contains(slot))
-            .ok_or_else(|| {
-                BackendError::Unavailable("no free uid range for a new sandbox".into())
-            })?;
-        slots.insert(free);
-        Ok(free)
+    /// A uid range for `id`, free host-wide (see [`slots`]).
+    fn allocate_slot(&self, id: &SandboxId) -> Result<u32, BackendError> {
+        self.slots.allocate(id, |instance, sandbox| {
+            // Another instance's sandbox is alive while its cgroup exists.
+            let plausible = instance.len() == 12
+                && instance.bytes().all(|b| b.is_ascii_hexdigit())
+                && SandboxId::parse(sandbox).is_ok();
+            plausible && self.cgroups.sandbox(instance, sandbox).exists()
+        })
     }
 
     fn free_slot(&self, slot: u32) {
-        self.slots
-            .lock()
-            .expect("slot lock is never poisoned")
-            .remove(&slot);
+        self.slots.free(slot);
     }
 
     /// Everything of a sandbox that can be made before its request: a uid range, the
@@ -495,7 +500,7 @@ impl Inner {
         id: SandboxId,
         disk_bytes: u64,
     ) -> Result<helper::Helper, BackendError> {
-        let slot = self.allocate_slot()?;
+        let slot = self.allocate_slot(&id)?;
         let prepare = self.clone();
         let prepare_id = id.clone();
         let prepared = blocking(move || prepare.prepare_host(&prepare_id, slot, disk_bytes)).await;
@@ -569,6 +574,7 @@ impl Inner {
             // init included. Bounded to half the limit together, a full /tmp is ENOSPC instead.
             tmp_bytes: spec.limits.memory_bytes * 2 / 5,
             shm_bytes: SHM_BYTES.min(spec.limits.memory_bytes / 10),
+            socket_buffer_bytes: (spec.limits.memory_bytes / 16).min(SOCKET_BUFFER_BYTES),
         })
     }
 
@@ -744,13 +750,17 @@ fn read_slot(file: &Path) -> Option<u32> {
     fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
-fn used_slots(layout: &layout::Layout) -> BTreeSet<u32> {
+/// The uid ranges of the sandboxes this data directory has on the host.
+fn used_slots(layout: &layout::Layout) -> std::collections::BTreeMap<u32, SandboxId> {
     let Ok(entries) = fs::read_dir(layout.sandboxes()) else {
-        return BTreeSet::new();
+        return Default::default();
     };
     entries
         .flatten()
-        .filter_map(|entry| read_slot(&entry.path().join("slot")))
+        .filter_map(|entry| {
+            let id = SandboxId::parse(&entry.file_name().to_string_lossy()).ok()?;
+            Some((read_slot(&entry.path().join("slot"))?, id))
+        })
         .collect()
 }
 

@@ -8,8 +8,14 @@
 //! `open_by_handle_at`/`name_to_handle_at` (the "shocker" escape), `lookup_dcookie`,
 //! `quotactl`, `syslog`, `vhangup`, `kcmp`, `fanotify_init`, `iopl`/`ioperm`.
 //!
-//! Argument checks: `clone` may not create namespaces; `clone3` answers `ENOSYS` (its flags
-//! live in memory a filter cannot read, and `ENOSYS` makes libc fall back to `clone`);
+//! Answered `ENOSYS`, as if the kernel lacked them: `clone3` (its flags live in memory a
+//! filter cannot read, and `ENOSYS` makes libc fall back to `clone`), and Linux native AIO
+//! (`io_setup`, `io_submit`, …): its contexts come from one host-wide pool (`fs.aio-max-nr`,
+//! 65536 here) that no cgroup bounds — one sandbox's `io_setup` loop took all of it and every
+//! other tenant and the host got `EAGAIN` — and libaio users (databases) fall back to
+//! synchronous or thread-based I/O on `ENOSYS`, as glibc's POSIX AIO never needed it.
+//!
+//! Argument checks: `clone` may not create namespaces;
 //! `ioctl` may not be `TIOCSTI` or `TIOCLINUX` (terminal injection); `socket` may not open
 //! `AF_PACKET` or `AF_VSOCK`; `personality` only takes the values Docker allows.
 //!
@@ -123,12 +129,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_inotify_init,
     libc::SYS_inotify_init1,
     libc::SYS_inotify_rm_watch,
-    libc::SYS_io_cancel,
-    libc::SYS_io_destroy,
-    libc::SYS_io_getevents,
-    SYS_IO_PGETEVENTS,
-    libc::SYS_io_setup,
-    libc::SYS_io_submit,
     libc::SYS_ioprio_get,
     libc::SYS_ioprio_set,
     libc::SYS_kill,
@@ -332,10 +332,21 @@ const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
 /// `personality(2)` values Docker allows: PER_LINUX, PER_LINUX32, UNAME26 variants, query.
 const PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
+/// System calls answered `ENOSYS` (see the module's documentation).
+const ENOSYS: &[i64] = &[
+    libc::SYS_clone3,
+    libc::SYS_io_setup,
+    libc::SYS_io_destroy,
+    libc::SYS_io_submit,
+    libc::SYS_io_cancel,
+    libc::SYS_io_getevents,
+    SYS_IO_PGETEVENTS,
+];
+
 /// The compiled filters, in installation order.
 pub struct Filters {
     allow_list: BpfProgram,
-    clone3_enosys: BpfProgram,
+    enosys: BpfProgram,
 }
 
 impl Filters {
@@ -395,8 +406,8 @@ impl Filters {
             arch,
         )
         .map_err(|e| e.to_string())?;
-        let clone3 = SeccompFilter::new(
-            [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        let enosys = SeccompFilter::new(
+            ENOSYS.iter().map(|&nr| (nr, Vec::new())).collect(),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::ENOSYS as u32),
             arch,
@@ -406,7 +417,7 @@ impl Filters {
             allow_list: allow_list
                 .try_into()
                 .map_err(|e: seccompiler::BackendError| e.to_string())?,
-            clone3_enosys: clone3
+            enosys: enosys
                 .try_into()
                 .map_err(|e: seccompiler::BackendError| e.to_string())?,
         })
@@ -414,11 +425,12 @@ impl Filters {
 
     /// Installs both filters on the calling thread. `no_new_privs` must already be set.
     ///
-    /// For `clone3` both filters answer `ERRNO`; the kernel keeps the answer of the filter
-    /// installed last when actions tie (seccomp_run_filters), hence the order.
+    /// For the `ENOSYS` calls both filters answer `ERRNO` (the allow-list does not list them);
+    /// the kernel keeps the answer of the filter installed last when actions tie
+    /// (seccomp_run_filters), hence the order.
     pub fn install(&self) -> Result<(), String> {
         seccompiler::apply_filter(&self.allow_list).map_err(|e| format!("seccomp: {e}"))?;
-        seccompiler::apply_filter(&self.clone3_enosys).map_err(|e| format!("seccomp: {e}"))
+        seccompiler::apply_filter(&self.enosys).map_err(|e| format!("seccomp: {e}"))
     }
 }
 
@@ -484,7 +496,7 @@ mod tests {
 
     #[test]
     fn dangerous_calls_are_not_allowed() {
-        for nr in DENIED {
+        for nr in DENIED.iter().chain(ENOSYS) {
             assert!(!ALLOWED.contains(nr), "syscall {nr} must not be allowed");
         }
     }

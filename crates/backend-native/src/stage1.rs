@@ -56,6 +56,9 @@ pub struct Request {
     pub socket: PathBuf,
     pub tmp_bytes: u64,
     pub shm_bytes: u64,
+    /// Largest buffer of one TCP socket in the sandbox's network namespace (the maxima of
+    /// `net.ipv4.tcp_rmem` and `tcp_wmem` there).
+    pub socket_buffer_bytes: u64,
 }
 
 /// The first message on stdin: the cgroups to join (their `cgroup.procs` files), and the
@@ -221,6 +224,7 @@ fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
         let context = SandboxContext {
             hostname: &join.hostname,
             rootfs: &request.rootfs,
+            socket_buffer_bytes: request.socket_buffer_bytes,
             dev_null,
             go: go_read,
             filters,
@@ -456,6 +460,7 @@ fn control_socket(path: &Path) -> Result<OwnedFd, String> {
 struct SandboxContext<'a> {
     hostname: &'a str,
     rootfs: &'a Path,
+    socket_buffer_bytes: u64,
     dev_null: OwnedFd,
     go: OwnedFd,
     filters: crate::seccomp::Filters,
@@ -550,6 +555,15 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
             )?,
             Err(_) => {}
         }
+    }
+    // Per network namespace, before /proc/sys turns read-only: what one socket may buffer.
+    // The host's maxima (32 MiB here) let a sandbox park far more in loopback connections
+    // than its memory limit; the cgroup's socket accounting bounds the total (cgroup.rs).
+    let max = context.socket_buffer_bytes.max(256 * 1024);
+    for (sysctl, default) in [("tcp_rmem", 131072), ("tcp_wmem", 16384)] {
+        let path = Path::new("proc/sys/net/ipv4").join(sysctl);
+        fs::write(&path, format!("4096 {default} {max}"))
+            .map_err(|e| format!("cannot set net.ipv4.{sysctl}: {e}"))?;
     }
     for name in PROC_READONLY {
         let path = Path::new("proc").join(name);

@@ -436,6 +436,19 @@ pub fn assert_no_leaks(data_dir: &Path, ids: &[String]) {
     assert!(processes.is_empty(), "processes left behind: {processes:?}");
     let cgroups = instance_cgroups(data_dir);
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    // The host-wide uid slot registry holds no claim of this instance.
+    if let Ok(instance) = std::fs::read_to_string(data_dir.join("instance-id")) {
+        let claims: Vec<String> = std::fs::read_dir("/run/sbx/uid-slots")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .filter(|claim| claim.starts_with(instance.trim()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(claims.is_empty(), "uid slot claims left behind: {claims:?}");
+    }
     let sandboxes: Vec<_> = std::fs::read_dir(data_dir.join("sandboxes"))
         .map(|entries| entries.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

@@ -561,3 +561,236 @@ async fn issue_9_a_sandboxs_cpu_limit_bounds_the_daemons_work_for_its_output() {
     );
     d.finish().await;
 }
+
+/// A C program that tries native AIO (`io_setup`) and then reads a file with POSIX AIO, the
+/// way ordinary programs do: prints `io_setup <errno>` and `aio_read <bytes>`.
+const AIO_PROGRAM: &str = r#"
+#include <aio.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/aio_abi.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int main(void) {
+    aio_context_t context = 0;
+    long held = 0;
+    for (int i = 0; i < 1024; i++) {
+        context = 0;
+        if (syscall(SYS_io_setup, 64, &context) != 0) break;
+        held++;
+    }
+    printf("io_setup %d held %ld\n", held ? 0 : errno, held);
+    int fd = open("/etc/hostname", O_RDONLY);
+    char buffer[256];
+    struct aiocb request;
+    memset(&request, 0, sizeof request);
+    request.aio_fildes = fd;
+    request.aio_buf = buffer;
+    request.aio_nbytes = sizeof buffer;
+    if (aio_read(&request) != 0) { perror("aio_read"); return 1; }
+    const struct aiocb *list[1] = { &request };
+    aio_suspend(list, 1, NULL);
+    printf("aio_read %zd\n", aio_return(&request));
+    return 0;
+}
+"#;
+
+#[tokio::test]
+async fn issue_9_native_aio_is_not_a_host_wide_pool_for_sandboxes() {
+    // Built on the host: the sandbox runs it with the host's own libraries.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aio.c"), AIO_PROGRAM).unwrap();
+    let built = std::process::Command::new("cc")
+        .args(["-O", "-o"])
+        .arg(dir.path().join("aio"))
+        .arg(dir.path().join("aio.c"))
+        .output()
+        .expect("a C compiler (cc) on the host");
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let binary = std::fs::read(dir.path().join("aio")).unwrap();
+    let d = TestDaemon::start().await;
+    let id = d.create().await.id;
+    let aio_nr = || std::fs::read_to_string("/proc/sys/fs/aio-nr").unwrap();
+    let before = aio_nr();
+    for user in [None, Some("root")] {
+        let result = d
+            .client
+            .exec(
+                &id,
+                &sbx_protocol::ExecRequest {
+                    cmd: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        "cat > /tmp/aio && chmod +x /tmp/aio && /tmp/aio".into(),
+                    ],
+                    stdin: Some(base64_of(&binary)),
+                    stdin_encoding: Some(sbx_protocol::Encoding::Base64),
+                    user: user.map(Into::into),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(result.exit_code, 0, "{result:?}");
+        // ENOSYS (38): as if the kernel had no native AIO; POSIX AIO still works.
+        assert!(
+            result.stdout.contains("io_setup 38 held 0"),
+            "{}",
+            result.stdout
+        );
+        let hostname_bytes = id.len() + 1;
+        assert!(
+            result
+                .stdout
+                .contains(&format!("aio_read {hostname_bytes}")),
+            "{}",
+            result.stdout
+        );
+    }
+    assert_eq!(aio_nr(), before, "the host's AIO contexts are untouched");
+    d.finish().await;
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    sbx_protocol::encode_base64_into(bytes, &mut out);
+    out
+}
+
+/// Parks data in loopback TCP connections that nobody reads; prints the bytes parked.
+const TCP_PARKING: &str = r#"
+import socket
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(512)
+keep, parked = [], 0
+chunk = b"\0" * 65536
+for i in range(200):
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client.setblocking(False)
+    keep += [client, server]
+    while True:
+        try:
+            parked += client.send(chunk)
+        except (BlockingIOError, OSError):
+            break
+print(parked)
+"#;
+
+/// TCP memory in use host-wide (`/proc/net/sockstat`, pages), bytes.
+fn host_tcp_memory() -> u64 {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap();
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:")).unwrap();
+    let mut words = line.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "mem" {
+            return words.next().unwrap().parse::<u64>().unwrap() * 4096;
+        }
+    }
+    panic!("no TCP mem in {line}");
+}
+
+#[tokio::test]
+async fn issue_9_socket_buffers_are_the_sandboxs_memory_not_the_hosts() {
+    let d = TestDaemon::start().await;
+    let sandbox = d
+        .client
+        .create(&sbx_protocol::CreateSandboxRequest {
+            resources: Some(sbx_protocol::ResourcesRequest {
+                memory_mb: Some(128),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let before = host_tcp_memory();
+    // The script keeps its sockets (and so the buffers) until it exits; measure meanwhile.
+    let script = format!("{TCP_PARKING}\nimport time, sys\nsys.stdout.flush()\ntime.sleep(3)\n");
+    let parking = {
+        let client = d.client.clone();
+        let id = sandbox.id.clone();
+        tokio::spawn(async move {
+            client
+                .exec(
+                    &id,
+                    &sbx_protocol::ExecRequest {
+                        cmd: vec!["python3".into(), "-c".into(), script],
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during = host_tcp_memory();
+    let result = parking.await.unwrap();
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let parked: u64 = result.stdout.trim().parse().unwrap();
+    // It once parked 977 MiB with a 128 MiB memory limit.
+    assert!(
+        parked < 256 << 20,
+        "a 128 MiB sandbox parked {} MiB in socket buffers",
+        parked >> 20
+    );
+    let grown = during.saturating_sub(before);
+    assert!(
+        grown < 300 << 20,
+        "host TCP memory grew by {} MiB",
+        grown >> 20
+    );
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn issue_9_two_daemons_never_share_a_sandbox_uid_range() {
+    let first = TestDaemon::start().await;
+    let second = TestDaemon::start().await;
+    let a = first.create().await.id;
+    let b = second.create().await.id;
+    let base = |map: String| map.split_whitespace().nth(1).unwrap().to_owned();
+    let base_a = base(first.sh(&a, "cat /proc/self/uid_map").await.stdout);
+    let base_b = base(second.sh(&b, "cat /proc/self/uid_map").await.stdout);
+    assert_ne!(base_a, base_b, "both sandboxes map to host uid {base_a}");
+    // Per-uid kernel counters stay the sandbox's own: one sandbox takes every inotify
+    // instance its uid may have, the other still gets one.
+    let hog = first
+        .sh(
+            &a,
+            "python3 -c '
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+n = 0
+while libc.inotify_init() >= 0:
+    n += 1
+print(n, flush=True)
+if os.fork() == 0:
+    time.sleep(60)
+' </dev/null",
+        )
+        .await;
+    let held: u64 = hog.stdout.trim().parse().expect("a count");
+    assert!(held > 0, "{hog:?}");
+    let other = second
+        .sh(
+            &b,
+            "python3 -c 'import ctypes; print(ctypes.CDLL(None).inotify_init() >= 0)'",
+        )
+        .await;
+    assert_eq!(other.stdout, "True\n", "{other:?}");
+    first.finish().await;
+    second.finish().await;
+    // No claim of theirs is left in the host's registry.
+    for entry in std::fs::read_dir("/run/sbx/uid-slots").unwrap().flatten() {
+        let claim = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(
+            !claim.contains(&a) && !claim.contains(&b),
+            "a claim is left: {claim}"
+        );
+    }
+}
