@@ -161,7 +161,7 @@ impl Client {
     pub async fn extend(&self, id: &str, duration: &str) -> Result<Sandbox, ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}/ttl", segment(id)));
         let body = ExtendRequest {
-            duration: duration.to_owned(),
+            duration: duration.into(),
         };
         self.send(self.http.patch(url).json(&body)).await
     }

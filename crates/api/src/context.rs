@@ -12,6 +12,7 @@
 //! After the handler, refusals are written to the audit log: `auth.failed`, `access.denied`,
 //! `rate_limited`, `input.rejected`.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -102,8 +103,22 @@ pub async fn middleware(
             .get("x-forwarded-proto")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let method = request.method().clone();
+    // A path as long as the request line allows would be written, whole, to the log and the
+    // audit trail by every refusal: anonymous clients once rotated the audit history away
+    // with 60 KB paths. No route is longer than a few hundred bytes.
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        let response = ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request's URI is longer than {MAX_URI_BYTES} bytes"),
+        );
+        return REQUEST_ID
+            .scope(id, async { response.into_response() })
+            .await;
+    }
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", id = %id, %method, path = %path);
+    let logged_path = truncated(&path, LOGGED_PATH_BYTES);
+    let span = tracing::info_span!("request", id = %id, %method, path = %logged_path);
     let work = async move {
         request.extensions_mut().insert(ClientIp(ip));
         request.extensions_mut().insert(Https(https));
@@ -162,6 +177,25 @@ pub async fn middleware(
     REQUEST_ID.scope(id, work.instrument(span)).await
 }
 
+/// Longest request URI served (414 above).
+const MAX_URI_BYTES: usize = 8192;
+/// Longest path written to the log or the audit trail.
+pub const LOGGED_PATH_BYTES: usize = 256;
+/// Longest error message written to the audit trail (messages may quote the request).
+const LOGGED_MESSAGE_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked when cut.
+pub fn truncated(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
 type Refusal = (AuthFailure, Option<String>, ApiError);
 
 /// The caller the request's credentials stand for; `None` when it carries none.
@@ -172,6 +206,7 @@ fn identify(
 ) -> Result<Option<Caller>, Refusal> {
     let service = &state.service;
     if state.settings.no_auth {
+        no_auth_allows(request.headers())?;
         return Ok(Some(Caller::unauthenticated()));
     }
     let headers = request.headers();
@@ -241,6 +276,58 @@ fn identify(
     Ok(Some(caller))
 }
 
+/// Without authentication (`--insecure-no-auth`), only this host's own programs and pages may
+/// act as the admin: the daemon listens on loopback, but a web page of any site can make a
+/// browser send it requests (with DNS rebinding, as if from the same origin). So the `Host`
+/// must be a loopback name or address — a rebound name is not — and a browser's `Origin`, if
+/// any, must be that same host (or an allowed origin).
+fn no_auth_allows(headers: &HeaderMap) -> Result<(), Refusal> {
+    let refuse = |message: String| {
+        (
+            AuthFailure::CrossOrigin,
+            None,
+            ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", message),
+        )
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !is_loopback_host(host) {
+        return Err(refuse(format!(
+            "without authentication the daemon answers only requests for a loopback host, not {:?}",
+            truncated(host, 64)
+        )));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let authority = origin.split_once("://").map(|(_, rest)| rest);
+        if authority != Some(host) {
+            return Err(refuse(format!(
+                "without authentication the daemon answers only its own pages, not {:?}",
+                truncated(origin, 64)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(address, _)| address),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The key's id, when the key exists (its id part is public; a stranger's guess is not kept).
 fn known_key_id(failure: AuthFailure, key: &str) -> Option<String> {
     matches!(failure, AuthFailure::WrongSecret | AuthFailure::Revoked)
@@ -275,6 +362,7 @@ fn anonymous(ip: Option<IpAddr>) -> Caller {
         key_id: None,
         ip,
         request_id: request_id(),
+        session: None,
     }
 }
 
@@ -286,15 +374,20 @@ fn audit_auth_failure(
     reason: &str,
     key_id: Option<String>,
 ) {
-    tracing::info!(reason, key = key_id.as_deref(), "authentication failed");
+    // The audit trail has it (aggregated per address); the log says no more than the status.
+    tracing::debug!(reason, key = key_id.as_deref(), "authentication failed");
     let caller = Caller {
         key_id,
         ..anonymous(ip)
     };
-    state.service.audit(
+    state.service.audit_anonymous(
         &caller,
         "auth.failed",
-        serde_json::json!({ "reason": reason, "method": method.as_str(), "path": path }),
+        serde_json::json!({
+            "reason": reason,
+            "method": method.as_str(),
+            "path": truncated(path, LOGGED_PATH_BYTES),
+        }),
     );
 }
 
@@ -334,14 +427,20 @@ fn audit_refusal(
     };
     let mut details = serde_json::json!({
         "code": info.code,
-        "message": info.message,
+        "message": truncated(&info.message, LOGGED_MESSAGE_BYTES),
         "method": method.as_str(),
-        "path": path,
+        "path": truncated(path, LOGGED_PATH_BYTES),
     });
     if let Some(limit) = info.limit {
         details["limit"] = limit.into();
     }
-    state.service.audit(caller, event, details);
+    if caller.key_id.is_none() && !state.settings.no_auth {
+        // Without a key: the anonymous trail, which anonymous traffic cannot use to rotate
+        // the main one away.
+        state.service.audit_anonymous(caller, event, details);
+    } else {
+        state.service.audit(caller, event, details);
+    }
 }
 
 /// The client: the peer, or what trusted proxies say in `X-Forwarded-For` (read from the
@@ -429,6 +528,42 @@ mod tests {
         );
         // No proxies configured: never believed.
         assert_eq!(client_ip(peer("10.0.0.1"), &xff, &[]), peer("10.0.0.1"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for good in [
+            "localhost",
+            "localhost:7070",
+            "127.0.0.1:7070",
+            "127.1.2.3",
+            "[::1]:80",
+            "[::1]",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:7070",
+            "10.0.0.1:7070",
+            "localhost.evil.example",
+            "[::2]:1",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character() {
+        assert_eq!(truncated("short", 10), "short");
+        let cut = truncated("ééééé", 5);
+        assert!(
+            cut.starts_with("éé…") && cut.ends_with("(10 bytes)"),
+            "{cut}"
+        );
     }
 
     #[test]

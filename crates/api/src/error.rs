@@ -77,6 +77,7 @@ impl From<Error> for ApiError {
             Error::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "backend_timeout"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "admin_required"),
+            Error::CredentialEnded => (StatusCode::UNAUTHORIZED, "credential_ended"),
             Error::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Limited(limited) => {
@@ -126,17 +127,19 @@ impl IntoResponse for ApiError {
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    let path = crate::context::truncated(uri.path(), crate::context::LOGGED_PATH_BYTES);
     ApiError::new(
         StatusCode::NOT_FOUND,
         "route_not_found",
-        format!("no route for {}", uri.path()),
+        format!("no route for {path}"),
     )
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path = crate::context::truncated(uri.path(), crate::context::LOGGED_PATH_BYTES);
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
+        format!("{method} is not allowed on {path}"),
     )
 }

@@ -1,8 +1,8 @@
 //! The OpenAPI document, generated from the wire types and the route annotations, completed
-//! by [`Completion`] with what every route shares: the security schemes, `401` on every route
-//! that needs a key, `413`/`415` on every route with a body, `429` where limits apply, bodies
-//! that may be left out — and the shape of each Server-Sent Event, which the route annotations
-//! cannot state.
+//! by [`Completion`] with what every route shares: the security schemes, `401` and `403` on
+//! every route that needs a key, `414` everywhere, `413`/`415`/`503` on every route with a
+//! body, `429` where limits apply, bodies that may be left out — and the shape of each
+//! Server-Sent Event, which the route annotations cannot state.
 
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -173,7 +173,13 @@ impl Modify for Completion {
                     responses
                         .entry("401".into())
                         .or_insert_with(|| error("No valid API key (or session)"));
+                    responses.entry("403".into()).or_insert_with(|| {
+                        error("Not allowed: a page of another origin (a session cookie, or a daemon without authentication), or an admin route with a user's key")
+                    });
                 }
+                responses
+                    .entry("414".into())
+                    .or_insert_with(|| error("The request's URI is longer than 8 KiB"));
                 if may_have_body {
                     responses
                         .entry("413".into())
@@ -184,6 +190,9 @@ impl Modify for Completion {
                     responses
                         .entry("400".into())
                         .or_insert_with(|| error("The request body is invalid"));
+                    responses.entry("503".into()).or_insert_with(|| {
+                        error("The daemon is holding as many large request bodies as it may (or the host is at capacity); `Retry-After` says when to try again")
+                    });
                 }
                 if LIMITED.contains(&path.as_str()) && (may_have_body || path.ends_with("/pty")) {
                     responses.entry("429".into()).or_insert_with(|| {

@@ -14,6 +14,7 @@ use std::future::Future as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
 /// Connection caps and deadlines.
@@ -148,16 +149,18 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let drain = DrainOnClose::default();
+        let stream = StallGuard::new(stream, limits.write_timeout, drain.clone());
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(peer));
+            request.extensions_mut().insert(drain.clone());
             let router = router.clone();
             async move {
                 Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {}))
             }
         });
-        let stream = StallGuard::new(stream, limits.write_timeout);
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -184,22 +187,53 @@ pub async fn serve(
     Ok(())
 }
 
+/// Asks that a connection, once the daemon is done with it, be read to its end before it is
+/// closed (a request extension of every request).
+///
+/// For a handler that refused what the client is still sending — a WebSocket message far
+/// past the limit, say: closing a socket with unread data in it makes the kernel reset the
+/// connection, and the client would get a reset instead of the close frame that says why.
+/// The draining reads and discards for at most [`DRAIN_TIME`] and [`DRAIN_BYTES`].
+#[derive(Debug, Clone, Default)]
+pub struct DrainOnClose(Arc<AtomicBool>);
+
+impl DrainOnClose {
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+const DRAIN_BYTES: usize = 64 << 20;
+
 /// A connection whose writes fail (`TimedOut`) once they have made no progress for its
-/// deadline: a response to a client that never reads ends instead of being held forever.
-struct StallGuard<T> {
-    inner: T,
+/// deadline: a response to a client that never reads ends instead of being held forever. And
+/// one that is drained before it closes when asked (see [`DrainOnClose`]).
+struct StallGuard {
+    /// Taken by the drain when the connection is dropped.
+    inner: Option<TcpStream>,
     deadline: Duration,
     /// Armed while a write waits for the client.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    drain: DrainOnClose,
 }
 
-impl<T> StallGuard<T> {
-    fn new(inner: T, deadline: Duration) -> StallGuard<T> {
+impl StallGuard {
+    fn new(inner: TcpStream, deadline: Duration, drain: DrainOnClose) -> StallGuard {
         StallGuard {
-            inner,
+            inner: Some(inner),
             deadline,
             stall: None,
+            drain,
         }
+    }
+
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.inner
+                .as_mut()
+                .expect("the stream is taken only on drop"),
+        )
     }
 
     /// Passes a write's progress through, and fails it once it has waited past the deadline.
@@ -222,23 +256,50 @@ impl<T> StallGuard<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+impl Drop for StallGuard {
+    fn drop(&mut self) {
+        if !self.drain.0.load(Ordering::Acquire) {
+            return;
+        }
+        let (Some(mut stream), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            // Done writing: the client sees the end after what it was sent.
+            let _ = stream.shutdown().await;
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut drained = 0;
+            let until = tokio::time::Instant::now() + DRAIN_TIME;
+            while drained < DRAIN_BYTES {
+                match tokio::time::timeout_at(until, stream.read(&mut buffer)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(n)) => drained += n,
+                }
+            }
+        });
+    }
+}
+
+impl AsyncRead for StallGuard {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        self.stream().poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+impl AsyncWrite for StallGuard {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let poll = self.stream().poll_write(cx, buf);
         self.watch(cx, poll)
     }
 
@@ -247,21 +308,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let poll = self.stream().poll_write_vectored(cx, bufs);
         self.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        let poll = self.stream().poll_flush(cx);
         self.watch(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        let poll = self.stream().poll_shutdown(cx);
         self.watch(cx, poll)
     }
 }

@@ -1,19 +1,29 @@
-//! The audit log: one JSON line ([`AuditEntry`]) per security-relevant event, appended to
-//! `<data>/audit.log` (mode 0600) by one writer thread, rotated by size to `audit.log.1` …
-//! `audit.log.N`.
+//! The audit log: one JSON line ([`AuditEntry`]) per security-relevant event, appended by one
+//! writer thread to `<data>/audit.log` (mode 0600), rotated by size to `audit.log.1`, `.2`, …
+//!
+//! Two trails. Events of callers with a key go to `audit.log`, which keeps at least
+//! `audit.keep` rotated files and any younger than `audit.keep_for`, all within
+//! `audit.max_total_bytes`. Refusals of callers without a valid key (`auth.failed`, refused
+//! anonymous requests) go to `audit-anonymous.log`, bounded on its own (two files of at most
+//! [`ANONYMOUS_MAX_BYTES`]), and per client address at most [`ANONYMOUS_BURST`] of them a
+//! minute are written one by one — the rest of that minute becomes one `auth.suppressed`
+//! entry with their count. So anonymous traffic, however much of it, cannot rotate the trail
+//! of what keys did away, nor flood the disk (2,000 anonymous requests with 60 KB paths once
+//! erased the whole history in 2.3 s).
 //!
 //! Invariants: nothing secret is written (keys by id; environment values never); a line is
 //! whole or absent; a query sees every event recorded before it (it flushes through the
 //! writer first). When the log cannot be written the daemon keeps serving and says so in its
 //! own log: losing the service to a full disk would be worse.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use sbx_protocol::AuditEntry;
 use serde_json::{Map, Value};
@@ -22,9 +32,21 @@ use crate::{now_ms, view, Caller, Error, Service};
 
 /// Most entries one query returns.
 pub const MAX_QUERY: usize = 10_000;
+/// Size at which the anonymous trail rotates (one rotated file is kept).
+pub const ANONYMOUS_MAX_BYTES: u64 = 4 << 20;
+/// Anonymous refusals written one by one per client address and minute.
+pub const ANONYMOUS_BURST: u64 = 20;
+/// Addresses whose anonymous refusals are counted apart; past it, all others share one count.
+const ANONYMOUS_ADDRESSES: usize = 10_000;
+const WINDOW: Duration = Duration::from_secs(60);
 
 enum Message {
     Line(String),
+    /// A refusal of a caller without a key, from `ip` (`-`: unknown).
+    Anonymous {
+        ip: String,
+        line: String,
+    },
     Flush(mpsc::Sender<()>),
 }
 
@@ -43,8 +65,8 @@ pub struct AuditQuery {
 }
 
 pub(crate) struct AuditLog {
-    path: Option<PathBuf>,
-    keep: usize,
+    /// The main trail and the anonymous one.
+    paths: Option<(PathBuf, PathBuf)>,
     sender: Mutex<Option<mpsc::Sender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -53,40 +75,59 @@ impl AuditLog {
     /// No log (tests of lifecycle alone).
     pub(crate) fn disabled() -> AuditLog {
         AuditLog {
-            path: None,
-            keep: 0,
+            paths: None,
             sender: Mutex::new(None),
             writer: Mutex::new(None),
         }
     }
 
-    /// Starts the writer of `path`.
+    /// Starts the writer of `path` and of its anonymous companion beside it.
     pub(crate) fn open(path: PathBuf, settings: sbx_config::Audit) -> std::io::Result<AuditLog> {
-        let file = open_append(&path)?;
-        let size = file.metadata()?.len();
+        let anonymous_path = anonymous_path(&path);
+        let mut main = Writer::open(path.clone(), settings)?;
+        let mut anonymous = Writer::open(
+            anonymous_path.clone(),
+            sbx_config::Audit {
+                max_bytes: ANONYMOUS_MAX_BYTES.min(settings.max_bytes),
+                keep: 1,
+                keep_for: Duration::ZERO,
+                max_total_bytes: 2 * ANONYMOUS_MAX_BYTES.min(settings.max_bytes),
+            },
+        )?;
         let (sender, receiver) = mpsc::channel();
-        let mut writer = Writer {
-            path: path.clone(),
-            file,
-            size,
-            max_bytes: settings.max_bytes,
-            keep: settings.keep,
-        };
         let thread = std::thread::Builder::new()
             .name("sbx-audit".into())
             .spawn(move || {
-                for message in receiver {
+                let mut bursts = Bursts::default();
+                loop {
+                    let message = match receiver.recv_timeout(Duration::from_secs(1)) {
+                        Ok(message) => Some(message),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    for summary in bursts.close_windows(SystemTime::now()) {
+                        anonymous.write(&summary);
+                    }
                     match message {
-                        Message::Line(line) => writer.write(&line),
-                        Message::Flush(done) => {
+                        Some(Message::Line(line)) => main.write(&line),
+                        Some(Message::Anonymous { ip, line })
+                            if bursts.admit(&ip, SystemTime::now()) =>
+                        {
+                            anonymous.write(&line);
+                        }
+                        Some(Message::Anonymous { .. }) => {}
+                        Some(Message::Flush(done)) => {
                             let _ = done.send(());
                         }
+                        None => {}
                     }
+                }
+                for summary in bursts.close_all() {
+                    anonymous.write(&summary);
                 }
             })?;
         Ok(AuditLog {
-            path: Some(path),
-            keep: settings.keep,
+            paths: Some((path, anonymous_path)),
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(thread)),
         })
@@ -122,18 +163,123 @@ impl AuditLog {
     }
 }
 
+/// `audit.log` → `audit-anonymous.log`, beside it.
+fn anonymous_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "audit".into());
+    path.with_file_name(format!("{stem}-anonymous.log"))
+}
+
+/// Per client address: anonymous refusals written in the current minute, and those counted
+/// instead.
+#[derive(Default)]
+struct Bursts {
+    windows: HashMap<String, Burst>,
+}
+
+struct Burst {
+    started: SystemTime,
+    written: u64,
+    suppressed: u64,
+}
+
+impl Bursts {
+    /// Whether a refusal from `ip` is written (else it is counted).
+    fn admit(&mut self, ip: &str, now: SystemTime) -> bool {
+        let key = if self.windows.len() >= ANONYMOUS_ADDRESSES && !self.windows.contains_key(ip) {
+            "other addresses"
+        } else {
+            ip
+        };
+        let burst = self.windows.entry(key.to_owned()).or_insert(Burst {
+            started: now,
+            written: 0,
+            suppressed: 0,
+        });
+        if burst.written < ANONYMOUS_BURST {
+            burst.written += 1;
+            true
+        } else {
+            burst.suppressed += 1;
+            false
+        }
+    }
+
+    /// Summaries of the windows that are over; those windows end.
+    fn close_windows(&mut self, now: SystemTime) -> Vec<String> {
+        let over = |b: &Burst| now.duration_since(b.started).is_ok_and(|age| age >= WINDOW);
+        let ended: Vec<String> = self
+            .windows
+            .iter()
+            .filter(|(_, b)| over(b))
+            .map(|(ip, _)| ip.clone())
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|ip| {
+                let burst = self.windows.remove(&ip)?;
+                summary(&ip, &burst)
+            })
+            .collect()
+    }
+
+    fn close_all(&mut self) -> Vec<String> {
+        self.windows
+            .drain()
+            .filter_map(|(ip, burst)| summary(&ip, &burst))
+            .collect()
+    }
+}
+
+/// The `auth.suppressed` line of a window that counted refusals instead of writing them.
+fn summary(ip: &str, burst: &Burst) -> Option<String> {
+    if burst.suppressed == 0 {
+        return None;
+    }
+    let since = burst
+        .started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut details = Map::new();
+    details.insert("count".into(), burst.suppressed.into());
+    details.insert("since".into(), view::rfc3339(since).into());
+    let entry = AuditEntry {
+        at: view::rfc3339(now_ms()),
+        event: "auth.suppressed".into(),
+        user: Some("anonymous".into()),
+        key_id: None,
+        ip: (ip != "-").then(|| ip.to_owned()),
+        request_id: None,
+        sandbox_id: None,
+        details,
+    };
+    serde_json::to_string(&entry).ok()
+}
+
 struct Writer {
     path: PathBuf,
     file: File,
     size: u64,
-    max_bytes: u64,
-    keep: usize,
+    settings: sbx_config::Audit,
 }
 
 impl Writer {
+    fn open(path: PathBuf, settings: sbx_config::Audit) -> std::io::Result<Writer> {
+        let file = open_append(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer {
+            path,
+            file,
+            size,
+            settings,
+        })
+    }
+
     fn write(&mut self, line: &str) {
         let bytes = line.len() as u64 + 1;
-        if self.size > 0 && self.size + bytes > self.max_bytes {
+        if self.size > 0 && self.size + bytes > self.settings.max_bytes {
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "cannot rotate the audit log");
             }
@@ -147,19 +293,62 @@ impl Writer {
         }
     }
 
-    /// `audit.log.(N-1)` → `audit.log.N`, …, `audit.log` → `audit.log.1`; a fresh `audit.log`.
+    /// `audit.log.N` → `audit.log.(N+1)`, …, `audit.log` → `audit.log.1`; a fresh `audit.log`;
+    /// then the rotated files past what the settings keep go, oldest first.
     fn rotate(&mut self) -> std::io::Result<()> {
-        for n in (1..self.keep).rev() {
-            let from = numbered(&self.path, n);
-            if from.exists() {
-                std::fs::rename(&from, numbered(&self.path, n + 1))?;
-            }
+        let mut rotated = numbered_files(&self.path);
+        for (n, _) in rotated.iter().rev() {
+            std::fs::rename(numbered(&self.path, *n), numbered(&self.path, n + 1))?;
         }
         std::fs::rename(&self.path, numbered(&self.path, 1))?;
         self.file = open_append(&self.path)?;
         self.size = 0;
+        rotated = numbered_files(&self.path);
+        let now = SystemTime::now();
+        let mut total: u64 = rotated.iter().map(|(_, meta)| meta.len()).sum();
+        // Oldest first.
+        for (n, meta) in rotated.iter().rev() {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|at| now.duration_since(at).ok())
+                .is_none_or(|age| age > self.settings.keep_for);
+            let beyond_keep = *n > self.settings.keep;
+            let over_total = total + self.settings.max_bytes > self.settings.max_total_bytes;
+            if (beyond_keep && old) || over_total {
+                std::fs::remove_file(numbered(&self.path, *n))?;
+                total -= meta.len();
+            }
+        }
         Ok(())
     }
+}
+
+/// The rotated files of `path` (`path.1`, `path.2`, …), by number.
+fn numbered_files(path: &Path) -> Vec<(usize, std::fs::Metadata)> {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<(usize, std::fs::Metadata)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| {
+                    let file = entry.file_name();
+                    let n = file
+                        .to_str()?
+                        .strip_prefix(name.as_str())?
+                        .strip_prefix('.')?
+                        .parse::<usize>()
+                        .ok()?;
+                    Some((n, entry.metadata().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort_by_key(|(n, _)| *n);
+    files
 }
 
 fn numbered(path: &Path, n: usize) -> PathBuf {
@@ -206,27 +395,18 @@ impl AuditQuery {
 impl Service {
     /// Records an event done by `caller` (about `details`' `sandbox_id`, if it has one).
     pub fn audit(&self, caller: &Caller, event: &str, details: Value) {
-        let mut details = match details {
-            Value::Object(map) => map,
-            Value::Null => Map::new(),
-            other => Map::from_iter([("value".to_owned(), other)]),
-        };
-        let sandbox_id = match details.remove("sandbox_id") {
-            Some(Value::String(id)) => Some(id),
-            _ => None,
-        };
-        let entry = AuditEntry {
-            at: view::rfc3339(now_ms()),
-            event: event.to_owned(),
-            user: Some(caller.user.clone()),
-            key_id: caller.key_id.clone(),
-            ip: caller.ip.map(|ip| ip.to_string()),
-            request_id: caller.request_id.clone(),
-            sandbox_id,
-            details,
-        };
-        let line = serde_json::to_string(&entry).expect("an audit entry serialises");
+        let line = entry_line(caller, event, details);
         self.inner.audit.send(Message::Line(line));
+    }
+
+    /// Records a refusal of a caller without a (valid) key, in the anonymous trail (see the
+    /// module's documentation).
+    pub fn audit_anonymous(&self, caller: &Caller, event: &str, details: Value) {
+        let ip = caller
+            .ip
+            .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        let line = entry_line(caller, event, details);
+        self.inner.audit.send(Message::Anonymous { ip, line });
     }
 
     /// The newest matching entries, oldest first (admins only).
@@ -237,40 +417,81 @@ impl Service {
     ) -> Result<Vec<AuditEntry>, Error> {
         caller.require_admin()?;
         let log = &self.inner.audit;
-        let Some(path) = &log.path else {
+        let Some((main, anonymous)) = &log.paths else {
             return Ok(Vec::new());
         };
         log.flush();
         let limit = query.limit.clamp(1, MAX_QUERY);
-        let mut newest = VecDeque::with_capacity(limit.min(1024));
-        let files = (1..=log.keep)
-            .rev()
-            .map(|n| numbered(path, n))
-            .chain([path.clone()]);
-        for file in files {
-            let Ok(file) = File::open(&file) else {
+        // The newest `limit` of each trail, then the newest `limit` of both.
+        let mut newest: Vec<AuditEntry> = read_newest(main, query, limit)?.into();
+        newest.extend(read_newest(anonymous, query, limit)?);
+        newest.sort_by(|a, b| a.at.cmp(&b.at));
+        let skip = newest.len().saturating_sub(limit);
+        newest.drain(..skip);
+        Ok(newest)
+    }
+}
+
+/// The newest `limit` entries of one trail (its rotated files, oldest first, then itself) that
+/// match `query`.
+fn read_newest(
+    path: &Path,
+    query: &AuditQuery,
+    limit: usize,
+) -> Result<VecDeque<AuditEntry>, Error> {
+    let mut newest = VecDeque::with_capacity(limit.min(1024));
+    let files = numbered_files(path)
+        .into_iter()
+        .rev()
+        .map(|(n, _)| numbered(path, n))
+        .chain([path.to_owned()]);
+    for file in files {
+        let Ok(file) = File::open(&file) else {
+            continue;
+        };
+        for line in BufReader::new(file).lines() {
+            let line =
+                line.map_err(|e| Error::Internal(format!("cannot read the audit log: {e}")))?;
+            let Ok(entry) = serde_json::from_str::<AuditEntry>(&line) else {
                 continue;
             };
-            for line in BufReader::new(file).lines() {
-                let line =
-                    line.map_err(|e| Error::Internal(format!("cannot read the audit log: {e}")))?;
-                let Ok(entry) = serde_json::from_str::<AuditEntry>(&line) else {
-                    continue;
-                };
-                let at = humantime::parse_rfc3339(&entry.at)
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_millis() as i64);
-                if query.matches(&entry, at) {
-                    if newest.len() == limit {
-                        newest.pop_front();
-                    }
-                    newest.push_back(entry);
+            let at = humantime::parse_rfc3339(&entry.at)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            if query.matches(&entry, at) {
+                if newest.len() == limit {
+                    newest.pop_front();
                 }
+                newest.push_back(entry);
             }
         }
-        Ok(newest.into())
     }
+    Ok(newest)
+}
+
+/// One entry's line.
+fn entry_line(caller: &Caller, event: &str, details: Value) -> String {
+    let mut details = match details {
+        Value::Object(map) => map,
+        Value::Null => Map::new(),
+        other => Map::from_iter([("value".to_owned(), other)]),
+    };
+    let sandbox_id = match details.remove("sandbox_id") {
+        Some(Value::String(id)) => Some(id),
+        _ => None,
+    };
+    let entry = AuditEntry {
+        at: view::rfc3339(now_ms()),
+        event: event.to_owned(),
+        user: Some(caller.user.clone()),
+        key_id: caller.key_id.clone(),
+        ip: caller.ip.map(|ip| ip.to_string()),
+        request_id: caller.request_id.clone(),
+        sandbox_id,
+        details,
+    };
+    serde_json::to_string(&entry).expect("an audit entry serialises")
 }
 
 #[cfg(test)]
@@ -290,7 +511,8 @@ mod tests {
             sbx_config::Audit {
                 max_bytes: 200,
                 keep: 2,
-                ..Default::default()
+                keep_for: Duration::ZERO,
+                max_total_bytes: 1 << 20,
             },
         )
         .unwrap();
@@ -314,6 +536,62 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn recent_history_is_kept_beyond_keep_within_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let settings = sbx_config::Audit {
+            max_bytes: 200,
+            keep: 2,
+            keep_for: Duration::from_secs(3600),
+            max_total_bytes: 1000,
+        };
+        let log = AuditLog::open(path.clone(), settings).unwrap();
+        for n in 0..40 {
+            log.send(Message::Line(line(n)));
+        }
+        log.close();
+        // Younger than keep_for: more than `keep` rotated files stay, as many as fit.
+        let rotated = numbered_files(&path);
+        assert!(rotated.len() > 2, "{} files", rotated.len());
+        let total: u64 = rotated.iter().map(|(_, m)| m.len()).sum::<u64>()
+            + std::fs::metadata(&path).unwrap().len();
+        assert!(total <= 1000, "{total} bytes");
+    }
+
+    #[test]
+    fn anonymous_refusals_are_written_in_bursts_then_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(path.clone(), sbx_config::Audit::default()).unwrap();
+        for n in 0..1000 {
+            let ip = if n % 100 == 0 {
+                "192.0.2.9"
+            } else {
+                "192.0.2.1"
+            };
+            log.send(Message::Anonymous {
+                ip: ip.into(),
+                line: line(n),
+            });
+        }
+        log.send(Message::Line(line(7777)));
+        log.close();
+        let anonymous = std::fs::read_to_string(dir.path().join("audit-anonymous.log")).unwrap();
+        let lines: Vec<&str> = anonymous.lines().collect();
+        // 20 of the flooding address, the other's 10, and one summary of the rest.
+        assert_eq!(lines.len(), 20 + 10 + 1, "{anonymous}");
+        let summary: AuditEntry = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(summary.event, "auth.suppressed");
+        assert_eq!(summary.ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(summary.details["count"], 990 - 20);
+        // The main trail has only what keys did.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", line(7777))
+        );
     }
 
     #[test]

@@ -24,8 +24,12 @@ use crate::{now_ms, view, Error, Service};
 
 /// How long a web session lasts.
 pub const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
-/// Sessions kept at most; the oldest go first.
+/// Sessions kept at most, all keys together; a login past it is refused (no one else's
+/// session is ever ended to make room).
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions of one key at most; a new login ends that key's oldest (one key logging in 10,000
+/// times once logged every other user out).
+pub const MAX_SESSIONS_PER_KEY: usize = 16;
 /// The user of the key a fresh daemon makes.
 pub const ADMIN_USER: &str = "admin";
 const KEY_PREFIX: &str = "sbx_";
@@ -42,6 +46,8 @@ pub struct Caller {
     pub ip: Option<IpAddr>,
     /// The request's id, for the audit trail.
     pub request_id: Option<String>,
+    /// The web session it came with (the hash of its token), if any.
+    pub session: Option<String>,
 }
 
 impl Caller {
@@ -53,6 +59,7 @@ impl Caller {
             key_id: None,
             ip: None,
             request_id: None,
+            session: None,
         }
     }
 
@@ -113,11 +120,60 @@ struct Session {
     expires_at: i64,
 }
 
-/// Keys by id, and sessions by the hash of their token.
+/// Why a login was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    Auth(AuthFailure),
+    /// The daemon holds as many sessions as it may.
+    Full,
+}
+
+/// Keys by id, sessions by the hash of their token, and a signal for the streams each key and
+/// session has open.
 #[derive(Default)]
 pub(crate) struct Keys {
     by_id: RwLock<HashMap<String, KeyRow>>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    ended: Mutex<Ended>,
+}
+
+/// One signal per credential with open streams: it turns true when the key is revoked or the
+/// session ends.
+#[derive(Default)]
+struct Ended {
+    signals: HashMap<String, tokio::sync::watch::Sender<bool>>,
+    /// Size after the last sweep of signals nobody watches.
+    swept_at: usize,
+    /// The signal of callers without a credential (the daemon itself, `--insecure-no-auth`):
+    /// it never turns true, and its sender lives as long as the service.
+    never: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ended {
+    fn watch(&mut self, credential: String) -> tokio::sync::watch::Receiver<bool> {
+        if self.signals.len() >= (self.swept_at * 2).max(64) {
+            self.signals.retain(|_, s| s.receiver_count() > 0);
+            self.swept_at = self.signals.len();
+        }
+        self.signals
+            .entry(credential)
+            .or_insert_with(|| tokio::sync::watch::Sender::new(false))
+            .subscribe()
+    }
+
+    fn end(&mut self, credential: &str) {
+        if let Some(signal) = self.signals.remove(credential) {
+            signal.send_replace(true);
+        }
+    }
+}
+
+fn key_credential(id: &str) -> String {
+    format!("key:{id}")
+}
+
+fn session_credential(hash: &[u8; 32]) -> String {
+    format!("session:{}", encode_hex(hash))
 }
 
 impl Keys {
@@ -188,9 +244,11 @@ impl Service {
         Ok(caller_of(&row))
     }
 
-    /// Trades a key for a web session token.
-    pub fn login(&self, key: &str) -> Result<(String, Caller), AuthFailure> {
-        let caller = self.authenticate(key)?;
+    /// Trades a key for a web session token. A key has at most [`MAX_SESSIONS_PER_KEY`]: its
+    /// oldest ends (and its streams with it).
+    pub fn login(&self, key: &str) -> Result<(String, Caller), LoginRefusal> {
+        let caller = self.authenticate(key).map_err(LoginRefusal::Auth)?;
+        let key_id = caller.key_id.clone().unwrap_or_default();
         let token = format!("sbxs_{}", random_base32(32));
         let now = now_ms();
         let mut sessions = self
@@ -200,26 +258,63 @@ impl Service {
             .lock()
             .expect("session map is never poisoned");
         sessions.retain(|_, s| s.expires_at > now);
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.expires_at)
-                .map(|(k, _)| *k)
-            {
-                sessions.remove(&oldest);
+        let mut own: Vec<([u8; 32], i64)> = sessions
+            .iter()
+            .filter(|(_, s)| s.key_id == key_id)
+            .map(|(hash, s)| (*hash, s.expires_at))
+            .collect();
+        if own.len() >= MAX_SESSIONS_PER_KEY {
+            own.sort_by_key(|(_, expires_at)| *expires_at);
+            let mut ended = self
+                .inner
+                .keys
+                .ended
+                .lock()
+                .expect("signals are never poisoned");
+            for (hash, _) in &own[..=own.len() - MAX_SESSIONS_PER_KEY] {
+                sessions.remove(hash);
+                ended.end(&session_credential(hash));
             }
+        } else if sessions.len() >= MAX_SESSIONS {
+            return Err(LoginRefusal::Full);
         }
         sessions.insert(
             Sha256::digest(token.as_bytes()).into(),
             Session {
-                key_id: caller.key_id.clone().unwrap_or_default(),
+                key_id,
                 expires_at: now + SESSION_LIFETIME_MS,
             },
         );
         Ok((token, caller))
     }
 
-    /// The caller a session token stands for.
+    /// A signal that turns true when the credential `caller` acts with ends: its key is
+    /// revoked, or the web session it came with ends. Streams that outlive a request (exec
+    /// streams, terminals, event feeds) watch it and close.
+    pub fn credential_ended(&self, caller: &Caller) -> tokio::sync::watch::Receiver<bool> {
+        let credential = match (&caller.session, &caller.key_id) {
+            (Some(session), _) => format!("session:{session}"),
+            (None, Some(key)) => key_credential(key),
+            // The daemon itself, or a daemon without authentication: nothing to revoke.
+            (None, None) => {
+                let ended = self
+                    .inner
+                    .keys
+                    .ended
+                    .lock()
+                    .expect("signals are never poisoned");
+                return ended.never.subscribe();
+            }
+        };
+        self.inner
+            .keys
+            .ended
+            .lock()
+            .expect("signals are never poisoned")
+            .watch(credential)
+    }
+
+    /// The caller a session token stands for (with the session named in it).
     pub fn session(&self, token: &str) -> Result<Caller, AuthFailure> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let key_id = {
@@ -242,10 +337,13 @@ impl Service {
         if row.revoked_at.is_some() {
             return Err(AuthFailure::Revoked);
         }
-        Ok(caller_of(&row))
+        Ok(Caller {
+            session: Some(encode_hex(&digest)),
+            ..caller_of(&row)
+        })
     }
 
-    /// Ends a web session (unknown tokens are ignored).
+    /// Ends a web session (unknown tokens are ignored), and every stream opened with it.
     pub fn logout(&self, token: &str) {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.inner
@@ -254,6 +352,12 @@ impl Service {
             .lock()
             .expect("session map is never poisoned")
             .remove(&digest);
+        self.inner
+            .keys
+            .ended
+            .lock()
+            .expect("signals are never poisoned")
+            .end(&session_credential(&digest));
     }
 
     /// A new key for `user`; the secret is in the answer only.
@@ -330,6 +434,34 @@ impl Service {
         );
         let info = key_info(&revoked);
         self.inner.keys.put(revoked);
+        // Its sessions end with it, and every stream the key or they have open closes now.
+        let ended_sessions: Vec<[u8; 32]> = {
+            let mut sessions = self
+                .inner
+                .keys
+                .sessions
+                .lock()
+                .expect("session map is never poisoned");
+            let hashes: Vec<[u8; 32]> = sessions
+                .iter()
+                .filter(|(_, s)| s.key_id == id)
+                .map(|(hash, _)| *hash)
+                .collect();
+            for hash in &hashes {
+                sessions.remove(hash);
+            }
+            hashes
+        };
+        let mut ended = self
+            .inner
+            .keys
+            .ended
+            .lock()
+            .expect("signals are never poisoned");
+        ended.end(&key_credential(id));
+        for hash in &ended_sessions {
+            ended.end(&session_credential(hash));
+        }
         Ok(info)
     }
 }
@@ -341,6 +473,7 @@ fn caller_of(row: &KeyRow) -> Caller {
         key_id: Some(row.id.clone()),
         ip: None,
         request_id: None,
+        session: None,
     }
 }
 

@@ -44,6 +44,10 @@ pub enum Error {
     /// The command could not start (not found, not executable, bad working directory).
     #[error("{0}")]
     ExecFailed(String),
+    /// The key the caller acted with was revoked, or its web session ended, while a stream it
+    /// opened was still open.
+    #[error("the credential this stream was opened with was revoked or its session ended")]
+    CredentialEnded,
     /// The sandbox died or was destroyed while the operation ran.
     #[error("sandbox {0} stopped while the command ran")]
     SandboxGone(String),

@@ -35,7 +35,9 @@ use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinSet;
 
 pub use audit::{AuditQuery, MAX_QUERY as MAX_AUDIT_QUERY};
-pub use auth::{AuthFailure, Caller, ADMIN_USER, SESSION_LIFETIME_MS};
+pub use auth::{
+    AuthFailure, Caller, LoginRefusal, ADMIN_USER, MAX_SESSIONS_PER_KEY, SESSION_LIFETIME_MS,
+};
 pub use error::Error;
 pub use limits::{ExecPermit, Limited};
 pub use ops::events::PAGE as EVENT_PAGE;

@@ -81,6 +81,8 @@ pub(crate) struct RateLimits {
     /// [`sbx_backend::Storage`] counts a disk once it exists). See [`DiskPromise`].
     pub(crate) pending_disk: Mutex<u64>,
     pub(crate) running: std::sync::Arc<Mutex<Running>>,
+    /// Login attempts per client address in the last minute.
+    logins: Mutex<HashMap<Option<IpAddr>, VecDeque<i64>>>,
 }
 
 /// Commands running through the API at once (exec, exec streams, terminals): per user (the
@@ -499,6 +501,38 @@ impl Service {
             user: caller.user.clone(),
             sandbox: sandbox.to_owned(),
         })
+    }
+
+    /// Counts a login attempt from `ip`, within `limits.logins_per_minute_per_ip`; failed
+    /// attempts count too.
+    pub fn admit_login(&self, ip: Option<IpAddr>) -> Result<(), Error> {
+        const MINUTE_MS: i64 = 60_000;
+        let limit = self.inner.config.limits.logins_per_minute_per_ip as usize;
+        let now = now_ms();
+        let mut logins = self
+            .inner
+            .limits
+            .logins
+            .lock()
+            .expect("login counts are never poisoned");
+        if logins.len() > 10_000 {
+            logins.retain(|_, times| times.back().is_some_and(|t| *t > now - MINUTE_MS));
+        }
+        let times = logins.entry(ip).or_default();
+        while times.front().is_some_and(|t| *t <= now - MINUTE_MS) {
+            times.pop_front();
+        }
+        if times.len() >= limit {
+            let leaves = times.front().copied().unwrap_or(now) + MINUTE_MS;
+            let who = ip.map_or_else(|| "this client".to_owned(), |ip| format!("address {ip}"));
+            return Err(rate_limited(
+                "logins_per_minute_per_ip",
+                format!("{who} may try to log in {limit} times a minute"),
+                ceil_duration(leaves - now),
+            ));
+        }
+        times.push_back(now);
+        Ok(())
     }
 
     /// Takes one token of the user's command rate.

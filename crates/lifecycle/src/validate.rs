@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sbx_backend::{ExecSpec, Limits, StdinMode, User};
 use sbx_config::Profile;
-use sbx_protocol::{CreateSandboxRequest, ExecRequest, Resources, TerminalRequest};
+use sbx_protocol::{CreateSandboxRequest, DurationValue, ExecRequest, Resources, TerminalRequest};
 
 use crate::Error;
 
@@ -154,12 +154,11 @@ pub fn create(
     let mut warnings = Vec::new();
     let ttl = match &request.ttl {
         None => profile.ttl.default,
-        Some(text) => {
-            let asked =
-                sbx_config::duration::parse(text).map_err(|e| invalid(format!("ttl: {e}")))?;
+        Some(value) => {
+            let asked = duration(value, "ttl")?;
             if asked > profile.ttl.max {
                 warnings.push(format!(
-                    "ttl {text} is longer than profile {profile_name:?} allows; capped at {}",
+                    "ttl {value} is longer than profile {profile_name:?} allows; capped at {}",
                     sbx_config::duration::format(profile.ttl.max)
                 ));
                 profile.ttl.max
@@ -323,15 +322,17 @@ pub fn exec(
             }
         },
     };
-    let timeout = match request.timeout {
+    let timeout = match &request.timeout {
         None => None,
-        Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS => {
-            Some(std::time::Duration::from_secs_f64(seconds))
-        }
-        Some(seconds) => {
-            return Err(invalid(format!(
-                "timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS}, got {seconds}"
-            )))
+        Some(value) => {
+            let timeout = duration(value, "timeout")?;
+            if timeout.as_secs_f64() > MAX_TIMEOUT_SECONDS {
+                return Err(invalid(format!(
+                    "timeout must be at most {} (7d), got {value}",
+                    MAX_TIMEOUT_SECONDS
+                )));
+            }
+            Some(timeout)
         }
     };
     let stdin = match &request.stdin {
@@ -392,6 +393,23 @@ pub fn terminal(
     params.spec.tty = Some(sbx_backend::TtySize { rows, cols });
     params.spec.stdin = StdinMode::Pipe;
     Ok(params)
+}
+
+/// A duration as the API takes it: seconds (a number above 0) or text (`1h30m`).
+pub fn duration(value: &DurationValue, field: &str) -> Result<Duration, Error> {
+    match value {
+        DurationValue::Seconds(seconds) => Duration::try_from_secs_f64(*seconds)
+            .ok()
+            .filter(|d| !d.is_zero() && *seconds > 0.0)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{field} must be a number of seconds above 0 (or text like \"30s\"), got {seconds}"
+                ))
+            }),
+        DurationValue::Text(text) => {
+            sbx_config::duration::parse(text).map_err(|e| invalid(format!("{field}: {e}")))
+        }
+    }
 }
 
 /// Sandbox names: 1–63 of `[A-Za-z0-9_.-]`, starting alphanumeric, not shaped like an id.
@@ -484,12 +502,17 @@ mod tests {
     fn ttl_is_parsed_and_capped() {
         let with_ttl = |ttl: &str| {
             let request = CreateSandboxRequest {
-                ttl: Some(ttl.into()),
+                ttl: Some(match ttl.parse::<f64>() {
+                    Ok(seconds) => DurationValue::Seconds(seconds),
+                    Err(_) => ttl.into(),
+                }),
                 ..Default::default()
             };
             create(&request, &profiles(), &bounds())
         };
         assert_eq!(with_ttl("90s").unwrap().ttl, Duration::from_secs(90));
+        assert_eq!(with_ttl("90").unwrap().ttl, Duration::from_secs(90));
+        assert!(with_ttl("-5").is_err());
         let capped = with_ttl("3d").unwrap();
         assert_eq!(capped.ttl, Duration::from_secs(86_400));
         assert!(
@@ -615,9 +638,22 @@ mod tests {
         rooted.user = Some("admin".into());
         assert!(exec(&rooted, &none).is_err());
         let mut timed = request(&["sleep", "9"]);
-        for bad in [0.0, -1.0, f64::INFINITY, 1e12] {
-            timed.timeout = Some(bad);
+        for bad in [0.0, -1.0, f64::INFINITY, f64::NAN, 1e12, 1e300] {
+            timed.timeout = Some(bad.into());
             assert!(exec(&timed, &none).is_err(), "{bad}");
+        }
+        for bad in ["", "soon", "0s", "8d"] {
+            timed.timeout = Some(bad.into());
+            assert!(exec(&timed, &none).is_err(), "{bad}");
+        }
+        for (good, seconds) in [
+            (DurationValue::from(0.5), 0.5),
+            ("90s".into(), 90.0),
+            ("1h".into(), 3600.0),
+        ] {
+            timed.timeout = Some(good);
+            let timeout = exec(&timed, &none).unwrap().timeout.unwrap();
+            assert_eq!(timeout.as_secs_f64(), seconds);
         }
         let mut relative = request(&["pwd"]);
         relative.cwd = Some("tmp".into());

@@ -30,10 +30,10 @@ pub struct ExecRequest {
     /// `user` (uid 1000, the default), `root` (root inside the sandbox only), or a numeric uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Seconds before the command and its whole process group are killed (default: none).
+    /// Time before the command and its whole process group are killed (default: none): seconds
+    /// (`10`, `0.5`) or text (`"30s"`, `"1h"`), at most 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(exclusive_minimum = 0, maximum = 604800)]
-    pub timeout: Option<f64>,
+    pub timeout: Option<crate::DurationValue>,
 }
 
 /// How a command ended.

@@ -8,6 +8,7 @@
 //! never silently ignored.
 
 mod auth;
+mod duration;
 mod encoding;
 mod error;
 mod exec;
@@ -18,6 +19,7 @@ mod sandbox;
 pub use auth::{
     AuditEntry, AuditList, CreateKeyRequest, CreatedKey, Identity, KeyInfo, KeyList, LoginRequest,
 };
+pub use duration::DurationValue;
 pub use encoding::{decode_data, encode_base64_into, encode_data, DataShape, Encoding};
 pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{

@@ -12,13 +12,11 @@ use crate::{Sandbox, SandboxState};
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
-    /// New lifetime counted from now, e.g. `2h`; capped so the sandbox's total lifetime stays
-    /// within its profile's `ttl.max` (the response then carries a warning).
-    #[schema(
-        pattern = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
-        example = "2h"
-    )]
-    pub duration: String,
+    /// New lifetime counted from now: text (`2h`, `1h30m`) or whole seconds (`7200`); capped so
+    /// that the sandbox's total lifetime stays within its profile's `ttl.max` (the response then
+    /// carries a warning).
+    #[schema(example = "2h")]
+    pub duration: crate::DurationValue,
 }
 
 /// Body of `POST /v1/expire`.

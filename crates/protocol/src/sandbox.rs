@@ -12,14 +12,11 @@ pub struct CreateSandboxRequest {
     /// Profile to create from (default `default`): backend, template, limits and TTL policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
-    /// Lifetime, e.g. `30m`, `4h`, `1d`, `1h30m` (default: the profile's `ttl.default`; capped
-    /// at its `ttl.max`, with a warning).
+    /// Lifetime: text (`30m`, `4h`, `1d`, `1h30m`) or whole seconds (`1800`) (default: the
+    /// profile's `ttl.default`; capped at its `ttl.max`, with a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(
-        pattern = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
-        example = "30m"
-    )]
-    pub ttl: Option<String>,
+    #[schema(example = "30m")]
+    pub ttl: Option<crate::DurationValue>,
     /// Root filesystem to start from; default the profile's (`host`: a read-only view of the
     /// host's `/usr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,8 @@
 #[path = "e2e/daemon.rs"]
 mod daemon;
 
+#[path = "e2e/abuse.rs"]
+mod abuse;
 #[path = "e2e/api.rs"]
 mod api;
 #[path = "e2e/audit.rs"]

@@ -48,6 +48,8 @@ pub async fn whoami(Auth(caller): Auth) -> Json<Identity> {
         (status = 200, description = "Logged in: the `sbx_session` cookie is set", body = Identity),
         (status = 401, description = "The key is invalid or revoked", body = ErrorBody),
         (status = 403, description = "The request came from a page of another origin", body = ErrorBody),
+        (status = 429, description = "Too many login attempts from this address", body = ErrorBody),
+        (status = 503, description = "The daemon holds as many sessions as it may", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -69,15 +71,28 @@ pub async fn login(
             ));
         }
     }
-    let (token, mut caller) = state.service.login(&request.key).map_err(|failure| {
+    state.service.admit_login(ip)?;
+    let (token, mut caller) = state.service.login(&request.key).map_err(|refusal| {
+        let failure = match refusal {
+            sbx_lifecycle::LoginRefusal::Auth(failure) => failure,
+            sbx_lifecycle::LoginRefusal::Full => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "at_capacity",
+                    "the daemon holds as many web sessions as it may; try again later",
+                )
+                .retry_after(std::time::Duration::from_secs(60))
+            }
+        };
         let caller = sbx_lifecycle::Caller {
             user: "anonymous".into(),
             admin: false,
             key_id: None,
             ip,
             request_id: context::request_id(),
+            session: None,
         };
-        state.service.audit(
+        state.service.audit_anonymous(
             &caller,
             "auth.failed",
             serde_json::json!({ "reason": failure.as_str(), "method": "POST", "path": "/v1/login" }),
@@ -139,13 +154,22 @@ pub async fn list(
     responses(
         (status = 201, description = "The new key; its secret is shown only here", body = CreatedKey),
         (status = 400, description = "Invalid user name", body = ErrorBody),
-        (status = 403, description = "Not an admin key", body = ErrorBody),
+        (status = 403, description = "Not an admin key, or authentication is off", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
     JsonBody(request): JsonBody<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
+    // A key made while anyone on this host may act as the admin would outlive that mode: it
+    // still works once authentication is back on.
+    if state.settings.no_auth {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "authentication_off",
+            "keys cannot be created while authentication is off (--insecure-no-auth)",
+        ));
+    }
     let created = state
         .service
         .create_key(&caller, &request.user, request.admin)?;

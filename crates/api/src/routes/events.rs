@@ -49,6 +49,7 @@ pub async fn events(
     // Subscribe before reading the backlog, so nothing falls between the two.
     let live = service.subscribe();
     let closing = service.closing();
+    let ended = service.credential_ended(&caller);
     let mut feed = Feed {
         service,
         caller,
@@ -57,6 +58,7 @@ pub async fn events(
         last: 0,
         live,
         closing,
+        ended,
     };
     match query.since {
         Some(since) => {
@@ -87,6 +89,8 @@ struct Feed {
     last: i64,
     live: tokio::sync::broadcast::Receiver<Event>,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// Turns true when the caller's key is revoked or its session ends: the feed ends.
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Feed {
@@ -116,12 +120,13 @@ impl Feed {
                 self.last = event.seq;
                 return Some(event);
             }
-            if *self.closing.borrow() {
+            if *self.closing.borrow() || *self.ended.borrow() {
                 return None;
             }
             let received = tokio::select! {
                 received = self.live.recv() => received,
                 _ = self.closing.changed() => return None,
+                _ = async { self.ended.wait_for(|ended| *ended).await.map(|_| ()) } => return None,
             };
             match received {
                 Ok(event) if event.seq > self.last && self.wanted(&event) => {

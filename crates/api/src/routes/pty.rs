@@ -103,6 +103,8 @@ impl Drop for Slot {
         (status = 409, description = "The sandbox is not running", body = ErrorBody),
         (status = 429, description = "This client has too many terminals open", body = ErrorBody),
     ))]
+// An axum handler takes what it needs as extractors, one argument each.
+#[allow(clippy::too_many_arguments)]
 pub async fn pty(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -110,6 +112,7 @@ pub async fn pty(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+    drain: Option<axum::Extension<crate::server::DrainOnClose>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -151,10 +154,12 @@ pub async fn pty(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         return Ok(response);
     };
+    let drain = drain.map(|axum::Extension(drain)| drain);
     // Started before the upgrade, so that a bad id or command is an HTTP error.
     let stream = state.service.terminal(&caller, &id, &request).await?;
     let guard = Terminal(Some(stream));
     let limits = Limits {
+        drain,
         max_message: terminals.max_message_bytes,
         filter: terminals.filter_escape_sequences,
         service: state.service.clone(),
@@ -192,6 +197,8 @@ fn kill_session() -> ExecInput {
 }
 
 struct Limits {
+    /// The connection's drain, when the server gives one.
+    drain: Option<crate::server::DrainOnClose>,
     max_message: usize,
     filter: bool,
     /// For the audit trail of rejected input.
@@ -227,6 +234,8 @@ async fn bridge(socket: WebSocket, mut terminal: Terminal, limits: Limits) {
     if sender.send(text(&started)).await.is_err() {
         return;
     }
+    // Set when we closed because of what the client sent: its data may still be arriving.
+    let mut refused = false;
     let end = loop {
         tokio::select! {
             output = stream.output.recv() => match output {
@@ -250,11 +259,17 @@ async fn bridge(socket: WebSocket, mut terminal: Terminal, limits: Limits) {
                     break End::Exited;
                 }
                 Some(ExecOutput::Failed(error)) => {
+                    // A revoked key or an ended session takes the terminal's processes too.
+                    let revoked = matches!(error, sbx_lifecycle::Error::CredentialEnded);
                     let api: ApiError = error.into();
                     let event = TerminalEvent::Error {
                         error: ErrorDetail { code: api.code.into(), message: api.message, request_id: None },
                     };
                     let _ = sender.send(text(&event)).await;
+                    if revoked {
+                        let _ = sender.send(close(CLOSE_POLICY, "credential ended")).await;
+                        break End::Client;
+                    }
                     let _ = sender.send(close(CLOSE_ERROR, "sandbox stopped")).await;
                     break End::Exited;
                 }
@@ -271,6 +286,7 @@ async fn bridge(socket: WebSocket, mut terminal: Terminal, limits: Limits) {
                             tracing::warn!(ip = ?limits.caller.ip, %error, "terminal closed: message too big");
                             limits.audit_rejected("message too big");
                             let _ = sender.send(close(CLOSE_TOO_BIG, "message too big")).await;
+                            refused = true;
                         } else {
                             tracing::debug!(ip = ?limits.caller.ip, %error, "terminal connection lost");
                         }
@@ -284,6 +300,7 @@ async fn bridge(socket: WebSocket, mut terminal: Terminal, limits: Limits) {
                     Err((code, reason)) => {
                         limits.audit_rejected(reason);
                         let _ = sender.send(close(code, reason)).await;
+                        refused = true;
                         break End::Client;
                     }
                 }
@@ -304,6 +321,14 @@ async fn bridge(socket: WebSocket, mut terminal: Terminal, limits: Limits) {
     }
     // The terminal ended on its own or was killed: nothing left for the guard to do.
     terminal.0 = None;
+    if refused {
+        // The rest of what the client was sending (the remainder of a 2 MiB message, say) is
+        // still arriving: the connection is read to its end before it closes, or the client
+        // would get a reset instead of our close code (see `server::DrainOnClose`).
+        if let Some(drain) = &limits.drain {
+            drain.request();
+        }
+    }
     let _ = sender.close().await;
 }
 

@@ -28,8 +28,11 @@ pub fn router() -> Router<AppState> {
     request_body = CreateSandboxRequest,
     responses(
         (status = 201, description = "The sandbox is running", body = Sandbox),
-        (status = 400, description = "Invalid request, unknown template or out-of-range limits", body = ErrorBody),
+        (status = 400, description = "Invalid request, unknown template or profile, or limits below their minimum", body = ErrorBody),
         (status = 409, description = "The name is taken by a live sandbox", body = ErrorBody),
+        (status = 422, description = "A resource above its cap: the profile's maximum, the host's bound for one sandbox, or the user's whole quota (the message names the field and the cap)", body = ErrorBody),
+        (status = 503, description = "The host is at capacity (its process table is promised to live sandboxes, or it cannot start a process now); `Retry-After` says when to try again", body = ErrorBody),
+        (status = 507, description = "The host's disk cannot take the sandbox's disk beside its reserve", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
 pub async fn create(
@@ -117,6 +120,10 @@ pub async fn extend(
         (status = 200, description = "A fresh instance with the same id, spec and a fresh TTL", body = Sandbox),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "The sandbox is destroyed", body = ErrorBody),
+        (status = 422, description = "A failed sandbox no longer fits the user's whole quota", body = ErrorBody),
+        (status = 429, description = "A failed sandbox does not fit the user's quotas now", body = ErrorBody),
+        (status = 503, description = "The host is at capacity; `Retry-After` says when to try again", body = ErrorBody),
+        (status = 507, description = "The host's disk cannot take the sandbox's disk beside its reserve", body = ErrorBody),
     ))]
 pub async fn recreate(
     State(state): State<AppState>,

@@ -129,6 +129,8 @@ impl Service {
             audit.opened(self);
         }
         let (output, receiver) = mpsc::channel(OUTPUT_QUEUE);
+        let mut ended = self.credential_ended(caller);
+        let mut watching_credential = true;
         let stdin = params.stdin;
         let timeout = params.timeout;
         let service = self.clone();
@@ -154,6 +156,19 @@ impl Service {
                     // The consumer went away: detach, the command keeps running.
                     _ = output.closed() => {
                         audit.ended(&service, None, timed_out, started.elapsed());
+                        return;
+                    }
+                    // Its key was revoked or its session ended: the stream closes now (a
+                    // terminal's processes are killed by its bridge, see api's pty).
+                    ended_now = async { ended.wait_for(|ended| *ended).await.map(|_| ()) },
+                        if watching_credential =>
+                    {
+                        if ended_now.is_err() {
+                            watching_credential = false;
+                            continue;
+                        }
+                        audit.ended(&service, None, timed_out, started.elapsed());
+                        let _ = output.send(ExecOutput::Failed(Error::CredentialEnded)).await;
                         return;
                     }
                 };

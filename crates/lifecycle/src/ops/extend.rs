@@ -12,10 +12,9 @@ impl Service {
         &self,
         caller: &Caller,
         id_or_name: &str,
-        duration: &str,
+        duration: &sbx_protocol::DurationValue,
     ) -> Result<Sandbox, Error> {
-        let asked = sbx_config::duration::parse(duration)
-            .map_err(|e| Error::Invalid(format!("duration: {e}")))?;
+        let asked = crate::validate::duration(duration, "duration")?;
         let row = self.resolve(caller, id_or_name)?;
         let lock = self.lock_for(&row.id);
         let _guard = lock.lock().await;
@@ -44,7 +43,7 @@ impl Service {
         } else {
             wanted
         };
-        let why = reason::with_detail(reason::EXTENDED, duration);
+        let why = reason::with_detail(reason::EXTENDED, &duration.to_string());
         self.record(&Transition {
             id: &row.id,
             to_state: &row.state,

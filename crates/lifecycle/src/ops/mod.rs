@@ -23,19 +23,26 @@ use sbx_store::SandboxRow;
 use crate::{Caller, Error, Service, State};
 
 impl Service {
-    /// Finds a sandbox by id, or by the name of a live sandbox of the caller's. Another user's
-    /// sandbox is "not found", exactly like one that does not exist: ids cannot be probed.
+    /// Finds a sandbox by id, or by the name of a live sandbox of the caller's own. Another
+    /// user's sandbox is "not found", exactly like one that does not exist: ids cannot be
+    /// probed. Names are per user and resolve within the caller's sandboxes only — an admin
+    /// names another user's as `owner/name` (or by id), so that a name of their own that has
+    /// gone never silently reaches someone else's sandbox.
     pub(crate) fn resolve(&self, caller: &Caller, id_or_name: &str) -> Result<SandboxRow, Error> {
         let store = &self.inner.store;
+        let dead = State::names_where(State::releases_name);
         let row = if SandboxId::parse(id_or_name).is_ok() {
             store.get_sandbox(id_or_name)?
-        } else if crate::validate::validate_name(id_or_name).is_ok() {
-            let dead = State::names_where(State::releases_name);
-            match store.find_by_name(id_or_name, Some(&caller.user), &dead)? {
-                // Admins find their own first, then anyone's.
-                None if caller.admin => store.find_by_name(id_or_name, None, &dead)?,
-                found => found,
+        } else if let Some((owner, name)) = id_or_name.split_once('/') {
+            let valid = sbx_config::limits::valid_user(owner)
+                && crate::validate::validate_name(name).is_ok();
+            if valid && (caller.admin || owner == caller.user) {
+                store.find_by_name(name, Some(owner), &dead)?
+            } else {
+                None
             }
+        } else if crate::validate::validate_name(id_or_name).is_ok() {
+            store.find_by_name(id_or_name, Some(&caller.user), &dead)?
         } else {
             None
         };

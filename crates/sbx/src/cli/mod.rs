@@ -114,10 +114,18 @@ pub async fn run(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("sbx: {}", error_text(&error));
+            output::say_err!("sbx: {}", error_text(&error));
             1
         }
     }
+}
+
+/// A duration as typed: a number is seconds, anything else is text for the daemon to parse.
+pub fn duration_value(text: &str) -> Result<sbx_protocol::DurationValue, String> {
+    Ok(match text.parse::<f64>() {
+        Ok(seconds) => sbx_protocol::DurationValue::Seconds(seconds),
+        Err(_) => sbx_protocol::DurationValue::Text(text.to_owned()),
+    })
 }
 
 /// The error and its causes, one line; a daemon's own message as it said it.

@@ -222,19 +222,26 @@ async fn every_security_event_is_audited_with_its_fields() {
 #[tokio::test]
 async fn the_audit_log_rotates_by_size() {
     let d = TestDaemon::start_with(Options {
-        config: Some("[audit]\nmax_bytes = 4096\nkeep = 2\n"),
+        // Files younger than keep_for stay beyond `keep` unless the total cap says otherwise:
+        // here the cap allows two rotated files.
+        config: Some("[audit]\nmax_bytes = 4096\nkeep = 2\nmax_total_bytes = 12288\n"),
         ..Default::default()
     })
     .await;
-    // Each refused request is one line of a few hundred bytes.
+    // Each refused request of a key is one line of a few hundred bytes.
+    let (alice, _) = d.user("alice").await;
     for _ in 0..60 {
-        call(&d, Method::GET, "/v1/sandboxes", Some("sbx_x_y"), None).await;
+        let body = r#"{"resources":{"pids":0}}"#;
+        call(&d, Method::POST, "/v1/sandboxes", Some(&alice), Some(body)).await;
     }
     let read = |name: &str| std::fs::read_to_string(d.data_dir().join(name)).unwrap_or_default();
     // The writer is asynchronous: a query flushes it.
     let all = d
         .client
-        .audit(&[("event", "auth.failed".into()), ("limit", "10000".into())])
+        .audit(&[
+            ("event", "input.rejected".into()),
+            ("limit", "10000".into()),
+        ])
         .await
         .unwrap();
     assert!(!read("audit.log.1").is_empty() && !read("audit.log.2").is_empty());

@@ -167,7 +167,7 @@ async fn python(
             args.to_string(),
         ],
         user: user.map(Into::into),
-        timeout: Some(60.0),
+        timeout: Some(60.0.into()),
         ..Default::default()
     };
     d.client.exec(id, &request).await.expect("exec")
@@ -864,7 +864,7 @@ async fn descriptor_floods_are_bounded_and_the_host_file_table_keeps_room() {
                         DESCRIPTOR_FLOOD.into(),
                         "240".into(),
                     ],
-                    timeout: Some(90.0),
+                    timeout: Some(90.0.into()),
                     ..Default::default()
                 };
                 // A flood may end its own sandbox (the memory cgroup's OOM killer may pick

@@ -118,7 +118,7 @@ async fn timeout_kills_the_whole_process_group() {
     let d = TestDaemon::start().await;
     let id = d.create().await.id;
     let mut request = cmd(&["sh", "-c", "sleep 300 & echo started; sleep 300"]);
-    request.timeout = Some(0.5);
+    request.timeout = Some(0.5.into());
     let result = d.client.exec(&id, &request).await.unwrap();
     assert!(result.timed_out);
     assert_eq!((result.exit_code, result.signal), (137, Some(9)));

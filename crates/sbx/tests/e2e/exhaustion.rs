@@ -140,7 +140,7 @@ async fn issue_9_the_host_pid_table_is_shared_out_not_given_away() {
             &held[0],
             &sbx_protocol::ExecRequest {
                 cmd: vec!["python3".into(), "-c".into(), FORK_BOMB.into()],
-                timeout: Some(120.0),
+                timeout: Some(120.0.into()),
                 ..Default::default()
             },
         )

@@ -363,7 +363,7 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
                 "-c".into(),
                 "b() { b | b & }; b; sleep 4".into(),
             ],
-            timeout: Some(6.0),
+            timeout: Some(6.0.into()),
             ..Default::default()
         };
         client.exec(&bomb_id, &request).await

@@ -332,6 +332,14 @@ async fn protections_origin_size_per_ip_and_escape_filter() {
     started(&mut sneaky).await;
     send_text(&mut sneaky, "printf ok \x1b]0;owned\x07\n").await;
     assert_eq!(read_to_end(&mut sneaky).await.1, Some(1008));
+    // Far past the limit (and the protocol layer's own): still a close with 1009, not a reset.
+    let mut huge = held.pop().unwrap();
+    started(&mut huge).await;
+    huge.send(Message::Binary(vec![b'a'; 16 << 20].into()))
+        .await
+        .unwrap();
+    assert_eq!(read_to_end(&mut huge).await.1, Some(1009));
+    drop(huge);
     // Slots come back as terminals close.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut again = open(&d, &id, None).await.unwrap();

@@ -4,16 +4,17 @@ use clap::Args;
 use sbx_protocol::{CreateSandboxRequest, ResourcesRequest};
 
 use super::key_value;
-use crate::cli::{output, Context};
+use crate::cli::output::{self, say_err};
+use crate::cli::Context;
 
 #[derive(Debug, Args, Clone)]
 pub struct CreateArgs {
     /// Profile to create from.
     #[arg(long, short = 'p')]
     pub profile: Option<String>,
-    /// Lifetime (e.g. 30m, 4h, 1d, 1h30m) [default: the profile's].
-    #[arg(long)]
-    pub ttl: Option<String>,
+    /// Lifetime (e.g. 30m, 4h, 1d, 1h30m, or seconds) [default: the profile's].
+    #[arg(long, value_parser = crate::cli::duration_value)]
+    pub ttl: Option<sbx_protocol::DurationValue>,
     /// Root filesystem template.
     #[arg(long, short = 't')]
     pub template: Option<String>,
@@ -67,7 +68,7 @@ impl CreateArgs {
 pub async fn run(context: &Context, args: CreateArgs) -> anyhow::Result<u8> {
     let sandbox = context.client.create(&args.request()).await?;
     for warning in &sandbox.warnings {
-        eprintln!("sbx: warning: {warning}");
+        say_err!("sbx: warning: {warning}");
     }
     if context.json {
         output::print_json(&sandbox);

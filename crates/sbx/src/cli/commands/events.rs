@@ -3,6 +3,7 @@
 use clap::Args;
 use futures::StreamExt;
 
+use crate::cli::output::say;
 use crate::cli::Context;
 
 #[derive(Debug, Args)]
@@ -27,9 +28,12 @@ pub async fn run(context: &Context, args: EventsArgs) -> anyhow::Result<u8> {
         } else {
             let from = event.from_state.map_or("-".into(), |s| s.to_string());
             let reason = event.reason.as_deref().unwrap_or("-");
-            println!(
+            say!(
                 "{:>6}  {}  {}  {from} -> {}  ({reason})",
-                event.seq, event.at, event.sandbox_id, event.to_state
+                event.seq,
+                event.at,
+                event.sandbox_id,
+                event.to_state
             );
         }
     }

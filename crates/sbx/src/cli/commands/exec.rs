@@ -27,9 +27,10 @@ pub struct ExecOptions {
     /// Send this process's standard input to the command.
     #[arg(long, short = 'i')]
     interactive: bool,
-    /// Kill the command (and its process group) after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    /// Kill the command (and its process group) after this long: seconds (`2`, `0.5`) or text
+    /// (`30s`, `1h`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::duration_value)]
+    timeout: Option<sbx_protocol::DurationValue>,
 }
 
 #[derive(Debug, Args)]
@@ -72,7 +73,7 @@ impl ExecOptions {
             env: Default::default(),
             cwd: self.workdir.clone(),
             user: self.user.clone(),
-            timeout: self.timeout,
+            timeout: self.timeout.clone(),
         })
     }
 }
@@ -87,7 +88,7 @@ pub async fn run_command(context: &Context, id: &str, request: &ExecRequest) -> 
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("sbx: {error}");
+            output::say_err!("sbx: {error}");
             match error.code() {
                 Some("exec_failed") if error.to_string().contains("command not found") => 127,
                 Some("exec_failed") => 126,

@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use crate::cli::{output, Context};
+use crate::cli::output::{self, say, say_err};
+use crate::cli::Context;
 
 #[derive(Debug, Args)]
 pub struct ExtendArgs {
@@ -15,12 +16,12 @@ pub struct ExtendArgs {
 pub async fn run(context: &Context, args: ExtendArgs) -> anyhow::Result<u8> {
     let sandbox = context.client.extend(&args.id, &args.duration).await?;
     for warning in &sandbox.warnings {
-        eprintln!("sbx: warning: {warning}");
+        say_err!("sbx: warning: {warning}");
     }
     if context.json {
         output::print_json(&sandbox);
     } else {
-        println!(
+        say!(
             "{} expires at {} (in {})",
             sandbox.id,
             sandbox.expires_at,

@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use crate::cli::{output, Context};
+use crate::cli::output::{self, say};
+use crate::cli::Context;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -65,7 +66,7 @@ pub async fn run(context: &Context, args: InspectArgs) -> anyhow::Result<u8> {
         ("Destroyed", s.destroyed_at.clone().unwrap_or_else(none)),
     ];
     for (key, value) in fields {
-        println!("{:<10} {value}", format!("{key}:"));
+        say!("{:<10} {value}", format!("{key}:"));
     }
     Ok(0)
 }

@@ -3,7 +3,8 @@
 
 use clap::{Args, Subcommand};
 
-use crate::cli::{output, Context};
+use crate::cli::output::{self, say};
+use crate::cli::Context;
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
@@ -76,7 +77,7 @@ pub async fn run(context: &Context, args: KeysArgs) -> anyhow::Result<u8> {
             if context.json {
                 output::print_json(&key);
             } else {
-                println!("revoked {} (user {})", key.id, key.user);
+                say!("revoked {} (user {})", key.id, key.user);
             }
         }
     }

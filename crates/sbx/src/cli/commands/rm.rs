@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use crate::cli::{output, Context};
+use crate::cli::output::{self, say_err};
+use crate::cli::Context;
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
@@ -23,7 +24,7 @@ pub async fn run(context: &Context, args: RmArgs) -> anyhow::Result<u8> {
                 removed.push(sandbox);
             }
             Err(error) => {
-                eprintln!("sbx: {id}: {error}");
+                say_err!("sbx: {id}: {error}");
                 failed = true;
             }
         }

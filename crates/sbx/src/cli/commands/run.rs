@@ -26,7 +26,7 @@ pub async fn run(context: &Context, args: RunArgs) -> anyhow::Result<u8> {
         _ = tokio::signal::ctrl_c() => 130,
     };
     if let Err(error) = context.client.delete(&sandbox.id).await {
-        eprintln!("sbx: cannot destroy sandbox {}: {error}", sandbox.id);
+        crate::cli::output::say_err!("sbx: cannot destroy sandbox {}: {error}", sandbox.id);
         return Ok(if code == 0 { SBX_FAILED } else { code });
     }
     Ok(code)

@@ -43,7 +43,7 @@ pub async fn run(context: &Context, args: ShellArgs) -> anyhow::Result<u8> {
     let socket = match context.client.terminal(&args.id, &request).await {
         Ok(socket) => socket,
         Err(error) => {
-            eprintln!("sbx: {error}");
+            crate::cli::output::say_err!("sbx: {error}");
             return Ok(SBX_FAILED);
         }
     };
@@ -53,7 +53,7 @@ pub async fn run(context: &Context, args: ShellArgs) -> anyhow::Result<u8> {
     match code {
         Ok(code) => Ok(code),
         Err(message) => {
-            eprintln!("sbx: {message}");
+            crate::cli::output::say_err!("sbx: {message}");
             Ok(SBX_FAILED)
         }
     }

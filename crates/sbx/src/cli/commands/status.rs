@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use crate::cli::{output, Context};
+use crate::cli::output::{self, say};
+use crate::cli::Context;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {}
@@ -13,12 +14,14 @@ pub async fn run(context: &Context, _args: StatusArgs) -> anyhow::Result<u8> {
         output::print_json(&status);
         return Ok(0);
     }
-    println!(
+    say!(
         "sbx {}, up {}s (since {})",
-        status.version, status.uptime_seconds, status.started_at
+        status.version,
+        status.uptime_seconds,
+        status.started_at
     );
     for backend in &status.backends {
-        println!(
+        say!(
             "backend {}: {} ({}); can: {}",
             backend.name,
             if backend.healthy {
@@ -36,7 +39,7 @@ pub async fn run(context: &Context, _args: StatusArgs) -> anyhow::Result<u8> {
         .filter(|(_, n)| **n > 0)
         .map(|(state, n)| format!("{state} {n}"))
         .collect();
-    println!(
+    say!(
         "sandboxes: {}",
         if counts.is_empty() {
             "none".into()

@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use crate::cli::{output, Context};
+use crate::cli::output::{self, say};
+use crate::cli::Context;
 
 #[derive(Debug, Args)]
 pub struct WhoamiArgs {}
@@ -12,7 +13,7 @@ pub async fn run(context: &Context, _args: WhoamiArgs) -> anyhow::Result<u8> {
     if context.json {
         output::print_json(&identity);
     } else {
-        println!(
+        say!(
             "{}{}{}",
             identity.user,
             if identity.admin { " (admin)" } else { "" },
