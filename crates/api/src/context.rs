@@ -155,9 +155,13 @@ pub async fn middleware(
         audit_refusal(&state, caller.as_ref(), ip, &method, &path, &response);
         let status = response.status();
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if status.is_server_error() {
+        let capacity = matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+        );
+        if status.is_server_error() && !capacity {
             tracing::error!(status = status.as_u16(), elapsed_ms, "request failed");
-        } else if status.is_client_error() {
+        } else if status.is_client_error() || capacity {
             tracing::info!(status = status.as_u16(), elapsed_ms, "request refused");
         } else {
             tracing::debug!(status = status.as_u16(), elapsed_ms, "request");

@@ -91,7 +91,13 @@ impl From<Error> for ApiError {
             }
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        if status.is_server_error() {
+        // A host at capacity is the answer working, not a failure of the daemon.
+        if matches!(
+            error,
+            Error::AtCapacity { .. } | Error::InsufficientStorage(_)
+        ) {
+            tracing::warn!(code, detail = %error.detail(), "refused: the host is at capacity");
+        } else if status.is_server_error() {
             tracing::error!(code, detail = %error.detail(), "request failed");
         }
         // Display of lifecycle errors is client-safe by construction (see lifecycle::Error).

@@ -307,6 +307,21 @@ pub fn exec_result_body<H: Send + 'static>(
         tail: Some(tail),
         _hold: hold,
     };
+    // Small answers (both streams still in memory) go out whole, with a length, in one write.
+    if state.stdout.pieces.spool.file.is_none() && state.stderr.pieces.spool.file.is_none() {
+        let mut whole = String::new();
+        let mut state = state;
+        whole.push_str(&state.head.take().unwrap_or_default());
+        while let Some(part) = state.stdout.next() {
+            whole.push_str(&part);
+        }
+        whole.push_str(&state.middle.take().unwrap_or_default());
+        while let Some(part) = state.stderr.next() {
+            whole.push_str(&part);
+        }
+        whole.push_str(&state.tail.take().unwrap_or_default());
+        return axum::body::Body::from(whole);
+    }
     let parts = futures::stream::unfold(state, |mut state| async move {
         let next = if let Some(head) = state.head.take() {
             head

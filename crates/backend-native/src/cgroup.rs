@@ -138,9 +138,23 @@ impl Driver {
     /// Makes sure the parents of sandbox cgroups exist (and on v2 delegate the controllers).
     pub fn prepare_instance(&self, instance: &str) -> io::Result<()> {
         match self {
-            Driver::V1(_) => {
+            Driver::V1(mounts) => {
                 for dir in self.instance_dirs(instance) {
                     fs::create_dir_all(&dir)?;
+                }
+                // Socket accounting (see `set_limits`) is switched on for the whole kernel by
+                // the first cgroup that gets a TCP limit and off with the last one: a static
+                // key, patched into the kernel's text each time, which cost every create and
+                // destroy a millisecond and more when sandboxes came one at a time. The
+                // instance's parent keeps it on (unlimited itself) for the daemon's lifetime.
+                if let Some(memory) = mounts.get("memory") {
+                    let tcp = memory
+                        .join("sbx")
+                        .join(instance)
+                        .join("memory.kmem.tcp.limit_in_bytes");
+                    if tcp.exists() {
+                        write_file(&tcp, "-1")?;
+                    }
                 }
                 Ok(())
             }

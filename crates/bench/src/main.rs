@@ -8,6 +8,7 @@
 //! the report's layout in [`report`].
 
 mod daemon;
+mod flood;
 mod report;
 mod stats;
 mod terminal;
@@ -54,13 +55,21 @@ const THROUGHPUT_BYTES: u64 = 256 << 20;
 /// What authentication and limits may add to an API call's p50, ms.
 pub const AUTH_OVERHEAD_TARGET_MS: f64 = 0.050;
 /// The measured daemon: authentication on, the default limits but the hourly creation cap
-/// (this run creates more than its 1000 sandboxes in an hour).
-const MEASURED_CONFIG: &str = "[limits]\ncreates_per_hour = 0\nconcurrent_sandboxes = 0\n";
+/// (this run creates more than its 1000 sandboxes in an hour) and the admin's process quota;
+/// and a `bulk` profile for the phases that hold hundreds of sandboxes at once: the host's
+/// capacity admits 16384 processes' worth of `pids` limits here (half of `pid_max`), so 1000
+/// sandboxes get 16 each, and disks of 64 MiB; 1000 of them promise 62.5 GiB, which never get
+/// written: the disk may be promised 4 times over (`capacity.disk_overcommit`).
+const MEASURED_CONFIG: &str =
+    "[limits]\ncreates_per_hour = 0\nconcurrent_sandboxes = 0\npids = 0\n\
+                               [capacity]\ndisk_overcommit = 4\n\
+                               [profiles.bulk]\nresources = { pids = 16, disk_mb = 64 }\n";
 /// How long the daemon's CPU time is watched while nothing happens.
 const QUIET_WINDOW: Duration = Duration::from_secs(10);
 /// The reference for the overhead of authentication and limits: neither.
 const OPEN_CONFIG: &str = "[limits]\ncreates_per_hour = 0\ncreates_per_hour_per_ip = 0\n\
-                           concurrent_sandboxes = 0\nexec_per_second = 0\nmemory_mb = 0\ncpus = 0\n";
+                           concurrent_sandboxes = 0\nexec_per_second = 0\nmemory_mb = 0\ncpus = 0\n\
+                           pids = 0\nconcurrent_execs = 0\nconcurrent_execs_per_sandbox = 0\n";
 
 const UNSHARE: &[&str] = &[
     "unshare",
@@ -214,7 +223,11 @@ async fn run(args: Args) -> Result<bool> {
         result: bwrap,
         target: None,
     });
-    let clean = scale.errors.is_empty();
+    let clean = scale.errors.is_empty()
+        && scale
+            .exhaustion
+            .as_ref()
+            .is_none_or(|e| e.errors.is_empty());
     let report = Report {
         date,
         host,
@@ -349,7 +362,7 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
     eprintln!("destroy ×{n}…");
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
-        ids.push(api.create().await?);
+        ids.push(api.create_bulk().await?);
     }
     let mut destroy = Vec::with_capacity(n);
     for id in &ids {
@@ -369,6 +382,9 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
     let mut scale = scale(&api, daemon, m, k).await?;
     scale.rss_idle_kib = rss_idle;
     scale.cpu_empty = cpu_empty;
+
+    eprintln!("exhaustion: floods, collected output, output cost…");
+    scale.exhaustion = Some(flood::measure(&client, daemon.pid()).await?);
 
     let row = |name: &str, samples: &[Duration], target: Option<Target>| Row {
         name: name.into(),
@@ -486,7 +502,7 @@ async fn auth_overhead(measured: &Daemon, open: &Daemon, n: usize) -> Result<Vec
 async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result<Scale> {
     let mut errors = Vec::new();
     let start = Instant::now();
-    let ids = each(0..m, "create", &mut errors, |_| api.create()).await;
+    let ids = each(0..m, "create", &mut errors, |_| api.create_bulk()).await;
     let create_wall_s = start.elapsed().as_secs_f64();
 
     let listed = running_ids(api).await?;
@@ -533,7 +549,7 @@ async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result
     // The reaper with many far deadlines: the daemon's CPU while nothing happens.
     eprintln!("{} sandboxes alive, daemon CPU ({QUIET_WINDOW:?})…", k);
     let extra_ids = each(ids.len()..k, "create (idle phase)", &mut errors, |_| {
-        api.create()
+        api.create_bulk()
     })
     .await;
     let idle_alive = ids.len() + extra_ids.len();
@@ -570,6 +586,7 @@ async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result
         cpu_empty: None,
         cpu_alive,
         idle_alive,
+        exhaustion: None,
     })
 }
 
@@ -638,6 +655,15 @@ impl Api<'_> {
         self.create_from(&CreateSandboxRequest::default()).await
     }
 
+    /// Creates a sandbox of the `bulk` profile (few processes, a small disk); its id.
+    pub async fn create_bulk(&self) -> Result<String> {
+        let request = CreateSandboxRequest {
+            profile: Some("bulk".into()),
+            ..Default::default()
+        };
+        self.create_from(&request).await
+    }
+
     /// Creates a sandbox with `cpus` CPUs; its id.
     pub async fn create_with_cpus(&self, cpus: f64) -> Result<String> {
         let request = CreateSandboxRequest {
@@ -650,7 +676,7 @@ impl Api<'_> {
         self.create_from(&request).await
     }
 
-    async fn create_from(&self, request: &CreateSandboxRequest) -> Result<String> {
+    pub async fn create_from(&self, request: &CreateSandboxRequest) -> Result<String> {
         let sandbox = call("create", self.0.create(request)).await?;
         ensure!(
             sandbox.state == SandboxState::Running,
@@ -662,7 +688,7 @@ impl Api<'_> {
     }
 
     /// Runs `true`; the time it ran as the daemon reports it (ms).
-    async fn exec_true(&self, id: &str) -> Result<f64> {
+    pub async fn exec_true(&self, id: &str) -> Result<f64> {
         let request = ExecRequest {
             cmd: vec!["true".into()],
             ..ExecRequest::default()

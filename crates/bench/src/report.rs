@@ -79,6 +79,8 @@ pub struct Scale {
     pub cpu_empty: Option<Duration>,
     pub cpu_alive: Option<Duration>,
     pub idle_alive: usize,
+    /// Floods, collected output and output cost (see `flood.rs`).
+    pub exhaustion: Option<crate::flood::Exhaustion>,
 }
 
 pub struct Report {
@@ -257,6 +259,9 @@ impl Report {
             "| WARN/ERROR lines in the daemon's log (whole run) | {} | — |",
             self.log_warnings.len()
         );
+        if let Some(e) = &s.exhaustion {
+            exhaustion(&mut out, e);
+        }
         if !s.errors.is_empty() {
             let _ = writeln!(out, "\nFirst errors:\n");
             for error in s.errors.iter().take(10) {
@@ -270,6 +275,75 @@ impl Report {
             }
         }
         out
+    }
+}
+
+fn exhaustion(out: &mut String, e: &crate::flood::Exhaustion) {
+    use crate::flood::{COLLECT_RSS_TARGET_MIB, FLOOD_RATIO_TARGET, OUTPUT_CPU_TARGET};
+    let _ = writeln!(out, "\n## Exhaustion\n");
+    let _ = writeln!(
+        out,
+        "Another user's create+first-exec while one sandbox floods (p50 ms, idle just before → during):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| flood | idle p50 | during p50 | during p99 | ratio | target |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
+    for row in &e.floods {
+        let p = |s: Option<Summary>, f: fn(&Summary) -> f64| s.map_or("—".into(), |s| ms(f(&s)));
+        let ratio = row.ratio();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | ≤ {FLOOD_RATIO_TARGET}×: {} |",
+            row.name,
+            p(row.idle, |s| s.p50),
+            p(row.during, |s| s.p50),
+            p(row.during, |s| s.p99),
+            ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+            pass(ratio.is_some_and(|r| r <= FLOOD_RATIO_TARGET))
+        );
+    }
+    let _ = writeln!(out, "\n| measurement | value | target |");
+    let _ = writeln!(out, "|---|---|---|");
+    match e.collect_rss_kib {
+        Some((peak, before)) => {
+            let _ = writeln!(
+                out,
+                "| daemon VmRSS while 10 clients collect 16 MiB of random bytes each (peak, sampled every 20 ms; before) | {} ({}) | < {COLLECT_RSS_TARGET_MIB} MiB: {} |",
+                mib(peak),
+                mib(before),
+                pass(peak < COLLECT_RSS_TARGET_MIB * 1024)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "| daemon VmRSS while 10 clients collect 16 MiB | not measured | FAIL |"
+            );
+        }
+    }
+    match &e.output_cost {
+        Some(cost) => {
+            let _ = writeln!(
+                out,
+                "| a 0.1-CPU sandbox's NULs on 4 exec streams for 10 s: daemon CPU (sandbox's own CPU; its allowance; output delivered) | {:.2} s ({}; {:.1} s; {}) | ≤ {OUTPUT_CPU_TARGET}× the allowance: {} |",
+                cost.daemon_s,
+                cost.sandbox_s.map_or("unread".into(), |s| format!("{s:.2} s")),
+                cost.allowance_s,
+                mib(cost.bytes / 1024),
+                pass(cost.daemon_s <= OUTPUT_CPU_TARGET * cost.allowance_s)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "| output flood cost | not measured | FAIL |");
+        }
+    }
+    if !e.errors.is_empty() {
+        let _ = writeln!(out, "\nErrors of the exhaustion phase:\n");
+        for error in e.errors.iter().take(10) {
+            let _ = writeln!(out, "- {error}");
+        }
     }
 }
 

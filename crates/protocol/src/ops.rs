@@ -137,6 +137,8 @@ pub struct ProfileInfo {
     pub network: String,
     /// The defaults a create gets.
     pub resources: crate::Resources,
+    /// The most a create may ask for (the host's capacity may allow less).
+    pub max_resources: crate::Resources,
     pub ttl_default: String,
     pub ttl_max: String,
     #[serde(default)]

@@ -16,16 +16,21 @@ impl Service {
                 backend: p.backend.clone(),
                 template: p.template.clone(),
                 network: "none".into(),
-                resources: Resources {
-                    memory_mb: p.resources.memory_mb,
-                    cpus: p.resources.cpus,
-                    pids: p.resources.pids,
-                    disk_mb: p.resources.disk_mb,
-                },
+                resources: resources(&p.resources),
+                max_resources: resources(&p.max_resources),
                 ttl_default: format(p.ttl.default),
                 ttl_max: format(p.ttl.max),
                 ttl_idle: p.ttl.idle.map(format),
             })
             .collect()
+    }
+}
+
+fn resources(r: &sbx_config::Resources) -> Resources {
+    Resources {
+        memory_mb: r.memory_mb,
+        cpus: r.cpus,
+        pids: r.pids,
+        disk_mb: r.disk_mb,
     }
 }

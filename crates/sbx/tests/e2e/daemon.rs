@@ -535,3 +535,17 @@ pub fn assert_unprivileged_host_process_opens_files() {
 pub fn all_states() -> [&'static str; 6] {
     SandboxState::ALL.map(SandboxState::as_str)
 }
+
+/// The public-site configuration shown in docs/security.md (its first TOML block).
+pub fn public_site_config() -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/security.md"
+    ))
+    .unwrap();
+    doc.split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/security.md has a toml block")
+        .to_owned()
+}

@@ -46,18 +46,9 @@ async fn states(d: &TestDaemon) -> Vec<(String, String)> {
 #[tokio::test]
 async fn issue_9_profile_resources_are_maxima_and_the_public_site_settings_hold() {
     // The public-site configuration of docs/security.md, as documented.
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/security.md"
-    ))
-    .unwrap();
-    let config = doc
-        .split("```toml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("docs/security.md has a toml block");
+    let config = crate::daemon::public_site_config();
     let d = TestDaemon::start_with(Options {
-        config: Some(config),
+        config: Some(&config),
         ..Default::default()
     })
     .await;
@@ -793,4 +784,79 @@ if os.fork() == 0:
             "a claim is left: {claim}"
         );
     }
+}
+
+#[tokio::test]
+async fn issue_9_commands_running_at_once_are_capped() {
+    let d = TestDaemon::start_with(Options {
+        config: Some("[limits]\nconcurrent_execs = 2\nconcurrent_execs_per_sandbox = 1\n"),
+        ..Default::default()
+    })
+    .await;
+    let (alice_key, alice) = d.user("alice").await;
+    running_at_once(&d, &alice_key, &alice).await;
+    d.finish().await;
+}
+
+async fn running_at_once(d: &TestDaemon, alice_key: &str, alice: &sbx_api_client::Client) {
+    let (bob_key, _) = d.user("bob").await;
+    let sandbox = |client: &sbx_api_client::Client| {
+        let client = client.clone();
+        async move {
+            client
+                .create(&sbx_protocol::CreateSandboxRequest::default())
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let (a, b, c) = (
+        sandbox(alice).await,
+        sandbox(alice).await,
+        sandbox(alice).await,
+    );
+    let long = sbx_protocol::ExecRequest {
+        cmd: vec!["sleep".into(), "300".into()],
+        ..Default::default()
+    };
+    let first = alice.exec_stream(&a, &long).await.unwrap();
+    let alice_key = alice_key.to_owned();
+    let exec = |key: &str, id: &str| {
+        let path = format!("/v1/sandboxes/{id}/exec");
+        let key = key.to_owned();
+        async move {
+            let (status, _, body) = call(
+                d,
+                Method::POST,
+                &path,
+                Some(&key),
+                Some(r#"{"cmd":["true"]}"#),
+            )
+            .await;
+            (status, body)
+        }
+    };
+    // One at a time in a sandbox…
+    let (status, body) = exec(&alice_key, &a).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("concurrent_execs_per_sandbox"), "{body}");
+    // …two at a time for the user.
+    let second = alice.exec_stream(&b, &long).await.unwrap();
+    let (status, body) = exec(&alice_key, &c).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("concurrent_execs"), "{body}");
+    // Another user is not affected; and a place comes back when a stream ends.
+    let bob_sandbox = sandbox(&d.client_with(&bob_key)).await;
+    assert_eq!(exec(&bob_key, &bob_sandbox).await.0, 200);
+    drop(first);
+    let mut freed = false;
+    for _ in 0..50 {
+        if exec(&alice_key, &c).await.0 == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the place of a closed stream did not come back");
+    drop(second);
 }

@@ -257,17 +257,8 @@ async fn commands_per_second() {
 #[tokio::test]
 async fn the_documented_public_site_settings_are_valid() {
     // docs/security.md shows these settings; they must load as written.
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/security.md"
-    ))
-    .unwrap();
-    let toml = doc
-        .split("```toml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("docs/security.md has a toml block");
-    let config = sbx_config::Config::parse(toml, "docs/security.md").unwrap();
+    let toml = crate::daemon::public_site_config();
+    let config = sbx_config::Config::parse(&toml, "docs/security.md").unwrap();
     assert_eq!(config.limits.default.creates_per_hour_per_ip, Some(10));
     assert_eq!(config.limits.default.creates_per_hour, None);
     assert!(config.terminals.filter_escape_sequences);
