@@ -273,6 +273,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 async fn collect_rss(client: &Client, pid: u32) -> Result<(u64, u64)> {
     let api = Api(client);
     let id = api.create().await?;
+    // What the floods freed goes back to the host within a second or two (`api::body`).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = rss_kib(pid).context("no VmRSS")?;
     let mut clients = JoinSet::new();
     for _ in 0..10 {
