@@ -6,18 +6,21 @@
 //! (a request whose fields are all optional, as `curl -X POST` sends) needs no type. Unknown
 //! fields, wrong types and oversized bodies are answered with the field and what was wrong.
 //!
-//! Bounded: bodies being read and decoded count against a daemon-wide [`BodyBudget`], so that
-//! many large requests at once (exec stdin may be 32 MiB) cannot make the daemon hold more
-//! than the budget; past it a request waits a moment, then gets `503 busy`.
+//! Bounded: bodies over 64 KiB count against a daemon-wide [`BodyBudget`] while they are read
+//! and decoded (and, for an exec, while its command keeps the stdin), each user at most a
+//! quarter of it, so that many large requests at once (exec stdin may be 32 MiB) cannot make
+//! the daemon hold more than the budget; past it a request is refused at once (`503 busy`, or
+//! `429` past the user's share). A body must arrive whole within `daemon.body_timeout`
+//! (`408`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{ApiError, MAX_EXEC_BODY_BYTES};
 
@@ -27,17 +30,46 @@ pub struct JsonBody<T>(pub T);
 /// decoded for long (an exec's stdin lives until the command ends or its caller leaves).
 pub struct BudgetedJsonBody<T>(pub T, pub BodyPermit);
 
-/// Bytes of request bodies being read or held, daemon-wide (in KiB permits).
+/// Bytes of request bodies being read or held: daemon-wide, and per user (a quarter of the
+/// whole), with the deadline for reading a whole body.
 #[derive(Debug, Clone)]
-pub struct BodyBudget(Arc<Semaphore>);
+pub struct BodyBudget(Arc<BudgetInner>);
+
+#[derive(Debug)]
+struct BudgetInner {
+    limit: u64,
+    user_limit: u64,
+    /// How long a body may take to arrive, whole.
+    deadline: Duration,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: u64,
+    per_user: HashMap<String, u64>,
+}
 
 /// A share of the [`BodyBudget`]; given back when dropped.
 #[derive(Debug)]
-pub struct BodyPermit(Option<OwnedSemaphorePermit>);
+pub struct BodyPermit(Option<(Arc<BudgetInner>, String, u64)>);
 
 impl Drop for BodyPermit {
     fn drop(&mut self) {
-        if self.0.take().is_some_and(|p| p.num_permits() >= 1024) {
+        let Some((budget, user, bytes)) = self.0.take() else {
+            return;
+        };
+        {
+            let mut held = budget.held.lock().expect("body budget is never poisoned");
+            held.total -= bytes;
+            if let Some(mine) = held.per_user.get_mut(&user) {
+                *mine -= bytes;
+                if *mine == 0 {
+                    held.per_user.remove(&user);
+                }
+            }
+        }
+        if bytes >= 1 << 20 {
             trim_soon();
         }
     }
@@ -69,30 +101,51 @@ fn trim_soon() {
 
 /// Bodies up to this size need no share of the budget.
 const FREE_BYTES: u64 = 64 * 1024;
-/// How long a request waits for the budget before `503 busy`.
-const BUDGET_WAIT: Duration = Duration::from_secs(10);
 
 impl BodyBudget {
-    pub fn new(bytes: u64) -> BodyBudget {
-        let kib = (bytes / 1024).min(u64::from(u32::MAX >> 4)) as usize;
-        BodyBudget(Arc::new(Semaphore::new(kib)))
+    /// `bytes` for all bodies together; each user may hold a quarter. A body must arrive whole
+    /// within `deadline`.
+    pub fn new(bytes: u64, deadline: Duration) -> BodyBudget {
+        BodyBudget(Arc::new(BudgetInner {
+            limit: bytes,
+            user_limit: bytes / 4,
+            deadline,
+            held: Mutex::default(),
+        }))
     }
 
-    /// A share for a body of `length` bytes.
-    async fn reserve(&self, length: u64) -> Result<BodyPermit, ApiError> {
+    /// A share for a body of `length` bytes of `user`'s. Refused at once when it does not fit
+    /// (a request never waits in a queue that others could fill).
+    fn reserve(&self, user: &str, length: u64) -> Result<BodyPermit, ApiError> {
         if length <= FREE_BYTES {
             return Ok(BodyPermit(None));
         }
-        let kib = length.div_ceil(1024).min(u64::from(u32::MAX)) as u32;
-        match tokio::time::timeout(BUDGET_WAIT, self.0.clone().acquire_many_owned(kib)).await {
-            Ok(Ok(permit)) => Ok(BodyPermit(Some(permit))),
-            _ => Err(ApiError::new(
+        let budget = &self.0;
+        let mut held = budget.held.lock().expect("body budget is never poisoned");
+        let mine = held.per_user.get(user).copied().unwrap_or(0);
+        if mine + length > budget.user_limit {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "user {user:?} holds {} MiB of request bodies (stdin of running commands among them) and may hold {} MiB; wait for a command to end",
+                    mine >> 20,
+                    budget.user_limit >> 20
+                ),
+            )
+            .retry_after(Duration::from_secs(5)));
+        }
+        if held.total + length > budget.limit {
+            return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                "the daemon is holding as many large requests as it may; try again shortly",
+                "the daemon is holding as many large request bodies as it may; try again shortly",
             )
-            .retry_after(Duration::from_secs(5))),
+            .retry_after(Duration::from_secs(5)));
         }
+        held.total += length;
+        *held.per_user.entry(user.to_owned()).or_default() += length;
+        Ok(BodyPermit(Some((budget.clone(), user.to_owned(), length))))
     }
 }
 
@@ -142,28 +195,37 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Bu
             None => {}
         }
         let budget = request.extensions().get::<BodyBudget>().cloned();
-        let permit = match budget {
+        let user = request
+            .extensions()
+            .get::<sbx_lifecycle::Caller>()
+            .map_or_else(|| "anonymous".to_owned(), |c| c.user.clone());
+        // A length past the largest body any route takes is refused before anything is held.
+        if length.is_some_and(|l| l > MAX_EXEC_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let permit = match &budget {
             // Without a length the body may be as large as the route allows.
-            Some(budget) => {
-                budget
-                    .reserve(length.unwrap_or(MAX_EXEC_BODY_BYTES as u64))
-                    .await?
-            }
+            Some(budget) => budget.reserve(&user, length.unwrap_or(MAX_EXEC_BODY_BYTES as u64))?,
             None => BodyPermit(None),
         };
-        let bytes = Bytes::from_request(request, state)
+        let deadline = budget.map_or(Duration::from_secs(60), |b| b.0.deadline);
+        // The whole body within the deadline: a client dripping a byte at a time holds its
+        // share of the budget no longer than that.
+        let bytes = tokio::time::timeout(deadline, Bytes::from_request(request, state))
             .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        deadline.as_secs()
+                    ),
+                )
+            })?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!(
-                            "request body exceeds this route's limit ({} bytes; {} for exec)",
-                            crate::MAX_BODY_BYTES,
-                            crate::MAX_EXEC_BODY_BYTES
-                        ),
-                    )
+                    too_large()
                 } else {
                     ApiError::invalid(format!(
                         "cannot read the request body: {}",
@@ -190,6 +252,18 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Bu
         }
         decode(&bytes).map(|value| BudgetedJsonBody(value, permit))
     }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!(
+            "request body exceeds this route's limit ({} bytes; {} for exec; 4096 for login)",
+            crate::MAX_BODY_BYTES,
+            crate::MAX_EXEC_BODY_BYTES
+        ),
+    )
 }
 
 /// Parses JSON, naming the offending field in the error (`resources.memory_mb: invalid type…`).

@@ -103,6 +103,17 @@ pub async fn middleware(
             .get("x-forwarded-proto")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let method = request.method().clone();
+    // A refusal answered before the body was read leaves the client writing it: the connection
+    // is drained before it closes, or the client gets a broken pipe instead of the answer.
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|l| l.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let drain = request
+        .extensions()
+        .get::<crate::server::DrainOnClose>()
+        .cloned();
     // A path as long as the request line allows would be written, whole, to the log and the
     // audit trail by every refusal: anonymous clients once rotated the audit history away
     // with 60 KB paths. No route is longer than a few hundred bytes.
@@ -154,6 +165,11 @@ pub async fn middleware(
         };
         audit_refusal(&state, caller.as_ref(), ip, &method, &path, &response);
         let status = response.status();
+        if has_body && (status.is_client_error() || status.is_server_error()) {
+            if let Some(drain) = &drain {
+                drain.request();
+            }
+        }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let capacity = matches!(
             status,
@@ -284,7 +300,7 @@ fn identify(
 /// act as the admin: the daemon listens on loopback, but a web page of any site can make a
 /// browser send it requests (with DNS rebinding, as if from the same origin). So the `Host`
 /// must be a loopback name or address — a rebound name is not — and a browser's `Origin`, if
-/// any, must be that same host (or an allowed origin).
+/// any, must be that same host.
 fn no_auth_allows(headers: &HeaderMap) -> Result<(), Refusal> {
     let refuse = |message: String| {
         (
@@ -438,13 +454,9 @@ fn audit_refusal(
     if let Some(limit) = info.limit {
         details["limit"] = limit.into();
     }
-    if caller.key_id.is_none() && !state.settings.no_auth {
-        // Without a key: the anonymous trail, which anonymous traffic cannot use to rotate
-        // the main one away.
-        state.service.audit_anonymous(caller, event, details);
-    } else {
-        state.service.audit(caller, event, details);
-    }
+    // Refusals are aggregated past a burst per key (or, without one, per address, in the
+    // anonymous trail): no flood of refused requests rotates the trail away.
+    state.service.audit_refusal(caller, event, details);
 }
 
 /// The client: the peer, or what trusted proxies say in `X-Forwarded-For` (read from the

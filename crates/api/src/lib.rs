@@ -62,11 +62,12 @@ pub struct Settings {
 
 impl AppState {
     pub fn new(service: Service, settings: Settings) -> AppState {
+        let settings_body_timeout = settings.body_timeout;
         AppState {
             service,
             settings: Arc::new(settings),
             terminal_slots: Arc::default(),
-            body_budget: body::BodyBudget::new(BODY_BUDGET_BYTES),
+            body_budget: body::BodyBudget::new(BODY_BUDGET_BYTES, settings_body_timeout),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the wire types and the route annotations, completed
 //! by [`Completion`] with what every route shares: the security schemes, `401` and `403` on
-//! every route that needs a key, `414` everywhere, `413`/`415`/`503` on every route with a
-//! body, `429` where limits apply, bodies that may be left out — and the shape of each
+//! every route that needs a key, `414` everywhere, `408`/`413`/`415`/`429`/`503` on every
+//! route with a body, `429` where limits apply, bodies that may be left out — and the shape of each
 //! Server-Sent Event, which the route annotations cannot state.
 
 use utoipa::openapi::extensions::Extensions;
@@ -192,6 +192,12 @@ impl Modify for Completion {
                         .or_insert_with(|| error("The request body is invalid"));
                     responses.entry("503".into()).or_insert_with(|| {
                         error("The daemon is holding as many large request bodies as it may (or the host is at capacity); `Retry-After` says when to try again")
+                    });
+                    responses
+                        .entry("408".into())
+                        .or_insert_with(|| error("The request body did not arrive in time"));
+                    responses.entry("429".into()).or_insert_with(|| {
+                        error("A rate limit or quota refused the request (large bodies count against the user's share); `Retry-After` says when to try again")
                     });
                 }
                 if LIMITED.contains(&path.as_str()) && (may_have_body || path.ends_with("/pty")) {

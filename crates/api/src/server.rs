@@ -150,7 +150,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let drain = DrainOnClose::default();
-        let stream = StallGuard::new(stream, limits.write_timeout, drain.clone());
+        // The connection's place in the counts goes with the stream: a connection being
+        // drained after its last answer still counts against its address.
+        let stream = StallGuard::new(stream, limits.write_timeout, drain.clone(), permit);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request
                 .extensions_mut()
@@ -166,7 +168,6 @@ pub async fn serve(
             .with_upgrades();
         let mut stop = stop.clone();
         tracker.spawn(async move {
-            let _permit = permit;
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -190,10 +191,12 @@ pub async fn serve(
 /// Asks that a connection, once the daemon is done with it, be read to its end before it is
 /// closed (a request extension of every request).
 ///
-/// For a handler that refused what the client is still sending — a WebSocket message far
-/// past the limit, say: closing a socket with unread data in it makes the kernel reset the
-/// connection, and the client would get a reset instead of the close frame that says why.
-/// The draining reads and discards for at most [`DRAIN_TIME`] and [`DRAIN_BYTES`].
+/// For an answer that refused what the client is still sending — a body past its route's
+/// limit, a request refused before its body was read, a WebSocket message far past the
+/// limit: closing a socket with unread data in it makes the kernel reset the connection, and
+/// the client would get a reset (or a broken pipe while it writes) instead of the answer that
+/// says why. The draining reads and discards for at most [`DRAIN_TIME`] and [`DRAIN_BYTES`],
+/// and the connection keeps counting against its address meanwhile.
 #[derive(Debug, Clone, Default)]
 pub struct DrainOnClose(Arc<AtomicBool>);
 
@@ -216,15 +219,23 @@ struct StallGuard {
     /// Armed while a write waits for the client.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     drain: DrainOnClose,
+    /// The connection's place in the counts, for as long as the stream lives (drain included).
+    permit: Option<Permit>,
 }
 
 impl StallGuard {
-    fn new(inner: TcpStream, deadline: Duration, drain: DrainOnClose) -> StallGuard {
+    fn new(
+        inner: TcpStream,
+        deadline: Duration,
+        drain: DrainOnClose,
+        permit: Permit,
+    ) -> StallGuard {
         StallGuard {
             inner: Some(inner),
             deadline,
             stall: None,
             drain,
+            permit: Some(permit),
         }
     }
 
@@ -266,11 +277,13 @@ impl Drop for StallGuard {
         else {
             return;
         };
+        let permit = self.permit.take();
         runtime.spawn(async move {
             use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let _permit = permit;
             // Done writing: the client sees the end after what it was sent.
             let _ = stream.shutdown().await;
-            let mut buffer = vec![0u8; 64 * 1024];
+            let mut buffer = vec![0u8; 8 * 1024];
             let mut drained = 0;
             let until = tokio::time::Instant::now() + DRAIN_TIME;
             while drained < DRAIN_BYTES {

@@ -12,11 +12,11 @@
 //!
 //! Must never: hold a whole stream in memory, or block on anything but the page cache.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sbx_protocol::{DataShape, Encoding, ExitInfo};
@@ -27,48 +27,56 @@ pub const MEMORY_BYTES: usize = 64 * 1024;
 /// join without padding).
 const PIECE: usize = 48 * 1024;
 
-/// What all spool files together may hold, daemon-wide.
+/// What all spool files together may hold, daemon-wide, and one user's (a quarter of it).
 #[derive(Debug)]
 pub struct SpoolBudget {
     limit: u64,
-    used: AtomicU64,
+    user_limit: u64,
+    held: Mutex<(u64, HashMap<String, u64>)>,
 }
 
 impl SpoolBudget {
     pub fn new(limit: u64) -> SpoolBudget {
         SpoolBudget {
             limit,
-            used: AtomicU64::new(0),
+            user_limit: limit / 4,
+            held: Mutex::default(),
         }
     }
 
-    /// Takes up to `want` bytes of the budget; returns how many it got.
-    fn take(&self, want: u64) -> u64 {
-        let mut used = self.used.load(Ordering::Relaxed);
-        loop {
-            let got = want.min(self.limit.saturating_sub(used));
-            if got == 0 {
-                return 0;
-            }
-            match self.used.compare_exchange_weak(
-                used,
-                used + got,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return got,
-                Err(now) => used = now,
-            }
+    /// Takes up to `want` bytes of the budget for `user`; returns how many it got.
+    fn take(&self, user: &str, want: u64) -> u64 {
+        let mut held = self.held.lock().expect("spool budget is never poisoned");
+        let (total, per_user) = &mut *held;
+        let mine = per_user.get(user).copied().unwrap_or(0);
+        let got = want
+            .min(self.limit.saturating_sub(*total))
+            .min(self.user_limit.saturating_sub(mine));
+        if got > 0 {
+            *total += got;
+            *per_user.entry(user.to_owned()).or_default() += got;
         }
+        got
     }
 
-    fn give_back(&self, bytes: u64) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    fn give_back(&self, user: &str, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut held = self.held.lock().expect("spool budget is never poisoned");
+        let (total, per_user) = &mut *held;
+        *total -= bytes;
+        if let Some(mine) = per_user.get_mut(user) {
+            *mine -= bytes;
+            if *mine == 0 {
+                per_user.remove(user);
+            }
+        }
     }
 
     /// Bytes held by spool files now.
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.held.lock().expect("spool budget is never poisoned").0
     }
 }
 
@@ -85,30 +93,41 @@ pub struct SpoolSettings {
 /// One stream's collected output.
 pub struct Spool {
     settings: SpoolSettings,
+    /// Whose command it is (the budget counts per user).
+    user: String,
     memory: Vec<u8>,
     file: Option<File>,
     len: u64,
+    /// Bytes of `len` in the file.
+    file_len: u64,
     /// Budget bytes this spool holds (given back when it is dropped).
     charged: u64,
+    /// Output was dropped: nothing more is kept, so what is kept has no hole.
     truncated: bool,
     shape: DataShape,
 }
 
 impl Spool {
-    pub fn new(settings: &SpoolSettings) -> Spool {
+    pub fn new(settings: &SpoolSettings, user: &str) -> Spool {
         Spool {
             settings: settings.clone(),
+            user: user.to_owned(),
             memory: Vec::new(),
             file: None,
             len: 0,
+            file_len: 0,
             charged: 0,
             truncated: false,
             shape: DataShape::default(),
         }
     }
 
-    /// Keeps what fits of `chunk`; the rest is dropped and the spool marked truncated.
+    /// Keeps what fits of `chunk`; past the first byte that does not fit, nothing more is kept
+    /// and the spool is marked truncated (what it keeps is always the output's beginning).
     pub fn push(&mut self, chunk: &[u8]) {
+        if self.truncated {
+            return;
+        }
         let room = self.settings.max_bytes.saturating_sub(self.len);
         let mut keep = &chunk[..chunk.len().min(room as usize)];
         if keep.len() < chunk.len() {
@@ -124,7 +143,7 @@ impl Spool {
         if keep.is_empty() {
             return;
         }
-        let granted = self.settings.budget.take(keep.len() as u64) as usize;
+        let granted = self.settings.budget.take(&self.user, keep.len() as u64) as usize;
         self.charged += granted as u64;
         if granted < keep.len() {
             self.truncated = true;
@@ -135,11 +154,16 @@ impl Spool {
         }
         if let Err(error) = self.write(keep) {
             tracing::warn!(%error, "cannot spool a command's output; it is cut here");
+            // What a failed write left behind is not part of the output.
+            if let Some(file) = &self.file {
+                let _ = file.set_len(self.file_len);
+            }
             self.truncated = true;
             return;
         }
         self.shape.feed(keep);
         self.len += keep.len() as u64;
+        self.file_len += keep.len() as u64;
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -171,13 +195,14 @@ impl Spool {
             memory: std::mem::take(&mut self.memory),
             at: 0,
             spool: self,
+            failed: false,
         }
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        self.settings.budget.give_back(self.charged);
+        self.settings.budget.give_back(&self.user, self.charged);
     }
 }
 
@@ -186,10 +211,15 @@ struct Pieces {
     memory: Vec<u8>,
     at: usize,
     spool: Spool,
+    /// The file could not be read back: the output ends where it failed.
+    failed: bool,
 }
 
 impl Pieces {
     fn next_piece(&mut self) -> Option<Vec<u8>> {
+        if self.failed {
+            return None;
+        }
         let mut piece = Vec::with_capacity(PIECE);
         let from_memory = (self.memory.len() - self.at).min(PIECE);
         piece.extend_from_slice(&self.memory[self.at..self.at + from_memory]);
@@ -208,6 +238,7 @@ impl Pieces {
                     Err(error) => {
                         tracing::warn!(%error, "cannot read a spooled output back");
                         piece.truncate(start);
+                        self.failed = true;
                         break;
                     }
                 }
@@ -246,15 +277,18 @@ impl Encoder {
             }),
             Encoding::Utf8 => {
                 let mut bytes = std::mem::take(&mut self.carry);
+                let last = piece.is_none();
                 match piece {
                     Some(piece) => bytes.extend_from_slice(&piece),
                     None if bytes.is_empty() => return None,
                     None => {}
                 }
-                // The spool's shape said UTF-8, so only a split sequence can be incomplete.
+                // The spool's shape said UTF-8, so only a sequence split by the piece's end can
+                // be incomplete; it waits for the next piece. (Anything else — which would mean
+                // a fault — is written lossily rather than held back.)
                 let valid = match std::str::from_utf8(&bytes) {
-                    Ok(_) => bytes.len(),
-                    Err(error) => error.valid_up_to(),
+                    Err(error) if error.error_len().is_none() && !last => error.valid_up_to(),
+                    _ => bytes.len(),
                 };
                 self.carry = bytes.split_off(valid);
                 let text = String::from_utf8_lossy(&bytes);
@@ -369,16 +403,16 @@ mod tests {
 
     #[tokio::test]
     async fn what_is_spooled_comes_back_whole_in_either_encoding() {
-        let settings = settings(1 << 20, 1 << 20);
+        let settings = settings(1 << 20, 8 << 20);
         // Text over several pieces, with a multi-byte character split at every boundary.
         let text: String = "é✓𝄞 ligne\n".repeat(60_000).chars().take(500_000).collect();
         let text = text.as_str();
-        let mut stdout = Spool::new(&settings);
+        let mut stdout = Spool::new(&settings, "alice");
         for chunk in text.as_bytes().chunks(4093) {
             stdout.push(chunk);
         }
         let binary: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
-        let mut stderr = Spool::new(&settings);
+        let mut stderr = Spool::new(&settings, "alice");
         for chunk in binary.chunks(65536) {
             stderr.push(chunk);
         }
@@ -398,22 +432,27 @@ mod tests {
 
     #[tokio::test]
     async fn the_caps_per_stream_and_daemon_wide_cut_and_flag() {
-        // Past the daemon-wide budget: 64 KiB in memory, then what the budget allowed on disk.
-        let settings = settings(200_000, 50_000);
-        let mut stdout = Spool::new(&settings);
+        // Past the user's share of the budget (a quarter): 64 KiB in memory, then what the
+        // budget allowed on disk.
+        let settings = settings(200_000, 200_000);
+        let mut stdout = Spool::new(&settings, "alice");
         stdout.push(&[0u8; 150_000]);
         stdout.push(&[0u8; 150_000]);
-        let result = body_of(stdout, Spool::new(&settings)).await;
+        let result = body_of(stdout, Spool::new(&settings, "alice")).await;
         let kept = sbx_protocol::decode_data(&result.stdout, result.stdout_encoding).unwrap();
         assert_eq!(kept.len(), MEMORY_BYTES + 50_000);
+        // Another user still has a share.
+        let mut other = Spool::new(&settings, "bob");
+        other.push(&[1u8; 100_000]);
+        assert!(!other.truncated());
         assert!(result.stdout_truncated);
         assert_eq!(result.stderr, "");
         assert!(!result.stderr_truncated);
         // Past the per-stream cap.
         let settings = self::settings(100_000, 1 << 20);
-        let mut stdout = Spool::new(&settings);
+        let mut stdout = Spool::new(&settings, "alice");
         stdout.push(&[b'x'; 150_000]);
-        let result = body_of(stdout, Spool::new(&settings)).await;
+        let result = body_of(stdout, Spool::new(&settings, "alice")).await;
         assert_eq!(result.stdout.len(), 100_000);
         assert!(result.stdout_truncated);
     }

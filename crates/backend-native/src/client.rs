@@ -225,7 +225,11 @@ async fn pump(mut pump: Pump) {
             },
             // Nobody listens any more: detach now, not at the next output (which may never
             // come), so that stdin still queued for a process that does not read it is freed.
-            () = pump.events.closed() => break None,
+            // Signals sent before are delivered first (a kill on the way out, say).
+            () = pump.events.closed() => {
+                deliver_signals(&pump.socket, &mut pump.input);
+                break None;
+            }
         }
     };
     drop(stdin_tx);
@@ -241,6 +245,20 @@ async fn pump(mut pump: Pump) {
     }
     if let Some(task) = stdin_task {
         task.abort();
+    }
+}
+
+/// Delivers the signals already queued for the command (what else is queued no longer
+/// matters: nobody listens).
+fn deliver_signals(socket: &AsyncFd<OwnedFd>, input: &mut mpsc::Receiver<ExecInput>) {
+    while let Ok(message) = input.try_recv() {
+        if let ExecInput::Signal { signal, target } = message {
+            let request = Request::Signal {
+                signal,
+                target: target.into(),
+            };
+            let _ = wire::send(socket.get_ref().as_fd(), &request, &[]);
+        }
     }
 }
 
@@ -370,7 +388,10 @@ async fn pump_terminal(
                 }
                 None => input_open = false,
             },
-            () = events.closed() => break None,
+            () = events.closed() => {
+                deliver_signals(&socket, &mut input);
+                break None;
+            }
         }
     };
     writer.abort();

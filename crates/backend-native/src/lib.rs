@@ -488,8 +488,8 @@ impl Inner {
         })
     }
 
-    fn free_slot(&self, slot: u32) {
-        self.slots.free(slot);
+    fn free_slot(&self, slot: u32, id: &SandboxId) {
+        self.slots.free(slot, id);
     }
 
     /// Everything of a sandbox that can be made before its request: a uid range, the
@@ -507,7 +507,7 @@ impl Inner {
         let (procs, disk) = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
-                self.free_slot(slot);
+                self.free_slot(slot, &id);
                 return Err(e);
             }
         };
@@ -707,7 +707,7 @@ impl Inner {
             }
         }
         if let Some(slot) = slot {
-            self.free_slot(slot);
+            self.free_slot(slot, id);
         }
         Ok(())
     }

@@ -168,13 +168,15 @@ impl Slots {
         })
     }
 
-    /// Gives `slot` back (if this instance holds it).
-    pub fn free(&self, slot: u32) {
+    /// Gives `slot` back if this instance holds it for `id` (and only then: a rollback and a
+    /// destroy of the same id may both free it, and by then another sandbox may hold it).
+    pub fn free(&self, slot: u32, id: &SandboxId) {
         let lock = self.lock();
         let mut own = self.own.lock().expect("slot map is never poisoned");
-        if own.remove(&slot).is_none() {
+        if own.get(&slot) != Some(id) {
             return;
         }
+        own.remove(&slot);
         let path = self.path(slot);
         let ours = fs::read_to_string(&path)
             .is_ok_and(|text| text.split_whitespace().next() == Some(self.instance.as_str()));
@@ -203,8 +205,14 @@ mod tests {
         let second = b.allocate(&id(1), everyone_alive).unwrap();
         let third = a.allocate(&id(2), everyone_alive).unwrap();
         assert_eq!((first, second, third), (0, 1, 2));
-        // Freed slots are reused, by whoever asks first.
-        a.free(first);
+        // Freed slots are reused, by whoever asks first; a slot is freed only for its sandbox.
+        let first_id = a.own.lock().unwrap()[&first].clone();
+        a.free(first, &SandboxId::generate());
+        assert!(
+            registry.join("0").exists(),
+            "another sandbox's free is ignored"
+        );
+        a.free(first, &first_id);
         assert!(!registry.join("0").exists());
         assert_eq!(b.allocate(&id(3), everyone_alive).unwrap(), 0);
         // A claim of a vanished instance, old enough, is taken over; a young one is not.

@@ -247,11 +247,16 @@ impl Flood {
                                 stdin: Some(stdin.clone()),
                                 ..Default::default()
                             };
+                            let started = Instant::now();
                             let _ = tokio::time::timeout(
                                 Duration::from_secs(2),
                                 client.exec(&id, &request),
                             )
                             .await;
+                            // Refused (the user's share of the body budget is full): no spin.
+                            if started.elapsed() < Duration::from_millis(500) {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
                         }
                     });
                 }

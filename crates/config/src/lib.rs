@@ -81,7 +81,8 @@ pub struct Capacity {
     /// table (the smaller of `kernel.pid_max` and `kernel.threads-max`).
     pub pids_share: f64,
     /// Free space on the data directory's file system that sandbox disks may never promise
-    /// away, MiB.
+    /// away, MiB. It holds what the daemon itself writes there: spooled exec output (at most a
+    /// quarter of it), the audit trail, the store.
     pub disk_reserve_mb: u64,
     /// How far promises of (sparse) sandbox disks may exceed the free space: 1 promises no
     /// more than there is.
@@ -92,7 +93,7 @@ impl Default for Capacity {
     fn default() -> Capacity {
         Capacity {
             pids_share: 0.5,
-            disk_reserve_mb: 2048,
+            disk_reserve_mb: 4096,
             disk_overcommit: 1.0,
         }
     }
@@ -664,6 +665,12 @@ impl RawConfig {
                 config.capacity.pids_share = share;
             }
             if let Some(reserve) = capacity.disk_reserve_mb {
+                // It also holds spooled exec output (a quarter of it) and the audit trail.
+                if !(256..=1 << 30).contains(&reserve) {
+                    return Err(format!(
+                        "capacity.disk_reserve_mb: {reserve} is not between 256 and 1073741824"
+                    ));
+                }
                 config.capacity.disk_reserve_mb = reserve;
             }
             if let Some(factor) = capacity.disk_overcommit {

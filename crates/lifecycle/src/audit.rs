@@ -5,11 +5,13 @@
 //! `audit.keep` rotated files and any younger than `audit.keep_for`, all within
 //! `audit.max_total_bytes`. Refusals of callers without a valid key (`auth.failed`, refused
 //! anonymous requests) go to `audit-anonymous.log`, bounded on its own (two files of at most
-//! [`ANONYMOUS_MAX_BYTES`]), and per client address at most [`ANONYMOUS_BURST`] of them a
-//! minute are written one by one — the rest of that minute becomes one `auth.suppressed`
-//! entry with their count. So anonymous traffic, however much of it, cannot rotate the trail
-//! of what keys did away, nor flood the disk (2,000 anonymous requests with 60 KB paths once
-//! erased the whole history in 2.3 s).
+//! [`ANONYMOUS_MAX_BYTES`]). Refusals are written one by one up to [`BURST`] a minute per
+//! client address (anonymous) or per key (in the main trail) — the rest of that minute becomes
+//! one `*.suppressed` entry with their count. So anonymous traffic, however much of it, cannot
+//! rotate the trail of what keys did away, nor flood the disk (2,000 anonymous requests with 60
+//! KB paths once erased the whole history in 2.3 s), and a key's refused requests cost the
+//! trail a line a second at most. Refusals go to the writer through a bounded queue: when the
+//! writer falls behind they are counted, not queued.
 //!
 //! Invariants: nothing secret is written (keys by id; environment values never); a line is
 //! whole or absent; a query sees every event recorded before it (it flushes through the
@@ -34,17 +36,21 @@ use crate::{now_ms, view, Caller, Error, Service};
 pub const MAX_QUERY: usize = 10_000;
 /// Size at which the anonymous trail rotates (one rotated file is kept).
 pub const ANONYMOUS_MAX_BYTES: u64 = 4 << 20;
-/// Anonymous refusals written one by one per client address and minute.
-pub const ANONYMOUS_BURST: u64 = 20;
+/// Refusals written one by one per client address (or key) and minute.
+pub const BURST: u64 = 20;
+/// Messages waiting for the writer at most; refusals past it are dropped and counted.
+const QUEUE: usize = 65_536;
 /// Addresses whose anonymous refusals are counted apart; past it, all others share one count.
 const ANONYMOUS_ADDRESSES: usize = 10_000;
 const WINDOW: Duration = Duration::from_secs(60);
 
 enum Message {
     Line(String),
-    /// A refusal of a caller without a key, from `ip` (`-`: unknown).
-    Anonymous {
-        ip: String,
+    /// A refusal, counted against `bucket` (an address or a key); `anonymous` ones go to the
+    /// anonymous trail.
+    Refusal {
+        bucket: String,
+        anonymous: bool,
         line: String,
     },
     Flush(mpsc::Sender<()>),
@@ -67,8 +73,10 @@ pub struct AuditQuery {
 pub(crate) struct AuditLog {
     /// The main trail and the anonymous one.
     paths: Option<(PathBuf, PathBuf)>,
-    sender: Mutex<Option<mpsc::Sender<Message>>>,
+    sender: Mutex<Option<mpsc::SyncSender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Refusals dropped because the writer's queue was full (reported by the writer).
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AuditLog {
@@ -78,6 +86,7 @@ impl AuditLog {
             paths: None,
             sender: Mutex::new(None),
             writer: Mutex::new(None),
+            dropped: Default::default(),
         }
     }
 
@@ -85,7 +94,7 @@ impl AuditLog {
     pub(crate) fn open(path: PathBuf, settings: sbx_config::Audit) -> std::io::Result<AuditLog> {
         let anonymous_path = anonymous_path(&path);
         let mut main = Writer::open(path.clone(), settings)?;
-        let mut anonymous = Writer::open(
+        let mut anonymous_writer = Writer::open(
             anonymous_path.clone(),
             sbx_config::Audit {
                 max_bytes: ANONYMOUS_MAX_BYTES.min(settings.max_bytes),
@@ -94,48 +103,89 @@ impl AuditLog {
                 max_total_bytes: 2 * ANONYMOUS_MAX_BYTES.min(settings.max_bytes),
             },
         )?;
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer_dropped = dropped.clone();
         let thread = std::thread::Builder::new()
             .name("sbx-audit".into())
             .spawn(move || {
                 let mut bursts = Bursts::default();
+                let mut closed_at = SystemTime::now();
                 loop {
                     let message = match receiver.recv_timeout(Duration::from_secs(1)) {
                         Ok(message) => Some(message),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     };
-                    for summary in bursts.close_windows(SystemTime::now()) {
-                        anonymous.write(&summary);
+                    // Windows end once a second, not at every message.
+                    let now = SystemTime::now();
+                    if now
+                        .duration_since(closed_at)
+                        .is_ok_and(|d| d >= Duration::from_secs(1))
+                    {
+                        closed_at = now;
+                        for (anonymous, summary) in bursts.close_windows(now) {
+                            if anonymous {
+                                anonymous_writer.write(&summary);
+                            } else {
+                                main.write(&summary);
+                            }
+                        }
+                        let lost = writer_dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+                        if lost > 0 {
+                            anonymous_writer.write(&dropped_line(lost));
+                        }
                     }
                     match message {
                         Some(Message::Line(line)) => main.write(&line),
-                        Some(Message::Anonymous { ip, line })
-                            if bursts.admit(&ip, SystemTime::now()) =>
-                        {
-                            anonymous.write(&line);
+                        Some(Message::Refusal {
+                            bucket,
+                            anonymous,
+                            line,
+                        }) if bursts.admit(&bucket, anonymous, SystemTime::now()) => {
+                            if anonymous {
+                                anonymous_writer.write(&line);
+                            } else {
+                                main.write(&line);
+                            }
                         }
-                        Some(Message::Anonymous { .. }) => {}
+                        Some(Message::Refusal { .. }) => {}
                         Some(Message::Flush(done)) => {
                             let _ = done.send(());
                         }
                         None => {}
                     }
                 }
-                for summary in bursts.close_all() {
-                    anonymous.write(&summary);
+                for (anonymous, summary) in bursts.close_all() {
+                    if anonymous {
+                        anonymous_writer.write(&summary);
+                    } else {
+                        main.write(&summary);
+                    }
                 }
             })?;
         Ok(AuditLog {
             paths: Some((path, anonymous_path)),
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(thread)),
+            dropped,
         })
     }
 
     fn send(&self, message: Message) -> bool {
         let sender = self.sender.lock().expect("audit sender is never poisoned");
         sender.as_ref().is_some_and(|s| s.send(message).is_ok())
+    }
+
+    /// Queues a refusal if there is room; counts it as dropped otherwise.
+    fn offer(&self, message: Message) {
+        let sender = self.sender.lock().expect("audit sender is never poisoned");
+        if let Some(sender) = sender.as_ref() {
+            if let Err(mpsc::TrySendError::Full(_)) = sender.try_send(message) {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// Waits until everything sent so far is written.
@@ -172,7 +222,7 @@ fn anonymous_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{stem}-anonymous.log"))
 }
 
-/// Per client address: anonymous refusals written in the current minute, and those counted
+/// Per client address or key: refusals written in the current minute, and those counted
 /// instead.
 #[derive(Default)]
 struct Bursts {
@@ -181,24 +231,31 @@ struct Bursts {
 
 struct Burst {
     started: SystemTime,
+    anonymous: bool,
     written: u64,
     suppressed: u64,
 }
 
 impl Bursts {
-    /// Whether a refusal from `ip` is written (else it is counted).
-    fn admit(&mut self, ip: &str, now: SystemTime) -> bool {
-        let key = if self.windows.len() >= ANONYMOUS_ADDRESSES && !self.windows.contains_key(ip) {
-            "other addresses"
+    /// Whether a refusal counted against `bucket` is written (else it is counted).
+    fn admit(&mut self, bucket: &str, anonymous: bool, now: SystemTime) -> bool {
+        let key = if self.windows.len() >= ANONYMOUS_ADDRESSES && !self.windows.contains_key(bucket)
+        {
+            if anonymous {
+                "other addresses"
+            } else {
+                "other keys"
+            }
         } else {
-            ip
+            bucket
         };
         let burst = self.windows.entry(key.to_owned()).or_insert(Burst {
             started: now,
+            anonymous,
             written: 0,
             suppressed: 0,
         });
-        if burst.written < ANONYMOUS_BURST {
+        if burst.written < BURST {
             burst.written += 1;
             true
         } else {
@@ -207,34 +264,34 @@ impl Bursts {
         }
     }
 
-    /// Summaries of the windows that are over; those windows end.
-    fn close_windows(&mut self, now: SystemTime) -> Vec<String> {
+    /// Summaries (and whether each is anonymous) of the windows that are over; they end.
+    fn close_windows(&mut self, now: SystemTime) -> Vec<(bool, String)> {
         let over = |b: &Burst| now.duration_since(b.started).is_ok_and(|age| age >= WINDOW);
         let ended: Vec<String> = self
             .windows
             .iter()
             .filter(|(_, b)| over(b))
-            .map(|(ip, _)| ip.clone())
+            .map(|(bucket, _)| bucket.clone())
             .collect();
         ended
             .into_iter()
-            .filter_map(|ip| {
-                let burst = self.windows.remove(&ip)?;
-                summary(&ip, &burst)
+            .filter_map(|bucket| {
+                let burst = self.windows.remove(&bucket)?;
+                Some((burst.anonymous, summary(&bucket, &burst)?))
             })
             .collect()
     }
 
-    fn close_all(&mut self) -> Vec<String> {
+    fn close_all(&mut self) -> Vec<(bool, String)> {
         self.windows
             .drain()
-            .filter_map(|(ip, burst)| summary(&ip, &burst))
+            .filter_map(|(bucket, burst)| Some((burst.anonymous, summary(&bucket, &burst)?)))
             .collect()
     }
 }
 
-/// The `auth.suppressed` line of a window that counted refusals instead of writing them.
-fn summary(ip: &str, burst: &Burst) -> Option<String> {
+/// The `*.suppressed` line of a window that counted refusals instead of writing them.
+fn summary(bucket: &str, burst: &Burst) -> Option<String> {
     if burst.suppressed == 0 {
         return None;
     }
@@ -245,17 +302,41 @@ fn summary(ip: &str, burst: &Burst) -> Option<String> {
     let mut details = Map::new();
     details.insert("count".into(), burst.suppressed.into());
     details.insert("since".into(), view::rfc3339(since).into());
+    let (event, user, key_id, ip) = if burst.anonymous {
+        let ip = (bucket != "-").then(|| bucket.to_owned());
+        ("auth.suppressed", "anonymous".to_owned(), None, ip)
+    } else {
+        let key = bucket.strip_prefix("key:").unwrap_or(bucket).to_owned();
+        ("refusals.suppressed", "-".to_owned(), Some(key), None)
+    };
     let entry = AuditEntry {
         at: view::rfc3339(now_ms()),
-        event: "auth.suppressed".into(),
-        user: Some("anonymous".into()),
-        key_id: None,
-        ip: (ip != "-").then(|| ip.to_owned()),
+        event: event.into(),
+        user: Some(user),
+        key_id,
+        ip,
         request_id: None,
         sandbox_id: None,
         details,
     };
     serde_json::to_string(&entry).ok()
+}
+
+/// The line that says how many refusals the writer's full queue lost.
+fn dropped_line(count: u64) -> String {
+    let mut details = Map::new();
+    details.insert("count".into(), count.into());
+    let entry = AuditEntry {
+        at: view::rfc3339(now_ms()),
+        event: "audit.dropped".into(),
+        user: Some("sbx".into()),
+        key_id: None,
+        ip: None,
+        request_id: None,
+        sandbox_id: None,
+        details,
+    };
+    serde_json::to_string(&entry).expect("an audit entry serialises")
 }
 
 struct Writer {
@@ -402,11 +483,33 @@ impl Service {
     /// Records a refusal of a caller without a (valid) key, in the anonymous trail (see the
     /// module's documentation).
     pub fn audit_anonymous(&self, caller: &Caller, event: &str, details: Value) {
-        let ip = caller
+        let bucket = caller
             .ip
             .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         let line = entry_line(caller, event, details);
-        self.inner.audit.send(Message::Anonymous { ip, line });
+        self.inner.audit.offer(Message::Refusal {
+            bucket,
+            anonymous: true,
+            line,
+        });
+    }
+
+    /// Records a refused request: a caller with a key in the main trail, anyone else in the
+    /// anonymous one; past a burst, counted (see the module's documentation).
+    pub fn audit_refusal(&self, caller: &Caller, event: &str, details: Value) {
+        let Some(key) = &caller.key_id else {
+            if caller.admin {
+                // A daemon without authentication: every caller is the admin, on this host.
+                return self.audit(caller, event, details);
+            }
+            return self.audit_anonymous(caller, event, details);
+        };
+        let line = entry_line(caller, event, details);
+        self.inner.audit.offer(Message::Refusal {
+            bucket: format!("key:{key}"),
+            anonymous: false,
+            line,
+        });
     }
 
     /// The newest matching entries, oldest first (admins only).
@@ -572,8 +675,9 @@ mod tests {
             } else {
                 "192.0.2.1"
             };
-            log.send(Message::Anonymous {
-                ip: ip.into(),
+            log.send(Message::Refusal {
+                bucket: ip.into(),
+                anonymous: true,
                 line: line(n),
             });
         }

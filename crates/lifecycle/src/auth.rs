@@ -257,7 +257,23 @@ impl Service {
             .sessions
             .lock()
             .expect("session map is never poisoned");
-        sessions.retain(|_, s| s.expires_at > now);
+        let expired: Vec<[u8; 32]> = sessions
+            .iter()
+            .filter(|(_, s)| s.expires_at <= now)
+            .map(|(hash, _)| *hash)
+            .collect();
+        if !expired.is_empty() {
+            let mut ended = self
+                .inner
+                .keys
+                .ended
+                .lock()
+                .expect("signals are never poisoned");
+            for hash in &expired {
+                sessions.remove(hash);
+                ended.end(&session_credential(hash));
+            }
+        }
         let mut own: Vec<([u8; 32], i64)> = sessions
             .iter()
             .filter(|(_, s)| s.key_id == key_id)
@@ -306,12 +322,48 @@ impl Service {
                 return ended.never.subscribe();
             }
         };
-        self.inner
+        let receiver = self
+            .inner
             .keys
             .ended
             .lock()
             .expect("signals are never poisoned")
-            .watch(credential)
+            .watch(credential.clone());
+        // The credential may have ended between the request's authentication and now (its
+        // signal was sent before this stream watched it): then it has ended for this stream
+        // too. Checked after watching, so that an end after the check reaches the watcher.
+        if !self.credential_live(caller) {
+            self.inner
+                .keys
+                .ended
+                .lock()
+                .expect("signals are never poisoned")
+                .end(&credential);
+        }
+        receiver
+    }
+
+    /// Whether `caller`'s key is not revoked and its session (if any) still exists.
+    fn credential_live(&self, caller: &Caller) -> bool {
+        let key_live = caller
+            .key_id
+            .as_deref()
+            .and_then(|id| self.inner.keys.get(id))
+            .is_some_and(|row| row.revoked_at.is_none());
+        let session_live = caller.session.as_deref().is_none_or(|session| {
+            let Some(digest) = decode_hex(session).and_then(|d| <[u8; 32]>::try_from(d).ok())
+            else {
+                return false;
+            };
+            self.inner
+                .keys
+                .sessions
+                .lock()
+                .expect("session map is never poisoned")
+                .get(&digest)
+                .is_some_and(|s| s.expires_at > now_ms())
+        });
+        key_live && session_live
     }
 
     /// The caller a session token stands for (with the session named in it).

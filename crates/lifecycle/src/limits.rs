@@ -68,7 +68,6 @@ struct Bucket {
 #[derive(Default)]
 pub(crate) struct RateState {
     windows: HashMap<Window, VecDeque<i64>>,
-    buckets: HashMap<String, Bucket>,
     /// Admissions since the last sweep of emptied windows.
     since_sweep: usize,
 }
@@ -83,6 +82,8 @@ pub(crate) struct RateLimits {
     pub(crate) running: std::sync::Arc<Mutex<Running>>,
     /// Login attempts per client address in the last minute.
     logins: Mutex<HashMap<Option<IpAddr>, VecDeque<i64>>>,
+    /// Each user's command rate (token buckets).
+    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 /// Commands running through the API at once (exec, exec streams, terminals): per user (the
@@ -277,18 +278,17 @@ impl Service {
                 }
             }
         }
-        self.admit_resources(&caller.user, &params.profile, &params.resources, true)
+        self.admit_resources(&caller.user, &params.profile, &params.resources)
     }
 
     /// Whether `user`'s quotas (theirs and the profile's) and the host's capacity have room
-    /// for a sandbox of `resources`; `new` when it would be one more sandbox (a recreate of a
-    /// failed one is not). Call under the admission lock.
+    /// for one more live sandbox of `resources` (a new one, or a failed one brought back by a
+    /// recreate). Call under the admission lock.
     pub(crate) fn admit_resources(
         &self,
         user: &str,
         profile: &str,
         resources: &Resources,
-        new: bool,
     ) -> Result<(), Error> {
         let now = now_ms();
         let limits = self.inner.config.limits.for_user(user);
@@ -301,7 +301,7 @@ impl Service {
             .unwrap_or(Limits::UNLIMITED);
         for (limits, profile) in [(limits, None), (&profile_limits, Some(profile))] {
             let quotas = [
-                limits.concurrent_sandboxes.is_some() && new,
+                limits.concurrent_sandboxes.is_some(),
                 limits.memory_mb.is_some(),
                 limits.cpus.is_some(),
                 limits.pids.is_some(),
@@ -548,13 +548,15 @@ impl Service {
         };
         let rate = rate as f64;
         let now = now_ms();
-        let mut state = self
+        // The buckets have a lock of their own: a create holds the admission lock for its
+        // checks and its insert, and commands must not queue behind it.
+        let mut buckets = self
             .inner
             .limits
-            .admission
+            .buckets
             .lock()
             .expect("rate state is never poisoned");
-        let bucket = state.buckets.entry(caller.user.clone()).or_insert(Bucket {
+        let bucket = buckets.entry(caller.user.clone()).or_insert(Bucket {
             tokens: rate,
             at: now,
         });

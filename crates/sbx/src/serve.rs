@@ -108,9 +108,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         spool: sbx_api::spool::SpoolSettings {
             dir: data_dir.clone(),
             max_bytes: config.exec.max_output_bytes,
-            // Spool files live beside the sandbox disks: they may take half the disk reserve.
+            // Spool files live beside the sandbox disks, in the reserve they never promise: a
+            // quarter of it (the audit trail and the store live there too).
             budget: std::sync::Arc::new(sbx_api::spool::SpoolBudget::new(
-                (config.capacity.disk_reserve_mb << 20) / 2,
+                (config.capacity.disk_reserve_mb << 20) / 4,
             )),
         },
     };

@@ -16,10 +16,17 @@ use crate::body::JsonBody;
 use crate::context::{self, Auth, ClientIp, Https, SESSION_COOKIE};
 use crate::{ApiError, AppState};
 
+/// Largest body of `POST /v1/login`.
+const LOGIN_BODY_BYTES: usize = 4096;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/whoami", get(whoami))
-        .route("/v1/login", post(login))
+        // A login body is a key: no more than this is ever read for anyone without one.
+        .route(
+            "/v1/login",
+            post(login).layer(axum::extract::DefaultBodyLimit::max(LOGIN_BODY_BYTES)),
+        )
         .route("/v1/logout", post(logout))
         .route("/v1/keys", get(list).post(create))
         .route("/v1/keys/{id}", delete(revoke))

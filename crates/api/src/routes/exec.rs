@@ -45,8 +45,8 @@ pub async fn exec(
     // until it ends).
     drop(request);
     let settings = &state.settings.spool;
-    let mut stdout = Spool::new(settings);
-    let mut stderr = Spool::new(settings);
+    let mut stdout = Spool::new(settings, &caller.user);
+    let mut stderr = Spool::new(settings, &caller.user);
     while let Some(output) = stream.output.recv().await {
         match output {
             ExecOutput::Stdout(bytes) => stdout.push(&bytes),

@@ -40,20 +40,29 @@ impl Service {
         let task_caller = caller.clone();
         let task_id = id.clone();
         let built = tokio::spawn(async move {
-            let result = service.build(&task_caller, task_id, row, params).await;
+            // The build runs in a task of its own, so a panic in it ends only that task; the
+            // failure is then settled here, in this task, which outlives any caller.
+            let build = {
+                let service = service.clone();
+                let (caller, id) = (task_caller.clone(), task_id.clone());
+                tokio::spawn(async move { service.build(&caller, id, row, params).await })
+            };
+            let result = match build.await {
+                Ok(result) => result,
+                Err(panic) => {
+                    tracing::error!(sandbox = %task_id, error = %panic, "create panicked");
+                    let error = Error::Internal(format!("create of {task_id} panicked: {panic}"));
+                    service
+                        .settle_failed_create(&task_caller, &task_id, &error)
+                        .await;
+                    Err(error)
+                }
+            };
             drop(promise);
             result
         })
         .await;
-        match built {
-            Ok(result) => result,
-            Err(panic) => {
-                tracing::error!(sandbox = %id, error = %panic, "create panicked");
-                self.settle_failed_create(caller, &id, &Error::Internal(panic.to_string()))
-                    .await;
-                Err(Error::Internal(format!("create of {id} panicked: {panic}")))
-            }
-        }
+        built.unwrap_or_else(|e| Err(Error::Internal(format!("create of {id} failed: {e}"))))
     }
 
     /// Builds the recorded sandbox through the backend and records the outcome.

@@ -105,7 +105,7 @@ impl Service {
         let rate = self.output_rate(&row.id, spec.cpus);
         self.touch(&row.id);
         let terminal = params.spec.tty.is_some();
-        let argv = params.spec.argv.clone();
+        let argv = audited_argv(&params.spec.argv);
         let handle = handle_of(&row)?
             .ok_or_else(|| Error::Internal(format!("running sandbox {} has no handle", row.id)))?;
         let started = Instant::now();
@@ -158,8 +158,7 @@ impl Service {
                         audit.ended(&service, None, timed_out, started.elapsed());
                         return;
                     }
-                    // Its key was revoked or its session ended: the stream closes now (a
-                    // terminal's processes are killed by its bridge, see api's pty).
+                    // Its key was revoked or its session ended: the stream closes now.
                     ended_now = async { ended.wait_for(|ended| *ended).await.map(|_| ()) },
                         if watching_credential =>
                     {
@@ -168,6 +167,15 @@ impl Service {
                             continue;
                         }
                         audit.ended(&service, None, timed_out, started.elapsed());
+                        // A terminal's processes end with it, here: once this task returns,
+                        // nothing would carry the bridge's kill to them.
+                        if audit.terminal {
+                            let kill = ExecInput::Signal {
+                                signal: 9,
+                                target: SignalTarget::Session,
+                            };
+                            let _ = session.input.send(kill).await;
+                        }
                         let _ = output.send(ExecOutput::Failed(Error::CredentialEnded)).await;
                         return;
                     }
@@ -219,8 +227,10 @@ impl Service {
 /// Waits for `bytes` of the sandbox's output allowance (the sandbox's commands are slowed
 /// down meanwhile: their pipes fill); false when the consumer went away instead.
 async fn rate_allows(rate: &OutputRate, bytes: usize, output: &mpsc::Sender<ExecOutput>) -> bool {
+    // Each chunk costs the daemon a message, an encoding and a write whatever its size: a
+    // chunk counts as at least `MIN_CHARGE` bytes, so that many tiny writes are bounded too.
     tokio::select! {
-        () = rate.take(bytes) => true,
+        () = rate.take(bytes.max(MIN_CHARGE)) => true,
         () = output.closed() => false,
     }
 }
@@ -278,6 +288,35 @@ impl ExecAudit {
         );
     }
 }
+
+/// An argv as the audit trail keeps it: at most [`AUDITED_ARGS`] arguments of at most
+/// [`AUDITED_ARG_BYTES`] each (marked when cut), so that one entry stays small whatever the
+/// command line (up to 128 KiB): a key's execs must not rotate the trail away by their size.
+fn audited_argv(argv: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = argv
+        .iter()
+        .take(AUDITED_ARGS)
+        .map(|arg| {
+            if arg.len() <= AUDITED_ARG_BYTES {
+                return arg.clone();
+            }
+            let mut end = AUDITED_ARG_BYTES;
+            while !arg.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}… ({} bytes)", &arg[..end], arg.len())
+        })
+        .collect();
+    if argv.len() > AUDITED_ARGS {
+        kept.push(format!("… ({} arguments in all)", argv.len()));
+    }
+    kept
+}
+
+/// The least a chunk of output counts against its sandbox's output rate.
+const MIN_CHARGE: usize = 4096;
+const AUDITED_ARGS: usize = 32;
+const AUDITED_ARG_BYTES: usize = 256;
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {

@@ -46,7 +46,7 @@ impl Service {
             // A failed sandbox gave its share of quotas and of the host back: it must fit again.
             if !state.holds_resources() {
                 let owner = row.owner.as_deref().unwrap_or(crate::ADMIN_USER);
-                self.admit_resources(owner, &row.profile, &spec.resources(), false)?;
+                self.admit_resources(owner, &row.profile, &spec.resources())?;
             }
             self.record(&Transition {
                 id: &row.id,
@@ -59,9 +59,24 @@ impl Service {
             })?;
             DiskPromise::new(self, spec.disk_mb << 20)
         };
-        let old = handle_of(&row)?;
+        let old = handle_of(&row).ok().flatten();
         let removal = inner.backend.destroy(&id, old.as_ref());
-        deadline::run(deadline::DESTROY, "destroy", removal).await?;
+        if let Err(error) = deadline::run(deadline::DESTROY, "destroy", removal).await {
+            // Not left `creating`: `destroying`, as a destroy that failed is (it still holds
+            // its share, for its processes may still be there; a delete retries, and
+            // reconciliation finishes it).
+            tracing::error!(sandbox = %id, error = %error.detail(), "recreate could not remove the old instance");
+            self.record(&Transition {
+                id: &row.id,
+                to_state: State::Destroying.as_str(),
+                reason: Some(&reason::with_detail(reason::FAILED, "recreate failed")),
+                at: now_ms(),
+                destroyed_at: None,
+                handle: Some(None),
+                lifetime: None,
+            })?;
+            return Err(error);
+        }
         let backend_spec = SandboxSpec {
             id: id.clone(),
             template: row.template.clone(),

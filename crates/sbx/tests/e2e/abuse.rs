@@ -55,31 +55,27 @@ async fn issue_9_anonymous_floods_cannot_erase_the_audit_trail() {
     .await;
     let id = d.create().await.id;
     let log_before = d.log().len();
-    // 2,000 anonymous requests with 60 KB paths, then 2,000 with 4 KB ones.
-    let long = format!("/v1/sandboxes/{}", "x".repeat(60_000));
-    let long_paths = (0..2000).map(|_| {
-        let url = format!("{}{long}", d.url);
-        async move { reqwest::get(url).await.map(|r| r.status().as_u16()).ok() }
-    });
-    for status in futures::future::join_all(long_paths)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        assert_eq!(status, 414);
-    }
-    let path = format!("/v1/sandboxes/{}", "y".repeat(4000));
-    let refused = (0..2000).map(|_| {
+    // 2,000 anonymous requests with 60 KB paths, then 2,000 with 4 KB ones, 64 at a time
+    // (within the connections one address may have): every one is answered.
+    let flood = |path: String, expected: u16| {
         let url = format!("{}{path}", d.url);
-        async move { reqwest::get(url).await.map(|r| r.status().as_u16()).ok() }
-    });
-    for status in futures::future::join_all(refused)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        assert_eq!(status, 401);
-    }
+        async move {
+            let client = reqwest::Client::new();
+            let answers: Vec<u16> = futures::stream::iter(0..2000)
+                .map(|_| {
+                    let (client, url) = (client.clone(), url.clone());
+                    async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+                })
+                .buffer_unordered(64)
+                .filter_map(|answer| async move { answer.ok() })
+                .collect()
+                .await;
+            assert_eq!(answers.len(), 2000, "requests went unanswered");
+            assert!(answers.iter().all(|s| *s == expected), "{answers:?}");
+        }
+    };
+    flood(format!("/v1/sandboxes/{}", "x".repeat(60_000)), 414).await;
+    flood(format!("/v1/sandboxes/{}", "y".repeat(4000)), 401).await;
     // What the admin did is still there, and the trail of keys did not rotate.
     let created = d
         .client
@@ -319,7 +315,12 @@ async fn issue_9_revoking_a_key_closes_its_terminals_streams_and_feeds() {
         .terminal(
             &id,
             &TerminalRequest {
-                cmd: vec!["sh".into(), "-c".into(), "sleep 300 & wait".into()],
+                // Immune to the hangup a closed terminal sends: only a kill ends it.
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "trap '' HUP; sleep 300 & wait".into(),
+                ],
                 ..Default::default()
             },
         )
@@ -338,6 +339,11 @@ async fn issue_9_revoking_a_key_closes_its_terminals_streams_and_feeds() {
     assert!(matches!(
         stream.next().await,
         Some(Ok(ExecEvent::Started { .. }))
+    ));
+    // The command is past its `echo` (which a detach would otherwise break) and in `sleep`.
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(ExecEvent::Stdout { .. }))
     ));
     let mut events = alice.events(None, None).await.unwrap();
     let key_id = alice_key.split('_').nth(1).unwrap().to_owned();

@@ -228,20 +228,23 @@ async fn the_audit_log_rotates_by_size() {
         ..Default::default()
     })
     .await;
-    // Each refused request of a key is one line of a few hundred bytes.
-    let (alice, _) = d.user("alice").await;
+    // Each command of a key is one line of a few hundred bytes.
+    let (alice, alice_client) = d.user("alice").await;
+    let id = alice_client
+        .create(&sbx_protocol::CreateSandboxRequest::default())
+        .await
+        .unwrap()
+        .id;
+    let path = format!("/v1/sandboxes/{id}/exec");
     for _ in 0..60 {
-        let body = r#"{"resources":{"pids":0}}"#;
-        call(&d, Method::POST, "/v1/sandboxes", Some(&alice), Some(body)).await;
+        let body = r#"{"cmd":["true"]}"#;
+        call(&d, Method::POST, &path, Some(&alice), Some(body)).await;
     }
     let read = |name: &str| std::fs::read_to_string(d.data_dir().join(name)).unwrap_or_default();
     // The writer is asynchronous: a query flushes it.
     let all = d
         .client
-        .audit(&[
-            ("event", "input.rejected".into()),
-            ("limit", "10000".into()),
-        ])
+        .audit(&[("event", "exec".into()), ("limit", "10000".into())])
         .await
         .unwrap();
     assert!(!read("audit.log.1").is_empty() && !read("audit.log.2").is_empty());

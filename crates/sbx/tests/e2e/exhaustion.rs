@@ -374,15 +374,26 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[tokio::test]
 async fn issue_9_collected_binary_output_stays_out_of_the_daemons_memory() {
     let d = TestDaemon::start().await;
-    let id = d.create().await.id;
+    // Two users (one may spool a quarter of the daemon's spool space: 256 MiB here).
+    let mut sandboxes = Vec::new();
+    for user in ["alice", "bob"] {
+        let (key, client) = d.user(user).await;
+        let id = client
+            .create(&sbx_protocol::CreateSandboxRequest::default())
+            .await
+            .unwrap()
+            .id;
+        sandboxes.push((key, id));
+    }
     let baseline_kib = status_kib(d.pid(), "VmRSS");
     // Ten clients collect 16 MiB of NULs on stdout and on stderr each, half of them reading
     // their answer slowly. As JSON escapes that was 201 MB per answer, all in memory.
     let script = "head -c 16777216 /dev/zero; head -c 16777216 /dev/zero >&2";
     let body = serde_json::json!({ "cmd": ["sh", "-c", script] }).to_string();
     let clients = (0..10).map(|n| {
+        let (key, id) = sandboxes[n % 2].clone();
         let url = format!("{}/v1/sandboxes/{id}/exec", d.url);
-        let (key, body) = (d.admin_key.clone(), body.clone());
+        let body = body.clone();
         async move {
             let mut response = reqwest::Client::new()
                 .post(url)
@@ -441,6 +452,8 @@ async fn issue_9_stdin_is_released_when_the_caller_leaves() {
     let id = d.create().await.id;
     let baseline_kib = status_kib(d.pid(), "VmRSS");
     // Ten callers send 20 MiB of stdin each to a command that never reads it, then leave.
+    // One user may hold a quarter of the daemon's 256 MiB budget for bodies: three are held,
+    // the rest refused at once.
     let stdin = "x".repeat(20 << 20);
     let body = serde_json::json!({ "cmd": ["sleep", "600"], "stdin": stdin }).to_string();
     drop(stdin);
@@ -452,12 +465,19 @@ async fn issue_9_stdin_is_released_when_the_caller_leaves() {
             .timeout(Duration::from_secs(4))
             .body(body.clone());
         async move {
-            let gone = request.send().await.map(|_| ()).unwrap_err();
-            assert!(gone.is_timeout(), "{gone}");
+            match request.send().await {
+                Err(gone) if gone.is_timeout() => true,
+                Ok(response) if response.status() == 429 => false,
+                other => panic!("{other:?}"),
+            }
         }
     });
-    futures::future::join_all(callers).await;
-    drop(body);
+    let held = futures::future::join_all(callers)
+        .await
+        .into_iter()
+        .filter(|held| *held)
+        .count();
+    assert_eq!(held, 3, "a user holds at most 64 MiB of bodies");
     // The stdin they left behind is freed, though the commands still run.
     let mut rss_kib = status_kib(d.pid(), "VmRSS");
     for _ in 0..50 {
@@ -474,7 +494,22 @@ async fn issue_9_stdin_is_released_when_the_caller_leaves() {
         baseline_kib / 1024
     );
     let sleeping = d.sh(&id, "pgrep -c sleep").await;
-    assert_eq!(sleeping.stdout, "10\n", "the commands keep running");
+    assert_eq!(sleeping.stdout, "3\n", "the commands keep running");
+    // Their share of the budget is back: another large stdin is taken.
+    let (status, _, text) = call(
+        &d,
+        Method::POST,
+        &format!("/v1/sandboxes/{id}/exec"),
+        Some(&d.admin_key),
+        Some(&body.replace("\"sleep\",\"600\"", "\"wc\",\"-c\"")),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", &text[..text.len().min(300)]);
+    assert!(
+        text.contains("20971520"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
     d.finish().await;
 }
 
@@ -839,12 +874,15 @@ async fn running_at_once(d: &TestDaemon, alice_key: &str, alice: &sbx_api_client
     // One at a time in a sandbox…
     let (status, body) = exec(&alice_key, &a).await;
     assert_eq!(status, 429, "{body}");
-    assert!(body.contains("concurrent_execs_per_sandbox"), "{body}");
+    assert!(
+        body.contains("(limit: concurrent_execs_per_sandbox)"),
+        "{body}"
+    );
     // …two at a time for the user.
     let second = alice.exec_stream(&b, &long).await.unwrap();
     let (status, body) = exec(&alice_key, &c).await;
     assert_eq!(status, 429, "{body}");
-    assert!(body.contains("concurrent_execs"), "{body}");
+    assert!(body.contains("(limit: concurrent_execs)"), "{body}");
     // Another user is not affected; and a place comes back when a stream ends.
     let bob_sandbox = sandbox(&d.client_with(&bob_key)).await;
     assert_eq!(exec(&bob_key, &bob_sandbox).await.0, 200);
