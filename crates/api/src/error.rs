@@ -76,6 +76,7 @@ impl From<Error> for ApiError {
             Error::SandboxGone(_) => (StatusCode::CONFLICT, "sandbox_gone"),
             Error::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "backend_timeout"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
+            Error::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "admin_required"),
             Error::CredentialEnded => (StatusCode::UNAUTHORIZED, "credential_ended"),
             Error::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),

@@ -16,8 +16,19 @@ pub struct ExecSpec {
     pub cwd: Option<String>,
     pub user: User,
     pub stdin: StdinMode,
-    /// Run on a pseudo-terminal of this size: one output stream (`Stdout`), input as typed.
-    pub tty: Option<TtySize>,
+}
+
+/// A validated command to run on a new pseudo-terminal (see [`crate::Terminals`]): one output
+/// stream (`Stdout`), input as typed.
+#[derive(Debug, Clone)]
+pub struct TerminalSpec {
+    pub argv: Vec<String>,
+    /// Extra environment, applied over the sandbox's (`TERM` is set unless given).
+    pub env: Vec<(String, String)>,
+    /// Absolute working directory; `None` means the user's home.
+    pub cwd: Option<String>,
+    pub user: User,
+    pub size: TtySize,
 }
 
 /// A terminal's size in character cells.
@@ -34,6 +45,91 @@ pub enum StdinMode {
     Null,
     /// A pipe fed by [`ExecInput::Stdin`] until [`ExecInput::CloseStdin`].
     Pipe,
+}
+
+/// A signal a client may send, by meaning rather than by a host's numbering. Backends map it
+/// to their own (every Linux-based one to the numbers [`Signal::number`] gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Hangup,
+    Interrupt,
+    Quit,
+    Kill,
+    User1,
+    User2,
+    Pipe,
+    Alarm,
+    Terminate,
+    Continue,
+    Stop,
+    TerminalStop,
+    WindowChange,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 13] = [
+        Signal::Hangup,
+        Signal::Interrupt,
+        Signal::Quit,
+        Signal::Kill,
+        Signal::User1,
+        Signal::User2,
+        Signal::Pipe,
+        Signal::Alarm,
+        Signal::Terminate,
+        Signal::Continue,
+        Signal::Stop,
+        Signal::TerminalStop,
+        Signal::WindowChange,
+    ];
+
+    /// The POSIX name without `SIG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Hangup => "HUP",
+            Signal::Interrupt => "INT",
+            Signal::Quit => "QUIT",
+            Signal::Kill => "KILL",
+            Signal::User1 => "USR1",
+            Signal::User2 => "USR2",
+            Signal::Pipe => "PIPE",
+            Signal::Alarm => "ALRM",
+            Signal::Terminate => "TERM",
+            Signal::Continue => "CONT",
+            Signal::Stop => "STOP",
+            Signal::TerminalStop => "TSTP",
+            Signal::WindowChange => "WINCH",
+        }
+    }
+
+    /// Its number on Linux (x86-64 and arm64 alike), which the API also accepts.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Hangup => 1,
+            Signal::Interrupt => 2,
+            Signal::Quit => 3,
+            Signal::Kill => 9,
+            Signal::User1 => 10,
+            Signal::User2 => 12,
+            Signal::Pipe => 13,
+            Signal::Alarm => 14,
+            Signal::Terminate => 15,
+            Signal::Continue => 18,
+            Signal::Stop => 19,
+            Signal::TerminalStop => 20,
+            Signal::WindowChange => 28,
+        }
+    }
+
+    /// `INT`, `SIGINT`, `int` or `2`.
+    pub fn parse(text: &str) -> Option<Signal> {
+        if let Ok(number) = text.parse::<i32>() {
+            return Signal::ALL.into_iter().find(|s| s.number() == number);
+        }
+        let upper = text.to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Signal::ALL.into_iter().find(|s| s.name() == name)
+    }
 }
 
 /// Which processes a signal is for.
@@ -83,9 +179,12 @@ pub enum ExecInput {
     CloseStdin,
     /// Deliver `signal` to some of the command's processes.
     Signal {
-        signal: i32,
+        signal: Signal,
         target: SignalTarget,
     },
+    /// End the command now, with everything it started that stayed with it (its process
+    /// group; a terminal's whole session) — a timeout, a closed terminal, a revoked key.
+    Kill,
     /// Change the terminal's size (terminal sessions only).
     Resize(TtySize),
 }
@@ -98,4 +197,23 @@ pub struct ExecSession {
     pub pid: u32,
     pub events: mpsc::Receiver<ExecEvent>,
     pub input: mpsc::Sender<ExecInput>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(Signal::parse("INT"), Some(Signal::Interrupt));
+        assert_eq!(Signal::parse("sigterm"), Some(Signal::Terminate));
+        assert_eq!(Signal::parse("9"), Some(Signal::Kill));
+        assert_eq!(Signal::parse("NOPE"), None);
+        assert_eq!(Signal::parse("999"), None);
+        assert_eq!(Signal::parse("SIG"), None);
+        for signal in Signal::ALL {
+            assert_eq!(Signal::parse(signal.name()), Some(signal));
+            assert_eq!(Signal::parse(&signal.number().to_string()), Some(signal));
+        }
+    }
 }

@@ -1,14 +1,21 @@
 //! The backend seam: what every isolation technology must offer sbx.
 //!
-//! Owns: the [`Backend`] trait, the validated inputs it takes ([`SandboxSpec`], [`ExecSpec`]),
-//! the opaque [`Handle`] it returns, the exec event model and [`BackendError`].
-//! Must never: know about HTTP, SQL, TTLs or any particular technology.
+//! Owns: the [`Backend`] trait and its optional capability traits ([`Terminals`], [`Files`],
+//! [`PauseResume`], [`Snapshots`], [`Ports`]), the validated inputs they take ([`SandboxSpec`],
+//! [`ExecSpec`], [`TerminalSpec`]), the opaque [`Handle`] a backend returns, the exec event
+//! model, what a backend can give one sandbox ([`Bounds`]) and [`BackendError`].
+//! Must never: know about HTTP, SQL, TTLs, users or any particular technology.
 //!
 //! Architecture invariant: a backend keeps none of sbx's bookkeeping. Everything needed to find
 //! a sandbox again after a daemon restart is in the [`Handle`] (stored by lifecycle) plus marks
-//! on the host that carry the sandbox id (cgroup path, directory, process argv), so that
-//! [`Backend::destroy`] works from the id alone.
+//! the engine keeps that carry the sandbox id (for the native backend: a cgroup path, a
+//! directory, a process's argv), so that [`Backend::destroy`] works from the id alone.
+//!
+//! Adding a backend: a crate that implements [`Backend`] (and the capability traits it can),
+//! passes `sbx-backend-conformance`, and gets one arm in the daemon's factory
+//! (`crates/sbx/src/backends.rs`). Nothing in lifecycle, api or store changes.
 
+mod capability;
 mod error;
 mod exec;
 mod id;
@@ -16,9 +23,14 @@ mod spec;
 
 use async_trait::async_trait;
 
-pub use error::{BackendError, HostResource};
+pub use capability::{
+    ByteStream, Capabilities, Duplex, FileInfo, FileKind, Files, PauseResume, Ports, SandboxPath,
+    SnapshotName, Snapshots, Terminals,
+};
+pub use error::{BackendError, BoxError, SharedResource};
 pub use exec::{
-    ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, SignalTarget, StdinMode, TtySize,
+    ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, Signal, SignalTarget, StdinMode,
+    TerminalSpec, TtySize,
 };
 pub use id::{InvalidSandboxId, SandboxId};
 pub use spec::{valid_template_name, Limits, SandboxSpec, User};
@@ -45,6 +57,8 @@ pub struct Health {
 pub struct Observed {
     /// Its main process is alive.
     pub alive: bool,
+    /// The host pid of its main process, when it runs on this host.
+    pub main_pid: Option<u32>,
     pub memory_bytes: Option<u64>,
     pub cpu_usec: Option<u64>,
     pub pids: Option<u64>,
@@ -63,24 +77,52 @@ pub struct Storage {
     pub promised_bytes: u64,
 }
 
+/// What a backend can give one sandbox at most, and what its sandboxes share: facts of the
+/// host (or engine) it runs on, read when it starts. Lifecycle applies the operator's policy
+/// (shares, reserves) on top.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Memory one sandbox may have at most.
+    pub memory_bytes: u64,
+    /// CPUs one sandbox may have at most, in thousandths.
+    pub cpu_millis: u64,
+    /// The task table (processes and threads) its sandboxes share with this host, when they
+    /// run on it: every local backend's sandboxes share one. `None` for remote engines.
+    pub host_tasks: Option<u64>,
+    /// Size of the file system that holds its sandboxes' disks, when they are on this host.
+    pub disk_bytes: Option<u64>,
+    /// argv and environment of one command together, at most.
+    pub max_command_bytes: usize,
+}
+
+/// The contract every backend fulfils (see `sbx-backend-conformance` for it as tests).
+///
+/// Every call may be cut off by lifecycle's deadline: a backend must leave nothing half-made
+/// that `destroy` (by id) cannot remove. Calls for different sandboxes run concurrently.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Stable name of the technology (`native`, …).
+    /// Stable name of the technology (`native`, `fake`, …), recorded with each sandbox.
     fn kind(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// What one sandbox may get at most here.
+    fn bounds(&self) -> Bounds;
+
+    /// Starts the backend's background work (a warm pool, a connection to its engine). Called
+    /// once, after reconciliation, which would otherwise take what it prepares for orphans.
+    async fn start(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Stops the background work and removes what only it made (pooled sandboxes); the
+    /// sandboxes themselves are destroyed (or left for adoption) by lifecycle before.
+    async fn shutdown(&self) {}
 
     async fn health(&self) -> Health;
 
     /// Whether `name` is a template this backend can start from.
-    fn has_template(&self, name: &str) -> bool;
-
-    /// The id for the next sandbox. A backend that prepares sandboxes ahead of time hands out
-    /// the id of a prepared one, which `create` then starts quickly. An id that is never
-    /// created is released by `destroy(id, None)` (or, after a crash, by reconciliation, as
-    /// any host trace of an id the store does not know).
-    fn reserve_id(&self, limits: &Limits) -> SandboxId {
-        let _ = limits;
-        SandboxId::generate()
-    }
+    async fn has_template(&self, name: &str) -> Result<bool, BackendError>;
 
     /// Builds and starts the sandbox. Idempotent on `spec.id`: remains of an earlier,
     /// interrupted attempt with the same id are removed first. On error nothing is left behind.
@@ -89,20 +131,19 @@ pub trait Backend: Send + Sync + 'static {
     async fn inspect(&self, handle: &Handle) -> Result<Observed, BackendError>;
 
     /// Takes over a sandbox made by an earlier daemon (after a restart). `Ok` when it is alive
-    /// and usable; `NotRunning` when its processes are gone (destroy then removes the remains).
+    /// and usable; `NotFound` when it is gone (destroy then removes the remains).
     async fn adopt(&self, handle: &Handle) -> Result<(), BackendError>;
 
     /// The host storage its sandbox disks live on, when they live on this host (`None`: the
-    /// backend's disks are not the host's concern, or it has none). Cheap enough to call at
-    /// every create.
+    /// backend's disks are not the host's concern, or it has none). Called at every create
+    /// under the admission lock, so it answers from local facts (a `statvfs`, a directory)
+    /// without waiting on anything remote; a remote engine answers `None`.
     fn storage(&self) -> Option<Storage> {
         None
     }
 
-    /// What this backend can do, for status reports (`exec`, `pty`, `files`, …).
-    fn capabilities(&self) -> Vec<&'static str>;
-
-    /// Ids of every sandbox of this daemon instance that still has a trace on the host.
+    /// Ids of every sandbox of this daemon instance that still has a trace in the engine,
+    /// except those it is building or keeps prepared right now.
     async fn list_owned(&self) -> Result<Vec<SandboxId>, BackendError>;
 
     /// Removes every trace of the sandbox (processes, mounts, cgroups, directories).
@@ -114,4 +155,24 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Resolves when the sandbox's main process has ended, for whatever reason.
     async fn wait_exit(&self, handle: &Handle) -> Result<(), BackendError>;
+
+    fn terminals(&self) -> Option<&dyn Terminals> {
+        None
+    }
+
+    fn files(&self) -> Option<&dyn Files> {
+        None
+    }
+
+    fn pause(&self) -> Option<&dyn PauseResume> {
+        None
+    }
+
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        None
+    }
+
+    fn ports(&self) -> Option<&dyn Ports> {
+        None
+    }
 }

@@ -743,9 +743,15 @@ fn resolve_profile(name: &str, raw: RawProfile) -> Result<Profile, String> {
     let mut profile = Profile::builtin();
     profile.name = name.to_owned();
     if let Some(backend) = raw.backend {
-        if backend != "native" {
+        // Which backends exist is the daemon's to say (its factory); here only the shape.
+        let valid = !backend.is_empty()
+            && backend.len() <= 32
+            && backend
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
             return Err(format!(
-                "backend: {backend:?} is not available (backends: native)"
+                "backend: {backend:?} must be a backend's name (1-32 of a-z, 0-9, '-')"
             ));
         }
         profile.backend = backend;
@@ -891,9 +897,9 @@ ttl = { default = "15m", max = "1h", idle = "5m" }
                 "not supported",
             ),
             (
-                "[profiles.a]\nbackend = \"vmware\"\n",
+                "[profiles.a]\nbackend = \"VMware\"\n",
                 "profiles.a.backend",
-                "not available",
+                "must be a backend",
             ),
             ("[profiles.A]\n", "profiles.A.name", "must be"),
             (

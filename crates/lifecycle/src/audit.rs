@@ -554,7 +554,7 @@ fn read_newest(
         };
         for line in BufReader::new(file).lines() {
             let line =
-                line.map_err(|e| Error::Internal(format!("cannot read the audit log: {e}")))?;
+                line.map_err(|e| Error::internal(format!("cannot read the audit log: {e}")))?;
             let Ok(entry) = serde_json::from_str::<AuditEntry>(&line) else {
                 continue;
             };

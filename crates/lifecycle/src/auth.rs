@@ -207,7 +207,7 @@ impl Service {
         }
         let (key, row) = new_key(ADMIN_USER, true);
         write_secret_file(admin_key_file, &key).map_err(|e| {
-            Error::Internal(format!(
+            Error::internal(format!(
                 "cannot write the admin key to {}: {e}",
                 admin_key_file.display()
             ))

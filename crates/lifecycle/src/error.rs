@@ -2,7 +2,7 @@
 //! them to HTTP in one `match` (see `api::error`). Messages never carry host paths: backend
 //! details go to the log, not into these.
 
-use sbx_backend::{BackendError, HostResource};
+use sbx_backend::{BackendError, BoxError, SharedResource};
 
 use crate::State;
 
@@ -55,6 +55,9 @@ pub enum Error {
     Timeout { operation: &'static str },
     #[error("the backend is unavailable")]
     Unavailable(String),
+    /// The sandbox's backend cannot do this; the message names the backend and the operation.
+    #[error("{0}")]
+    Unsupported(String),
     /// The caller may not do this (only admins may); the message says why.
     #[error("{0}")]
     Forbidden(String),
@@ -66,9 +69,19 @@ pub enum Error {
     /// A rate limit or quota refused the request.
     #[error("{}", .0.message)]
     Limited(crate::Limited),
-    /// Anything else; the detail is logged, never shown to clients.
+    /// Anything else; the detail (with its whole source chain) is logged, never shown to
+    /// clients.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Internal),
+}
+
+/// What went wrong inside, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct Internal {
+    context: String,
+    #[source]
+    source: Option<BoxError>,
 }
 
 impl From<BackendError> for Error {
@@ -76,22 +89,34 @@ impl From<BackendError> for Error {
         match error {
             BackendError::TemplateNotFound(name) => Error::TemplateNotFound(name),
             BackendError::ExecFailed(message) => Error::ExecFailed(message),
-            BackendError::Unavailable(detail) => Error::Unavailable(detail),
-            BackendError::Exhausted { resource, detail } => {
-                tracing::warn!(%resource, detail, "the host is out of a shared resource");
+            BackendError::Unavailable { .. } => Error::Unavailable(error.chain()),
+            BackendError::Unsupported { backend, operation } => Error::Unsupported(format!(
+                "the {backend} backend of this sandbox does not support {operation}"
+            )),
+            BackendError::Timeout { operation, .. } => {
+                tracing::warn!(error = %error.chain(), "a backend gave up");
+                Error::Timeout { operation }
+            }
+            BackendError::Capacity { resource, .. } => {
+                tracing::warn!(%resource, error = %error.chain(), "out of a shared resource");
                 match resource {
-                    HostResource::Processes => Error::AtCapacity {
+                    SharedResource::Processes => Error::AtCapacity {
                         message: "the host cannot start more processes right now; try again later"
                             .into(),
                         retry_after: std::time::Duration::from_secs(5),
                     },
-                    HostResource::Disk => Error::InsufficientStorage(
+                    SharedResource::Engine => Error::AtCapacity {
+                        message:
+                            "the backend has no room for another sandbox right now; try again later"
+                                .into(),
+                        retry_after: std::time::Duration::from_secs(5),
+                    },
+                    SharedResource::Disk => Error::InsufficientStorage(
                         "the host's disk is full; try again later or with a smaller disk_mb".into(),
                     ),
                 }
             }
-            BackendError::NotRunning => Error::Internal("sandbox is not running".into()),
-            other => Error::Internal(error_chain(&other)),
+            other => Error::internal_from("backend call failed", other),
         }
     }
 }
@@ -100,16 +125,36 @@ impl From<sbx_store::StoreError> for Error {
     fn from(error: sbx_store::StoreError) -> Self {
         match error {
             sbx_store::StoreError::NameTaken(name) => Error::NameTaken(name),
-            other => Error::Internal(error_chain(&other)),
+            other => Error::internal_from("store call failed", other),
         }
     }
 }
 
 impl Error {
+    /// An internal error with no underlying cause.
+    pub fn internal(context: impl Into<String>) -> Error {
+        Error::Internal(Internal {
+            context: context.into(),
+            source: None,
+        })
+    }
+
+    /// An internal error caused by `source`.
+    pub fn internal_from(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Internal(Internal {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        })
+    }
+
     /// The full detail, for the log.
     pub fn detail(&self) -> String {
         match self {
-            Error::Internal(detail) | Error::Unavailable(detail) => detail.clone(),
+            Error::Internal(internal) => error_chain(internal),
+            Error::Unavailable(detail) => detail.clone(),
             other => other.to_string(),
         }
     }

@@ -14,6 +14,7 @@
 
 mod audit;
 mod auth;
+mod backends;
 mod deadline;
 mod error;
 mod limits;
@@ -31,6 +32,8 @@ use std::sync::{Arc, Mutex};
 
 use sbx_backend::Backend;
 use sbx_store::{Store, Transition};
+
+pub use backends::Backends;
 use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinSet;
 
@@ -44,6 +47,7 @@ pub use ops::events::PAGE as EVENT_PAGE;
 pub use ops::exec::{ExecOutput, ExecStream};
 pub use ops::list::ListFilter;
 pub use ops::reconcile::ReconcileReport;
+pub use sbx_backend::Signal;
 pub use sbx_backend::{ExecInput, ExitStatus, SignalTarget, TtySize};
 pub use state::State;
 pub use validate::Bounds;
@@ -53,8 +57,9 @@ pub use validate::Bounds;
 pub struct Config {
     pub profiles: BTreeMap<String, sbx_config::Profile>,
     pub reaper: sbx_config::Reaper,
-    /// What this host can give a sandbox at most.
-    pub bounds: Bounds,
+    /// How much of what the host has sandboxes may be promised (applied to each backend's
+    /// bounds).
+    pub capacity: sbx_config::Capacity,
     pub limits: sbx_config::LimitsConfig,
     /// Where the audit log goes, and its rotation (`None`: no audit log).
     pub audit: Option<(std::path::PathBuf, sbx_config::Audit)>,
@@ -70,7 +75,7 @@ pub struct Service {
 
 struct Inner {
     store: Store,
-    backend: Arc<dyn Backend>,
+    backends: Backends,
     config: Config,
     started_at: i64,
     /// Serialises state-changing operations per sandbox (create, destroy, extend, recreate).
@@ -95,12 +100,28 @@ struct Inner {
 }
 
 impl Service {
-    pub fn new(store: Store, backend: Arc<dyn Backend>, config: Config) -> Result<Service, Error> {
+    /// A service over `backends` (one of each kind). Every profile must name one of them.
+    pub fn new(
+        store: Store,
+        backends: Vec<Arc<dyn Backend>>,
+        config: Config,
+    ) -> Result<Service, Error> {
+        let backends = Backends::new(backends, &config.capacity)?;
+        for profile in config.profiles.values() {
+            if backends.get(&profile.backend).is_err() {
+                return Err(Error::Invalid(format!(
+                    "profiles.{}.backend: {:?} is not running in this daemon (backends: {})",
+                    profile.name,
+                    profile.backend,
+                    backends.kinds().join(", ")
+                )));
+            }
+        }
         let (events, _) = broadcast::channel(1024);
         let audit = match &config.audit {
             Some((path, settings)) => {
                 audit::AuditLog::open(path.clone(), *settings).map_err(|e| {
-                    Error::Internal(format!("cannot open the audit log {}: {e}", path.display()))
+                    Error::internal(format!("cannot open the audit log {}: {e}", path.display()))
                 })?
             }
             None => audit::AuditLog::disabled(),
@@ -108,7 +129,7 @@ impl Service {
         Ok(Service {
             inner: Arc::new(Inner {
                 store,
-                backend,
+                backends,
                 config,
                 started_at: now_ms(),
                 locks: Mutex::new(HashMap::new()),
@@ -132,8 +153,38 @@ impl Service {
         self.inner.audit.close();
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.inner.backend
+    pub fn backends(&self) -> &Backends {
+        &self.inner.backends
+    }
+
+    /// Starts every backend's background work (after [`Service::reconcile`]).
+    pub async fn start_backends(&self) -> Result<(), Error> {
+        for backend in self.inner.backends.iter() {
+            let kind = backend.kind();
+            deadline::run(deadline::LIST, "start", backend.start())
+                .await
+                .map_err(|e| {
+                    Error::internal(format!("the {kind} backend cannot start: {}", e.detail()))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Stops every backend's background work (the daemon's last step with the backends).
+    pub async fn shutdown_backends(&self) {
+        for backend in self.inner.backends.iter() {
+            if tokio::time::timeout(deadline::DESTROY, backend.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(backend = backend.kind(), "backend shutdown timed out");
+            }
+        }
+    }
+
+    /// The backend that made the sandbox of `row`.
+    fn backend_of(&self, row: &sbx_store::SandboxRow) -> Result<&Arc<dyn Backend>, Error> {
+        self.inner.backends.get(&row.backend)
     }
 
     /// Becomes true once the daemon stops; streams that would run forever watch it.
@@ -198,7 +249,7 @@ impl Service {
             Ok(result) => result,
             Err(panic) => {
                 tracing::error!(operation, error = %panic, "operation panicked");
-                Err(Error::Internal(format!("{operation} panicked: {panic}")))
+                Err(Error::internal(format!("{operation} panicked: {panic}")))
             }
         }
     }
@@ -216,8 +267,17 @@ impl Service {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch. (In lifecycle's own tests: the wall clock at the start
+/// of the process moved on by tokio's clock, which a paused test runtime advances at will.)
 pub(crate) fn now_ms() -> i64 {
+    #[cfg(test)]
+    return tests::clock::now_ms();
+    #[cfg(not(test))]
+    wall_clock_ms()
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

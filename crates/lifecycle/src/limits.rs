@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use sbx_config::Limits;
+use sbx_store::Scope;
 
 use sbx_protocol::Resources;
 
@@ -78,7 +79,7 @@ pub(crate) struct RateLimits {
     pub(crate) admission: Mutex<RateState>,
     /// Disk promised to admitted creates whose disks may not exist yet, bytes (the backend's
     /// [`sbx_backend::Storage`] counts a disk once it exists). See [`DiskPromise`].
-    pub(crate) pending_disk: Mutex<u64>,
+    pub(crate) pending_disk: Mutex<HashMap<String, u64>>,
     pub(crate) running: std::sync::Arc<Mutex<Running>>,
     /// Login attempts per client address in the last minute.
     logins: Mutex<HashMap<Option<IpAddr>, VecDeque<i64>>>,
@@ -162,20 +163,25 @@ impl OutputRate {
 /// then exists and the backend counts it, or it failed and there is none).
 pub(crate) struct DiskPromise {
     service: Service,
+    backend: String,
     bytes: u64,
 }
 
 impl DiskPromise {
-    /// Counts `bytes` as promised; call under the admission lock, after the check.
-    pub(crate) fn new(service: &Service, bytes: u64) -> DiskPromise {
+    /// Counts `bytes` as promised on `backend`'s storage; call under the admission lock, after
+    /// the check.
+    pub(crate) fn new(service: &Service, backend: &str, bytes: u64) -> DiskPromise {
         *service
             .inner
             .limits
             .pending_disk
             .lock()
-            .expect("disk ledger is never poisoned") += bytes;
+            .expect("disk ledger is never poisoned")
+            .entry(backend.to_owned())
+            .or_default() += bytes;
         DiskPromise {
             service: service.clone(),
+            backend: backend.to_owned(),
             bytes,
         }
     }
@@ -190,7 +196,9 @@ impl Drop for DiskPromise {
             .pending_disk
             .lock()
             .expect("disk ledger is never poisoned");
-        *pending = pending.saturating_sub(self.bytes);
+        if let Some(bytes) = pending.get_mut(&self.backend) {
+            *bytes = bytes.saturating_sub(self.bytes);
+        }
     }
 }
 
@@ -278,16 +286,22 @@ impl Service {
                 }
             }
         }
-        self.admit_resources(&caller.user, &params.profile, &params.resources)
+        self.admit_resources(
+            &caller.user,
+            &params.profile,
+            &params.backend,
+            &params.resources,
+        )
     }
 
-    /// Whether `user`'s quotas (theirs and the profile's) and the host's capacity have room
-    /// for one more live sandbox of `resources` (a new one, or a failed one brought back by a
-    /// recreate). Call under the admission lock.
+    /// Whether `user`'s quotas (theirs and the profile's) and the capacity of `backend` (and
+    /// of the host) have room for one more live sandbox of `resources` (a new one, or a failed
+    /// one brought back by a recreate). Call under the admission lock.
     pub(crate) fn admit_resources(
         &self,
         user: &str,
         profile: &str,
+        backend: &str,
         resources: &Resources,
     ) -> Result<(), Error> {
         let now = now_ms();
@@ -311,7 +325,7 @@ impl Service {
                 self.check_quota(user, resources, limits, profile, now)?;
             }
         }
-        self.check_host_capacity(resources, now)
+        self.check_host_capacity(backend, resources, now)
     }
 
     /// Counts an admitted create in its windows.
@@ -337,10 +351,13 @@ impl Service {
         now: i64,
     ) -> Result<(), Error> {
         let live = State::names_where(State::holds_resources);
-        let totals = self
-            .inner
-            .store
-            .totals(&live, Some(user), profile, &RESOURCE_FIELDS)?;
+        let scope = Scope {
+            states: &live,
+            owner: Some(user),
+            profile,
+            backends: None,
+        };
+        let totals = self.inner.store.totals(&scope, &RESOURCE_FIELDS)?;
         let of = match profile {
             Some(p) => format!(" of profile {p:?}"),
             None => String::new(),
@@ -400,37 +417,53 @@ impl Service {
         Ok(())
     }
 
-    /// The host's own capacity, all users together: the live sandboxes' process limits stay
-    /// within the share of the host's task table, and their disks' promises within the free
-    /// space beside the reserve.
-    fn check_host_capacity(&self, resources: &Resources, now: i64) -> Result<(), Error> {
-        let bounds = &self.inner.config.bounds;
-        let live = State::names_where(State::holds_resources);
-        let totals = self.inner.store.totals(&live, None, None, &["pids"])?;
-        let promised = totals.sums[0] as u64;
-        let asked = resources.pids;
-        if promised + asked > bounds.pids_capacity {
-            let soonest = ceil_duration(totals.soonest_expiry.unwrap_or(now) - now);
-            return Err(Error::AtCapacity {
-                message: format!(
-                    "this host's capacity for sandbox processes is {} (capacity.pids_share of the host's task table); {promised} are promised to live sandboxes and {asked} were asked for: try again when one ends, or ask for fewer pids",
-                    bounds.pids_capacity
-                ),
-                retry_after: soonest.min(Duration::from_secs(60)),
-            });
+    /// The host's own capacity, all users together: the process limits of live sandboxes of
+    /// every backend that runs them on this host stay within the share of the host's task
+    /// table, and the disks `backend` promises within the free space beside the reserve.
+    fn check_host_capacity(
+        &self,
+        backend: &str,
+        resources: &Resources,
+        now: i64,
+    ) -> Result<(), Error> {
+        let backends = &self.inner.backends;
+        let bounds = backends.bounds(backend)?;
+        let (local, capacity) = backends.host_local();
+        if let (Some(_), Some(capacity)) = (bounds.pids_capacity, capacity) {
+            let live = State::names_where(State::holds_resources);
+            let scope = Scope {
+                states: &live,
+                backends: Some(&local),
+                ..Scope::default()
+            };
+            let totals = self.inner.store.totals(&scope, &["pids"])?;
+            let promised = totals.sums[0] as u64;
+            let asked = resources.pids;
+            if promised + asked > capacity {
+                let soonest = ceil_duration(totals.soonest_expiry.unwrap_or(now) - now);
+                return Err(Error::AtCapacity {
+                    message: format!(
+                        "this host's capacity for sandbox processes is {capacity} (capacity.pids_share of the host's task table); {promised} are promised to live sandboxes and {asked} were asked for: try again when one ends, or ask for fewer pids"
+                    ),
+                    retry_after: soonest.min(Duration::from_secs(60)),
+                });
+            }
         }
-        let Some(storage) = self.inner.backend.storage() else {
+        let Some(storage) = backends.get(backend)?.storage() else {
             return Ok(());
         };
-        let state = self
+        let pending = self
             .inner
             .limits
             .pending_disk
             .lock()
-            .expect("disk ledger is never poisoned");
+            .expect("disk ledger is never poisoned")
+            .get(backend)
+            .copied()
+            .unwrap_or(0);
         let reserve = bounds.disk_reserve_mb << 20;
         let room = storage.free_bytes.saturating_sub(reserve) as f64 * bounds.disk_overcommit;
-        let promised = storage.promised_bytes + *state;
+        let promised = storage.promised_bytes + pending;
         let asked = resources.disk_mb << 20;
         if promised as f64 + asked as f64 > room {
             return Err(Error::InsufficientStorage(format!(

@@ -5,29 +5,32 @@ use std::collections::BTreeMap;
 
 use std::time::Duration;
 
-use sbx_backend::{ExecSpec, Limits, StdinMode, User};
+use sbx_backend::{ExecSpec, Limits, StdinMode, TerminalSpec, TtySize, User};
 use sbx_config::Profile;
 use sbx_protocol::{CreateSandboxRequest, DurationValue, ExecRequest, Resources, TerminalRequest};
 
 use crate::Error;
 
-/// What this host can give sandboxes: one at most, and all together (the capacity that
-/// admission promises out; see `limits`).
+/// What a backend can give sandboxes under the operator's capacity settings: one at most, and
+/// all together (the capacity that admission promises out; see `limits`).
 #[derive(Debug, Clone)]
 pub struct Bounds {
-    /// The host's memory, MiB: no one sandbox may have more.
+    /// Memory of the machine the sandboxes run on, MiB: no one sandbox may have more.
     pub max_memory_mb: u64,
-    /// The host's CPUs.
+    /// Its CPUs.
     pub max_cpus: f64,
     /// What live sandboxes' `pids` limits may add up to: `capacity.pids_share` of the host's
-    /// task table (the smaller of `kernel.pid_max` and `kernel.threads-max`).
-    pub pids_capacity: u64,
-    /// Size of the file system that holds sandbox disks, MiB.
-    pub disk_total_mb: u64,
+    /// task table (the smaller of `kernel.pid_max` and `kernel.threads-max`), for backends
+    /// whose sandboxes share this host's (`None`: a remote engine's are not this host's).
+    pub pids_capacity: Option<u64>,
+    /// Size of the file system that holds sandbox disks, MiB, when it is this host's.
+    pub disk_total_mb: Option<u64>,
     /// Free space on it that sandbox disks may never promise away, MiB.
     pub disk_reserve_mb: u64,
     /// How far disk promises may exceed the free space (1: not at all).
     pub disk_overcommit: f64,
+    /// argv and environment of one command together, at most.
+    pub max_command_bytes: usize,
 }
 
 pub const MIN_MEMORY_MB: u64 = 32;
@@ -37,34 +40,29 @@ pub const MIN_DISK_MB: u64 = 64;
 const MAX_ENV: usize = 256;
 const MAX_METADATA: usize = 64;
 const MAX_VALUE: usize = 4096;
-/// argv + environment of one exec (the control protocol carries them in one packet).
-const MAX_COMMAND_BYTES: usize = 128 * 1024;
 const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
 impl Bounds {
-    /// `task_limit`: the smaller of `kernel.pid_max` and `kernel.threads-max`;
-    /// `data_disk_mb`: the size of the file system that holds the sandboxes' disks.
-    pub fn for_host(
-        host_memory_mb: u64,
-        host_cpus: f64,
-        task_limit: u64,
-        data_disk_mb: u64,
-        capacity: &sbx_config::Capacity,
-    ) -> Bounds {
+    /// The backend's facts with the operator's `capacity` settings applied.
+    pub fn new(backend: &sbx_backend::Bounds, capacity: &sbx_config::Capacity) -> Bounds {
         Bounds {
-            max_memory_mb: host_memory_mb,
-            max_cpus: host_cpus,
-            pids_capacity: (task_limit as f64 * capacity.pids_share) as u64,
-            disk_total_mb: data_disk_mb,
+            max_memory_mb: backend.memory_bytes >> 20,
+            max_cpus: backend.cpu_millis as f64 / 1000.0,
+            pids_capacity: backend
+                .host_tasks
+                .map(|tasks| (tasks as f64 * capacity.pids_share) as u64),
+            disk_total_mb: backend.disk_bytes.map(|bytes| bytes >> 20),
             disk_reserve_mb: capacity.disk_reserve_mb,
             disk_overcommit: capacity.disk_overcommit,
+            max_command_bytes: backend.max_command_bytes,
         }
     }
 
     /// The largest disk one sandbox could ever get here.
-    fn max_disk_mb(&self) -> u64 {
-        let room = self.disk_total_mb.saturating_sub(self.disk_reserve_mb) as f64;
-        (room * self.disk_overcommit) as u64
+    fn max_disk_mb(&self) -> Option<u64> {
+        let total = self.disk_total_mb?;
+        let room = total.saturating_sub(self.disk_reserve_mb) as f64;
+        Some((room * self.disk_overcommit) as u64)
     }
 }
 
@@ -72,6 +70,8 @@ impl Bounds {
 #[derive(Debug, Clone)]
 pub struct CreateParams {
     pub profile: String,
+    /// The backend the profile names.
+    pub backend: String,
     pub template: String,
     pub name: Option<String>,
     pub env: BTreeMap<String, String>,
@@ -99,10 +99,11 @@ pub fn limits(resources: &Resources) -> Limits {
     }
 }
 
+/// `bounds` gives what the backend of a profile can give one sandbox.
 pub fn create(
     request: &CreateSandboxRequest,
     profiles: &BTreeMap<String, Profile>,
-    bounds: &Bounds,
+    bounds: impl Fn(&str) -> Result<Bounds, Error>,
 ) -> Result<CreateParams, Error> {
     let profile_name = request
         .profile
@@ -150,7 +151,7 @@ pub fn create(
         }
     }
     let wanted = request.resources.clone().unwrap_or_default();
-    let resources = resources(&wanted, profile, bounds)?;
+    let resources = resources(&wanted, profile, &bounds(&profile.backend)?)?;
     let mut warnings = Vec::new();
     let ttl = match &request.ttl {
         None => profile.ttl.default,
@@ -169,6 +170,7 @@ pub fn create(
     };
     Ok(CreateParams {
         profile: profile_name.to_owned(),
+        backend: profile.backend.clone(),
         template,
         name: request.name.clone(),
         env: request.env.clone(),
@@ -195,7 +197,7 @@ fn resources(
                  default: f64,
                  min: f64,
                  profile_max: f64,
-                 host: (f64, &str)|
+                 host: Option<(f64, &str)>|
      -> Result<f64, Error> {
         let value = asked.unwrap_or(default);
         let from = if asked.is_some() {
@@ -214,7 +216,9 @@ fn resources(
                 profile.name
             )));
         }
-        let (host_max, host_what) = host;
+        let Some((host_max, host_what)) = host else {
+            return Ok(value);
+        };
         if value > host_max + 1e-9 {
             return Err(Error::OverLimit(format!(
                 "resources.{field}: {value}{from} is more than {host_what} (at most {host_max})"
@@ -229,7 +233,7 @@ fn resources(
         default.memory_mb as f64,
         MIN_MEMORY_MB as f64,
         max.memory_mb as f64,
-        (bounds.max_memory_mb as f64, "this host's memory"),
+        Some((bounds.max_memory_mb as f64, "this host's memory")),
     )?;
     let cpus = check(
         "cpus",
@@ -237,7 +241,7 @@ fn resources(
         default.cpus,
         MIN_CPUS,
         max.cpus,
-        (bounds.max_cpus, "this host's CPUs"),
+        Some((bounds.max_cpus, "this host's CPUs")),
     )?;
     let pids = check(
         "pids",
@@ -245,10 +249,9 @@ fn resources(
         default.pids as f64,
         MIN_PIDS as f64,
         max.pids as f64,
-        (
-            bounds.pids_capacity as f64,
-            "this host's capacity for sandbox processes",
-        ),
+        bounds
+            .pids_capacity
+            .map(|cap| (cap as f64, "this host's capacity for sandbox processes")),
     )?;
     let disk_mb = check(
         "disk_mb",
@@ -256,10 +259,12 @@ fn resources(
         default.disk_mb as f64,
         MIN_DISK_MB as f64,
         max.disk_mb as f64,
-        (
-            bounds.max_disk_mb() as f64,
-            "the data directory's disk can hold beside its reserve",
-        ),
+        bounds.max_disk_mb().map(|max| {
+            (
+                max as f64,
+                "the data directory's disk can hold beside its reserve",
+            )
+        }),
     )?;
     Ok(Resources {
         memory_mb: memory_mb as u64,
@@ -269,17 +274,77 @@ fn resources(
     })
 }
 
-/// A validated exec request: the backend spec plus what lifecycle itself handles.
+/// A validated command, for an exec or a terminal.
+#[derive(Debug)]
+pub struct Command {
+    pub argv: Vec<String>,
+    /// The sandbox's environment with the request's over it.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub user: User,
+}
+
+/// A validated exec request: the command plus what lifecycle itself handles.
 #[derive(Debug)]
 pub struct ExecParams {
-    pub spec: ExecSpec,
+    pub command: Command,
     pub stdin: Option<Vec<u8>>,
     pub timeout: Option<std::time::Duration>,
+}
+
+impl ExecParams {
+    pub fn spec(self) -> (ExecSpec, Option<Vec<u8>>, Option<std::time::Duration>) {
+        let Command {
+            argv,
+            env,
+            cwd,
+            user,
+        } = self.command;
+        let stdin = if self.stdin.is_some() {
+            StdinMode::Pipe
+        } else {
+            StdinMode::Null
+        };
+        let spec = ExecSpec {
+            argv,
+            env,
+            cwd,
+            user,
+            stdin,
+        };
+        (spec, self.stdin, self.timeout)
+    }
+}
+
+/// A validated terminal request.
+#[derive(Debug)]
+pub struct TerminalParams {
+    pub command: Command,
+    pub size: TtySize,
+}
+
+impl TerminalParams {
+    pub fn spec(self) -> TerminalSpec {
+        let Command {
+            argv,
+            env,
+            cwd,
+            user,
+        } = self.command;
+        TerminalSpec {
+            argv,
+            env,
+            cwd,
+            user,
+            size: self.size,
+        }
+    }
 }
 
 pub fn exec(
     request: &ExecRequest,
     sandbox_env: &BTreeMap<String, String>,
+    max_command_bytes: usize,
 ) -> Result<ExecParams, Error> {
     if request.cmd.is_empty() {
         return Err(invalid(
@@ -300,9 +365,9 @@ pub fn exec(
             .iter()
             .map(|(k, v)| k.len() + v.len() + 2)
             .sum::<usize>();
-    if size > MAX_COMMAND_BYTES {
+    if size > max_command_bytes {
         return Err(invalid(format!(
-            "cmd and env together exceed {MAX_COMMAND_BYTES} bytes; pass large data on stdin"
+            "cmd and env together exceed {max_command_bytes} bytes; pass large data on stdin"
         )));
     }
     if let Some(cwd) = &request.cwd {
@@ -343,17 +408,11 @@ pub fn exec(
         ),
     };
     Ok(ExecParams {
-        spec: ExecSpec {
+        command: Command {
             argv: request.cmd.clone(),
             env: env.into_iter().collect(),
             cwd: request.cwd.clone(),
             user,
-            stdin: if stdin.is_some() {
-                StdinMode::Pipe
-            } else {
-                StdinMode::Null
-            },
-            tty: None,
         },
         stdin,
         timeout,
@@ -368,7 +427,8 @@ const MAX_TERMINAL_CELLS: u16 = 1000;
 pub fn terminal(
     request: &TerminalRequest,
     sandbox_env: &BTreeMap<String, String>,
-) -> Result<ExecParams, Error> {
+    max_command_bytes: usize,
+) -> Result<TerminalParams, Error> {
     let cmd = if request.cmd.is_empty() {
         vec!["sh".into(), "-c".into(), LOGIN_SHELL.into()]
     } else {
@@ -380,7 +440,7 @@ pub fn terminal(
         user: request.user.clone(),
         ..Default::default()
     };
-    let mut params = exec(&as_exec, sandbox_env)?;
+    let params = exec(&as_exec, sandbox_env, max_command_bytes)?;
     let rows = request.rows.unwrap_or(24);
     let cols = request.cols.unwrap_or(80);
     for (name, value) in [("rows", rows), ("cols", cols)] {
@@ -390,9 +450,10 @@ pub fn terminal(
             )));
         }
     }
-    params.spec.tty = Some(sbx_backend::TtySize { rows, cols });
-    params.spec.stdin = StdinMode::Pipe;
-    Ok(params)
+    Ok(TerminalParams {
+        command: params.command,
+        size: TtySize { rows, cols },
+    })
 }
 
 /// A duration as the API takes it: seconds (a number above 0) or text (`1h30m`).
@@ -463,8 +524,17 @@ fn invalid(message: String) -> Error {
 mod tests {
     use super::*;
 
+    const MAX_COMMAND: usize = 128 * 1024;
+
     fn bounds() -> Bounds {
-        Bounds::for_host(4096, 2.0, 32768, 100_000, &sbx_config::Capacity::default())
+        let host = sbx_backend::Bounds {
+            memory_bytes: 4096 << 20,
+            cpu_millis: 2000,
+            host_tasks: Some(32768),
+            disk_bytes: Some(100_000 << 20),
+            max_command_bytes: 128 * 1024,
+        };
+        Bounds::new(&host, &sbx_config::Capacity::default())
     }
 
     fn profiles() -> BTreeMap<String, Profile> {
@@ -476,12 +546,15 @@ mod tests {
             resources: Some(resources),
             ..Default::default()
         };
-        create(&request, &profiles(), &bounds())
+        create(&request, &profiles(), |_| Ok(bounds()))
     }
 
     #[test]
     fn defaults_come_from_the_profile() {
-        let params = create(&CreateSandboxRequest::default(), &profiles(), &bounds()).unwrap();
+        let params = create(&CreateSandboxRequest::default(), &profiles(), |_| {
+            Ok(bounds())
+        })
+        .unwrap();
         assert_eq!(params.template, "host");
         assert_eq!(params.profile, "default");
         assert_eq!(
@@ -508,7 +581,7 @@ mod tests {
                 }),
                 ..Default::default()
             };
-            create(&request, &profiles(), &bounds())
+            create(&request, &profiles(), |_| Ok(bounds()))
         };
         assert_eq!(with_ttl("90s").unwrap().ttl, Duration::from_secs(90));
         assert_eq!(with_ttl("90").unwrap().ttl, Duration::from_secs(90));
@@ -530,7 +603,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            create(&unknown, &profiles(), &bounds()),
+            create(&unknown, &profiles(), |_| Ok(bounds())),
             Err(Error::ProfileNotFound(_))
         ));
     }
@@ -627,24 +700,27 @@ mod tests {
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        assert!(exec(&request(&[]), &none).is_err());
-        assert!(exec(&request(&[""]), &none).is_err());
-        let ok = exec(&request(&["true"]), &none).unwrap();
-        assert_eq!(ok.spec.user, User::DEFAULT);
-        assert_eq!(ok.spec.stdin, StdinMode::Null);
+        assert!(exec(&request(&[]), &none, MAX_COMMAND).is_err());
+        assert!(exec(&request(&[""]), &none, MAX_COMMAND).is_err());
+        let ok = exec(&request(&["true"]), &none, MAX_COMMAND).unwrap();
+        assert_eq!(ok.command.user, User::DEFAULT);
+        assert_eq!(ok.spec().0.stdin, StdinMode::Null);
         let mut rooted = request(&["id"]);
         rooted.user = Some("root".into());
-        assert_eq!(exec(&rooted, &none).unwrap().spec.user, User::ROOT);
+        assert_eq!(
+            exec(&rooted, &none, MAX_COMMAND).unwrap().command.user,
+            User::ROOT
+        );
         rooted.user = Some("admin".into());
-        assert!(exec(&rooted, &none).is_err());
+        assert!(exec(&rooted, &none, MAX_COMMAND).is_err());
         let mut timed = request(&["sleep", "9"]);
         for bad in [0.0, -1.0, f64::INFINITY, f64::NAN, 1e12, 1e300] {
             timed.timeout = Some(bad.into());
-            assert!(exec(&timed, &none).is_err(), "{bad}");
+            assert!(exec(&timed, &none, MAX_COMMAND).is_err(), "{bad}");
         }
         for bad in ["", "soon", "0s", "8d"] {
             timed.timeout = Some(bad.into());
-            assert!(exec(&timed, &none).is_err(), "{bad}");
+            assert!(exec(&timed, &none, MAX_COMMAND).is_err(), "{bad}");
         }
         for (good, seconds) in [
             (DurationValue::from(0.5), 0.5),
@@ -652,15 +728,18 @@ mod tests {
             ("1h".into(), 3600.0),
         ] {
             timed.timeout = Some(good);
-            let timeout = exec(&timed, &none).unwrap().timeout.unwrap();
+            let timeout = exec(&timed, &none, MAX_COMMAND).unwrap().timeout.unwrap();
             assert_eq!(timeout.as_secs_f64(), seconds);
         }
         let mut relative = request(&["pwd"]);
         relative.cwd = Some("tmp".into());
-        assert!(exec(&relative, &none).is_err());
+        assert!(exec(&relative, &none, MAX_COMMAND).is_err());
         let mut binary = request(&["cat"]);
         binary.stdin = Some("AP8=".into());
         binary.stdin_encoding = Some(sbx_protocol::Encoding::Base64);
-        assert_eq!(exec(&binary, &none).unwrap().stdin.unwrap(), vec![0, 0xff]);
+        assert_eq!(
+            exec(&binary, &none, MAX_COMMAND).unwrap().stdin.unwrap(),
+            vec![0, 0xff]
+        );
     }
 }

@@ -30,7 +30,7 @@ pub struct StoredSpec {
 impl StoredSpec {
     pub fn parse(row: &SandboxRow) -> Result<StoredSpec, Error> {
         serde_json::from_str(&row.spec)
-            .map_err(|e| Error::Internal(format!("sandbox {} has a malformed spec: {e}", row.id)))
+            .map_err(|e| Error::internal(format!("sandbox {} has a malformed spec: {e}", row.id)))
     }
 
     pub fn resources(&self) -> Resources {
@@ -45,7 +45,7 @@ impl StoredSpec {
 
 pub fn state_of(row: &SandboxRow) -> Result<State, Error> {
     State::parse(&row.state).ok_or_else(|| {
-        Error::Internal(format!(
+        Error::internal(format!(
             "sandbox {} has unknown state {:?}",
             row.id, row.state
         ))
@@ -66,7 +66,7 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
     let spec = StoredSpec::parse(row)?;
     let state = effective_state(row)?;
     let metadata: BTreeMap<String, String> = serde_json::from_str(&row.metadata)
-        .map_err(|e| Error::Internal(format!("sandbox {} has malformed metadata: {e}", row.id)))?;
+        .map_err(|e| Error::internal(format!("sandbox {} has malformed metadata: {e}", row.id)))?;
     let reason = row
         .state_reason
         .as_deref()

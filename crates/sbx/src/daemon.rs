@@ -6,11 +6,11 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use sbx_backend_native::{NativeBackend, NativeConfig};
-use sbx_lifecycle::{Bounds, Service};
+use sbx_lifecycle::{Service, State};
+
+use crate::backends;
 
 /// The data directory from the flag, else the configuration, else the default for this user.
 pub fn data_dir(flag: Option<PathBuf>, config: &sbx_config::Config) -> anyhow::Result<PathBuf> {
@@ -91,93 +91,34 @@ impl IfEmpty for str {
     }
 }
 
-/// Store, native backend and lifecycle service for a data directory.
+/// Store, backends and lifecycle service for a data directory.
 pub fn open(
     config: &sbx_config::Config,
     data_dir: &Path,
     warm_pool: usize,
-) -> anyhow::Result<(Service, Arc<NativeBackend>)> {
+) -> anyhow::Result<Service> {
     let store =
         sbx_store::Store::open(&data_dir.join("sbx.db")).context("cannot open the database")?;
-    let backend = Arc::new(
-        NativeBackend::new(NativeConfig {
-            data_dir: data_dir.to_owned(),
-            warm_pool,
-            warm_pool_disk_bytes: config
-                .profile(sbx_config::DEFAULT_PROFILE)
-                .map_or(0, |p| p.resources.disk_mb << 20),
-            disk_reserve_bytes: config.capacity.disk_reserve_mb << 20,
-            disk_overcommit: config.capacity.disk_overcommit,
-        })
-        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-        .context("the native backend cannot start")?,
-    );
+    let live: Vec<String> = store
+        .list_sandboxes(&State::names_where(State::may_have_host_traces))
+        .context("cannot read the database")?
+        .into_iter()
+        .map(|row| row.backend)
+        .collect();
+    let kinds = backends::wanted(config, &live);
+    let context = backends::Context {
+        config,
+        data_dir,
+        warm_pool,
+    };
+    let backends = backends::build(&kinds, &context)?;
     let lifecycle = sbx_lifecycle::Config {
         profiles: config.profiles.clone(),
         reaper: config.reaper.clone(),
-        bounds: Bounds::for_host(
-            host_memory_mb(),
-            host_cpus(),
-            host_task_limit(),
-            disk_mb(data_dir),
-            &config.capacity,
-        ),
+        capacity: config.capacity,
         limits: config.limits.clone(),
         audit: Some((data_dir.join(AUDIT_LOG_FILE), config.audit)),
         exec: config.exec,
     };
-    let service =
-        Service::new(store, backend.clone(), lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))?;
-    Ok((service, backend))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
-fn host_memory_mb() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(1024)
-}
-
-/// Size of the filesystem holding `dir`, MiB.
-// The casts are no-ops on 64-bit targets only (`fsblkcnt_t`, `c_ulong`).
-#[allow(clippy::unnecessary_cast)]
-fn disk_mb(dir: &Path) -> u64 {
-    nix::sys::statvfs::statvfs(dir)
-        .map(|s| (s.blocks() * s.fragment_size()) >> 20)
-        .unwrap_or(1024)
-}
-
-/// How many tasks (processes and threads) the host can have: the smaller of `kernel.pid_max`
-/// and `kernel.threads-max`.
-fn host_task_limit() -> u64 {
-    let read = |file: &str| {
-        std::fs::read_to_string(file)
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-    };
-    // 32768 is the kernel's default pid_max: the safe guess when /proc says nothing.
-    let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32768);
-    let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(pid_max);
-    pid_max.min(threads_max)
-}
-
-fn host_cpus() -> f64 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as f64)
-        .unwrap_or(1.0)
+    Service::new(store, backends, lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))
 }

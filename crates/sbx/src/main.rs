@@ -3,6 +3,7 @@
 //! Owns: wiring (config → store → backend → lifecycle → api) in [`serve`], and the CLI verbs in
 //! [`cli`]. Must never: hold business logic, or let a CLI verb touch the store or a backend.
 
+mod backends;
 mod cli;
 mod daemon;
 mod maintenance;
@@ -15,6 +16,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     // The native backend re-executes this binary as its stage-1 helper; that must happen before
     // any thread (the async runtime) exists.
+    #[cfg(feature = "native")]
     sbx_backend_native::run_if_requested();
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -15,11 +15,11 @@ pub async fn offline_cleanup(
     let config = sbx_config::Config::load(config_file.as_deref())?;
     let data_dir = daemon::data_dir(data_dir, &config)?;
     let _lock = daemon::DataDirLock::acquire(&data_dir, "sbx cleanup")?;
-    let (service, backend) = daemon::open(&config, &data_dir, 0)?;
+    let service = daemon::open(&config, &data_dir, 0)?;
     // Root on the daemon's host, holding its data directory: the operator.
     let operator = sbx_lifecycle::Caller::system();
     let report = service.cleanup(&operator, dry_run).await;
-    backend.shutdown().await;
+    service.shutdown_backends().await;
     service.close_audit();
     report.map_err(|e| anyhow::anyhow!(e.detail()))
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use sbx_backend_native::NativeBackend;
 
 use crate::daemon;
 use tokio::net::TcpListener;
@@ -70,7 +69,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let (service, backend) = daemon::open(&config, &data_dir, warm_pool)?;
+    let service = daemon::open(&config, &data_dir, warm_pool)?;
     if args.insecure_no_auth {
         let warning = "AUTHENTICATION IS OFF (--insecure-no-auth): every request to this daemon acts as the admin; for local development only";
         eprintln!("\n*** WARNING: {warning} ***\n");
@@ -84,7 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ),
             Ok(None) => {}
             Err(e) => {
-                backend.shutdown().await;
+                service.shutdown_backends().await;
                 service.close_audit();
                 anyhow::bail!("cannot set up API keys: {}", e.detail());
             }
@@ -123,10 +122,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_ip: config.daemon.max_connections_per_ip,
         trusted_proxies: config.daemon.trusted_proxies.clone(),
     };
-    let result = serve(listener, state, limits, &data_dir, &backend, keep_sandboxes).await;
-    // Whatever happened: the warm pool goes, and the cgroup parents of this instance once no
-    // sandbox is left.
-    backend.shutdown().await;
+    let result = serve(listener, state, limits, &data_dir, keep_sandboxes).await;
+    // Whatever happened: the backends' background work goes (the native warm pool, and the
+    // cgroup parents of this instance once no sandbox is left).
+    service.shutdown_backends().await;
     service.audit(
         &sbx_lifecycle::Caller::system(),
         "daemon.stopped",
@@ -142,7 +141,6 @@ async fn serve(
     state: sbx_api::AppState,
     limits: sbx_api::server::Limits,
     data_dir: &Path,
-    backend: &NativeBackend,
     keep_sandboxes: bool,
 ) -> anyhow::Result<()> {
     let service = state.service.clone();
@@ -161,11 +159,22 @@ async fn serve(
         );
     }
     service.start_reaper();
-    backend.start_warm_pool();
+    service
+        .start_backends()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail()))?;
+    for backend in service.backends().iter() {
+        let health = backend.health().await;
+        tracing::info!(
+            backend = backend.kind(),
+            healthy = health.healthy,
+            detail = %health.detail,
+            "backend ready"
+        );
+    }
     tracing::info!(
         address = %listener.local_addr()?,
         data_dir = %data_dir.display(),
-        cgroup = backend.cgroup_version(),
         version = env!("CARGO_PKG_VERSION"),
         "sbx daemon listening"
     );

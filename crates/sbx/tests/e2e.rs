@@ -13,6 +13,9 @@ mod api;
 mod audit;
 #[path = "e2e/auth.rs"]
 mod auth;
+#[cfg(feature = "backend-fake")]
+#[path = "e2e/backends.rs"]
+mod backends;
 #[path = "e2e/browser.rs"]
 mod browser;
 #[path = "e2e/cli.rs"]

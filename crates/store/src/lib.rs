@@ -67,6 +67,16 @@ pub struct KeyRow {
     pub revoked_at: Option<i64>,
 }
 
+/// Which sandboxes [`Store::totals`] counts: those in `states`, and when given, of `owner`,
+/// of `profile`, and made by one of `backends`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub states: &'a [&'a str],
+    pub owner: Option<&'a str>,
+    pub profile: Option<&'a str>,
+    pub backends: Option<&'a [&'a str]>,
+}
+
 /// What [`Store::totals`] counts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Totals {
@@ -213,32 +223,40 @@ impl Store {
     /// Totals over the sandboxes in any of `states`, of one `owner` and one `profile` when
     /// given: how many, the sum of each numeric member of their `spec` named in `fields` (one
     /// sum per field, in order; absent members count 0) and the earliest deadline.
-    pub fn totals(
-        &self,
-        states: &[&str],
-        owner: Option<&str>,
-        profile: Option<&str>,
-        fields: &[&str],
-    ) -> Result<Totals, StoreError> {
+    pub fn totals(&self, scope: &Scope<'_>, fields: &[&str]) -> Result<Totals, StoreError> {
         self.with(|c| {
             let sums: String = fields
                 .iter()
                 .enumerate()
                 .map(|(i, _)| format!(", TOTAL(json_extract(spec, ?{}))", i + 3))
                 .collect();
-            let marks: String = (0..states.len())
-                .map(|i| format!("?{}", i + 3 + fields.len()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let first_state = 3 + fields.len();
+            let marks = |from: usize, count: usize| {
+                (from..from + count)
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let states = marks(first_state, scope.states.len());
+            let backends = match scope.backends {
+                Some(backends) => format!(
+                    " AND backend IN ({})",
+                    marks(first_state + scope.states.len(), backends.len())
+                ),
+                None => String::new(),
+            };
             let mut statement = c.prepare_cached(&format!(
                 "SELECT COUNT(*), MIN(expires_at){sums} FROM sandboxes
                  WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR profile = ?2)
-                 AND state IN ({marks})"
+                 AND state IN ({states}){backends}"
             ))?;
             let paths: Vec<String> = fields.iter().map(|f| format!("$.{f}")).collect();
-            let mut values: Vec<&dyn rusqlite::ToSql> = vec![&owner, &profile];
+            let mut values: Vec<&dyn rusqlite::ToSql> = vec![&scope.owner, &scope.profile];
             values.extend(paths.iter().map(|p| p as &dyn rusqlite::ToSql));
-            values.extend(states.iter().map(|s| s as &dyn rusqlite::ToSql));
+            values.extend(scope.states.iter().map(|s| s as &dyn rusqlite::ToSql));
+            if let Some(backends) = scope.backends {
+                values.extend(backends.iter().map(|b| b as &dyn rusqlite::ToSql));
+            }
             Ok(statement.query_row(values.as_slice(), |row| {
                 let count: i64 = row.get(0)?;
                 let soonest_expiry: Option<i64> = row.get(1)?;
@@ -254,7 +272,6 @@ impl Store {
         })
     }
 
-    /// Sandboxes in any of `states` (all when empty), oldest first.
     pub fn list_sandboxes(&self, states: &[&str]) -> Result<Vec<SandboxRow>, StoreError> {
         self.with(|c| {
             let mut statement = c.prepare_cached(&format!(
@@ -541,16 +558,60 @@ mod tests {
             store.insert_sandbox(&r).unwrap();
         }
         let all = store
-            .totals(&["creating"], None, None, &["pids", "cpus"])
+            .totals(
+                &Scope {
+                    states: &["creating"],
+                    ..Scope::default()
+                },
+                &["pids", "cpus"],
+            )
             .unwrap();
         assert_eq!(all.count, 3);
         assert_eq!(all.sums, vec![350.0, 2.0]);
         assert_eq!(all.soonest_expiry, Some(5_000));
         let alice = store
-            .totals(&["creating"], Some("alice"), Some("default"), &["pids"])
+            .totals(
+                &Scope {
+                    states: &["creating"],
+                    owner: Some("alice"),
+                    profile: Some("default"),
+                    backends: None,
+                },
+                &["pids"],
+            )
             .unwrap();
         assert_eq!((alice.count, alice.sums[0]), (1, 100.0));
-        let none = store.totals(&["running"], None, None, &["pids"]).unwrap();
+        let other_backend = store
+            .totals(
+                &Scope {
+                    states: &["creating"],
+                    backends: Some(&["fake", "docker"]),
+                    ..Scope::default()
+                },
+                &["pids"],
+            )
+            .unwrap();
+        assert_eq!((other_backend.count, other_backend.sums[0]), (0, 0.0));
+        let native = store
+            .totals(
+                &Scope {
+                    states: &["creating"],
+                    backends: Some(&["fake", "native"]),
+                    ..Scope::default()
+                },
+                &["pids"],
+            )
+            .unwrap();
+        assert_eq!((native.count, native.sums[0]), (3, 350.0));
+        let none = store
+            .totals(
+                &Scope {
+                    states: &["running"],
+                    ..Scope::default()
+                },
+                &["pids"],
+            )
+            .unwrap();
         assert_eq!(
             (none.count, none.sums[0], none.soonest_expiry),
             (0, 0.0, None)

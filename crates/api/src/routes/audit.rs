@@ -65,7 +65,7 @@ pub async fn audit(
     let service = state.service.clone();
     let entries = tokio::task::spawn_blocking(move || service.audit_query(&caller, &query))
         .await
-        .map_err(|e| ApiError::from(sbx_lifecycle::Error::Internal(e.to_string())))??;
+        .map_err(|e| ApiError::from(sbx_lifecycle::Error::internal(e.to_string())))??;
     Ok(Json(AuditList { entries }))
 }
 

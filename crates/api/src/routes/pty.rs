@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
-use sbx_lifecycle::{ExecInput, ExecOutput, ExecStream, SignalTarget, TtySize};
+use sbx_lifecycle::{ExecInput, ExecOutput, ExecStream, Signal, SignalTarget, TtySize};
 use sbx_protocol::{
     ErrorBody, ErrorDetail, ExitInfo, TerminalControl, TerminalEvent, TerminalRequest,
 };
@@ -190,10 +190,7 @@ impl Drop for Terminal {
 
 /// What closing a terminal does to it: every process of its session is killed.
 fn kill_session() -> ExecInput {
-    ExecInput::Signal {
-        signal: nix::sys::signal::Signal::SIGKILL as i32,
-        target: SignalTarget::Session,
-    }
+    ExecInput::Kill
 }
 
 struct Limits {
@@ -366,7 +363,7 @@ async fn inbound(
                         .await;
                 }
             }
-            Ok(TerminalControl::Signal { signal }) => match parse_signal(&signal) {
+            Ok(TerminalControl::Signal { signal }) => match Signal::parse(&signal) {
                 Some(signal) => {
                     // As Ctrl-C would: to the terminal's foreground job.
                     let target = SignalTarget::Foreground;
@@ -386,24 +383,6 @@ async fn inbound(
         Message::Ping(_) | Message::Pong(_) => {}
     }
     Ok(true)
-}
-
-/// `INT`, `SIGINT` or `2` → 2.
-fn parse_signal(text: &str) -> Option<i32> {
-    if let Ok(number) = text.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(number)
-            .ok()
-            .map(|s| s as i32);
-    }
-    let name = text.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|s| s as i32)
 }
 
 /// Escape sequences that address the terminal emulator itself rather than the program:
@@ -495,15 +474,6 @@ mod tests {
         // Arrow keys, Ctrl-C, plain text and UTF-8 pass.
         assert_eq!(escape_sequence(b"\x1b[A\x1b[B\x03echo hi\r"), None);
         assert_eq!(escape_sequence("héllo ✓".as_bytes()), None);
-    }
-
-    #[test]
-    fn signals_by_name_or_number() {
-        assert_eq!(parse_signal("INT"), Some(2));
-        assert_eq!(parse_signal("sigterm"), Some(15));
-        assert_eq!(parse_signal("9"), Some(9));
-        assert_eq!(parse_signal("NOPE"), None);
-        assert_eq!(parse_signal("999"), None);
     }
 
     #[test]

@@ -27,29 +27,27 @@ impl Service {
             }
             report.sandboxes.push(row.id.clone());
         }
-        let owned = deadline::run(deadline::LIST, "list", inner.backend.list_owned()).await?;
-        // Read after the listing: a sandbox created meanwhile has its record by the time the
-        // backend shows its resources (the record comes first), so it is not taken for an
-        // orphan. (Resources still being built are left out of the listing by the backend.)
-        let known: BTreeSet<String> = inner
-            .store
-            .list_sandboxes(&State::names_where(State::may_have_host_traces))?
-            .into_iter()
-            .map(|row| row.id)
-            .collect();
-        for id in owned {
-            if known.contains(id.as_str()) {
-                continue;
+        for backend in inner.backends.iter() {
+            let owned = deadline::run(deadline::LIST, "list", backend.list_owned()).await?;
+            // Read after the listing: a sandbox created meanwhile has its record by the time
+            // the backend shows its resources (the record comes first), so it is not taken
+            // for an orphan. (Resources still being built are left out of the listing by the
+            // backend.)
+            let known: BTreeSet<String> = inner
+                .store
+                .list_sandboxes(&State::names_where(State::may_have_host_traces))?
+                .into_iter()
+                .map(|row| row.id)
+                .collect();
+            for id in owned {
+                if known.contains(id.as_str()) {
+                    continue;
+                }
+                if !dry_run {
+                    deadline::run(deadline::DESTROY, "destroy", backend.destroy(&id, None)).await?;
+                }
+                report.orphans.push(id.to_string());
             }
-            if !dry_run {
-                deadline::run(
-                    deadline::DESTROY,
-                    "destroy",
-                    inner.backend.destroy(&id, None),
-                )
-                .await?;
-            }
-            report.orphans.push(id.to_string());
         }
         if !dry_run && (!report.sandboxes.is_empty() || !report.orphans.is_empty()) {
             tracing::warn!(

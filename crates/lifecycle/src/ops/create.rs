@@ -18,19 +18,22 @@ impl Service {
         request: &CreateSandboxRequest,
     ) -> Result<Sandbox, Error> {
         let inner = &self.inner;
-        let params = validate::create(request, &inner.config.profiles, &inner.config.bounds)?;
-        if !inner.backend.has_template(&params.template) {
+        let backends = &inner.backends;
+        let params = validate::create(request, &inner.config.profiles, |kind| {
+            backends.bounds(kind).cloned()
+        })?;
+        let backend = backends.get(&params.backend)?;
+        let known = deadline::run(
+            deadline::LIST,
+            "template lookup",
+            backend.has_template(&params.template),
+        )
+        .await?;
+        if !known {
             return Err(Error::TemplateNotFound(params.template));
         }
         let (id, row, inserted, promise) = self.admit_and_record(caller, &params)?;
-        let event = match inserted {
-            Ok(event) => event,
-            Err(error) => {
-                let release = inner.backend.destroy(&id, None);
-                let _ = deadline::run(deadline::DESTROY, "destroy", release).await;
-                return Err(error.into());
-            }
-        };
+        let event = inserted?;
         self.publish(event);
         // From here the create runs to its end in a task of its own, whatever becomes of the
         // request: a client that hangs up mid-create must not leave a `creating` record and
@@ -39,6 +42,7 @@ impl Service {
         let service = self.clone();
         let task_caller = caller.clone();
         let task_id = id.clone();
+        let task_backend = row.backend.clone();
         let built = tokio::spawn(async move {
             // The build runs in a task of its own, so a panic in it ends only that task; the
             // failure is then settled here, in this task, which outlives any caller.
@@ -51,9 +55,9 @@ impl Service {
                 Ok(result) => result,
                 Err(panic) => {
                     tracing::error!(sandbox = %task_id, error = %panic, "create panicked");
-                    let error = Error::Internal(format!("create of {task_id} panicked: {panic}"));
+                    let error = Error::internal(format!("create of {task_id} panicked: {panic}"));
                     service
-                        .settle_failed_create(&task_caller, &task_id, &error)
+                        .settle_failed_create(&task_caller, &task_id, &task_backend, &error)
                         .await;
                     Err(error)
                 }
@@ -62,7 +66,7 @@ impl Service {
             result
         })
         .await;
-        built.unwrap_or_else(|e| Err(Error::Internal(format!("create of {id} failed: {e}"))))
+        built.unwrap_or_else(|e| Err(Error::internal(format!("create of {id} failed: {e}"))))
     }
 
     /// Builds the recorded sandbox through the backend and records the outcome.
@@ -82,12 +86,8 @@ impl Service {
             template: params.template.clone(),
             limits: params.limits(),
         };
-        let built = deadline::run(
-            deadline::CREATE,
-            "create",
-            inner.backend.create(&backend_spec),
-        )
-        .await;
+        let backend = inner.backends.get(&row.backend)?;
+        let built = deadline::run(deadline::CREATE, "create", backend.create(&backend_spec)).await;
         match built {
             Ok(handle) => {
                 let handle_json = serde_json::to_string(&handle).expect("handle serialises");
@@ -129,7 +129,8 @@ impl Service {
             }
             Err(error) => {
                 tracing::error!(sandbox = %id, error = %error.detail(), "create failed");
-                self.settle_failed_create(caller, &id, &error).await;
+                self.settle_failed_create(caller, &id, &row.backend, &error)
+                    .await;
                 Err(error)
             }
         }
@@ -137,15 +138,18 @@ impl Service {
 
     /// After a failed create: removes whatever the backend may still have made (it rolls back
     /// by itself, unless it was cut off by a deadline or a panic) and records `failed`.
-    async fn settle_failed_create(&self, caller: &Caller, id: &SandboxId, error: &Error) {
-        let inner = &self.inner;
+    async fn settle_failed_create(
+        &self,
+        caller: &Caller,
+        id: &SandboxId,
+        backend: &str,
+        error: &Error,
+    ) {
         if matches!(error, Error::Timeout { .. } | Error::Internal(_)) {
-            let _ = deadline::run(
-                deadline::DESTROY,
-                "destroy",
-                inner.backend.destroy(id, None),
-            )
-            .await;
+            if let Ok(backend) = self.inner.backends.get(backend) {
+                let _ =
+                    deadline::run(deadline::DESTROY, "destroy", backend.destroy(id, None)).await;
+            }
         }
         let why = match error {
             Error::TemplateNotFound(_)
@@ -200,7 +204,7 @@ impl Service {
             .lock()
             .expect("rate state is never poisoned");
         self.admit_create(&mut admission, caller, params)?;
-        let id = inner.backend.reserve_id(&params.limits());
+        let id = SandboxId::generate();
         let now = now_ms();
         let spec = StoredSpec {
             memory_mb: params.resources.memory_mb,
@@ -216,7 +220,7 @@ impl Service {
             name: params.name.clone(),
             state: State::Creating.as_str().into(),
             state_reason: Some(reason::CREATED.into()),
-            backend: inner.backend.kind().into(),
+            backend: params.backend.clone(),
             template: params.template.clone(),
             spec: serde_json::to_string(&spec).expect("plain struct serialises"),
             metadata: serde_json::to_string(&params.metadata).expect("string map serialises"),
@@ -233,6 +237,7 @@ impl Service {
         let inserted = inner.store.insert_sandbox(&row);
         let promise = DiskPromise::new(
             self,
+            &params.backend,
             if inserted.is_ok() {
                 params.resources.disk_mb << 20
             } else {

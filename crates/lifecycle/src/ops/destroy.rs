@@ -47,7 +47,6 @@ impl Service {
         reason: &str,
         by: &Caller,
     ) -> Result<SandboxRow, Error> {
-        let inner = &self.inner;
         if view::state_of(row)?.is_destroyed() {
             return Ok(row.clone());
         }
@@ -62,7 +61,7 @@ impl Service {
             lifetime: None,
         })?;
         let handle = handle_of(row)?;
-        let removal = inner.backend.destroy(&id, handle.as_ref());
+        let removal = self.backend_of(row)?.destroy(&id, handle.as_ref());
         if let Err(error) = deadline::run(deadline::DESTROY, "destroy", removal).await {
             // Stays `destroying`: asking again retries, and reconciliation finishes it.
             tracing::error!(sandbox = %id, error = %error.detail(), "destroy failed");

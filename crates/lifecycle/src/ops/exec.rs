@@ -5,17 +5,19 @@
 //! group gets SIGKILL and the exit is reported `timed_out`. A terminal is the same on a
 //! pseudo-terminal, with its input (keys, resizes, signals) coming from the caller.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
-use sbx_backend::{BackendError, ExecEvent, ExecInput, ExitStatus, SignalTarget};
+use sbx_backend::{BackendError, ExecEvent, ExecInput, ExitStatus};
 use sbx_protocol::{ExecRequest, TerminalRequest};
 use sbx_store::SandboxRow;
 use tokio::sync::mpsc;
 
 use super::handle_of;
 use crate::limits::{ExecPermit, OutputRate};
-use crate::validate::ExecParams;
+use crate::validate::{ExecParams, TerminalParams};
 use crate::view::{self, StoredSpec};
 use crate::{deadline, validate, Caller, Error, Service};
 
@@ -49,6 +51,12 @@ pub struct ExecStream {
 
 const OUTPUT_QUEUE: usize = 16;
 
+/// What to start: a command, or a command on a terminal.
+enum Command {
+    Exec(ExecParams),
+    Terminal(TerminalParams),
+}
+
 impl Service {
     pub async fn exec(
         &self,
@@ -57,9 +65,10 @@ impl Service {
         request: &ExecRequest,
     ) -> Result<ExecStream, Error> {
         let (row, spec) = self.runnable(caller, id_or_name)?;
-        let params = validate::exec(request, &spec.env)?;
+        let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
+        let params = validate::exec(request, &spec.env, max_command)?;
         self.admit_command(caller)?;
-        self.start(caller, row, spec, params).await
+        self.start(caller, row, spec, Command::Exec(params)).await
     }
 
     /// Starts a command on a new pseudo-terminal (default: a login shell).
@@ -70,9 +79,19 @@ impl Service {
         request: &TerminalRequest,
     ) -> Result<ExecStream, Error> {
         let (row, spec) = self.runnable(caller, id_or_name)?;
-        let params = validate::terminal(request, &spec.env)?;
+        let backend = self.backend_of(&row)?;
+        if backend.terminals().is_none() {
+            return Err(Error::Unsupported(format!(
+                "the {} backend of sandbox {} has no terminals",
+                backend.kind(),
+                row.id
+            )));
+        }
+        let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
+        let params = validate::terminal(request, &spec.env, max_command)?;
         self.admit_command(caller)?;
-        self.start(caller, row, spec, params).await
+        self.start(caller, row, spec, Command::Terminal(params))
+            .await
     }
 
     /// The sandbox, if a command may start in it now.
@@ -99,21 +118,34 @@ impl Service {
         caller: &Caller,
         row: SandboxRow,
         spec: StoredSpec,
-        params: ExecParams,
+        command: Command,
     ) -> Result<ExecStream, Error> {
         let permit = self.admit_running(caller, &row.id, &row.profile)?;
         let rate = self.output_rate(&row.id, spec.cpus);
         self.touch(&row.id);
-        let terminal = params.spec.tty.is_some();
-        let argv = audited_argv(&params.spec.argv);
         let handle = handle_of(&row)?
-            .ok_or_else(|| Error::Internal(format!("running sandbox {} has no handle", row.id)))?;
+            .ok_or_else(|| Error::internal(format!("running sandbox {} has no handle", row.id)))?;
+        let backend = self.backend_of(&row)?;
         let started = Instant::now();
         let id = row.id.clone();
-        let begin = self.inner.backend.exec(&handle, params.spec);
+        let (terminal, argv, begin, stdin, timeout) = match command {
+            Command::Exec(params) => {
+                let argv = audited_argv(&params.command.argv);
+                let (exec, stdin, timeout) = params.spec();
+                (false, argv, backend.exec(&handle, exec), stdin, timeout)
+            }
+            Command::Terminal(params) => {
+                let argv = audited_argv(&params.command.argv);
+                let terminals = backend.terminals().ok_or_else(|| {
+                    Error::Unsupported(format!("the {} backend has no terminals", backend.kind()))
+                })?;
+                let begin = terminals.open_terminal(&handle, params.spec());
+                (true, argv, begin, None, None)
+            }
+        };
         let mut session = match deadline::run_raw(deadline::EXEC_START, "exec", begin).await? {
             Ok(session) => session,
-            Err(BackendError::NotRunning) => return Err(Error::SandboxGone(id)),
+            Err(BackendError::NotFound(_)) => return Err(Error::SandboxGone(id)),
             Err(other) => return Err(other.into()),
         };
         let pid = session.pid;
@@ -131,8 +163,6 @@ impl Service {
         let (output, receiver) = mpsc::channel(OUTPUT_QUEUE);
         let mut ended = self.credential_ended(caller);
         let mut watching_credential = true;
-        let stdin = params.stdin;
-        let timeout = params.timeout;
         let service = self.clone();
         tokio::spawn(async move {
             if let Some(data) = stdin {
@@ -142,15 +172,14 @@ impl Service {
                     .await;
                 let _ = session.input.send(ExecInput::CloseStdin).await;
             }
-            let kill_at = timeout.map(|t| tokio::time::Instant::from_std(started + t));
+            let kill_at = timeout.map(|t| started + t);
             let mut timed_out = false;
             loop {
                 let event = tokio::select! {
                     event = session.events.recv() => event,
                     _ = sleep_until(kill_at), if !timed_out => {
                         timed_out = true;
-                        let kill = ExecInput::Signal { signal: 9, target: SignalTarget::Group };
-                        let _ = session.input.send(kill).await;
+                        let _ = session.input.send(ExecInput::Kill).await;
                         continue;
                     }
                     // The consumer went away: detach, the command keeps running.
@@ -170,11 +199,7 @@ impl Service {
                         // A terminal's processes end with it, here: once this task returns,
                         // nothing would carry the bridge's kill to them.
                         if audit.terminal {
-                            let kill = ExecInput::Signal {
-                                signal: 9,
-                                target: SignalTarget::Session,
-                            };
-                            let _ = session.input.send(kill).await;
+                            let _ = session.input.send(ExecInput::Kill).await;
                         }
                         let _ = output.send(ExecOutput::Failed(Error::CredentialEnded)).await;
                         return;

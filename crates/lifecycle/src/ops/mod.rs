@@ -64,12 +64,12 @@ pub(crate) fn handle_of(row: &SandboxRow) -> Result<Option<Handle>, Error> {
         .as_deref()
         .map(|text| {
             serde_json::from_str(text).map_err(|e| {
-                Error::Internal(format!("sandbox {} has a malformed handle: {e}", row.id))
+                Error::internal(format!("sandbox {} has a malformed handle: {e}", row.id))
             })
         })
         .transpose()
 }
 
 pub(crate) fn sandbox_id(row: &SandboxRow) -> Result<SandboxId, Error> {
-    SandboxId::parse(&row.id).map_err(|e| Error::Internal(e.to_string()))
+    SandboxId::parse(&row.id).map_err(|e| Error::internal(e.to_string()))
 }

@@ -12,7 +12,9 @@
 //! [`MAX_SLEEP`] at most is the safety net against wall-clock jumps (deadlines are wall-clock
 //! times; sleeps are monotonic).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sbx_store::SandboxRow;
 
@@ -128,12 +130,12 @@ impl Service {
             let Ok(Some(handle)) = handle_of(row) else {
                 continue;
             };
-            let observed = deadline::run(
-                deadline::LIST,
-                "inspect",
-                self.inner.backend.inspect(&handle),
-            )
-            .await;
+            let observed = match self.backend_of(row) {
+                Ok(backend) => {
+                    deadline::run(deadline::LIST, "inspect", backend.inspect(&handle)).await
+                }
+                Err(e) => Err(e),
+            };
             match observed {
                 // Init alone is 1 process; anything more is the sandbox at work.
                 Ok(observed) if observed.pids.unwrap_or(0) > 1 => self.touch(&row.id),

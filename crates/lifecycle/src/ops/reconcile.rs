@@ -5,8 +5,10 @@
 //! - one whose processes are gone is marked `failed` and its remains are removed;
 //! - one caught `creating` is removed and marked `failed` (its create was interrupted);
 //! - one caught `destroying` is finished;
+//! - one whose backend this daemon does not run (the configuration changed) is marked
+//!   `failed`: nothing can reach it (if that backend comes back, its traces are orphans then);
 //! - host traces of this instance that no live record names (an interrupted create, a warm
-//!   helper of the previous daemon) are removed.
+//!   helper of the previous daemon) are removed, backend by backend.
 
 use std::collections::BTreeSet;
 
@@ -38,11 +40,25 @@ impl Service {
             known.insert(row.id.clone());
             let state = view::state_of(&row)?;
             let handle = handle_of(&row)?;
+            let Ok(backend) = self.backend_of(&row) else {
+                let why = format!("the {} backend is not running", row.backend);
+                tracing::warn!(sandbox = %id, backend = %row.backend, "a sandbox's backend is not running; marked failed");
+                self.record(&Transition {
+                    id: &row.id,
+                    to_state: State::Failed.as_str(),
+                    reason: Some(&reason::with_detail(reason::DAEMON_RESTART, &why)),
+                    at: now_ms(),
+                    destroyed_at: None,
+                    handle: Some(None),
+                    lifetime: None,
+                })?;
+                report.failed.push(row.id);
+                continue;
+            };
             if state.has_deadline() {
                 if let Some(handle) = &handle {
                     let adopted =
-                        deadline::run_raw(deadline::LIST, "adopt", inner.backend.adopt(handle))
-                            .await?;
+                        deadline::run_raw(deadline::LIST, "adopt", backend.adopt(handle)).await?;
                     match adopted {
                         Ok(()) => {
                             self.watch(id.clone(), handle.clone());
@@ -50,12 +66,14 @@ impl Service {
                             report.adopted.push(row.id.clone());
                             continue;
                         }
-                        Err(BackendError::NotRunning) => {}
-                        Err(e) => tracing::warn!(sandbox = %id, error = %e, "cannot adopt sandbox"),
+                        Err(BackendError::NotFound(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(sandbox = %id, error = %e.chain(), "cannot adopt sandbox")
+                        }
                     }
                 }
             }
-            let removal = inner.backend.destroy(&id, handle.as_ref());
+            let removal = backend.destroy(&id, handle.as_ref());
             deadline::run(deadline::DESTROY, "destroy", removal).await?;
             let now = now_ms();
             let (to_state, reason, destroyed_at) = match state {
@@ -95,18 +113,15 @@ impl Service {
                 _ => report.failed.push(row.id),
             }
         }
-        for id in deadline::run(deadline::LIST, "list", inner.backend.list_owned()).await? {
-            if known.contains(id.as_str()) {
-                continue;
+        for backend in inner.backends.iter() {
+            for id in deadline::run(deadline::LIST, "list", backend.list_owned()).await? {
+                if known.contains(id.as_str()) {
+                    continue;
+                }
+                deadline::run(deadline::DESTROY, "destroy", backend.destroy(&id, None)).await?;
+                tracing::warn!(sandbox = %id, backend = backend.kind(), "removed orphaned host resources");
+                report.orphans_removed.push(id.to_string());
             }
-            deadline::run(
-                deadline::DESTROY,
-                "destroy",
-                inner.backend.destroy(&id, None),
-            )
-            .await?;
-            tracing::warn!(sandbox = %id, "removed orphaned host resources");
-            report.orphans_removed.push(id.to_string());
         }
         Ok(report)
     }

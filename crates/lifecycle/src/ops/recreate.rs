@@ -46,7 +46,7 @@ impl Service {
             // A failed sandbox gave its share of quotas and of the host back: it must fit again.
             if !state.holds_resources() {
                 let owner = row.owner.as_deref().unwrap_or(crate::ADMIN_USER);
-                self.admit_resources(owner, &row.profile, &spec.resources())?;
+                self.admit_resources(owner, &row.profile, &row.backend, &spec.resources())?;
             }
             self.record(&Transition {
                 id: &row.id,
@@ -57,10 +57,11 @@ impl Service {
                 handle: None,
                 lifetime: None,
             })?;
-            DiskPromise::new(self, spec.disk_mb << 20)
+            DiskPromise::new(self, &row.backend, spec.disk_mb << 20)
         };
         let old = handle_of(&row).ok().flatten();
-        let removal = inner.backend.destroy(&id, old.as_ref());
+        let backend = self.backend_of(&row)?;
+        let removal = backend.destroy(&id, old.as_ref());
         if let Err(error) = deadline::run(deadline::DESTROY, "destroy", removal).await {
             // Not left `creating`: `destroying`, as a destroy that failed is (it still holds
             // its share, for its processes may still be there; a delete retries, and
@@ -82,12 +83,7 @@ impl Service {
             template: row.template.clone(),
             limits: validate::limits(&spec.resources()),
         };
-        let built = deadline::run(
-            deadline::CREATE,
-            "create",
-            inner.backend.create(&backend_spec),
-        )
-        .await;
+        let built = deadline::run(deadline::CREATE, "create", backend.create(&backend_spec)).await;
         drop(promise);
         match built {
             Ok(handle) => {

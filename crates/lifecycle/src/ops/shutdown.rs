@@ -32,7 +32,7 @@ impl Service {
                         first_error.get_or_insert(e);
                     }
                     Err(e) => {
-                        first_error.get_or_insert(Error::Internal(e.to_string()));
+                        first_error.get_or_insert(Error::internal(e.to_string()));
                     }
                 }
             }

@@ -11,12 +11,25 @@ impl Service {
     /// The daemon's health and the sandboxes the caller may see (counts included).
     pub async fn status(&self, caller: &Caller) -> Result<Status, Error> {
         let inner = &self.inner;
-        let backend = &inner.backend;
-        let health = tokio::time::timeout(deadline::LIST, backend.health()).await;
-        let (healthy, detail) = match health {
-            Ok(health) => (health.healthy, health.detail),
-            Err(_) => (false, "health check timed out".to_owned()),
-        };
+        let mut backends = Vec::new();
+        for backend in inner.backends.iter() {
+            let health = tokio::time::timeout(deadline::LIST, backend.health()).await;
+            let (healthy, detail) = match health {
+                Ok(health) => (health.healthy, health.detail),
+                Err(_) => (false, "health check timed out".to_owned()),
+            };
+            backends.push(BackendStatus {
+                name: backend.kind().into(),
+                healthy,
+                detail,
+                capabilities: backend
+                    .capabilities()
+                    .names()
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            });
+        }
         let mut counts: BTreeMap<String, u64> = State::ALL
             .iter()
             .map(|s| (s.as_str().to_owned(), 0))
@@ -43,15 +56,15 @@ impl Service {
         };
         let mut sandboxes = Vec::new();
         for row in rows {
-            let observed = match handle_of(&row)? {
-                Some(handle) => deadline::run(deadline::LIST, "inspect", backend.inspect(&handle))
-                    .await
-                    .ok(),
-                None => None,
+            let observed = match (handle_of(&row)?, self.backend_of(&row)) {
+                (Some(handle), Ok(backend)) => {
+                    deadline::run(deadline::LIST, "inspect", backend.inspect(&handle))
+                        .await
+                        .ok()
+                }
+                _ => None,
             };
-            let init_pid = handle_of(&row)?
-                .and_then(|h| h.data.get("pid").and_then(|p| p.as_u64()))
-                .and_then(|p| u32::try_from(p).ok());
+            let init_pid = observed.as_ref().and_then(|o| o.main_pid);
             sandboxes.push(SandboxStatus {
                 id: row.id.clone(),
                 name: row.name.clone(),
@@ -73,12 +86,7 @@ impl Service {
             version: env!("CARGO_PKG_VERSION").into(),
             started_at: view::rfc3339(inner.started_at),
             uptime_seconds: u64::try_from((now_ms() - inner.started_at) / 1000).unwrap_or(0),
-            backends: vec![BackendStatus {
-                name: backend.kind().into(),
-                healthy,
-                detail,
-                capabilities: backend.capabilities().into_iter().map(Into::into).collect(),
-            }],
+            backends,
             counts,
             sandboxes,
         })

@@ -18,8 +18,15 @@ impl Service {
             .expect("watcher set is never poisoned");
         while watchers.try_join_next().is_some() {}
         watchers.spawn(async move {
-            if let Err(e) = service.inner.backend.wait_exit(&handle).await {
-                tracing::warn!(sandbox = %id, error = %e, "cannot watch sandbox");
+            let backend = match service.inner.backends.get(&handle.backend) {
+                Ok(backend) => backend.clone(),
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e.detail(), "cannot watch sandbox");
+                    return;
+                }
+            };
+            if let Err(e) = backend.wait_exit(&handle).await {
+                tracing::warn!(sandbox = %id, error = %e.chain(), "cannot watch sandbox");
                 return;
             }
             service.on_exit(&id, &handle).await;
@@ -27,7 +34,6 @@ impl Service {
     }
 
     async fn on_exit(&self, id: &SandboxId, handle: &sbx_backend::Handle) {
-        let inner = &self.inner;
         let lock = self.lock_for(id.as_str());
         let _guard = lock.lock().await;
         let Ok(row) = self.reread(id.as_str()) else {
@@ -41,8 +47,16 @@ impl Service {
             return;
         }
         tracing::warn!(sandbox = %id, "sandbox exited on its own");
-        let removal = inner.backend.destroy(id, Some(handle));
-        if let Err(e) = deadline::run(deadline::DESTROY, "destroy", removal).await {
+        let removal = async {
+            let backend = self.backend_of(&row)?;
+            deadline::run(
+                deadline::DESTROY,
+                "destroy",
+                backend.destroy(id, Some(handle)),
+            )
+            .await
+        };
+        if let Err(e) = removal.await {
             tracing::error!(sandbox = %id, error = %e.detail(), "cannot remove the remains of a dead sandbox");
         }
         let _ = self.record(&Transition {

@@ -26,6 +26,8 @@ pub struct TestDaemon {
     pub args: Vec<String>,
     /// The data directory is a tmpfs of its own (unmounted at the end).
     tmpfs: bool,
+    /// Sandbox id → the host key its traces are named by (see [`TestDaemon::key`]).
+    keys: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// How to start a test daemon.
@@ -97,6 +99,7 @@ impl TestDaemon {
                 .collect(),
             args,
             tmpfs: options.tmpfs_mb.is_some(),
+            keys: Default::default(),
         };
         daemon.spawn().await;
         daemon
@@ -218,7 +221,38 @@ impl TestDaemon {
     }
 
     pub async fn create_with(&self, request: CreateSandboxRequest) -> Sandbox {
-        self.client.create(&request).await.expect("create")
+        let sandbox = self.client.create(&request).await.expect("create");
+        // Noted now, while the host says: checks for traces left after a destroy need it.
+        self.key(&sandbox.id);
+        sandbox
+    }
+
+    /// The host key a sandbox's traces are named by (directory, cgroup, init's argv): its id,
+    /// or for one the warm pool prepared, the pool's key (`<dir>/sandbox-id` names the
+    /// sandbox). Remembered once seen, so that it is known after the sandbox is gone.
+    pub fn key(&self, id: &str) -> String {
+        let mut keys = self.keys.lock().unwrap();
+        if let Some(key) = keys.get(id) {
+            return key.clone();
+        }
+        let sandboxes = self.data_dir().join("sandboxes");
+        let found = if sandboxes.join(id).exists() {
+            Some(id.to_owned())
+        } else {
+            std::fs::read_dir(&sandboxes).ok().and_then(|entries| {
+                entries.flatten().find_map(|entry| {
+                    let owner = std::fs::read_to_string(entry.path().join("sandbox-id")).ok()?;
+                    (owner.trim() == id).then(|| entry.file_name().to_string_lossy().into_owned())
+                })
+            })
+        };
+        match found {
+            Some(key) => {
+                keys.insert(id.to_owned(), key.clone());
+                key
+            }
+            None => id.to_owned(),
+        }
     }
 
     /// Runs `sh -c script` as the default user.
@@ -256,22 +290,26 @@ impl TestDaemon {
         }
     }
 
-    /// The cgroup and directory of a sandbox are gone and no process names it.
+    /// The cgroup and directory of a sandbox are gone and no process names it (by its id or
+    /// its host key).
     pub fn assert_no_traces(&self, id: &str) {
-        assert!(
-            processes_mentioning(id).is_empty(),
-            "processes of {id} left"
-        );
-        assert!(
-            !self.data_dir().join("sandboxes").join(id).exists(),
-            "directory of {id} left"
-        );
-        for dir in instance_cgroups(self.data_dir()) {
+        let key = self.key(id);
+        for name in [id, key.as_str()] {
             assert!(
-                !dir.join(id).exists(),
-                "cgroup of {id} left in {}",
-                dir.display()
+                processes_mentioning(name).is_empty(),
+                "processes of {id} ({name}) left"
             );
+            assert!(
+                !self.data_dir().join("sandboxes").join(name).exists(),
+                "directory of {id} ({name}) left"
+            );
+            for dir in instance_cgroups(self.data_dir()) {
+                assert!(
+                    !dir.join(name).exists(),
+                    "cgroup of {id} ({name}) left in {}",
+                    dir.display()
+                );
+            }
         }
     }
 

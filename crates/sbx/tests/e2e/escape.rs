@@ -676,7 +676,11 @@ async fn no_udp_abstract_or_unix_socket_reaches_the_host() {
     dgram.set_nonblocking(true).unwrap();
     let mut abstract_names = vec![name.clone(), dgram_name];
     abstract_names.extend(host_abstract_socket_names().into_iter().take(20));
-    let control = d.data_dir().join("sandboxes").join(&id).join("ctl.sock");
+    let control = d
+        .data_dir()
+        .join("sandboxes")
+        .join(d.key(&id))
+        .join("ctl.sock");
     assert!(
         control.exists(),
         "the control socket is where the test expects"
@@ -762,7 +766,7 @@ async fn host_processes_cannot_be_signalled() {
     let d = TestDaemon::start().await;
     let host = Host::plant(&d);
     let id = d.create().await.id;
-    let (init, _) = processes_mentioning(&id)
+    let (init, _) = processes_mentioning(&d.key(&id))
         .into_iter()
         .next()
         .expect("the sandbox's init");
@@ -782,7 +786,7 @@ async fn host_processes_cannot_be_signalled() {
     let shell = d.sh_as(&id, Some("root"), "kill -9 -1").await;
     assert_ne!(shell.exit_code, 0, "{shell:?}");
     assert!(
-        processes_mentioning(&id)
+        processes_mentioning(&d.key(&id))
             .iter()
             .any(|(pid, _)| *pid == init),
         "the sandbox's init died"

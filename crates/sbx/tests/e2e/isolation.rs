@@ -421,7 +421,11 @@ async fn the_disk_quota_stops_a_sandbox_filling_the_host_disk() {
         // Many small files hit the same wall (inodes are part of the disk too).
         d.sh_as(&id, user, "rm -f $HOME/fill").await;
     }
-    let image = d.data_dir().join("sandboxes").join(&id).join("disk.img");
+    let image = d
+        .data_dir()
+        .join("sandboxes")
+        .join(d.key(&id))
+        .join("disk.img");
     let allocated = std::fs::metadata(&image)
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
         .unwrap();

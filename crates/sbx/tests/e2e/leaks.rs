@@ -30,12 +30,13 @@ async fn a_failed_create_rolls_back_everything() {
     assert_eq!(failed[0].state_detail.as_deref(), Some("create failed"));
     let id = &failed[0].id;
     assert!(processes_mentioning(id).is_empty());
-    assert!(!d.data_dir().join("sandboxes").join(id).exists());
-    let instance = instance_cgroups(d.data_dir());
-    assert!(
-        instance.iter().all(|dir| !dir.join(id).exists()),
-        "cgroup of {id} left"
-    );
+    // Nothing but the warm pool's prepared sandboxes is on the host.
+    for dir in std::iter::once(d.data_dir().join("sandboxes")).chain(instance_cgroups(d.data_dir()))
+    {
+        for name in subdirectories(&dir) {
+            assert!(is_warm(&d, &name), "{name} in {} left", dir.display());
+        }
+    }
     // The daemon is fine afterwards.
     let ok = d.create().await;
     assert_eq!(d.sh(&ok.id, "echo ok").await.stdout, "ok\n");
@@ -65,12 +66,15 @@ async fn a_restarted_daemon_adopts_what_survived_and_settles_the_rest() {
     // Sandboxes outlive the daemon process.
     for id in ids.iter().chain([&short]) {
         assert!(
-            !processes_mentioning(id).is_empty(),
+            !processes_mentioning(&d.key(id)).is_empty(),
             "sandbox {id} died with the daemon"
         );
     }
     // While it is down: one sandbox's init dies; the short one passes its deadline.
-    let (init, _) = processes_mentioning(&ids[2]).into_iter().next().unwrap();
+    let (init, _) = processes_mentioning(&d.key(&ids[2]))
+        .into_iter()
+        .next()
+        .unwrap();
     signal(init, libc::SIGKILL);
     // An orphan: host traces of a sandbox the store never heard of.
     let orphan = "sb-aaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -139,21 +143,13 @@ async fn kill_9_with_sandboxes_running_and_creates_in_flight() {
         "the 20 created before the crash were adopted ({running})"
     );
     // The store agrees with the host: every directory and cgroup belongs to a running sandbox.
-    let live: Vec<&str> = sandboxes
+    let live: Vec<String> = sandboxes
         .iter()
         .filter(|s| s.state == SandboxState::Running)
-        .map(|s| s.id.as_str())
+        .map(|s| d.key(&s.id))
         .collect();
-    let owned = |dir: &std::path::Path| -> Vec<String> {
-        std::fs::read_dir(dir)
-            .map(|e| {
-                e.flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let live: Vec<&str> = live.iter().map(String::as_str).collect();
+    let owned = subdirectories;
     for name in owned(&d.data_dir().join("sandboxes")) {
         assert!(
             live.contains(&name.as_str()) || is_warm(&d, &name),
@@ -171,12 +167,27 @@ async fn kill_9_with_sandboxes_running_and_creates_in_flight() {
     d.finish().await;
 }
 
-/// A sandbox prepared ahead of time by the daemon's warm pool (not in the store).
-fn is_warm(d: &TestDaemon, id: &str) -> bool {
-    processes_mentioning(id)
+/// A sandbox prepared ahead of time by the daemon's warm pool (not in the store, serving no
+/// sandbox yet).
+fn is_warm(d: &TestDaemon, key: &str) -> bool {
+    let dir = d.data_dir().join("sandboxes").join(key);
+    processes_mentioning(key)
         .iter()
         .any(|(_, cmdline)| cmdline.contains("__native-stage1"))
-        && d.data_dir().join("sandboxes").join(id).exists()
+        && dir.exists()
+        && !dir.join("sandbox-id").exists()
+}
+
+/// The names of the directories in `dir`.
+fn subdirectories(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -190,7 +201,7 @@ async fn keep_sandboxes_leaves_them_running_for_the_next_daemon() {
     d.sh(&id, "sleep 900 > /dev/null 2>&1 &").await;
     d.stop().await;
     assert!(
-        !processes_mentioning(&id).is_empty(),
+        !processes_mentioning(&d.key(&id)).is_empty(),
         "kept sandbox is gone"
     );
     d.args.clear();
@@ -215,7 +226,7 @@ async fn cleanup_removes_everything_with_or_without_a_daemon() {
     d.crash();
     // Random inits die too.
     for id in &ids[..2] {
-        let (init, _) = processes_mentioning(id).into_iter().next().unwrap();
+        let (init, _) = processes_mentioning(&d.key(id)).into_iter().next().unwrap();
         signal(init, libc::SIGKILL);
     }
     let data_dir = d.data_dir().to_string_lossy().into_owned();
@@ -234,7 +245,7 @@ async fn cleanup_removes_everything_with_or_without_a_daemon() {
         );
     }
     assert!(
-        !processes_mentioning(&ids[3]).is_empty(),
+        !processes_mentioning(&d.key(&ids[3])).is_empty(),
         "a dry run removed something"
     );
     let done = offline(&[]);
@@ -336,7 +347,8 @@ async fn cleanup_racing_creates_and_the_warm_pool_leaves_no_half_sandbox() {
 async fn a_sandbox_killed_from_the_host_becomes_failed() {
     let d = TestDaemon::start().await;
     let id = d.create().await.id;
-    let (init, _) = processes_mentioning(&id)
+    let key = d.key(&id);
+    let (init, _) = processes_mentioning(&key)
         .into_iter()
         .next()
         .expect("init process");
@@ -371,7 +383,7 @@ async fn a_sandbox_killed_from_the_host_becomes_failed() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some("invalid_state"));
-    assert!(!d.data_dir().join("sandboxes").join(&id).exists());
+    assert!(!d.data_dir().join("sandboxes").join(&key).exists());
     // Deleting it afterwards is fine.
     assert_eq!(
         d.client.delete(&id).await.unwrap().state,
@@ -391,7 +403,7 @@ async fn a_graceful_stop_destroys_every_sandbox() {
     }
     d.stop().await;
     for id in &ids {
-        assert!(processes_mentioning(id).is_empty());
+        assert!(processes_mentioning(&d.key(id)).is_empty());
     }
     crate::daemon::assert_no_leaks(d.data_dir(), &ids);
     d.restart().await;

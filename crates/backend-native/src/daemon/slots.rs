@@ -162,8 +162,8 @@ impl Slots {
             own.insert(slot, id.clone());
             return Ok(slot);
         }
-        Err(BackendError::Exhausted {
-            resource: sbx_backend::HostResource::Processes,
+        Err(BackendError::Capacity {
+            resource: sbx_backend::SharedResource::Processes,
             detail: "no free uid range for a new sandbox on this host".into(),
         })
     }

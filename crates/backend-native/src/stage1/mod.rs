@@ -39,7 +39,9 @@ use nix::sys::socket::{
 use nix::unistd::{Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
-use crate::template::Bind;
+use crate::daemon::template::Bind;
+
+mod seccomp;
 
 /// argv[1] that selects stage 1 in the `sbx` binary.
 pub const STAGE1_ARG: &str = "__native-stage1";
@@ -47,9 +49,11 @@ pub const STAGE1_ARG: &str = "__native-stage1";
 pub const ID_RANGE: u32 = 65536;
 
 /// What the daemon asks stage 1 to build (on stdin, as JSON): what depends on the create
-/// request. The sandbox's identity and disk came with [`Join`].
+/// request, the sandbox's name included. Its uid range and disk came with [`Join`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
+    /// The sandbox's host name (its id), also in its `/etc/hostname` and `/etc/hosts`.
+    pub hostname: String,
     pub rootfs: PathBuf,
     pub lower: PathBuf,
     pub binds: Vec<Bind>,
@@ -76,7 +80,6 @@ pub struct Join {
     pub disk_mount: PathBuf,
     /// Host uid/gid that sandbox uid/gid 0 maps to (owner of the writable layer's directories).
     pub id_base: u32,
-    pub hostname: String,
 }
 
 /// What stage 1 prints on stdout: `joined` after the first message, then `ready` or `failed`.
@@ -138,7 +141,7 @@ fn prepare_disk(join: &Join) -> Result<(), String> {
     )?;
     fs::create_dir(disk.join("work"))
         .map_err(|e| format!("cannot create the overlay workdir: {e}"))?;
-    build_upper(&disk.join("upper"), join.id_base, &join.hostname)
+    build_upper(&disk.join("upper"), join.id_base)
         .map_err(|e| format!("cannot build the writable layer: {e}"))
 }
 
@@ -170,6 +173,12 @@ fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
     setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(|e| format!("setrlimit: {e}"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("setrlimit: {e}"))?;
 
+    write_identity(
+        &join.disk_mount.join("upper"),
+        join.id_base,
+        &request.hostname,
+    )
+    .map_err(|e| format!("cannot write the sandbox's host name: {e}"))?;
     build_root(join, request)?;
 
     let listener = control_socket(&request.socket)?;
@@ -179,7 +188,7 @@ fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| format!("cannot open /dev/null: {e}"))?;
-    let filters = crate::seccomp::Filters::build()?;
+    let filters = seccomp::Filters::build()?;
     let (go_read, go_write) = pipe()?;
     let (ready_read, ready_write) = pipe()?;
     nix::unistd::chdir(&request.rootfs).map_err(|e| format!("chdir to the new root: {e}"))?;
@@ -222,7 +231,7 @@ fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
         drop(go_write);
         drop(ready_read);
         let context = SandboxContext {
-            hostname: &join.hostname,
+            hostname: &request.hostname,
             rootfs: &request.rootfs,
             socket_buffer_bytes: request.socket_buffer_bytes,
             dev_null,
@@ -353,10 +362,9 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
 }
 
 /// The writable layer starts with the directories the sandbox's users own: `/` and the
-/// writable system directories for root, `/home/user` (0700) for uid 1000, and per-sandbox
-/// `/etc/hosts` and `/etc/hostname`. Overlay shows an upper directory's owner and mode for the
-/// merged directory.
-fn build_upper(upper: &Path, base: u32, id: &str) -> std::io::Result<()> {
+/// writable system directories for root, `/home/user` (0700) for uid 1000. Overlay shows an
+/// upper directory's owner and mode for the merged directory.
+fn build_upper(upper: &Path, base: u32) -> std::io::Result<()> {
     use std::os::unix::fs::chown;
     let root = Some(base);
     let user = Some(base + 1000);
@@ -379,9 +387,21 @@ fn build_upper(upper: &Path, base: u32, id: &str) -> std::io::Result<()> {
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
         chown(&dir, owner, owner)?;
     }
-    let hosts =
-        format!("127.0.0.1\tlocalhost {id}\n::1\tlocalhost ip6-localhost ip6-loopback {id}\n");
-    for (name, content) in [("etc/hosts", hosts), ("etc/hostname", format!("{id}\n"))] {
+    Ok(())
+}
+
+/// The sandbox's own `/etc/hosts` and `/etc/hostname`, written when its name is known (a
+/// pooled helper lays out the layer before).
+fn write_identity(upper: &Path, base: u32, hostname: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::chown;
+    let root = Some(base);
+    let hosts = format!(
+        "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback {hostname}\n"
+    );
+    for (name, content) in [
+        ("etc/hosts", hosts),
+        ("etc/hostname", format!("{hostname}\n")),
+    ] {
         let file = upper.join(name);
         fs::write(&file, content)?;
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
@@ -463,7 +483,7 @@ struct SandboxContext<'a> {
     socket_buffer_bytes: u64,
     dev_null: OwnedFd,
     go: OwnedFd,
-    filters: crate::seccomp::Filters,
+    filters: seccomp::Filters,
 }
 
 /// OCI default masked paths: hidden behind /dev/null (files) or an empty read-only tmpfs (dirs).

@@ -1,5 +1,6 @@
 //! Where the native backend keeps things on the host. Every path that belongs to a sandbox
-//! contains its id, so destroy and cleanup can find all of it from the id alone.
+//! contains its host key (its id, or the key of the pooled helper it was built from: see
+//! [`super::keys`]), so destroy and cleanup can find all of it from the key alone.
 //!
 //! ```text
 //! <data>/instance-id                 random name of this daemon instance (cgroup parent)
@@ -10,6 +11,7 @@
 //! <data>/sandboxes/<id>/slot         which uid range the sandbox maps to
 //! <data>/sandboxes/<id>/rootfs       mount point of the sandbox root (in its own mount ns only)
 //! <data>/sandboxes/<id>/ctl.sock     control socket of the sandbox's init (host side)
+//! <data>/sandboxes/<id>/sandbox-id   the sandbox these traces serve, when not <id> (pooled)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -95,5 +97,9 @@ impl Layout {
 
     pub fn socket(&self, id: &SandboxId) -> PathBuf {
         self.sandbox(id).join("ctl.sock")
+    }
+
+    pub fn owner_file(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox(id).join("sandbox-id")
     }
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use nix::errno::Errno;
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-use sbx_backend::{BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus};
+use sbx_backend::{
+    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, Signal, SignalTarget,
+};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -37,7 +39,7 @@ fn connect_control(path: &Path) -> Result<AsyncFd<OwnedFd>, BackendError> {
         UnixAddr::new(path).map_err(|e| BackendError::io("control socket path", e.into()))?;
     match connect(socket.as_raw_fd(), &address) {
         Ok(()) => {}
-        Err(Errno::ENOENT | Errno::ECONNREFUSED) => return Err(BackendError::NotRunning),
+        Err(Errno::ENOENT | Errno::ECONNREFUSED) => return Err(BackendError::gone()),
         Err(e) => {
             return Err(BackendError::io(
                 "cannot connect to the sandbox's init",
@@ -90,7 +92,7 @@ pub async fn ping(path: &Path) -> Result<(), BackendError> {
     let mut buffer = vec![0u8; 4096];
     match next_reply(&socket, &mut buffer).await {
         Some(Reply::Pong { .. }) => Ok(()),
-        _ => Err(BackendError::NotRunning),
+        _ => Err(BackendError::gone()),
     }
 }
 
@@ -119,7 +121,7 @@ pub async fn spawn(path: &Path, request: SpawnRequest) -> Result<ExecSession, Ba
     fds.push(stderr_write.as_raw_fd());
     wire::send(socket.get_ref().as_fd(), &Request::Spawn(request), &fds).map_err(|e| match e {
         Errno::EMSGSIZE => BackendError::ExecFailed("command and environment are too large".into()),
-        Errno::EPIPE | Errno::ECONNRESET => BackendError::NotRunning,
+        Errno::EPIPE | Errno::ECONNRESET => BackendError::gone(),
         e => BackendError::io("cannot send to the sandbox's init", e.into()),
     })?;
     // The process holds its ends now; ours must close so EOF can come.
@@ -134,7 +136,7 @@ pub async fn spawn(path: &Path, request: SpawnRequest) -> Result<ExecSession, Ba
     let pid = match next_reply(&socket, &mut buffer).await {
         Some(Reply::Started { pid }) => pid,
         Some(Reply::Failed { message }) => return Err(BackendError::ExecFailed(message)),
-        _ => return Err(BackendError::NotRunning),
+        _ => return Err(BackendError::gone()),
     };
 
     let stdout = pipe::Receiver::from_owned_fd(stdout_read)
@@ -217,9 +219,8 @@ async fn pump(mut pump: Pump) {
                 Some(ExecInput::CloseStdin) => stdin_tx = None,
                 // Pipes have no window size.
                 Some(ExecInput::Resize(_)) => {}
-                Some(ExecInput::Signal { signal, target }) => {
-                    let request = Request::Signal { signal, target: target.into() };
-                    let _ = wire::send(pump.socket.get_ref().as_fd(), &request, &[]);
+                Some(message @ (ExecInput::Signal { .. } | ExecInput::Kill)) => {
+                    send_signal(&pump.socket, &message, SignalTarget::Group);
                 }
                 None => input_open = false,
             },
@@ -227,7 +228,7 @@ async fn pump(mut pump: Pump) {
             // come), so that stdin still queued for a process that does not read it is freed.
             // Signals sent before are delivered first (a kill on the way out, say).
             () = pump.events.closed() => {
-                deliver_signals(&pump.socket, &mut pump.input);
+                deliver_signals(&pump.socket, &mut pump.input, SignalTarget::Group);
                 break None;
             }
         }
@@ -248,18 +249,38 @@ async fn pump(mut pump: Pump) {
     }
 }
 
-/// Delivers the signals already queued for the command (what else is queued no longer
-/// matters: nobody listens).
-fn deliver_signals(socket: &AsyncFd<OwnedFd>, input: &mut mpsc::Receiver<ExecInput>) {
+/// Delivers the signals (and kills) already queued for the command (what else is queued no
+/// longer matters: nobody listens).
+fn deliver_signals(
+    socket: &AsyncFd<OwnedFd>,
+    input: &mut mpsc::Receiver<ExecInput>,
+    kill_target: SignalTarget,
+) {
     while let Ok(message) = input.try_recv() {
-        if let ExecInput::Signal { signal, target } = message {
-            let request = Request::Signal {
-                signal,
-                target: target.into(),
-            };
-            let _ = wire::send(socket.get_ref().as_fd(), &request, &[]);
-        }
+        send_signal(socket, &message, kill_target);
     }
+}
+
+/// Passes a signal, or a kill (SIGKILL to `kill_target`: the command's process group, or a
+/// terminal's whole session), on to init; anything else is ignored.
+fn send_signal(socket: &AsyncFd<OwnedFd>, message: &ExecInput, kill_target: SignalTarget) {
+    let request = match message {
+        ExecInput::Signal { signal, target } => Request::Signal {
+            signal: native_signal(*signal),
+            target: (*target).into(),
+        },
+        ExecInput::Kill => Request::Signal {
+            signal: libc::SIGKILL,
+            target: kill_target.into(),
+        },
+        _ => return,
+    };
+    let _ = wire::send(socket.get_ref().as_fd(), &request, &[]);
+}
+
+/// The host's number for a signal (the portable numbering is Linux's: see the test).
+fn native_signal(signal: Signal) -> i32 {
+    signal.number()
 }
 
 /// Sends the buffered chunk; false when nobody listens any more.
@@ -313,17 +334,17 @@ async fn spawn_terminal(path: &Path, request: SpawnRequest) -> Result<ExecSessio
     let socket = connect_control(path)?;
     wire::send(socket.get_ref().as_fd(), &Request::Spawn(request), &[]).map_err(|e| match e {
         Errno::EMSGSIZE => BackendError::ExecFailed("command and environment are too large".into()),
-        Errno::EPIPE | Errno::ECONNRESET => BackendError::NotRunning,
+        Errno::EPIPE | Errno::ECONNRESET => BackendError::gone(),
         e => BackendError::io("cannot send to the sandbox's init", e.into()),
     })?;
     let mut buffer = vec![0u8; 64 * 1024];
     let (pid, master) = match next_reply_with_fds(&socket, &mut buffer).await {
         Some((Reply::Started { pid }, mut fds)) if fds.len() == 1 => (pid, fds.remove(0)),
         Some((Reply::Started { .. }, _)) => {
-            return Err(BackendError::Other("init sent no terminal".into()))
+            return Err(BackendError::other("init sent no terminal"))
         }
         Some((Reply::Failed { message }, _)) => return Err(BackendError::ExecFailed(message)),
-        _ => return Err(BackendError::NotRunning),
+        _ => return Err(BackendError::gone()),
     };
     set_nonblocking(&master)?;
     // SAFETY: the OwnedFd stays open, and names the same terminal, for the AsyncFd's lifetime.
@@ -382,14 +403,13 @@ async fn pump_terminal(
                 }
                 Some(ExecInput::CloseStdin) => {}
                 Some(ExecInput::Resize(size)) => resize(&master, size),
-                Some(ExecInput::Signal { signal, target }) => {
-                    let request = Request::Signal { signal, target: target.into() };
-                    let _ = wire::send(socket.get_ref().as_fd(), &request, &[]);
+                Some(message @ (ExecInput::Signal { .. } | ExecInput::Kill)) => {
+                    send_signal(&socket, &message, SignalTarget::Session);
                 }
                 None => input_open = false,
             },
             () = events.closed() => {
-                deliver_signals(&socket, &mut input);
+                deliver_signals(&socket, &mut input, SignalTarget::Session);
                 break None;
             }
         }
@@ -473,4 +493,32 @@ fn resize(master: &Terminal, size: sbx_backend::TtySize) {
     // SAFETY: TIOCSWINSZ reads the winsize we pass, which outlives the call. The kernel sends
     // SIGWINCH to the terminal's foreground process group.
     unsafe { libc::ioctl(master.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &winsize) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_signal_numbers_are_this_hosts() {
+        let expected = [
+            (Signal::Hangup, libc::SIGHUP),
+            (Signal::Interrupt, libc::SIGINT),
+            (Signal::Quit, libc::SIGQUIT),
+            (Signal::Kill, libc::SIGKILL),
+            (Signal::User1, libc::SIGUSR1),
+            (Signal::User2, libc::SIGUSR2),
+            (Signal::Pipe, libc::SIGPIPE),
+            (Signal::Alarm, libc::SIGALRM),
+            (Signal::Terminate, libc::SIGTERM),
+            (Signal::Continue, libc::SIGCONT),
+            (Signal::Stop, libc::SIGSTOP),
+            (Signal::TerminalStop, libc::SIGTSTP),
+            (Signal::WindowChange, libc::SIGWINCH),
+        ];
+        assert_eq!(expected.len(), Signal::ALL.len());
+        for (signal, number) in expected {
+            assert_eq!(native_signal(signal), number, "{signal:?}");
+        }
+    }
 }

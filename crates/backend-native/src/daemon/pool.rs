@@ -7,11 +7,16 @@
 //! process start and the cgroup move — the latter can cost an RCU grace period (10–20 ms) on
 //! cgroup v1 after a quiet spell.
 //!
-//! Invariant: a pooled helper is a complete set of host traces for its id (directory, cgroup,
+//! A helper is made for a host key (see [`super::keys`]): the sandbox's id when it is made for a
+//! create, a fresh one when the pool makes it ahead of time. The sandbox a pooled helper ends
+//! up serving is written beside it when a create takes it.
+//!
+//! Invariant: a pooled helper is a complete set of host traces for its key (directory, cgroup,
 //! process), so an interrupted daemon's pool is found and removed by reconciliation like any
-//! orphan, and a helper whose daemon vanished exits on its own (its stdin closes).
+//! orphan, and a helper whose daemon vanished exits on its own (its stdin closes). While a
+//! helper is pooled or being built it is the pool's ([`Pool::is_busy`]), never an orphan.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,7 +33,8 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(20);
 const BUILD_DEADLINE: Duration = Duration::from_secs(20);
 
 pub struct Helper {
-    pub id: SandboxId,
+    /// The host key its traces are named by.
+    pub key: SandboxId,
     /// The uid range prepared for it.
     pub slot: u32,
     /// The size of its disk.
@@ -40,21 +46,22 @@ pub struct Helper {
 }
 
 impl Helper {
-    /// Starts `sbx __native-stage1 <id>` and waits until it has joined its cgroups and mounted
+    /// Starts `sbx __native-stage1 <key>` and waits until it has joined its cgroups and mounted
     /// `disk` (held attached until then; the mount is its last user afterwards).
     pub async fn start(
-        id: SandboxId,
+        program: &std::path::Path,
+        key: SandboxId,
         slot: u32,
         disk_bytes: u64,
-        disk: crate::disk::Disk,
+        disk: super::disk::Disk,
         join: Join,
     ) -> Result<Helper, BackendError> {
-        let mut command = tokio::process::Command::new("/proc/self/exe");
+        let mut command = tokio::process::Command::new(program);
         command
             .arg0("sbx")
             .arg(stage1::STAGE1_ARG)
-            // The id marks stage 1 and init (which inherits its argv) as this sandbox's.
-            .arg(id.as_str())
+            // The key marks stage 1 and init (which inherits its argv) as this sandbox's.
+            .arg(key.as_str())
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -72,7 +79,7 @@ impl Helper {
             text
         });
         let mut helper = Helper {
-            id,
+            key,
             slot,
             disk_bytes,
             child,
@@ -117,13 +124,16 @@ impl Helper {
             self.stdout.next_line().await
         };
         match tokio::time::timeout(deadline, talk).await {
-            Err(_) => Err(BackendError::Other("stage 1 did not answer in time".into())),
+            Err(_) => Err(BackendError::Timeout {
+                operation: "stage 1",
+                after: deadline,
+            }),
             Ok(Err(e)) => Err(BackendError::io("cannot talk to stage 1", e)),
             Ok(Ok(None)) => Ok(Outcome::Failed {
                 message: "stage 1 exited without an answer".into(),
             }),
             Ok(Ok(Some(text))) => serde_json::from_str(&text).map_err(|e| {
-                BackendError::Other(format!("malformed answer from stage 1: {e}: {text}"))
+                BackendError::other_from(format!("malformed answer from stage 1: {text}"), e)
             }),
         }
     }
@@ -137,65 +147,86 @@ impl Helper {
         };
         let stderr = stderr.trim();
         if stderr.is_empty() {
-            BackendError::Other(format!("sandbox setup failed: {message}"))
+            BackendError::other(format!("sandbox setup failed: {message}"))
         } else {
-            BackendError::Other(format!("sandbox setup failed: {message} ({stderr})"))
+            BackendError::other(format!("sandbox setup failed: {message} ({stderr})"))
         }
     }
 }
 
-/// Helpers ready to build, and those handed out with [`Pool::reserve`] but not yet used.
+/// Helpers ready to build, and the keys of every sandbox being built right now (a create's, a
+/// refill's): together, what [`Pool::is_busy`] keeps out of orphan listings.
 #[derive(Default)]
 pub struct Pool {
-    ready: Mutex<VecDeque<Helper>>,
-    reserved: Mutex<HashMap<SandboxId, Helper>>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    ready: VecDeque<Helper>,
+    busy: BTreeSet<SandboxId>,
+}
+
+/// Marks a key as being built for as long as it lives.
+pub struct Busy<'a> {
+    pool: &'a Pool,
+    key: SandboxId,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.pool.lock().busy.remove(&self.key);
+    }
 }
 
 impl Pool {
-    /// Hands out the id of a ready helper, which `take` will return for it.
-    pub fn reserve(&self) -> Option<SandboxId> {
-        let helper = self.ready.lock().expect("pool lock").pop_front()?;
-        let id = helper.id.clone();
-        self.reserved
-            .lock()
-            .expect("pool lock")
-            .insert(id.clone(), helper);
-        Some(id)
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().expect("pool lock is never poisoned")
     }
 
-    pub fn take(&self, id: &SandboxId) -> Option<Helper> {
-        self.reserved.lock().expect("pool lock").remove(id)
+    /// Marks `key` as being built until the guard goes.
+    pub fn busy(&self, key: &SandboxId) -> Busy<'_> {
+        self.lock().busy.insert(key.clone());
+        Busy {
+            pool: self,
+            key: key.clone(),
+        }
+    }
+
+    /// A ready helper with a disk of `disk_bytes`, marked busy (in the same step, so that it is
+    /// never seen as neither pooled nor busy).
+    pub fn take(&self, disk_bytes: u64) -> Option<(Helper, Busy<'_>)> {
+        let mut state = self.lock();
+        let index = state
+            .ready
+            .iter()
+            .position(|h| h.disk_bytes == disk_bytes)?;
+        let helper = state.ready.remove(index)?;
+        state.busy.insert(helper.key.clone());
+        drop(state);
+        let busy = Busy {
+            pool: self,
+            key: helper.key.clone(),
+        };
+        Some((helper, busy))
     }
 
     pub fn add(&self, helper: Helper) {
-        self.ready.lock().expect("pool lock").push_back(helper);
+        self.lock().ready.push_back(helper);
     }
 
     pub fn ready_len(&self) -> usize {
-        self.ready.lock().expect("pool lock").len()
+        self.lock().ready.len()
     }
 
-    /// Whether `id` belongs to a pooled helper (which is not an orphan).
-    pub fn contains(&self, id: &SandboxId) -> bool {
-        self.reserved.lock().expect("pool lock").contains_key(id)
-            || self
-                .ready
-                .lock()
-                .expect("pool lock")
-                .iter()
-                .any(|h| &h.id == id)
+    /// Whether `key` is a pooled helper's or is being built (either way not an orphan).
+    pub fn is_busy(&self, key: &SandboxId) -> bool {
+        let state = self.lock();
+        state.busy.contains(key) || state.ready.iter().any(|h| &h.key == key)
     }
 
-    /// Removes every helper, ready or reserved.
+    /// Removes every ready helper.
     pub fn drain(&self) -> Vec<Helper> {
-        let mut all: Vec<Helper> = self.ready.lock().expect("pool lock").drain(..).collect();
-        all.extend(
-            self.reserved
-                .lock()
-                .expect("pool lock")
-                .drain()
-                .map(|(_, h)| h),
-        );
-        all
+        self.lock().ready.drain(..).collect()
     }
 }

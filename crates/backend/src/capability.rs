@@ -1,0 +1,178 @@
+//! What not every engine can do. A backend reports its [`Capabilities`] and hands out each
+//! optional part as a trait object (`Backend::terminals()` and so on); `None` means
+//! unsupported, which the API answers with 501 and a message naming the backend.
+//!
+//! Invariant (checked by the conformance suite): a capability is reported exactly when its
+//! trait object is there.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{BackendError, ExecSession, Handle, TerminalSpec, User};
+
+/// What a backend can do, for status reports and for lifecycle's checks before a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Commands get a standard input that the caller feeds (else `/dev/null` only).
+    pub stdin: bool,
+    /// Interactive terminals ([`Terminals`]).
+    pub terminals: bool,
+    /// Reading and writing the sandbox's files ([`Files`]).
+    pub files: bool,
+    /// Freezing and thawing every process of a sandbox ([`PauseResume`]).
+    pub pause: bool,
+    /// Capturing a sandbox's filesystem ([`Snapshots`]).
+    pub snapshots: bool,
+    /// Reaching a port a sandbox listens on ([`Ports`]).
+    pub ports: bool,
+    /// Sandboxes outlive the daemon and are taken over by the next one (`Backend::adopt`).
+    pub adopt: bool,
+    /// Sandboxes are prepared ahead of time, so a create is quicker.
+    pub warm_pool: bool,
+}
+
+impl Capabilities {
+    /// The names status reports list (`exec` is always there: every backend runs commands).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = vec!["exec", "exec-stream", "timeout"];
+        for (present, name) in [
+            (self.stdin, "stdin"),
+            (self.terminals, "terminal"),
+            (self.files, "files"),
+            (self.pause, "pause"),
+            (self.snapshots, "snapshots"),
+            (self.ports, "ports"),
+            (self.adopt, "adopt"),
+            (self.warm_pool, "warm-pool"),
+        ] {
+            if present {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+/// Interactive terminals: a command on a pseudo-terminal.
+#[async_trait]
+pub trait Terminals: Send + Sync {
+    /// Starts `spec` on a new pseudo-terminal. Its output comes as `Stdout`; `Resize` and
+    /// signals to the foreground job are honoured; `Kill` ends the terminal's whole session.
+    async fn open_terminal(
+        &self,
+        handle: &Handle,
+        spec: TerminalSpec,
+    ) -> Result<ExecSession, BackendError>;
+}
+
+/// Freezing a sandbox: its processes stop using CPU and continue where they were on resume.
+#[async_trait]
+pub trait PauseResume: Send + Sync {
+    async fn pause(&self, handle: &Handle) -> Result<(), BackendError>;
+    async fn resume(&self, handle: &Handle) -> Result<(), BackendError>;
+}
+
+/// A stream of bytes in or out of a sandbox.
+pub type ByteStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>>;
+
+/// A path inside a sandbox: absolute, or relative to the user's home. A backend resolves it
+/// inside the sandbox's root only, whatever symlinks the sandbox planted.
+pub type SandboxPath = str;
+
+/// What a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+/// One entry of a sandbox's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    pub owner: User,
+    /// Modification time, Unix milliseconds.
+    pub modified_ms: i64,
+    pub symlink_target: Option<String>,
+}
+
+/// The files of a running sandbox.
+#[async_trait]
+pub trait Files: Send + Sync {
+    async fn stat(&self, handle: &Handle, path: &SandboxPath) -> Result<FileInfo, BackendError>;
+    /// The entries of a directory, `depth` levels down (1: its own entries).
+    async fn list(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        depth: u32,
+    ) -> Result<Vec<FileInfo>, BackendError>;
+    /// The file's bytes from `offset`, at most `length` of them when given.
+    async fn read(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BackendError>;
+    /// Replaces the file with `data`, made with `mode` and owned by `owner`.
+    async fn write(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        mode: u32,
+        owner: User,
+        data: ByteStream,
+    ) -> Result<FileInfo, BackendError>;
+    /// Makes the directory and any missing parents.
+    async fn make_dir(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        owner: User,
+    ) -> Result<(), BackendError>;
+    async fn remove(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        recursive: bool,
+    ) -> Result<(), BackendError>;
+    async fn rename(
+        &self,
+        handle: &Handle,
+        from: &SandboxPath,
+        to: &SandboxPath,
+    ) -> Result<(), BackendError>;
+}
+
+/// A snapshot's name, chosen by lifecycle (the same validation as a sandbox id's body).
+pub type SnapshotName = str;
+
+/// Filesystem snapshots: a sandbox's changes captured at one instant.
+#[async_trait]
+pub trait Snapshots: Send + Sync {
+    /// Captures the sandbox's filesystem changes as `name`; returns their stored size.
+    async fn snapshot(&self, handle: &Handle, name: &SnapshotName) -> Result<u64, BackendError>;
+    /// Removes a snapshot; already gone is `Ok`.
+    async fn delete_snapshot(&self, name: &SnapshotName) -> Result<(), BackendError>;
+}
+
+/// A byte stream both ways, to a port inside a sandbox.
+pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// Reaching services a sandbox runs.
+#[async_trait]
+pub trait Ports: Send + Sync {
+    /// A connection to TCP `port` inside the sandbox.
+    async fn connect(&self, handle: &Handle, port: u16) -> Result<Box<dyn Duplex>, BackendError>;
+}

@@ -1,0 +1,86 @@
+//! The factory: every backend this build has, made from the configuration. Adding a backend is
+//! its crate, a cargo feature when it pulls dependencies, and one arm in [`build_one`] —
+//! nothing in lifecycle, api or store.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sbx_backend::Backend;
+
+/// The backends this build can run.
+pub const AVAILABLE: &[&str] = &[
+    #[cfg(feature = "native")]
+    "native",
+    #[cfg(feature = "backend-fake")]
+    "fake",
+];
+
+/// What a backend may need to be made.
+pub struct Context<'a> {
+    pub config: &'a sbx_config::Config,
+    pub data_dir: &'a Path,
+    /// Sandboxes to prepare ahead of time (0 for the offline cleanup).
+    pub warm_pool: usize,
+}
+
+/// The backends a daemon runs: those its profiles name, and those that sandboxes still alive
+/// in its store were made by (so that they are reconciled and can be destroyed). A backend of
+/// the second kind that this build lacks is left out; reconciliation marks its sandboxes
+/// failed.
+pub fn wanted(config: &sbx_config::Config, live_backends: &[String]) -> BTreeSet<String> {
+    let mut kinds: BTreeSet<String> = config
+        .profiles
+        .values()
+        .map(|p| p.backend.clone())
+        .collect();
+    kinds.extend(
+        live_backends
+            .iter()
+            .filter(|kind| AVAILABLE.contains(&kind.as_str()))
+            .cloned(),
+    );
+    kinds
+}
+
+pub fn build(
+    kinds: &BTreeSet<String>,
+    context: &Context<'_>,
+) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
+    kinds
+        .iter()
+        .map(|kind| {
+            build_one(kind, context).with_context(|| format!("the {kind} backend cannot start"))
+        })
+        .collect()
+}
+
+fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backend>> {
+    // Each arm only reads what its backend needs; unused with some feature sets.
+    let _ = context;
+    match kind {
+        #[cfg(feature = "native")]
+        "native" => {
+            let config = context.config;
+            let native = sbx_backend_native::NativeBackend::new(sbx_backend_native::NativeConfig {
+                data_dir: context.data_dir.to_owned(),
+                warm_pool: context.warm_pool,
+                warm_pool_disk_bytes: config
+                    .profile(sbx_config::DEFAULT_PROFILE)
+                    .map_or(0, |p| p.resources.disk_mb << 20),
+                disk_reserve_bytes: config.capacity.disk_reserve_mb << 20,
+                disk_overcommit: config.capacity.disk_overcommit,
+                stage1_program: None,
+            })
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            Ok(Arc::new(native))
+        }
+        #[cfg(feature = "backend-fake")]
+        "fake" => Ok(Arc::new(sbx_backend_fake::FakeBackend::new())),
+        other => anyhow::bail!(
+            "backend {other:?} is not available in this build of sbx (backends: {})",
+            AVAILABLE.join(", ")
+        ),
+    }
+}

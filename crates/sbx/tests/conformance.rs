@@ -1,0 +1,65 @@
+//! The backend contract (`sbx-backend-conformance`) on the backends this binary builds in.
+//! One `suite!` line per backend; the fake backend runs it in its own crate (no root needed).
+//!
+//! The native backend needs root, and its stage 1 is the `sbx` binary under test.
+
+#![cfg(feature = "native")]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sbx_backend::Backend;
+use sbx_backend_native::{NativeBackend, NativeConfig};
+
+/// The native backend on a data directory of its own.
+struct Native {
+    data: tempfile::TempDir,
+}
+
+impl Native {
+    fn new() -> Native {
+        Native {
+            data: tempfile::Builder::new()
+                .prefix("sbx-conformance-")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        }
+    }
+}
+
+#[async_trait]
+impl sbx_backend_conformance::Subject for Native {
+    async fn instance(&self) -> Arc<dyn Backend> {
+        let native = NativeBackend::new(NativeConfig {
+            data_dir: self.data.path().to_owned(),
+            warm_pool: 0,
+            warm_pool_disk_bytes: 0,
+            disk_reserve_bytes: 0,
+            disk_overcommit: 1.0,
+            stage1_program: Some(env!("CARGO_BIN_EXE_sbx").into()),
+        })
+        .unwrap_or_else(|e| panic!("the native backend cannot start: {}", e.chain()));
+        Arc::new(native)
+    }
+
+    /// Removes the instance's cgroup parents, and checks that nothing was left.
+    async fn finish(&self) {
+        let backend = self.instance().await;
+        backend.shutdown().await;
+        let sandboxes: Vec<_> = std::fs::read_dir(self.data.path().join("sandboxes"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(sandboxes.is_empty(), "left behind: {sandboxes:?}");
+        let instance = std::fs::read_to_string(self.data.path().join("instance-id")).unwrap();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let dir = hierarchy.path().join("sbx").join(instance.trim());
+            assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+        }
+    }
+}
+
+mod native {
+    sbx_backend_conformance::suite!(super::Native::new());
+}
