@@ -253,18 +253,22 @@ fn identify(
             .map(|v| v.to_str().unwrap_or_default().trim())
     });
     if let Some(key) = key {
-        return service.authenticate(key).map(Some).map_err(|failure| {
-            (
-                failure,
-                known_key_id(failure, key),
-                unauthorized("the API key is invalid or revoked"),
-            )
-        });
+        return service
+            .access()
+            .authenticate(key)
+            .map(Some)
+            .map_err(|failure| {
+                (
+                    failure,
+                    known_key_id(failure, key),
+                    unauthorized("the API key is invalid or revoked"),
+                )
+            });
     }
     let Some(token) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let caller = service.session(token).map_err(|failure| {
+    let caller = service.access().session(token).map_err(|failure| {
         (
             failure,
             None,
@@ -400,7 +404,7 @@ fn audit_auth_failure(
         key_id,
         ..anonymous(ip)
     };
-    state.service.audit_anonymous(
+    state.service.access().audit_anonymous(
         &caller,
         "auth.failed",
         serde_json::json!({
@@ -456,7 +460,7 @@ fn audit_refusal(
     }
     // Refusals are aggregated past a burst per key (or, without one, per address, in the
     // anonymous trail): no flood of refused requests rotates the trail away.
-    state.service.audit_refusal(caller, event, details);
+    state.service.access().audit_refusal(caller, event, details);
 }
 
 /// The client: the peer, or what trusted proxies say in `X-Forwarded-For` (read from the

@@ -17,6 +17,7 @@ mod openapi;
 mod routes;
 pub mod server;
 pub mod spool;
+mod wire;
 
 use std::sync::Arc;
 

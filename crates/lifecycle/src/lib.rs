@@ -8,21 +8,22 @@
 //! without a deadline ([`deadline`]).
 //!
 //! Architecture invariant: lifecycle is the only place where the store and the backends meet.
-//! Every state change goes through [`Service::record`]: written to the store with its reason,
+//! Every state change is a [`transition::Change`] that goes through [`Service::record`]: written to the store with its reason,
 //! then published to event subscribers. A row exists before its sandbox's host traces do, so a
 //! crash at any point leaves a record that names what may exist on the host.
 
-mod audit;
-mod auth;
+pub mod access;
+mod admission;
 mod backends;
 mod deadline;
 mod error;
-mod limits;
+pub mod model;
 mod ops;
 pub mod reason;
 mod state;
 #[cfg(test)]
 mod tests;
+mod transition;
 mod validate;
 mod view;
 
@@ -31,18 +32,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use sbx_backend::Backend;
-use sbx_store::{Store, Transition};
+use sbx_store::Store;
 
 pub use backends::Backends;
 use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinSet;
 
-pub use audit::{AuditQuery, MAX_QUERY as MAX_AUDIT_QUERY};
-pub use auth::{
-    AuthFailure, Caller, LoginRefusal, ADMIN_USER, MAX_SESSIONS_PER_KEY, SESSION_LIFETIME_MS,
+pub use access::{
+    Access, AuditEntry, AuditQuery, AuthFailure, Caller, ExecPermit, Limited, LoginRefusal,
+    ADMIN_USER, MAX_QUERY as MAX_AUDIT_QUERY, MAX_SESSIONS_PER_KEY, SESSION_LIFETIME_MS,
 };
 pub use error::Error;
-pub use limits::{ExecPermit, Limited};
 pub use ops::events::PAGE as EVENT_PAGE;
 pub use ops::exec::{ExecOutput, ExecStream};
 pub use ops::list::ListFilter;
@@ -74,7 +74,9 @@ pub struct Service {
 }
 
 struct Inner {
-    store: Store,
+    store: Arc<Store>,
+    /// Who may do what, how often, and the audit trail.
+    access: Access,
     backends: Backends,
     config: Config,
     started_at: i64,
@@ -83,20 +85,20 @@ struct Inner {
     /// Watchers of running sandboxes (see `ops::watch`).
     watchers: Mutex<JoinSet<()>>,
     /// Every recorded event, as it happens.
-    events: broadcast::Sender<sbx_protocol::Event>,
+    events: broadcast::Sender<model::Event>,
     /// Last API use of each live sandbox (Unix ms), for idle reaping.
     activity: Mutex<HashMap<String, i64>>,
     /// How fast the daemon reads each sandbox's output (made at its first command).
-    output_rates: Mutex<HashMap<String, Arc<limits::OutputRate>>>,
+    output_rates: Mutex<HashMap<String, Arc<admission::OutputRate>>>,
+    /// Disk promised to admitted creates whose disks may not exist yet, bytes per backend
+    /// (the backend's [`sbx_backend::Storage`] counts a disk once it exists).
+    pending_disk: Mutex<HashMap<String, u64>>,
     /// Wakes the reaper (a deadline changed, or it is time to stop).
     reaper_wake: Notify,
     stopping: AtomicBool,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Turns true when the daemon stops: long-lived streams end.
     closing: tokio::sync::watch::Sender<bool>,
-    keys: auth::Keys,
-    limits: limits::RateLimits,
-    audit: audit::AuditLog,
 }
 
 impl Service {
@@ -118,17 +120,12 @@ impl Service {
             }
         }
         let (events, _) = broadcast::channel(1024);
-        let audit = match &config.audit {
-            Some((path, settings)) => {
-                audit::AuditLog::open(path.clone(), *settings).map_err(|e| {
-                    Error::internal(format!("cannot open the audit log {}: {e}", path.display()))
-                })?
-            }
-            None => audit::AuditLog::disabled(),
-        };
+        let store = Arc::new(store);
+        let access = Access::new(store.clone(), config.limits.clone(), config.audit.clone())?;
         Ok(Service {
             inner: Arc::new(Inner {
                 store,
+                access,
                 backends,
                 config,
                 started_at: now_ms(),
@@ -137,20 +134,18 @@ impl Service {
                 events,
                 activity: Mutex::new(HashMap::new()),
                 output_rates: Mutex::new(HashMap::new()),
+                pending_disk: Mutex::new(HashMap::new()),
                 reaper_wake: Notify::new(),
                 stopping: AtomicBool::new(false),
                 reaper: Mutex::new(None),
                 closing: tokio::sync::watch::Sender::new(false),
-                keys: auth::Keys::default(),
-                limits: limits::RateLimits::default(),
-                audit,
             }),
         })
     }
 
-    /// Writes what the audit log has queued and stops its writer (the daemon's last step).
-    pub fn close_audit(&self) {
-        self.inner.audit.close();
+    /// Callers, keys, sessions, rates and the audit trail.
+    pub fn access(&self) -> &Access {
+        &self.inner.access
     }
 
     pub fn backends(&self) -> &Backends {
@@ -216,14 +211,14 @@ impl Service {
     }
 
     /// The output rate of sandbox `id`, whose CPU limit is `cpus`.
-    fn output_rate(&self, id: &str, cpus: f64) -> Arc<limits::OutputRate> {
+    fn output_rate(&self, id: &str, cpus: f64) -> Arc<admission::OutputRate> {
         let per_cpu = self.inner.config.exec.output_bytes_per_cpu as f64;
         self.inner
             .output_rates
             .lock()
             .expect("rate map is never poisoned")
             .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(limits::OutputRate::new(per_cpu * cpus)))
+            .or_insert_with(|| Arc::new(admission::OutputRate::new(per_cpu * cpus)))
             .clone()
     }
 
@@ -255,8 +250,8 @@ impl Service {
     }
 
     /// Records a state change and publishes it.
-    fn record(&self, change: &Transition<'_>) -> Result<(), Error> {
-        let event = self.inner.store.transition(change)?;
+    fn record(&self, change: transition::Change<'_>) -> Result<(), Error> {
+        let event = self.inner.store.transition(&change.stored())?;
         self.publish(event);
         Ok(())
     }

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum State {
     Creating,
     Running,
@@ -107,5 +107,27 @@ impl State {
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for state in State::ALL {
+            assert_eq!(State::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(State::parse("sleeping"), None);
+    }
+
+    /// The store's SQL names states literally; it must agree with the rules here.
+    #[test]
+    fn the_stores_sql_agrees_with_the_rules() {
+        assert_eq!(
+            State::names_where(State::releases_name),
+            sbx_store::STATES_RELEASING_NAMES
+        );
     }
 }

@@ -1,13 +1,14 @@
-//! Parse, then trust: wire requests become validated backend specs here, at lifecycle's door.
+//! Parse, then trust: requests ([`crate::model`]) become validated backend specs here, at
+//! lifecycle's door.
 //! Every rejection names the field and the rule it broke.
 
 use std::collections::BTreeMap;
 
 use std::time::Duration;
 
+use crate::model::{ExecRequest, NewSandbox, ResourceRequest, Resources, TerminalRequest};
 use sbx_backend::{ExecSpec, Limits, StdinMode, TerminalSpec, TtySize, User};
 use sbx_config::Profile;
-use sbx_protocol::{CreateSandboxRequest, DurationValue, ExecRequest, Resources, TerminalRequest};
 
 use crate::Error;
 
@@ -101,7 +102,7 @@ pub fn limits(resources: &Resources) -> Limits {
 
 /// `bounds` gives what the backend of a profile can give one sandbox.
 pub fn create(
-    request: &CreateSandboxRequest,
+    request: &NewSandbox,
     profiles: &BTreeMap<String, Profile>,
     bounds: impl Fn(&str) -> Result<Bounds, Error>,
 ) -> Result<CreateParams, Error> {
@@ -150,16 +151,18 @@ pub fn create(
             )));
         }
     }
-    let wanted = request.resources.clone().unwrap_or_default();
-    let resources = resources(&wanted, profile, &bounds(&profile.backend)?)?;
+    let resources = resources(&request.resources, profile, &bounds(&profile.backend)?)?;
     let mut warnings = Vec::new();
-    let ttl = match &request.ttl {
+    let ttl = match request.ttl {
         None => profile.ttl.default,
-        Some(value) => {
-            let asked = duration(value, "ttl")?;
+        Some(asked) => {
+            if asked.is_zero() {
+                return Err(invalid("ttl must be above 0".into()));
+            }
             if asked > profile.ttl.max {
                 warnings.push(format!(
-                    "ttl {value} is longer than profile {profile_name:?} allows; capped at {}",
+                    "ttl {} is longer than profile {profile_name:?} allows; capped at {}",
+                    crate::model::shown(asked),
                     sbx_config::duration::format(profile.ttl.max)
                 ));
                 profile.ttl.max
@@ -187,7 +190,7 @@ pub fn create(
 /// its minimum (400 below) and at most the profile's maximum and the host's bound for one
 /// sandbox (422 above, naming the cap).
 fn resources(
-    wanted: &sbx_protocol::ResourcesRequest,
+    wanted: &ResourceRequest,
     profile: &Profile,
     bounds: &Bounds,
 ) -> Result<Resources, Error> {
@@ -387,25 +390,21 @@ pub fn exec(
             }
         },
     };
-    let timeout = match &request.timeout {
+    let timeout = match request.timeout {
         None => None,
-        Some(value) => {
-            let timeout = duration(value, "timeout")?;
+        Some(timeout) => {
+            if timeout.is_zero() {
+                return Err(invalid("timeout must be above 0".into()));
+            }
             if timeout.as_secs_f64() > MAX_TIMEOUT_SECONDS {
                 return Err(invalid(format!(
-                    "timeout must be at most {} (7d), got {value}",
-                    MAX_TIMEOUT_SECONDS
+                    "timeout must be at most {} (7d), got {}",
+                    MAX_TIMEOUT_SECONDS,
+                    crate::model::shown(timeout)
                 )));
             }
             Some(timeout)
         }
-    };
-    let stdin = match &request.stdin {
-        None => None,
-        Some(data) => Some(
-            sbx_protocol::decode_data(data, request.stdin_encoding.unwrap_or_default())
-                .map_err(|e| invalid(format!("stdin: {e}")))?,
-        ),
     };
     Ok(ExecParams {
         command: Command {
@@ -414,7 +413,7 @@ pub fn exec(
             cwd: request.cwd.clone(),
             user,
         },
-        stdin,
+        stdin: request.stdin.clone(),
         timeout,
     })
 }
@@ -454,23 +453,6 @@ pub fn terminal(
         command: params.command,
         size: TtySize { rows, cols },
     })
-}
-
-/// A duration as the API takes it: seconds (a number above 0) or text (`1h30m`).
-pub fn duration(value: &DurationValue, field: &str) -> Result<Duration, Error> {
-    match value {
-        DurationValue::Seconds(seconds) => Duration::try_from_secs_f64(*seconds)
-            .ok()
-            .filter(|d| !d.is_zero() && *seconds > 0.0)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{field} must be a number of seconds above 0 (or text like \"30s\"), got {seconds}"
-                ))
-            }),
-        DurationValue::Text(text) => {
-            sbx_config::duration::parse(text).map_err(|e| invalid(format!("{field}: {e}")))
-        }
-    }
 }
 
 /// Sandbox names: 1–63 of `[A-Za-z0-9_.-]`, starting alphanumeric, not shaped like an id.
@@ -541,9 +523,9 @@ mod tests {
         sbx_config::Config::default().profiles
     }
 
-    fn create_with(resources: sbx_protocol::ResourcesRequest) -> Result<CreateParams, Error> {
-        let request = CreateSandboxRequest {
-            resources: Some(resources),
+    fn create_with(resources: ResourceRequest) -> Result<CreateParams, Error> {
+        let request = NewSandbox {
+            resources,
             ..Default::default()
         };
         create(&request, &profiles(), |_| Ok(bounds()))
@@ -551,10 +533,7 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_profile() {
-        let params = create(&CreateSandboxRequest::default(), &profiles(), |_| {
-            Ok(bounds())
-        })
-        .unwrap();
+        let params = create(&NewSandbox::default(), &profiles(), |_| Ok(bounds())).unwrap();
         assert_eq!(params.template, "host");
         assert_eq!(params.profile, "default");
         assert_eq!(
@@ -572,33 +551,25 @@ mod tests {
     }
 
     #[test]
-    fn ttl_is_parsed_and_capped() {
-        let with_ttl = |ttl: &str| {
-            let request = CreateSandboxRequest {
-                ttl: Some(match ttl.parse::<f64>() {
-                    Ok(seconds) => DurationValue::Seconds(seconds),
-                    Err(_) => ttl.into(),
-                }),
+    fn ttl_is_capped() {
+        let with_ttl = |seconds: u64| {
+            let request = NewSandbox {
+                ttl: Some(Duration::from_secs(seconds)),
                 ..Default::default()
             };
             create(&request, &profiles(), |_| Ok(bounds()))
         };
-        assert_eq!(with_ttl("90s").unwrap().ttl, Duration::from_secs(90));
-        assert_eq!(with_ttl("90").unwrap().ttl, Duration::from_secs(90));
-        assert!(with_ttl("-5").is_err());
-        let capped = with_ttl("3d").unwrap();
+        assert_eq!(with_ttl(90).unwrap().ttl, Duration::from_secs(90));
+        assert!(with_ttl(0).is_err());
+        let capped = with_ttl(3 * 86_400).unwrap();
         assert_eq!(capped.ttl, Duration::from_secs(86_400));
         assert!(
-            capped.warnings[0].contains("capped at 1d"),
+            capped.warnings[0].contains("ttl 3d is longer")
+                && capped.warnings[0].contains("capped at 1d"),
             "{:?}",
             capped.warnings
         );
-        let error = with_ttl("forever").unwrap_err().to_string();
-        assert!(
-            error.starts_with("ttl: invalid duration \"forever\""),
-            "{error}"
-        );
-        let unknown = CreateSandboxRequest {
+        let unknown = NewSandbox {
             profile: Some("gpu".into()),
             ..Default::default()
         };
@@ -610,7 +581,7 @@ mod tests {
 
     #[test]
     fn absurd_limits_are_rejected_with_the_field_named() {
-        use sbx_protocol::ResourcesRequest as R;
+        use ResourceRequest as R;
         let cases = [
             (
                 R {
@@ -714,20 +685,12 @@ mod tests {
         rooted.user = Some("admin".into());
         assert!(exec(&rooted, &none, MAX_COMMAND).is_err());
         let mut timed = request(&["sleep", "9"]);
-        for bad in [0.0, -1.0, f64::INFINITY, f64::NAN, 1e12, 1e300] {
-            timed.timeout = Some(bad.into());
+        for bad in [0.0, 8.0 * 86_400.0, 1e12] {
+            timed.timeout = Some(Duration::from_secs_f64(bad));
             assert!(exec(&timed, &none, MAX_COMMAND).is_err(), "{bad}");
         }
-        for bad in ["", "soon", "0s", "8d"] {
-            timed.timeout = Some(bad.into());
-            assert!(exec(&timed, &none, MAX_COMMAND).is_err(), "{bad}");
-        }
-        for (good, seconds) in [
-            (DurationValue::from(0.5), 0.5),
-            ("90s".into(), 90.0),
-            ("1h".into(), 3600.0),
-        ] {
-            timed.timeout = Some(good);
+        for seconds in [0.5, 90.0, 3600.0] {
+            timed.timeout = Some(Duration::from_secs_f64(seconds));
             let timeout = exec(&timed, &none, MAX_COMMAND).unwrap().timeout.unwrap();
             assert_eq!(timeout.as_secs_f64(), seconds);
         }
@@ -735,8 +698,7 @@ mod tests {
         relative.cwd = Some("tmp".into());
         assert!(exec(&relative, &none, MAX_COMMAND).is_err());
         let mut binary = request(&["cat"]);
-        binary.stdin = Some("AP8=".into());
-        binary.stdin_encoding = Some(sbx_protocol::Encoding::Base64);
+        binary.stdin = Some(vec![0, 0xff]);
         assert_eq!(
             exec(&binary, &none, MAX_COMMAND).unwrap().stdin.unwrap(),
             vec![0, 0xff]

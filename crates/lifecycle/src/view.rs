@@ -1,12 +1,13 @@
-//! Store rows ⇄ what the API shows. The spec column is lifecycle's own JSON ([`StoredSpec`]).
+//! Store rows ⇄ lifecycle's own types ([`crate::model`]). The spec column is lifecycle's own
+//! JSON ([`StoredSpec`]).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use sbx_protocol::{Resources, Sandbox, SandboxState};
 use sbx_store::{EventRow, SandboxRow};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Event, Resources, Sandbox};
 use crate::{now_ms, Error, State};
 
 /// The `spec` column: what the sandbox was created with, including its profile's TTL policy at
@@ -78,7 +79,7 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
     Ok(Sandbox {
         id: row.id.clone(),
         name: row.name.clone(),
-        state: wire_state(state),
+        state,
         state_reason: reason.0,
         state_detail: reason.1,
         backend: row.backend.clone(),
@@ -88,27 +89,27 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
         resources: spec.resources(),
         env: spec.env.keys().cloned().collect(),
         metadata,
-        created_at: rfc3339(row.created_at),
-        updated_at: rfc3339(row.updated_at),
-        destroyed_at: row.destroyed_at.map(rfc3339),
-        started_at: rfc3339(row.started_at),
-        expires_at: rfc3339(row.expires_at),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        destroyed_at: row.destroyed_at,
+        started_at: row.started_at,
+        expires_at: row.expires_at,
         expires_in_seconds,
         warnings: Vec::new(),
     })
 }
 
-pub fn event(row: &EventRow) -> sbx_protocol::Event {
-    let state = |text: &str| SandboxState::parse(text).unwrap_or(SandboxState::Failed);
+pub fn event(row: &EventRow) -> Event {
+    let state = |text: &str| State::parse(text).unwrap_or(State::Failed);
     let (reason, detail) = row
         .reason
         .as_deref()
         .map(crate::reason::split)
         .map_or((None, None), |(code, detail)| (Some(code), detail));
-    sbx_protocol::Event {
+    Event {
         seq: row.seq,
         sandbox_id: row.sandbox_id.clone(),
-        at: rfc3339(row.at),
+        at: row.at,
         from_state: row.from_state.as_deref().map(state),
         to_state: state(&row.to_state),
         reason,
@@ -116,19 +117,9 @@ pub fn event(row: &EventRow) -> sbx_protocol::Event {
     }
 }
 
-pub fn wire_state(state: State) -> SandboxState {
-    match state {
-        State::Creating => SandboxState::Creating,
-        State::Running => SandboxState::Running,
-        State::Expired => SandboxState::Expired,
-        State::Destroying => SandboxState::Destroying,
-        State::Destroyed => SandboxState::Destroyed,
-        State::Failed => SandboxState::Failed,
-    }
-}
-
+/// Times in the audit log's own lines.
 pub fn rfc3339(unix_ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }
 

@@ -17,6 +17,13 @@ pub const AVAILABLE: &[&str] = &[
     "fake",
 ];
 
+/// Becomes the helper a backend re-executed this binary as, if it did (and then never
+/// returns): the native backend's stage 1 and sandbox init.
+pub fn run_helper_if_requested() {
+    #[cfg(feature = "native")]
+    sbx_backend_native::run_if_requested();
+}
+
 /// What a backend may need to be made.
 pub struct Context<'a> {
     pub config: &'a sbx_config::Config,

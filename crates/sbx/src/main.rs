@@ -14,10 +14,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // The native backend re-executes this binary as its stage-1 helper; that must happen before
-    // any thread (the async runtime) exists.
-    #[cfg(feature = "native")]
-    sbx_backend_native::run_if_requested();
+    // A backend may re-execute this binary as a helper; that must happen before any thread
+    // (the async runtime) exists.
+    backends::run_helper_if_requested();
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

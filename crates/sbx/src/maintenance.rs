@@ -20,6 +20,11 @@ pub async fn offline_cleanup(
     let operator = sbx_lifecycle::Caller::system();
     let report = service.cleanup(&operator, dry_run).await;
     service.shutdown_backends().await;
-    service.close_audit();
-    report.map_err(|e| anyhow::anyhow!(e.detail()))
+    service.access().close();
+    let report = report.map_err(|e| anyhow::anyhow!(e.detail()))?;
+    Ok(CleanupReport {
+        dry_run: report.dry_run,
+        sandboxes: report.sandboxes,
+        orphans: report.orphans,
+    })
 }

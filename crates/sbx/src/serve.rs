@@ -76,7 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     } else {
         let admin_key = data_dir.join(daemon::ADMIN_KEY_FILE);
-        match service.init_keys(&admin_key) {
+        match service.access().init_keys(&admin_key) {
             Ok(Some(file)) => tracing::info!(
                 file = %file.display(),
                 "created the admin key (readable by this user only); `sbx` on this host uses it, elsewhere set SBX_API_KEY"
@@ -84,12 +84,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Ok(None) => {}
             Err(e) => {
                 service.shutdown_backends().await;
-                service.close_audit();
+                service.access().close();
                 anyhow::bail!("cannot set up API keys: {}", e.detail());
             }
         }
     }
-    service.audit(
+    service.access().audit(
         &sbx_lifecycle::Caller::system(),
         "daemon.started",
         serde_json::json!({
@@ -126,12 +126,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Whatever happened: the backends' background work goes (the native warm pool, and the
     // cgroup parents of this instance once no sandbox is left).
     service.shutdown_backends().await;
-    service.audit(
+    service.access().audit(
         &sbx_lifecycle::Caller::system(),
         "daemon.stopped",
         serde_json::json!({ "clean": result.is_ok() }),
     );
-    service.close_audit();
+    service.access().close();
     result
 }
 

@@ -9,6 +9,11 @@
 
 mod migrations;
 
+/// The states whose sandbox no longer holds its name: the partial unique index on names
+/// (`migrations.rs`) lists them literally, as SQL must; lifecycle's state machine is the
+/// source of truth, and a test on each side checks that the two agree.
+pub const STATES_RELEASING_NAMES: [&str; 2] = ["destroyed", "failed"];
+
 use std::path::Path;
 use std::sync::Mutex;
 

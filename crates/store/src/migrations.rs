@@ -76,3 +76,24 @@ pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_index_lists_the_states_that_release_names() {
+        let listed = crate::STATES_RELEASING_NAMES
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let clause = format!("state NOT IN ({listed})");
+        let last = MIGRATIONS
+            .iter()
+            .rev()
+            .find(|m| m.contains("sandboxes_live_name"))
+            .unwrap();
+        assert!(last.contains(&clause), "{clause} not in {last}");
+    }
+}

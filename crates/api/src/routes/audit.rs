@@ -8,7 +8,7 @@ use sbx_protocol::{AuditList, ErrorBody};
 use serde::Deserialize;
 
 use crate::context::Auth;
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(audit))
@@ -63,9 +63,11 @@ pub async fn audit(
         limit,
     };
     let service = state.service.clone();
-    let entries = tokio::task::spawn_blocking(move || service.audit_query(&caller, &query))
-        .await
-        .map_err(|e| ApiError::from(sbx_lifecycle::Error::internal(e.to_string())))??;
+    let entries =
+        tokio::task::spawn_blocking(move || service.access().audit_query(&caller, &query))
+            .await
+            .map_err(|e| ApiError::from(sbx_lifecycle::Error::internal(e.to_string())))??;
+    let entries = entries.into_iter().map(wire::audit_entry).collect();
     Ok(Json(AuditList { entries }))
 }
 

@@ -14,7 +14,7 @@ use sbx_protocol::{
 
 use crate::body::JsonBody;
 use crate::context::{self, Auth, ClientIp, Https, SESSION_COOKIE};
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 /// Largest body of `POST /v1/login`.
 const LOGIN_BODY_BYTES: usize = 4096;
@@ -78,8 +78,8 @@ pub async fn login(
             ));
         }
     }
-    state.service.admit_login(ip)?;
-    let (token, mut caller) = state.service.login(&request.key).map_err(|refusal| {
+    state.service.access().admit_login(ip)?;
+    let (token, mut caller) = state.service.access().login(&request.key).map_err(|refusal| {
         let failure = match refusal {
             sbx_lifecycle::LoginRefusal::Auth(failure) => failure,
             sbx_lifecycle::LoginRefusal::Full => {
@@ -99,7 +99,7 @@ pub async fn login(
             request_id: context::request_id(),
             session: None,
         };
-        state.service.audit_anonymous(
+        state.service.access().audit_anonymous(
             &caller,
             "auth.failed",
             serde_json::json!({ "reason": failure.as_str(), "method": "POST", "path": "/v1/login" }),
@@ -110,6 +110,7 @@ pub async fn login(
     caller.request_id = context::request_id();
     state
         .service
+        .access()
         .audit(&caller, "auth.login", serde_json::json!({}));
     let max_age = sbx_lifecycle::SESSION_LIFETIME_MS / 1000;
     let secure = if https { "; Secure" } else { "" };
@@ -131,7 +132,7 @@ pub async fn login(
     responses((status = 204, description = "The session (if any) is over and its cookie cleared")))]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = context::cookie(&headers, SESSION_COOKIE) {
-        state.service.logout(token);
+        state.service.access().logout(token);
     }
     let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -152,7 +153,13 @@ pub async fn list(
     Auth(caller): Auth,
 ) -> Result<Json<KeyList>, ApiError> {
     Ok(Json(KeyList {
-        keys: state.service.keys(&caller)?,
+        keys: state
+            .service
+            .access()
+            .keys(&caller)?
+            .into_iter()
+            .map(wire::key_info)
+            .collect(),
     }))
 }
 
@@ -179,8 +186,9 @@ pub async fn create(
     }
     let created = state
         .service
+        .access()
         .create_key(&caller, &request.user, request.admin)?;
-    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    let mut response = (StatusCode::CREATED, Json(wire::created_key(created))).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -199,5 +207,7 @@ pub async fn revoke(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(state.service.revoke_key(&caller, &id)?))
+    Ok(Json(wire::key_info(
+        state.service.access().revoke_key(&caller, &id)?,
+    )))
 }

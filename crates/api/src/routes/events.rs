@@ -10,13 +10,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures::Stream;
+use sbx_lifecycle::model::Event;
 use sbx_lifecycle::{Caller, Service};
-use sbx_protocol::{ErrorBody, Event};
+use sbx_protocol::ErrorBody;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::context::Auth;
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", get(events))
@@ -36,7 +37,7 @@ pub struct EventsQuery {
     params(EventsQuery),
     responses(
         (status = 200, description = "A `text/event-stream` of lifecycle events (JSON `Event` in each `data:`)",
-            content_type = "text/event-stream", body = Event),
+            content_type = "text/event-stream", body = sbx_protocol::Event),
         (status = 400, description = "Invalid query", body = ErrorBody),
     ))]
 pub async fn events(
@@ -49,7 +50,7 @@ pub async fn events(
     // Subscribe before reading the backlog, so nothing falls between the two.
     let live = service.subscribe();
     let closing = service.closing();
-    let ended = service.credential_ended(&caller);
+    let ended = service.access().credential_ended(&caller);
     let mut feed = Feed {
         service,
         caller,
@@ -72,7 +73,7 @@ pub async fn events(
         let message = SseEvent::default()
             .id(event.seq.to_string())
             .event("state")
-            .json_data(&event)
+            .json_data(wire::event(&event))
             .unwrap_or_default();
         Some((Ok(message), feed))
     });

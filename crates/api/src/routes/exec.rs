@@ -14,7 +14,7 @@ use crate::spool::Spool;
 
 use crate::body::BudgetedJsonBody;
 use crate::context::Auth;
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,6 +40,7 @@ pub async fn exec(
     Path(id): Path<String>,
     BudgetedJsonBody(request, held): BudgetedJsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
+    let request = wire::exec_request(&request)?;
     let mut stream = state.service.exec(&caller, &id, &request).await?;
     // The stdin is the command's now; the request's copy goes (`held` counts the command's
     // until it ends).
@@ -84,6 +85,7 @@ pub async fn exec_stream(
     Path(id): Path<String>,
     BudgetedJsonBody(request, held): BudgetedJsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
+    let request = wire::exec_request(&request)?;
     let stream = state.service.exec(&caller, &id, &request).await?;
     drop(request);
     let started = line(&ExecEvent::Started { pid: stream.pid });

@@ -7,7 +7,7 @@ use sbx_protocol::{CleanupReport, CleanupRequest, ErrorBody, ExpireRequest, Expi
 
 use crate::body::JsonBody;
 use crate::context::Auth;
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,7 +27,8 @@ pub async fn expire(
     Auth(caller): Auth,
     JsonBody(request): JsonBody<ExpireRequest>,
 ) -> Result<Json<ExpireResult>, ApiError> {
-    Ok(Json(state.service.expire(&caller, request.apply).await?))
+    let result = state.service.expire(&caller, request.apply).await?;
+    Ok(Json(wire::expire_result(result)))
 }
 
 #[utoipa::path(post, path = "/v1/cleanup", tag = "maintenance",
@@ -42,5 +43,6 @@ pub async fn cleanup(
     Auth(caller): Auth,
     JsonBody(request): JsonBody<CleanupRequest>,
 ) -> Result<Json<CleanupReport>, ApiError> {
-    Ok(Json(state.service.cleanup(&caller, request.dry_run).await?))
+    let report = state.service.cleanup(&caller, request.dry_run).await?;
+    Ok(Json(wire::cleanup_report(report)))
 }

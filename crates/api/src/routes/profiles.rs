@@ -5,7 +5,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use sbx_protocol::ProfileList;
 
-use crate::AppState;
+use crate::{wire, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/profiles", get(profiles))
@@ -15,6 +15,11 @@ pub fn router() -> Router<AppState> {
     responses((status = 200, description = "The configured profiles", body = ProfileList)))]
 pub async fn profiles(State(state): State<AppState>) -> Json<ProfileList> {
     Json(ProfileList {
-        profiles: state.service.profiles(),
+        profiles: state
+            .service
+            .profiles()
+            .into_iter()
+            .map(wire::profile)
+            .collect(),
     })
 }

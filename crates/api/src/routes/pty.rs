@@ -33,7 +33,7 @@ use sbx_protocol::{
 };
 
 use crate::context::{Auth, ClientIp};
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 /// WebSocket close codes (RFC 6455).
 const CLOSE_NORMAL: u16 = 1000;
@@ -156,6 +156,7 @@ pub async fn pty(
     };
     let drain = drain.map(|axum::Extension(drain)| drain);
     // Started before the upgrade, so that a bad id or command is an HTTP error.
+    let request = wire::terminal_request(&request);
     let stream = state.service.terminal(&caller, &id, &request).await?;
     let guard = Terminal(Some(stream));
     let limits = Limits {
@@ -205,7 +206,7 @@ struct Limits {
 
 impl Limits {
     fn audit_rejected(&self, why: &str) {
-        self.service.audit(
+        self.service.access().audit(
             &self.caller,
             "input.rejected",
             serde_json::json!({ "code": "terminal_input", "message": why }),

@@ -6,14 +6,15 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use sbx_lifecycle::{ListFilter, State as SandboxState};
+use sbx_lifecycle::ListFilter;
+
 use sbx_protocol::{
     CreateSandboxRequest, ErrorBody, EventList, ExtendRequest, Sandbox, SandboxList,
 };
 
 use crate::body::JsonBody;
 use crate::context::Auth;
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,8 +41,9 @@ pub async fn create(
     Auth(caller): Auth,
     JsonBody(request): JsonBody<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<Sandbox>), ApiError> {
+    let request = wire::new_sandbox(&request)?;
     let sandbox = state.service.create(&caller, &request).await?;
-    Ok((StatusCode::CREATED, Json(sandbox)))
+    Ok((StatusCode::CREATED, Json(wire::sandbox(sandbox))))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
@@ -58,7 +60,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SandboxList>, ApiError> {
     let filter = parse_filter(query.as_deref().unwrap_or(""))?;
-    let sandboxes = state.service.list(&caller, &filter)?;
+    let sandboxes = wire::sandboxes(state.service.list(&caller, &filter)?);
     Ok(Json(SandboxList { sandboxes }))
 }
 
@@ -73,7 +75,7 @@ pub async fn fetch(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(state.service.get(&caller, &id)?))
+    Ok(Json(wire::sandbox(state.service.get(&caller, &id)?)))
 }
 
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
@@ -88,7 +90,8 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
     let reason = sbx_lifecycle::reason::DELETED;
-    Ok(Json(state.service.destroy(&caller, &id, reason).await?))
+    let sandbox = state.service.destroy(&caller, &id, reason).await?;
+    Ok(Json(wire::sandbox(sandbox)))
 }
 
 #[utoipa::path(patch, path = "/v1/sandboxes/{id}/ttl", tag = "sandboxes",
@@ -106,12 +109,9 @@ pub async fn extend(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<ExtendRequest>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(
-        state
-            .service
-            .extend(&caller, &id, &request.duration)
-            .await?,
-    ))
+    let duration = wire::duration(&request.duration, "duration")?;
+    let sandbox = state.service.extend(&caller, &id, duration).await?;
+    Ok(Json(wire::sandbox(sandbox)))
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/recreate", tag = "sandboxes",
@@ -130,7 +130,9 @@ pub async fn recreate(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    Ok(Json(state.service.recreate(&caller, &id).await?))
+    Ok(Json(wire::sandbox(
+        state.service.recreate(&caller, &id).await?,
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/events", tag = "sandboxes",
@@ -145,7 +147,12 @@ pub async fn history(
     Path(id): Path<String>,
 ) -> Result<Json<EventList>, ApiError> {
     Ok(Json(EventList {
-        events: state.service.sandbox_events(&caller, &id)?,
+        events: state
+            .service
+            .sandbox_events(&caller, &id)?
+            .iter()
+            .map(wire::event)
+            .collect(),
     }))
 }
 
@@ -160,12 +167,7 @@ fn parse_filter(query: &str) -> Result<ListFilter, ApiError> {
     for (key, value) in pairs {
         if key == "state" {
             for name in value.split(',').filter(|s| !s.is_empty()) {
-                let state = SandboxState::parse(name).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "unknown state {name:?}; states are creating, running, expired, destroying, destroyed, failed"
-                    ))
-                })?;
-                filter.states.push(state);
+                filter.states.push(wire::state_named(name)?);
             }
         } else if let Some(label) = key.strip_prefix("metadata.") {
             filter.metadata.insert(label.to_owned(), value);
@@ -187,7 +189,7 @@ mod tests {
         let filter = parse_filter("state=running,failed&metadata.team=a%20b").unwrap();
         assert_eq!(
             filter.states,
-            vec![SandboxState::Running, SandboxState::Failed]
+            vec![sbx_lifecycle::State::Running, sbx_lifecycle::State::Failed]
         );
         assert_eq!(filter.metadata["team"], "a b");
         assert!(parse_filter("state=sleeping").is_err());

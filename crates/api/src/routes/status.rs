@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use sbx_protocol::Status;
 
 use crate::context::Auth;
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/status", get(status))
@@ -18,5 +18,5 @@ pub async fn status(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> Result<Json<Status>, ApiError> {
-    Ok(Json(state.service.status(&caller).await?))
+    Ok(Json(wire::status(state.service.status(&caller).await?)))
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use sbx_protocol::CleanupReport;
+use crate::model::CleanupReport;
 
 use crate::{deadline, Caller, Error, Service, State};
 

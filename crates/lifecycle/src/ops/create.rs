@@ -2,21 +2,19 @@
 //! record (`running`, with its deadline), start watching. On failure the backend has rolled
 //! back; the record says `failed`.
 
+use crate::model::{NewSandbox, Sandbox};
 use sbx_backend::{SandboxId, SandboxSpec};
-use sbx_protocol::{CreateSandboxRequest, Sandbox};
-use sbx_store::{EventRow, Lifetime, SandboxRow, StoreError, Transition};
+use sbx_store::{EventRow, Lifetime, SandboxRow, StoreError};
 
-use crate::limits::DiskPromise;
+use crate::transition::Change;
+
+use crate::admission::DiskPromise;
 use crate::view::{millis, StoredSpec};
 use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, State};
 
 impl Service {
     /// Creates a sandbox owned by the caller's user, within the caller's limits.
-    pub async fn create(
-        &self,
-        caller: &Caller,
-        request: &CreateSandboxRequest,
-    ) -> Result<Sandbox, Error> {
+    pub async fn create(&self, caller: &Caller, request: &NewSandbox) -> Result<Sandbox, Error> {
         let inner = &self.inner;
         let backends = &inner.backends;
         let params = validate::create(request, &inner.config.profiles, |kind| {
@@ -93,24 +91,21 @@ impl Service {
                 let handle_json = serde_json::to_string(&handle).expect("handle serialises");
                 // The deadline counts from when the sandbox is usable.
                 let started = now_ms();
-                self.record(&Transition {
-                    id: id.as_str(),
-                    to_state: State::Running.as_str(),
-                    reason: Some(reason::CREATED),
-                    at: started,
-                    destroyed_at: None,
-                    handle: Some(Some(&handle_json)),
-                    lifetime: Some(Lifetime {
-                        started_at: started,
-                        ttl_ms: row.ttl_ms,
-                        expires_at: started + row.ttl_ms,
-                    }),
-                })?;
+                self.record(
+                    Change::to(id.as_str(), State::Running, reason::CREATED)
+                        .at(started)
+                        .handle(&handle_json)
+                        .lifetime(Lifetime {
+                            started_at: started,
+                            ttl_ms: row.ttl_ms,
+                            expires_at: started + row.ttl_ms,
+                        }),
+                )?;
                 self.touch(id.as_str());
                 self.watch(id.clone(), handle);
                 self.inner.reaper_wake.notify_one();
                 tracing::info!(sandbox = %id, profile = %params.profile, template = %params.template, "sandbox created");
-                self.audit(
+                self.inner.access.audit(
                     caller,
                     "sandbox.created",
                     serde_json::json!({
@@ -159,20 +154,12 @@ impl Service {
             _ => "create failed".to_owned(),
         };
         let why = reason::with_detail(reason::FAILED, &why);
-        let recorded = self.record(&Transition {
-            id: id.as_str(),
-            to_state: State::Failed.as_str(),
-            reason: Some(&why),
-            at: now_ms(),
-            destroyed_at: None,
-            handle: Some(None),
-            lifetime: None,
-        });
+        let recorded = self.record(Change::to(id.as_str(), State::Failed, &why));
         if let Err(e) = recorded {
             tracing::error!(sandbox = %id, error = %e.detail(), "cannot record a failed create");
         }
         self.forget(id.as_str());
-        self.audit(
+        self.inner.access.audit(
             caller,
             "sandbox.create_failed",
             serde_json::json!({ "sandbox_id": id.as_str(), "error": error.to_string() }),
@@ -198,11 +185,7 @@ impl Service {
         Error,
     > {
         let inner = &self.inner;
-        let mut admission = inner
-            .limits
-            .admission
-            .lock()
-            .expect("rate state is never poisoned");
+        let mut admission = inner.access.admission();
         self.admit_create(&mut admission, caller, params)?;
         let id = SandboxId::generate();
         let now = now_ms();
@@ -245,7 +228,9 @@ impl Service {
             },
         );
         if inserted.is_ok() {
-            self.count_create(&mut admission, caller, &params.profile);
+            inner
+                .access
+                .count_create(&mut admission, caller, &params.profile);
         }
         Ok((id, row, inserted, promise))
     }

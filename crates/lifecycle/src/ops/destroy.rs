@@ -1,8 +1,10 @@
 //! `destroy`: idempotent removal. `destroying` is recorded first, so a crash mid-way leaves a
 //! record that reconciliation finishes; a destroyed sandbox answers at once.
 
-use sbx_protocol::Sandbox;
-use sbx_store::{SandboxRow, Transition};
+use crate::model::Sandbox;
+use sbx_store::SandboxRow;
+
+use crate::transition::Change;
 
 use super::{handle_of, sandbox_id};
 use crate::{deadline, now_ms, view, Caller, Error, Service, State};
@@ -51,15 +53,7 @@ impl Service {
             return Ok(row.clone());
         }
         let id = sandbox_id(row)?;
-        self.record(&Transition {
-            id: &row.id,
-            to_state: State::Destroying.as_str(),
-            reason: Some(reason),
-            at: now_ms(),
-            destroyed_at: None,
-            handle: None,
-            lifetime: None,
-        })?;
+        self.record(Change::to(&row.id, State::Destroying, reason))?;
         let handle = handle_of(row)?;
         let removal = self.backend_of(row)?.destroy(&id, handle.as_ref());
         if let Err(error) = deadline::run(deadline::DESTROY, "destroy", removal).await {
@@ -68,17 +62,9 @@ impl Service {
             return Err(error);
         }
         let now = now_ms();
-        self.record(&Transition {
-            id: &row.id,
-            to_state: State::Destroyed.as_str(),
-            reason: Some(reason),
-            at: now,
-            destroyed_at: Some(now),
-            handle: Some(None),
-            lifetime: None,
-        })?;
+        self.record(Change::to(&row.id, State::Destroyed, reason).at(now))?;
         tracing::info!(sandbox = %id, reason, "sandbox destroyed");
-        self.audit(
+        self.inner.access.audit(
             by,
             "sandbox.destroyed",
             serde_json::json!({ "sandbox_id": row.id, "owner": row.owner, "reason": reason }),

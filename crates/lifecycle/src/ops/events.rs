@@ -1,6 +1,6 @@
 //! Events: the recorded history of state changes, and a live feed of new ones.
 
-use sbx_protocol::Event;
+use crate::model::Event;
 use tokio::sync::broadcast;
 
 use crate::{view, Caller, Error, Service};

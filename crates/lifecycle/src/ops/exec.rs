@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::model::{ExecRequest, TerminalRequest};
 use bytes::Bytes;
 use sbx_backend::{BackendError, ExecEvent, ExecInput, ExitStatus};
-use sbx_protocol::{ExecRequest, TerminalRequest};
 use sbx_store::SandboxRow;
 use tokio::sync::mpsc;
 
 use super::handle_of;
-use crate::limits::{ExecPermit, OutputRate};
+use crate::access::ExecPermit;
+use crate::admission::OutputRate;
 use crate::validate::{ExecParams, TerminalParams};
 use crate::view::{self, StoredSpec};
 use crate::{deadline, validate, Caller, Error, Service};
@@ -67,7 +68,7 @@ impl Service {
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
         let params = validate::exec(request, &spec.env, max_command)?;
-        self.admit_command(caller)?;
+        self.inner.access.admit_command(caller)?;
         self.start(caller, row, spec, Command::Exec(params)).await
     }
 
@@ -89,7 +90,7 @@ impl Service {
         }
         let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
         let params = validate::terminal(request, &spec.env, max_command)?;
-        self.admit_command(caller)?;
+        self.inner.access.admit_command(caller)?;
         self.start(caller, row, spec, Command::Terminal(params))
             .await
     }
@@ -120,7 +121,10 @@ impl Service {
         spec: StoredSpec,
         command: Command,
     ) -> Result<ExecStream, Error> {
-        let permit = self.admit_running(caller, &row.id, &row.profile)?;
+        let permit =
+            self.inner
+                .access
+                .admit_running(caller, &row.id, &self.profile_limits(&row.profile))?;
         let rate = self.output_rate(&row.id, spec.cpus);
         self.touch(&row.id);
         let handle = handle_of(&row)?
@@ -161,7 +165,7 @@ impl Service {
             audit.opened(self);
         }
         let (output, receiver) = mpsc::channel(OUTPUT_QUEUE);
-        let mut ended = self.credential_ended(caller);
+        let mut ended = self.inner.access.credential_ended(caller);
         let mut watching_credential = true;
         let service = self.clone();
         tokio::spawn(async move {
@@ -272,7 +276,7 @@ struct ExecAudit {
 
 impl ExecAudit {
     fn opened(&self, service: &Service) {
-        service.audit(
+        service.inner.access.audit(
             &self.caller,
             "terminal.opened",
             serde_json::json!({ "sandbox_id": self.sandbox_id, "argv": self.argv, "pid": self.pid }),
@@ -297,7 +301,7 @@ impl ExecAudit {
         } else {
             "exec"
         };
-        service.audit(
+        service.inner.access.audit(
             &self.caller,
             event,
             serde_json::json!({

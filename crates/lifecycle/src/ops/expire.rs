@@ -2,8 +2,8 @@
 //! `expired`. The reaper calls `expire_one` at each deadline; `expire --apply` is the same on
 //! demand (for deployments that turn the reaper off and schedule expiry themselves).
 
-use sbx_protocol::ExpireResult;
-use sbx_store::Transition;
+use crate::model::ExpireResult;
+use crate::transition::Change;
 
 use crate::{now_ms, reason, view, Caller, Error, Service, State};
 
@@ -49,16 +49,8 @@ impl Service {
             return Ok(None);
         }
         if state != State::Expired {
-            self.record(&Transition {
-                id,
-                to_state: State::Expired.as_str(),
-                reason: Some(reason::EXPIRED),
-                at: now_ms(),
-                destroyed_at: None,
-                handle: None,
-                lifetime: None,
-            })?;
-            self.audit(
+            self.record(Change::to(id, State::Expired, reason::EXPIRED))?;
+            self.inner.access.audit(
                 &Caller::system(),
                 "sandbox.expired",
                 serde_json::json!({ "sandbox_id": id, "owner": row.owner }),

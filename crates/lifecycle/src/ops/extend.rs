@@ -1,8 +1,10 @@
 //! `extend`: a new deadline, counted from now, capped so that the instance's whole lifetime
 //! stays within its profile's `ttl.max`. Only a running sandbox can be extended.
 
-use sbx_protocol::Sandbox;
-use sbx_store::{Lifetime, Transition};
+use crate::model::Sandbox;
+use sbx_store::Lifetime;
+
+use crate::transition::Change;
 
 use crate::view::{millis, StoredSpec};
 use crate::{now_ms, reason, view, Caller, Error, Service};
@@ -12,9 +14,12 @@ impl Service {
         &self,
         caller: &Caller,
         id_or_name: &str,
-        duration: &sbx_protocol::DurationValue,
+        asked: std::time::Duration,
     ) -> Result<Sandbox, Error> {
-        let asked = crate::validate::duration(duration, "duration")?;
+        if asked.is_zero() {
+            return Err(Error::Invalid("duration must be above 0".into()));
+        }
+        let duration = crate::model::shown(asked);
         let row = self.resolve(caller, id_or_name)?;
         let lock = self.lock_for(&row.id);
         let _guard = lock.lock().await;
@@ -44,22 +49,18 @@ impl Service {
             wanted
         };
         let why = reason::with_detail(reason::EXTENDED, &duration.to_string());
-        self.record(&Transition {
-            id: &row.id,
-            to_state: &row.state,
-            reason: Some(&why),
-            at: now,
-            destroyed_at: None,
-            handle: None,
-            lifetime: Some(Lifetime {
-                started_at: row.started_at,
-                ttl_ms: row.ttl_ms,
-                expires_at,
-            }),
-        })?;
+        self.record(
+            Change::to(&row.id, view::state_of(&row)?, &why)
+                .at(now)
+                .lifetime(Lifetime {
+                    started_at: row.started_at,
+                    ttl_ms: row.ttl_ms,
+                    expires_at,
+                }),
+        )?;
         self.touch(&row.id);
         self.inner.reaper_wake.notify_one();
-        self.audit(
+        self.inner.access.audit(
             caller,
             "sandbox.extended",
             serde_json::json!({ "sandbox_id": row.id, "duration": duration, "expires_at": view::rfc3339(expires_at) }),

@@ -1,6 +1,6 @@
 //! `get`: one sandbox as the API shows it.
 
-use sbx_protocol::Sandbox;
+use crate::model::Sandbox;
 
 use crate::{view, Caller, Error, Service};
 

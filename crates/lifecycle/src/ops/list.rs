@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sbx_protocol::Sandbox;
+use crate::model::Sandbox;
 
 use crate::{view, Caller, Error, Service, State};
 

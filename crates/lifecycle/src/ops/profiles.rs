@@ -1,7 +1,6 @@
 //! `profiles`: the profiles a create may name, with their defaults and TTL policy.
 
-use sbx_config::duration::format;
-use sbx_protocol::{ProfileInfo, Resources};
+use crate::model::ProfileInfo;
 
 use crate::Service;
 
@@ -16,21 +15,12 @@ impl Service {
                 backend: p.backend.clone(),
                 template: p.template.clone(),
                 network: "none".into(),
-                resources: resources(&p.resources),
-                max_resources: resources(&p.max_resources),
-                ttl_default: format(p.ttl.default),
-                ttl_max: format(p.ttl.max),
-                ttl_idle: p.ttl.idle.map(format),
+                resources: (&p.resources).into(),
+                max_resources: (&p.max_resources).into(),
+                ttl_default: p.ttl.default,
+                ttl_max: p.ttl.max,
+                ttl_idle: p.ttl.idle,
             })
             .collect()
-    }
-}
-
-fn resources(r: &sbx_config::Resources) -> Resources {
-    Resources {
-        memory_mb: r.memory_mb,
-        cpus: r.cpus,
-        pids: r.pids,
-        disk_mb: r.disk_mb,
     }
 }

@@ -12,11 +12,11 @@
 
 use std::collections::BTreeSet;
 
+use crate::transition::Change;
 use sbx_backend::BackendError;
-use sbx_store::Transition;
 
 use super::{handle_of, sandbox_id};
-use crate::{deadline, now_ms, reason, view, Error, Service, State};
+use crate::{deadline, reason, view, Error, Service, State};
 
 /// What reconciliation did.
 #[derive(Debug, Default)]
@@ -43,15 +43,11 @@ impl Service {
             let Ok(backend) = self.backend_of(&row) else {
                 let why = format!("the {} backend is not running", row.backend);
                 tracing::warn!(sandbox = %id, backend = %row.backend, "a sandbox's backend is not running; marked failed");
-                self.record(&Transition {
-                    id: &row.id,
-                    to_state: State::Failed.as_str(),
-                    reason: Some(&reason::with_detail(reason::DAEMON_RESTART, &why)),
-                    at: now_ms(),
-                    destroyed_at: None,
-                    handle: Some(None),
-                    lifetime: None,
-                })?;
+                self.record(Change::to(
+                    &row.id,
+                    State::Failed,
+                    &reason::with_detail(reason::DAEMON_RESTART, &why),
+                ))?;
                 report.failed.push(row.id);
                 continue;
             };
@@ -75,19 +71,16 @@ impl Service {
             }
             let removal = backend.destroy(&id, handle.as_ref());
             deadline::run(deadline::DESTROY, "destroy", removal).await?;
-            let now = now_ms();
-            let (to_state, reason, destroyed_at) = match state {
+            let (to_state, reason) = match state {
                 State::Destroying => (
                     State::Destroyed,
                     row.state_reason
                         .clone()
                         .unwrap_or_else(|| reason::DELETED.into()),
-                    Some(now),
                 ),
                 State::Creating => (
                     State::Failed,
                     reason::with_detail(reason::DAEMON_RESTART, "create interrupted"),
-                    None,
                 ),
                 _ => (
                     State::Failed,
@@ -95,18 +88,9 @@ impl Service {
                         reason::DAEMON_RESTART,
                         "sandbox exited while the daemon was down",
                     ),
-                    None,
                 ),
             };
-            self.record(&Transition {
-                id: &row.id,
-                to_state: to_state.as_str(),
-                reason: Some(&reason),
-                at: now,
-                destroyed_at,
-                handle: Some(None),
-                lifetime: None,
-            })?;
+            self.record(Change::to(&row.id, to_state, &reason))?;
             tracing::warn!(sandbox = %id, was = %state, now = %to_state, "settled a sandbox of a previous daemon");
             match to_state {
                 State::Destroyed => report.finished.push(row.id),

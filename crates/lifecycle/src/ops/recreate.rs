@@ -2,12 +2,14 @@
 //! template, limits and environment, a fresh lifetime. The old instance (and everything in
 //! it) is gone. A destroyed sandbox cannot be recreated.
 
+use crate::model::Sandbox;
 use sbx_backend::SandboxSpec;
-use sbx_protocol::Sandbox;
-use sbx_store::{Lifetime, SandboxRow, Transition};
+use sbx_store::{Lifetime, SandboxRow};
+
+use crate::transition::Change;
 
 use super::{handle_of, sandbox_id};
-use crate::limits::DiskPromise;
+use crate::admission::DiskPromise;
 use crate::view::StoredSpec;
 use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, State};
 
@@ -38,25 +40,13 @@ impl Service {
         let id = sandbox_id(&row)?;
         let spec = StoredSpec::parse(&row)?;
         let promise = {
-            let _admission = inner
-                .limits
-                .admission
-                .lock()
-                .expect("rate state is never poisoned");
+            let _admission = inner.access.admission();
             // A failed sandbox gave its share of quotas and of the host back: it must fit again.
             if !state.holds_resources() {
                 let owner = row.owner.as_deref().unwrap_or(crate::ADMIN_USER);
                 self.admit_resources(owner, &row.profile, &row.backend, &spec.resources())?;
             }
-            self.record(&Transition {
-                id: &row.id,
-                to_state: State::Creating.as_str(),
-                reason: Some(reason::RECREATING),
-                at: now_ms(),
-                destroyed_at: None,
-                handle: None,
-                lifetime: None,
-            })?;
+            self.record(Change::to(&row.id, State::Creating, reason::RECREATING))?;
             DiskPromise::new(self, &row.backend, spec.disk_mb << 20)
         };
         let old = handle_of(&row).ok().flatten();
@@ -67,15 +57,14 @@ impl Service {
             // its share, for its processes may still be there; a delete retries, and
             // reconciliation finishes it).
             tracing::error!(sandbox = %id, error = %error.detail(), "recreate could not remove the old instance");
-            self.record(&Transition {
-                id: &row.id,
-                to_state: State::Destroying.as_str(),
-                reason: Some(&reason::with_detail(reason::FAILED, "recreate failed")),
-                at: now_ms(),
-                destroyed_at: None,
-                handle: Some(None),
-                lifetime: None,
-            })?;
+            self.record(
+                Change::to(
+                    &row.id,
+                    State::Destroying,
+                    &reason::with_detail(reason::FAILED, "recreate failed"),
+                )
+                .without_handle(),
+            )?;
             return Err(error);
         }
         let backend_spec = SandboxSpec {
@@ -89,24 +78,21 @@ impl Service {
             Ok(handle) => {
                 let handle_json = serde_json::to_string(&handle).expect("handle serialises");
                 let now = now_ms();
-                self.record(&Transition {
-                    id: &row.id,
-                    to_state: State::Running.as_str(),
-                    reason: Some(reason::RECREATED),
-                    at: now,
-                    destroyed_at: None,
-                    handle: Some(Some(&handle_json)),
-                    lifetime: Some(Lifetime {
-                        started_at: now,
-                        ttl_ms: row.ttl_ms,
-                        expires_at: now + row.ttl_ms,
-                    }),
-                })?;
+                self.record(
+                    Change::to(&row.id, State::Running, reason::RECREATED)
+                        .at(now)
+                        .handle(&handle_json)
+                        .lifetime(Lifetime {
+                            started_at: now,
+                            ttl_ms: row.ttl_ms,
+                            expires_at: now + row.ttl_ms,
+                        }),
+                )?;
                 self.touch(&row.id);
                 self.watch(id.clone(), handle);
                 self.inner.reaper_wake.notify_one();
                 tracing::info!(sandbox = %id, "sandbox recreated");
-                self.audit(
+                self.inner.access.audit(
                     caller,
                     "sandbox.recreated",
                     serde_json::json!({ "sandbox_id": row.id }),
@@ -115,15 +101,11 @@ impl Service {
             }
             Err(error) => {
                 tracing::error!(sandbox = %id, error = %error.detail(), "recreate failed");
-                self.record(&Transition {
-                    id: &row.id,
-                    to_state: State::Failed.as_str(),
-                    reason: Some(&reason::with_detail(reason::FAILED, "recreate failed")),
-                    at: now_ms(),
-                    destroyed_at: None,
-                    handle: Some(None),
-                    lifetime: None,
-                })?;
+                self.record(Change::to(
+                    &row.id,
+                    State::Failed,
+                    &reason::with_detail(reason::FAILED, "recreate failed"),
+                ))?;
                 Err(error)
             }
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sbx_protocol::{BackendStatus, SandboxStatus, Status};
+use crate::model::{BackendStatus, SandboxStatus, Status};
 
 use super::handle_of;
 use crate::{deadline, now_ms, view, Caller, Error, Service, State};
@@ -30,14 +30,13 @@ impl Service {
                     .collect(),
             });
         }
-        let mut counts: BTreeMap<String, u64> = State::ALL
-            .iter()
-            .map(|s| (s.as_str().to_owned(), 0))
-            .collect();
+        let mut counts: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
         match caller.scope() {
             None => {
                 for (state, count) in inner.store.count_by_state()? {
-                    counts.insert(state, count);
+                    if let Some(state) = State::parse(&state) {
+                        counts.insert(state, count);
+                    }
                 }
             }
             Some(user) => {
@@ -45,7 +44,7 @@ impl Service {
                     .store
                     .sandboxes_of(user, &State::names_where(|_| true))?
                 {
-                    *counts.entry(row.state).or_default() += 1;
+                    *counts.entry(view::state_of(&row)?).or_default() += 1;
                 }
             }
         }
@@ -69,11 +68,11 @@ impl Service {
                 id: row.id.clone(),
                 name: row.name.clone(),
                 profile: row.profile.clone(),
-                state: view::wire_state(view::state_of(&row)?),
+                state: view::state_of(&row)?,
                 owner: row.owner.clone(),
                 init_pid,
                 alive: observed.as_ref().is_some_and(|o| o.alive),
-                expires_at: view::rfc3339(row.expires_at),
+                expires_at: row.expires_at,
                 memory_bytes: observed.as_ref().and_then(|o| o.memory_bytes),
                 cpu_seconds: observed
                     .as_ref()
@@ -84,7 +83,7 @@ impl Service {
         }
         Ok(Status {
             version: env!("CARGO_PKG_VERSION").into(),
-            started_at: view::rfc3339(inner.started_at),
+            started_at: inner.started_at,
             uptime_seconds: u64::try_from((now_ms() - inner.started_at) / 1000).unwrap_or(0),
             backends,
             counts,

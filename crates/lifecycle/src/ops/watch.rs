@@ -2,11 +2,11 @@
 //! nobody asked (the sandbox is still `running` or `expired`), the sandbox crashed or was
 //! killed from the host: its remains are removed and it becomes `failed`.
 
+use crate::transition::Change;
 use sbx_backend::{Handle, SandboxId};
-use sbx_store::Transition;
 
 use super::handle_of;
-use crate::{deadline, now_ms, reason, view, Service, State};
+use crate::{deadline, reason, view, Service, State};
 
 impl Service {
     pub(crate) fn watch(&self, id: SandboxId, handle: Handle) {
@@ -59,19 +59,12 @@ impl Service {
         if let Err(e) = removal.await {
             tracing::error!(sandbox = %id, error = %e.detail(), "cannot remove the remains of a dead sandbox");
         }
-        let _ = self.record(&Transition {
-            id: id.as_str(),
-            to_state: State::Failed.as_str(),
-            reason: Some(&reason::with_detail(
-                reason::FAILED,
-                "sandbox exited unexpectedly",
-            )),
-            at: now_ms(),
-            destroyed_at: None,
-            handle: Some(None),
-            lifetime: None,
-        });
-        self.audit(
+        let _ = self.record(Change::to(
+            id.as_str(),
+            State::Failed,
+            &reason::with_detail(reason::FAILED, "sandbox exited unexpectedly"),
+        ));
+        self.inner.access.audit(
             &crate::Caller::system(),
             "sandbox.failed",
             serde_json::json!({ "sandbox_id": row.id, "owner": row.owner, "reason": "sandbox exited unexpectedly" }),

@@ -7,9 +7,9 @@ mod rules;
 
 use std::sync::Arc;
 
+use crate::model::{NewSandbox, Sandbox};
 use sbx_backend::Backend;
 use sbx_backend_fake::{Engine, FakeBackend};
-use sbx_protocol::{CreateSandboxRequest, Sandbox};
 
 use crate::{Caller, Config, Service};
 
@@ -98,7 +98,7 @@ impl Harness {
         }
     }
 
-    pub async fn create(&self, request: CreateSandboxRequest) -> Sandbox {
+    pub async fn create(&self, request: NewSandbox) -> Sandbox {
         self.service
             .create(&Caller::system(), &request)
             .await

@@ -6,29 +6,27 @@ use std::time::Duration;
 
 use sbx_backend::{Backend, SandboxId, SandboxSpec, SharedResource, Storage};
 use sbx_backend_fake::{Engine, Failure, FakeBackend, Fault, Op};
-use sbx_protocol::{
-    CreateSandboxRequest, ExecRequest, ResourcesRequest, SandboxState, TerminalRequest,
-};
 
 use super::{config, user, Harness};
-use crate::{Caller, Error, ExecOutput, ListFilter};
+use crate::model::{ExecRequest, NewSandbox, ResourceRequest, Sandbox, TerminalRequest};
+use crate::{Caller, Error, ExecOutput, ListFilter, State};
 
-fn with_ttl(ttl: &str) -> CreateSandboxRequest {
-    CreateSandboxRequest {
-        ttl: Some(ttl.into()),
+fn with_ttl(seconds: u64) -> NewSandbox {
+    NewSandbox {
+        ttl: Some(Duration::from_secs(seconds)),
         ..Default::default()
     }
 }
 
-fn with_resources(resources: ResourcesRequest) -> CreateSandboxRequest {
-    CreateSandboxRequest {
-        resources: Some(resources),
+fn with_resources(resources: ResourceRequest) -> NewSandbox {
+    NewSandbox {
+        resources,
         ..Default::default()
     }
 }
 
 /// Waits (on the test clock) until sandbox `id` is in `state`.
-async fn settles(h: &Harness, id: &str, state: SandboxState) -> sbx_protocol::Sandbox {
+async fn settles(h: &Harness, id: &str, state: State) -> Sandbox {
     for _ in 0..600 {
         let sandbox = h.get(id);
         if sandbox.state == state {
@@ -71,10 +69,10 @@ async fn run(h: &Harness, id: &str, argv: &[&str]) -> (String, Option<i32>) {
 async fn a_sandbox_is_destroyed_at_its_deadline() {
     let h = Harness::new();
     h.service.start_reaper();
-    let sandbox = h.create(with_ttl("60s")).await;
+    let sandbox = h.create(with_ttl(60)).await;
     tokio::time::sleep(Duration::from_secs(59)).await;
-    assert_eq!(h.get(&sandbox.id).state, SandboxState::Running);
-    let gone = settles(&h, &sandbox.id, SandboxState::Destroyed).await;
+    assert_eq!(h.get(&sandbox.id).state, State::Running);
+    let gone = settles(&h, &sandbox.id, State::Destroyed).await;
     assert_eq!(gone.state_reason.as_deref(), Some("expired"));
     assert!(h.engine.traces().is_empty(), "{:?}", h.engine.traces());
     h.service.shutdown(false).await.unwrap();
@@ -85,24 +83,24 @@ async fn extend_moves_the_deadline_within_the_profiles_maximum() {
     let h = Harness::new();
     h.service.start_reaper();
     let caller = Caller::system();
-    let sandbox = h.create(with_ttl("60s")).await;
+    let sandbox = h.create(with_ttl(60)).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     h.service
-        .extend(&caller, &sandbox.id, &"120s".into())
+        .extend(&caller, &sandbox.id, Duration::from_secs(120))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(100)).await;
-    assert_eq!(h.get(&sandbox.id).state, SandboxState::Running);
-    settles(&h, &sandbox.id, SandboxState::Destroyed).await;
+    assert_eq!(h.get(&sandbox.id).state, State::Running);
+    settles(&h, &sandbox.id, State::Destroyed).await;
     // Past the profile's maximum lifetime: capped, and the answer says so.
-    let other = h.create(with_ttl("60s")).await;
+    let other = h.create(with_ttl(60)).await;
     let extended = h
         .service
-        .extend(&caller, &other.id, &"100d".into())
+        .extend(&caller, &other.id, Duration::from_secs(100 * 86_400))
         .await
         .unwrap();
     assert!(!extended.warnings.is_empty(), "{extended:?}");
-    assert_eq!(extended.state, SandboxState::Running);
+    assert_eq!(extended.state, State::Running);
     h.service.shutdown(false).await.unwrap();
 }
 
@@ -114,8 +112,8 @@ async fn idle_sandboxes_are_reaped_and_busy_ones_are_not() {
     }
     let h = Harness::with(config, Engine::new());
     h.service.start_reaper();
-    let idle = h.create(CreateSandboxRequest::default()).await;
-    let busy = h.create(CreateSandboxRequest::default()).await;
+    let idle = h.create(NewSandbox::default()).await;
+    let busy = h.create(NewSandbox::default()).await;
     // A command left running in the background (its caller went away) keeps it busy.
     let request = ExecRequest {
         cmd: vec!["sleep".into(), "100000".into()],
@@ -127,19 +125,19 @@ async fn idle_sandboxes_are_reaped_and_busy_ones_are_not() {
             .await
             .unwrap(),
     );
-    let reaped = settles(&h, &idle.id, SandboxState::Destroyed).await;
+    let reaped = settles(&h, &idle.id, State::Destroyed).await;
     assert_eq!(reaped.state_reason.as_deref(), Some("idle"));
     tokio::time::sleep(Duration::from_secs(120)).await;
-    assert_eq!(h.get(&busy.id).state, SandboxState::Running);
+    assert_eq!(h.get(&busy.id).state, State::Running);
     h.service.shutdown(false).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_sandbox_that_dies_becomes_failed_and_recreate_brings_it_back() {
     let h = Harness::new();
-    let sandbox = h.create(CreateSandboxRequest::default()).await;
+    let sandbox = h.create(NewSandbox::default()).await;
     h.engine.kill(&SandboxId::parse(&sandbox.id).unwrap());
-    let failed = settles(&h, &sandbox.id, SandboxState::Failed).await;
+    let failed = settles(&h, &sandbox.id, State::Failed).await;
     assert_eq!(failed.state_reason.as_deref(), Some("failed"));
     assert_eq!(
         failed.state_detail.as_deref(),
@@ -152,7 +150,7 @@ async fn a_sandbox_that_dies_becomes_failed_and_recreate_brings_it_back() {
         .await
         .unwrap();
     assert_eq!(again.id, sandbox.id);
-    assert_eq!(again.state, SandboxState::Running);
+    assert_eq!(again.state, State::Running);
     assert_eq!(run(&h, &sandbox.id, &["echo", "back"]).await.0, "back\n");
     // A running sandbox recreated gets a fresh instance; the old one's watcher does not fire.
     let fresh = h
@@ -160,9 +158,9 @@ async fn a_sandbox_that_dies_becomes_failed_and_recreate_brings_it_back() {
         .recreate(&Caller::system(), &sandbox.id)
         .await
         .unwrap();
-    assert_eq!(fresh.state, SandboxState::Running);
+    assert_eq!(fresh.state, State::Running);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(h.get(&sandbox.id).state, SandboxState::Running);
+    assert_eq!(h.get(&sandbox.id).state, State::Running);
     assert_eq!(h.engine.traces().len(), 1);
     h.service.shutdown(false).await.unwrap();
     assert!(h.engine.traces().is_empty());
@@ -171,9 +169,9 @@ async fn a_sandbox_that_dies_becomes_failed_and_recreate_brings_it_back() {
 #[tokio::test(start_paused = true)]
 async fn a_restart_adopts_settles_and_removes_orphans() {
     let h = Harness::new();
-    let kept = h.create(CreateSandboxRequest::default()).await;
-    let dies = h.create(CreateSandboxRequest::default()).await;
-    let expires = h.create(with_ttl("10s")).await;
+    let kept = h.create(NewSandbox::default()).await;
+    let dies = h.create(NewSandbox::default()).await;
+    let expires = h.create(with_ttl(10)).await;
     // Host traces no record names: a create the crashed daemon never recorded.
     let orphan = SandboxId::generate();
     FakeBackend::on(h.engine.clone())
@@ -207,11 +205,11 @@ async fn a_restart_adopts_settles_and_removes_orphans() {
     assert_eq!(report.failed, vec![dies.id.clone()]);
     assert_eq!(report.orphans_removed, vec![orphan.to_string()]);
     let failed = h.get(&dies.id);
-    assert_eq!(failed.state, SandboxState::Failed);
+    assert_eq!(failed.state, State::Failed);
     assert_eq!(failed.state_reason.as_deref(), Some("daemon-restart"));
     // The deadline that passed while it was down applies at once.
     h.service.start_reaper();
-    let expired = settles(&h, &expires.id, SandboxState::Destroyed).await;
+    let expired = settles(&h, &expires.id, State::Destroyed).await;
     assert_eq!(expired.state_reason.as_deref(), Some("expired"));
     // The adopted one is usable.
     assert_eq!(run(&h, &kept.id, &["echo", "still"]).await.0, "still\n");
@@ -238,7 +236,7 @@ async fn sandboxes_of_a_backend_no_longer_running_are_marked_failed() {
         ],
     );
     let elsewhere = h
-        .create(CreateSandboxRequest {
+        .create(NewSandbox {
             profile: Some("alt".into()),
             ..Default::default()
         })
@@ -249,7 +247,7 @@ async fn sandboxes_of_a_backend_no_longer_running_are_marked_failed() {
     let report = h.service.reconcile().await.unwrap();
     assert_eq!(report.failed, vec![elsewhere.id.clone()]);
     let failed = h.get(&elsewhere.id);
-    assert_eq!(failed.state, SandboxState::Failed);
+    assert_eq!(failed.state, State::Failed);
     assert_eq!(
         failed.state_detail.as_deref(),
         Some("the other backend is not running")
@@ -278,9 +276,9 @@ async fn profiles_choose_the_backend_and_every_later_call_follows_the_record() {
             ),
         ],
     );
-    let here = h.create(CreateSandboxRequest::default()).await;
+    let here = h.create(NewSandbox::default()).await;
     let there = h
-        .create(CreateSandboxRequest {
+        .create(NewSandbox {
             profile: Some("alt".into()),
             ..Default::default()
         })
@@ -342,7 +340,7 @@ async fn a_users_live_sandboxes_are_capped() {
     config.limits.default.concurrent_sandboxes = Some(2);
     let h = Harness::with(config, Engine::new());
     let alice = user("alice");
-    let request = CreateSandboxRequest::default();
+    let request = NewSandbox::default();
     let first = h.service.create(&alice, &request).await.unwrap();
     h.service.create(&alice, &request).await.unwrap();
     let refused = h.service.create(&alice, &request).await.unwrap_err();
@@ -382,7 +380,7 @@ async fn the_hosts_process_capacity_is_shared_by_every_local_backend() {
     );
     // Half of a 1000-task table: 500 processes' worth of `pids` limits for both together.
     let pids = |pids| {
-        with_resources(ResourcesRequest {
+        with_resources(ResourceRequest {
             pids: Some(pids),
             ..Default::default()
         })
@@ -417,7 +415,7 @@ async fn disks_promised_stay_within_the_free_space_even_while_being_made() {
     }));
     let h = Harness::with(config(), engine.clone());
     let disk = |mb| {
-        with_resources(ResourcesRequest {
+        with_resources(ResourceRequest {
             disk_mb: Some(mb),
             ..Default::default()
         })
@@ -457,7 +455,7 @@ async fn a_hung_create_times_out_and_leaves_nothing() {
     h.engine.inject(Op::Create, Fault::Hang, Some(1));
     let error = h
         .service
-        .create(&Caller::system(), &CreateSandboxRequest::default())
+        .create(&Caller::system(), &NewSandbox::default())
         .await
         .unwrap_err();
     assert!(
@@ -475,10 +473,10 @@ async fn a_hung_create_times_out_and_leaves_nothing() {
     };
     let failed = h.service.list(&Caller::system(), &all).unwrap();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].state, SandboxState::Failed);
+    assert_eq!(failed[0].state, State::Failed);
     assert!(h.engine.traces().is_empty(), "{:?}", h.engine.traces());
     // The next create works.
-    h.create(CreateSandboxRequest::default()).await;
+    h.create(NewSandbox::default()).await;
     h.service.shutdown(false).await.unwrap();
 }
 
@@ -499,7 +497,7 @@ async fn backend_failures_become_the_right_answers() {
         h.engine.inject(Op::Create, Fault::Fail(failure), Some(1));
         let error = h
             .service
-            .create(&Caller::system(), &CreateSandboxRequest::default())
+            .create(&Caller::system(), &NewSandbox::default())
             .await
             .unwrap_err();
         let seen = match error {
@@ -518,10 +516,10 @@ async fn backend_failures_become_the_right_answers() {
 #[tokio::test(start_paused = true)]
 async fn a_command_past_its_timeout_is_killed() {
     let h = Harness::new();
-    let sandbox = h.create(CreateSandboxRequest::default()).await;
+    let sandbox = h.create(NewSandbox::default()).await;
     let request = ExecRequest {
         cmd: vec!["sleep".into(), "1000".into()],
-        timeout: Some("2s".into()),
+        timeout: Some(Duration::from_secs(2)),
         ..Default::default()
     };
     let mut stream = h
@@ -550,7 +548,7 @@ async fn a_command_past_its_timeout_is_killed() {
 #[tokio::test(start_paused = true)]
 async fn a_sandbox_dying_under_a_command_ends_it_as_gone() {
     let h = Harness::new();
-    let sandbox = h.create(CreateSandboxRequest::default()).await;
+    let sandbox = h.create(NewSandbox::default()).await;
     h.engine.inject(Op::Exec, Fault::Crash, Some(1));
     let request = ExecRequest {
         cmd: vec!["sleep".into(), "10".into()],
@@ -565,7 +563,7 @@ async fn a_sandbox_dying_under_a_command_ends_it_as_gone() {
         Some(ExecOutput::Failed(Error::SandboxGone(id))) => assert_eq!(id, sandbox.id),
         other => panic!("{other:?}"),
     }
-    settles(&h, &sandbox.id, SandboxState::Failed).await;
+    settles(&h, &sandbox.id, State::Failed).await;
     h.service.shutdown(false).await.unwrap();
     assert!(h.engine.traces().is_empty());
 }
@@ -575,7 +573,7 @@ async fn a_hung_destroy_cannot_hang_the_api() {
     let h = Harness::new();
     h.engine.inject(Op::Destroy, Fault::Hang, None);
     let caller = Caller::system();
-    let sandbox = h.create(CreateSandboxRequest::default()).await;
+    let sandbox = h.create(NewSandbox::default()).await;
     let destroying = {
         let service = h.service.clone();
         let caller = caller.clone();
@@ -584,7 +582,7 @@ async fn a_hung_destroy_cannot_hang_the_api() {
     };
     // While the backend hangs, the rest of the API answers…
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(h.get(&sandbox.id).state, SandboxState::Destroying);
+    assert_eq!(h.get(&sandbox.id).state, State::Destroying);
     assert_eq!(
         h.service.list(&caller, &Default::default()).unwrap().len(),
         1
@@ -600,7 +598,7 @@ async fn a_hung_destroy_cannot_hang_the_api() {
         ),
         "{result:?}"
     );
-    assert_eq!(h.get(&sandbox.id).state, SandboxState::Destroying);
+    assert_eq!(h.get(&sandbox.id).state, State::Destroying);
     // Once the backend answers again, a retry finishes it.
     h.engine.heal();
     h.service

@@ -27,10 +27,31 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use sbx_protocol::AuditEntry;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{now_ms, view, Caller, Error, Service};
+use super::{Access, Caller};
+use crate::{now_ms, view, Error};
+
+/// One line of the audit log (its own format, kept by lifecycle; the API shows it as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_id: Option<String>,
+    #[serde(default)]
+    pub details: Map<String, Value>,
+}
 
 /// Most entries one query returns.
 pub const MAX_QUERY: usize = 10_000;
@@ -473,11 +494,11 @@ impl AuditQuery {
     }
 }
 
-impl Service {
+impl Access {
     /// Records an event done by `caller` (about `details`' `sandbox_id`, if it has one).
     pub fn audit(&self, caller: &Caller, event: &str, details: Value) {
         let line = entry_line(caller, event, details);
-        self.inner.audit.send(Message::Line(line));
+        self.log.send(Message::Line(line));
     }
 
     /// Records a refusal of a caller without a (valid) key, in the anonymous trail (see the
@@ -487,7 +508,7 @@ impl Service {
             .ip
             .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         let line = entry_line(caller, event, details);
-        self.inner.audit.offer(Message::Refusal {
+        self.log.offer(Message::Refusal {
             bucket,
             anonymous: true,
             line,
@@ -505,7 +526,7 @@ impl Service {
             return self.audit_anonymous(caller, event, details);
         };
         let line = entry_line(caller, event, details);
-        self.inner.audit.offer(Message::Refusal {
+        self.log.offer(Message::Refusal {
             bucket: format!("key:{key}"),
             anonymous: false,
             line,
@@ -519,7 +540,7 @@ impl Service {
         query: &AuditQuery,
     ) -> Result<Vec<AuditEntry>, Error> {
         caller.require_admin()?;
-        let log = &self.inner.audit;
+        let log = &self.log;
         let Some((main, anonymous)) = &log.paths else {
             return Ok(Vec::new());
         };

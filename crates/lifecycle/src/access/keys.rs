@@ -11,16 +11,16 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use sbx_protocol::{CreatedKey, KeyInfo};
-use sbx_store::{KeyRow, SandboxRow};
+use crate::model::{CreatedKey, KeyInfo};
+use sbx_store::KeyRow;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{now_ms, view, Error, Service};
+use super::{Access, AuthFailure, Caller, LoginRefusal};
+use crate::{now_ms, Error};
 
 /// How long a web session lasts.
 pub const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
@@ -34,98 +34,9 @@ pub const MAX_SESSIONS_PER_KEY: usize = 16;
 pub const ADMIN_USER: &str = "admin";
 const KEY_PREFIX: &str = "sbx_";
 
-/// Who a request acts for, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub user: String,
-    /// Admins see and act on every user's sandboxes, and manage keys.
-    pub admin: bool,
-    /// The key used (`None`: the daemon itself, or a daemon without authentication).
-    pub key_id: Option<String>,
-    /// The client's address (after trusted proxies).
-    pub ip: Option<IpAddr>,
-    /// The request's id, for the audit trail.
-    pub request_id: Option<String>,
-    /// The web session it came with (the hash of its token), if any.
-    pub session: Option<String>,
-}
-
-impl Caller {
-    /// The daemon acting on its own (reaper, shutdown, cleanup).
-    pub fn system() -> Caller {
-        Caller {
-            user: "sbx".into(),
-            admin: true,
-            key_id: None,
-            ip: None,
-            request_id: None,
-            session: None,
-        }
-    }
-
-    /// Everyone, on a daemon started with `--insecure-no-auth`.
-    pub fn unauthenticated() -> Caller {
-        Caller {
-            user: ADMIN_USER.into(),
-            ..Caller::system()
-        }
-    }
-
-    /// Whose sandboxes this caller may see: `None` for all (admins).
-    pub(crate) fn scope(&self) -> Option<&str> {
-        (!self.admin).then_some(self.user.as_str())
-    }
-
-    pub(crate) fn may_see(&self, row: &SandboxRow) -> bool {
-        self.admin || row.owner.as_deref() == Some(self.user.as_str())
-    }
-
-    pub(crate) fn require_admin(&self) -> Result<(), Error> {
-        if self.admin {
-            Ok(())
-        } else {
-            Err(Error::Forbidden("this needs an admin key".into()))
-        }
-    }
-}
-
-/// Why a presented credential was refused. The client is told only "invalid or revoked";
-/// the audit trail gets the reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    Malformed,
-    UnknownKey,
-    WrongSecret,
-    Revoked,
-    UnknownSession,
-    /// A session cookie sent by a page of another origin.
-    CrossOrigin,
-}
-
-impl AuthFailure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::Malformed => "malformed",
-            AuthFailure::UnknownKey => "unknown_key",
-            AuthFailure::WrongSecret => "wrong_secret",
-            AuthFailure::Revoked => "revoked",
-            AuthFailure::UnknownSession => "unknown_session",
-            AuthFailure::CrossOrigin => "cross_origin",
-        }
-    }
-}
-
 struct Session {
     key_id: String,
     expires_at: i64,
-}
-
-/// Why a login was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginRefusal {
-    Auth(AuthFailure),
-    /// The daemon holds as many sessions as it may.
-    Full,
 }
 
 /// Keys by id, sessions by the hash of their token, and a signal for the streams each key and
@@ -193,14 +104,14 @@ impl Keys {
     }
 }
 
-impl Service {
+impl Access {
     /// Loads the keys; on a daemon without any, makes an admin key and writes it to
     /// `admin_key_file` (mode 0600). Returns the file when it wrote one.
     pub fn init_keys(&self, admin_key_file: &Path) -> Result<Option<PathBuf>, Error> {
-        let rows = self.inner.store.keys()?;
+        let rows = self.store.keys()?;
         let fresh = rows.is_empty();
         for row in rows {
-            self.inner.keys.put(row);
+            self.keys.put(row);
         }
         if !fresh {
             return Ok(None);
@@ -212,7 +123,7 @@ impl Service {
                 admin_key_file.display()
             ))
         })?;
-        if let Err(e) = self.inner.store.insert_key(&row) {
+        if let Err(e) = self.store.insert_key(&row) {
             let _ = std::fs::remove_file(admin_key_file);
             return Err(e.into());
         }
@@ -221,7 +132,7 @@ impl Service {
             "key.created",
             serde_json::json!({ "target_key_id": row.id, "for_user": row.user, "admin": true }),
         );
-        self.inner.keys.put(row);
+        self.keys.put(row);
         Ok(Some(admin_key_file.to_owned()))
     }
 
@@ -232,7 +143,7 @@ impl Service {
             .and_then(|rest| rest.split_once('_'))
             .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
             .ok_or(AuthFailure::Malformed)?;
-        let row = self.inner.keys.get(id).ok_or(AuthFailure::UnknownKey)?;
+        let row = self.keys.get(id).ok_or(AuthFailure::UnknownKey)?;
         let hash = Sha256::digest(secret.as_bytes());
         let stored = decode_hex(&row.hash).unwrap_or_default();
         if !bool::from(stored.as_slice().ct_eq(hash.as_slice())) {
@@ -252,7 +163,6 @@ impl Service {
         let token = format!("sbxs_{}", random_base32(32));
         let now = now_ms();
         let mut sessions = self
-            .inner
             .keys
             .sessions
             .lock()
@@ -263,12 +173,7 @@ impl Service {
             .map(|(hash, _)| *hash)
             .collect();
         if !expired.is_empty() {
-            let mut ended = self
-                .inner
-                .keys
-                .ended
-                .lock()
-                .expect("signals are never poisoned");
+            let mut ended = self.keys.ended.lock().expect("signals are never poisoned");
             for hash in &expired {
                 sessions.remove(hash);
                 ended.end(&session_credential(hash));
@@ -281,12 +186,7 @@ impl Service {
             .collect();
         if own.len() >= MAX_SESSIONS_PER_KEY {
             own.sort_by_key(|(_, expires_at)| *expires_at);
-            let mut ended = self
-                .inner
-                .keys
-                .ended
-                .lock()
-                .expect("signals are never poisoned");
+            let mut ended = self.keys.ended.lock().expect("signals are never poisoned");
             for (hash, _) in &own[..=own.len() - MAX_SESSIONS_PER_KEY] {
                 sessions.remove(hash);
                 ended.end(&session_credential(hash));
@@ -313,17 +213,11 @@ impl Service {
             (None, Some(key)) => key_credential(key),
             // The daemon itself, or a daemon without authentication: nothing to revoke.
             (None, None) => {
-                let ended = self
-                    .inner
-                    .keys
-                    .ended
-                    .lock()
-                    .expect("signals are never poisoned");
+                let ended = self.keys.ended.lock().expect("signals are never poisoned");
                 return ended.never.subscribe();
             }
         };
         let receiver = self
-            .inner
             .keys
             .ended
             .lock()
@@ -333,8 +227,7 @@ impl Service {
         // signal was sent before this stream watched it): then it has ended for this stream
         // too. Checked after watching, so that an end after the check reaches the watcher.
         if !self.credential_live(caller) {
-            self.inner
-                .keys
+            self.keys
                 .ended
                 .lock()
                 .expect("signals are never poisoned")
@@ -348,15 +241,14 @@ impl Service {
         let key_live = caller
             .key_id
             .as_deref()
-            .and_then(|id| self.inner.keys.get(id))
+            .and_then(|id| self.keys.get(id))
             .is_some_and(|row| row.revoked_at.is_none());
         let session_live = caller.session.as_deref().is_none_or(|session| {
             let Some(digest) = decode_hex(session).and_then(|d| <[u8; 32]>::try_from(d).ok())
             else {
                 return false;
             };
-            self.inner
-                .keys
+            self.keys
                 .sessions
                 .lock()
                 .expect("session map is never poisoned")
@@ -371,7 +263,6 @@ impl Service {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let key_id = {
             let sessions = self
-                .inner
                 .keys
                 .sessions
                 .lock()
@@ -381,11 +272,7 @@ impl Service {
                 _ => return Err(AuthFailure::UnknownSession),
             }
         };
-        let row = self
-            .inner
-            .keys
-            .get(&key_id)
-            .ok_or(AuthFailure::UnknownKey)?;
+        let row = self.keys.get(&key_id).ok_or(AuthFailure::UnknownKey)?;
         if row.revoked_at.is_some() {
             return Err(AuthFailure::Revoked);
         }
@@ -398,14 +285,12 @@ impl Service {
     /// Ends a web session (unknown tokens are ignored), and every stream opened with it.
     pub fn logout(&self, token: &str) {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.inner
-            .keys
+        self.keys
             .sessions
             .lock()
             .expect("session map is never poisoned")
             .remove(&digest);
-        self.inner
-            .keys
+        self.keys
             .ended
             .lock()
             .expect("signals are never poisoned")
@@ -426,20 +311,20 @@ impl Service {
             )));
         }
         let (key, row) = new_key(user, admin);
-        self.inner.store.insert_key(&row)?;
+        self.store.insert_key(&row)?;
         self.audit(
             caller,
             "key.created",
             serde_json::json!({ "target_key_id": row.id, "for_user": row.user, "admin": admin }),
         );
         let info = key_info(&row);
-        self.inner.keys.put(row);
+        self.keys.put(row);
         Ok(CreatedKey { key, info })
     }
 
     /// Keys, revoked ones too: all for admins, a user's own otherwise.
     pub fn keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>, Error> {
-        let rows = self.inner.store.keys()?;
+        let rows = self.store.keys()?;
         Ok(rows
             .iter()
             .filter(|row| caller.admin || row.user == caller.user)
@@ -450,7 +335,7 @@ impl Service {
     /// Revokes a key at once: admins any, users their own. The last admin key stays.
     pub fn revoke_key(&self, caller: &Caller, id: &str) -> Result<KeyInfo, Error> {
         let not_found = || Error::KeyNotFound(id.to_owned());
-        let row = self.inner.keys.get(id).ok_or_else(not_found)?;
+        let row = self.keys.get(id).ok_or_else(not_found)?;
         if !caller.admin && row.user != caller.user {
             return Err(not_found());
         }
@@ -459,7 +344,6 @@ impl Service {
         }
         if row.admin {
             let admins = self
-                .inner
                 .keys
                 .by_id
                 .read()
@@ -474,7 +358,7 @@ impl Service {
             }
         }
         let now = now_ms();
-        self.inner.store.revoke_key(id, now)?;
+        self.store.revoke_key(id, now)?;
         let revoked = KeyRow {
             revoked_at: Some(now),
             ..row
@@ -485,11 +369,10 @@ impl Service {
             serde_json::json!({ "target_key_id": revoked.id, "for_user": revoked.user }),
         );
         let info = key_info(&revoked);
-        self.inner.keys.put(revoked);
+        self.keys.put(revoked);
         // Its sessions end with it, and every stream the key or they have open closes now.
         let ended_sessions: Vec<[u8; 32]> = {
             let mut sessions = self
-                .inner
                 .keys
                 .sessions
                 .lock()
@@ -504,12 +387,7 @@ impl Service {
             }
             hashes
         };
-        let mut ended = self
-            .inner
-            .keys
-            .ended
-            .lock()
-            .expect("signals are never poisoned");
+        let mut ended = self.keys.ended.lock().expect("signals are never poisoned");
         ended.end(&key_credential(id));
         for hash in &ended_sessions {
             ended.end(&session_credential(hash));
@@ -534,8 +412,8 @@ fn key_info(row: &KeyRow) -> KeyInfo {
         id: row.id.clone(),
         user: row.user.clone(),
         admin: row.admin,
-        created_at: view::rfc3339(row.created_at),
-        revoked_at: row.revoked_at.map(view::rfc3339),
+        created_at: row.created_at,
+        revoked_at: row.revoked_at,
     }
 }
 
