@@ -165,14 +165,7 @@ fn say(outcome: &Outcome) {
 }
 
 fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
-    // Inherited by every sandbox process; raising them again needs CAP_SYS_RESOURCE on the host.
-    // Lowered only: the daemon itself may run without CAP_SYS_RESOURCE.
-    let (_, nofile_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
-        .map_err(|e| format!("getrlimit: {e}"))?;
-    let nofile = nofile_hard.min(65536);
-    setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(|e| format!("setrlimit: {e}"))?;
-    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("setrlimit: {e}"))?;
-
+    lower_rlimits()?;
     write_identity(
         &join.disk_mount.join("upper"),
         join.id_base,
@@ -238,24 +231,7 @@ fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
             go: go_read,
             filters,
         };
-        match sandbox_setup(context) {
-            Ok(signals) => {
-                let mut ready = fs::File::from(ready_write);
-                if ready.write_all(&[0]).is_ok() {
-                    drop(ready);
-                    crate::init::run(listener, signals);
-                }
-                // SAFETY: leaving without running stage 1's exit handlers in this copy.
-                unsafe { libc::_exit(1) }
-            }
-            Err(message) => {
-                let mut ready = fs::File::from(ready_write);
-                let _ = ready.write_all(&[1]);
-                let _ = ready.write_all(message.as_bytes());
-                // SAFETY: as above.
-                unsafe { libc::_exit(1) }
-            }
-        }
+        become_init(context, listener, ready_write);
     }
 
     let pid = pid as i32;
@@ -276,6 +252,37 @@ fn build(join: &Join, request: &Request) -> Result<(i32, u64), String> {
         let _ = nix::sys::wait::waitpid(child, None);
     }
     result.map(|start_time| (pid, start_time))
+}
+
+/// Lowers the limits every sandbox process inherits; raising them again needs
+/// CAP_SYS_RESOURCE on the host. Lowered only: the daemon itself may run without it.
+fn lower_rlimits() -> Result<(), String> {
+    let (_, nofile_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("getrlimit: {e}"))?;
+    let nofile = nofile_hard.min(65536);
+    setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(|e| format!("setrlimit: {e}"))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("setrlimit: {e}"))?;
+    Ok(())
+}
+
+/// The clone's side: set the sandbox up, tell stage 1 how it went (`0`, or `1` and why), and
+/// become its init. Never returns.
+fn become_init(context: SandboxContext<'_>, listener: OwnedFd, ready: OwnedFd) -> ! {
+    let mut ready = fs::File::from(ready);
+    match sandbox_setup(context) {
+        Ok(signals) => {
+            if ready.write_all(&[0]).is_ok() {
+                drop(ready);
+                crate::init::run(listener, signals);
+            }
+        }
+        Err(message) => {
+            let _ = ready.write_all(&[1]);
+            let _ = ready.write_all(message.as_bytes());
+        }
+    }
+    // SAFETY: leaving without running stage 1's exit handlers in this copy.
+    unsafe { libc::_exit(1) }
 }
 
 fn finish_parent(pid: i32, id_base: u32, go: OwnedFd, ready: OwnedFd) -> Result<u64, String> {
@@ -520,13 +527,26 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
         _ => return Err("stage 1 ended before releasing init".into()),
     }
 
+    enter_unlocked_root(context.rootfs)?;
+    nix::unistd::sethostname(context.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    loopback_up()?;
+    mount_proc(context.socket_buffer_bytes)?;
+    mount_devpts()?;
+    switch_root()?;
+    become_root_of_the_sandbox()?;
+    let signals = child_signals()?;
+    context.filters.install()?;
+    Ok(signals)
+}
+
+/// Enters an unlocked bind of the sandbox's root (stage 1 left the process in `root`).
+fn enter_unlocked_root(root: &Path) -> Result<(), String> {
     // Copies of mounts in a namespace of a less privileged user namespace are locked, and
     // pivot_root refuses a locked new root (EINVAL): stack an unlocked bind of the root on
     // itself and enter it. The mounts under it stay locked, which is what keeps them in place.
     // This process's host ids are the sandbox's (see `build`), which may not search the data
     // directory: it works from its working directory (the root, entered by stage 1) and the
     // root's parent (`<data>/sandboxes/<id>`, which only others' search bit opens to it).
-    let root = context.rootfs;
     let root_name = root
         .file_name()
         .ok_or("the root's path has no last component")?;
@@ -542,9 +562,12 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
     nix::unistd::chdir("..").map_err(|e| format!("chdir to the root's parent: {e}"))?;
     nix::unistd::chdir(root_name).map_err(|e| format!("chdir to the new root: {e}"))?;
 
-    nix::unistd::sethostname(context.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    loopback_up()?;
+    Ok(())
+}
 
+/// `/proc` of the sandbox's pid namespace, with the host's secrets masked and its knobs
+/// read-only; this network namespace's socket buffers capped first.
+fn mount_proc(socket_buffer_bytes: u64) -> Result<(), String> {
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_(
         Some(Path::new("proc")),
@@ -579,7 +602,7 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
     // Per network namespace, before /proc/sys turns read-only: what one socket may buffer.
     // The host's maxima (32 MiB here) let a sandbox park far more in loopback connections
     // than its memory limit; the cgroup's socket accounting bounds the total (cgroup.rs).
-    let max = context.socket_buffer_bytes.max(256 * 1024);
+    let max = socket_buffer_bytes.max(256 * 1024);
     for (sysctl, default) in [("tcp_rmem", 131072), ("tcp_wmem", 16384)] {
         let path = Path::new("proc/sys/net/ipv4").join(sysctl);
         fs::write(&path, format!("4096 {default} {max}"))
@@ -599,6 +622,11 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
             mount_(None, &path, None, ro, None)?;
         }
     }
+    Ok(())
+}
+
+/// A private devpts instance with a cap of its own.
+fn mount_devpts() -> Result<(), String> {
     // `max`: the kernel has one pool of pseudo-terminals for every devpts instance but the
     // host's (`kernel.pty.max` less `kernel.pty.reserve`: 3072 by default); without a cap per
     // instance one sandbox could open them all and leave every other sandbox without a
@@ -613,6 +641,12 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
         Some(&pts_options),
     )?;
 
+    Ok(())
+}
+
+/// `pivot_root` into the prepared root, the host's root detached, and the standard
+/// descriptors on the sandbox's own `/dev/null`.
+fn switch_root() -> Result<(), String> {
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     // The old root is now stacked on the new one; detach it and everything under it.
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach the host root: {e}"))?;
@@ -632,6 +666,12 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
     }
     drop(null);
 
+    Ok(())
+}
+
+/// Root of the sandbox's user namespace, with root's capabilities only, non-dumpable and
+/// without new privileges.
+fn become_root_of_the_sandbox() -> Result<(), String> {
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     let root_gid = Gid::from_raw(0);
     let root_uid = Uid::from_raw(0);
@@ -646,6 +686,11 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
     crate::caps::limit_to_root_set()?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("prctl(no_new_privs): {e}"))?;
 
+    Ok(())
+}
+
+/// SIGCHLD through a signalfd (init's poll loop reaps), SIGPIPE ignored.
+fn child_signals() -> Result<SignalFd, String> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
@@ -656,7 +701,6 @@ fn sandbox_setup(context: SandboxContext<'_>) -> Result<SignalFd, String> {
     // SAFETY: SIG_IGN runs no code of ours in signal context.
     unsafe { sigaction(Signal::SIGPIPE, &ignore) }.map_err(|e| format!("sigaction: {e}"))?;
 
-    context.filters.install()?;
     Ok(signals)
 }
 

@@ -5,13 +5,14 @@
 //! group gets SIGKILL and the exit is reported `timed_out`. A terminal is the same on a
 //! pseudo-terminal, with its input (keys, resizes, signals) coming from the caller.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::model::{ExecRequest, TerminalRequest};
 use bytes::Bytes;
-use sbx_backend::{BackendError, ExecEvent, ExecInput, ExitStatus};
+use sbx_backend::{BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus};
 use sbx_store::SandboxRow;
 use tokio::sync::mpsc;
 
@@ -147,7 +148,7 @@ impl Service {
                 (true, argv, begin, None, None)
             }
         };
-        let mut session = match deadline::run_raw(deadline::EXEC_START, "exec", begin).await? {
+        let session = match deadline::run_raw(deadline::EXEC_START, "exec", begin).await? {
             Ok(session) => session,
             Err(BackendError::NotFound(_)) => return Err(Error::SandboxGone(id)),
             Err(other) => return Err(other.into()),
@@ -165,84 +166,18 @@ impl Service {
             audit.opened(self);
         }
         let (output, receiver) = mpsc::channel(OUTPUT_QUEUE);
-        let mut ended = self.inner.access.credential_ended(caller);
-        let mut watching_credential = true;
-        let service = self.clone();
-        tokio::spawn(async move {
-            if let Some(data) = stdin {
-                let _ = session
-                    .input
-                    .send(ExecInput::Stdin(Bytes::from(data)))
-                    .await;
-                let _ = session.input.send(ExecInput::CloseStdin).await;
-            }
-            let kill_at = timeout.map(|t| started + t);
-            let mut timed_out = false;
-            loop {
-                let event = tokio::select! {
-                    event = session.events.recv() => event,
-                    _ = sleep_until(kill_at), if !timed_out => {
-                        timed_out = true;
-                        let _ = session.input.send(ExecInput::Kill).await;
-                        continue;
-                    }
-                    // The consumer went away: detach, the command keeps running.
-                    _ = output.closed() => {
-                        audit.ended(&service, None, timed_out, started.elapsed());
-                        return;
-                    }
-                    // Its key was revoked or its session ended: the stream closes now.
-                    ended_now = async { ended.wait_for(|ended| *ended).await.map(|_| ()) },
-                        if watching_credential =>
-                    {
-                        if ended_now.is_err() {
-                            watching_credential = false;
-                            continue;
-                        }
-                        audit.ended(&service, None, timed_out, started.elapsed());
-                        // A terminal's processes end with it, here: once this task returns,
-                        // nothing would carry the bridge's kill to them.
-                        if audit.terminal {
-                            let _ = session.input.send(ExecInput::Kill).await;
-                        }
-                        let _ = output.send(ExecOutput::Failed(Error::CredentialEnded)).await;
-                        return;
-                    }
-                };
-                let message = match event {
-                    Some(ExecEvent::Stdout(bytes)) | Some(ExecEvent::Stderr(bytes))
-                        if !rate_allows(&rate, bytes.len(), &output).await =>
-                    {
-                        audit.ended(&service, None, timed_out, started.elapsed());
-                        return;
-                    }
-                    Some(ExecEvent::Stdout(bytes)) => ExecOutput::Stdout(bytes),
-                    Some(ExecEvent::Stderr(bytes)) => ExecOutput::Stderr(bytes),
-                    Some(ExecEvent::Exited(status)) => {
-                        service.touch(&id);
-                        audit.ended(&service, Some(status), timed_out, started.elapsed());
-                        let _ = output
-                            .send(ExecOutput::Exit {
-                                status,
-                                timed_out,
-                                duration: started.elapsed(),
-                            })
-                            .await;
-                        return;
-                    }
-                    None => {
-                        audit.ended(&service, None, timed_out, started.elapsed());
-                        let gone = Error::SandboxGone(id.clone());
-                        let _ = output.send(ExecOutput::Failed(gone)).await;
-                        return;
-                    }
-                };
-                if output.send(message).await.is_err() {
-                    audit.ended(&service, None, timed_out, started.elapsed());
-                    return;
-                }
-            }
-        });
+        let pump = Pump {
+            service: self.clone(),
+            id: id.clone(),
+            session,
+            output,
+            audit,
+            rate,
+            ended: self.inner.access.credential_ended(caller),
+            started,
+            kill_at: timeout.map(|t| started + t),
+        };
+        tokio::spawn(pump.run(stdin));
         Ok(ExecStream {
             sandbox_id: row.id,
             pid,
@@ -250,6 +185,110 @@ impl Service {
             input,
             permit,
         })
+    }
+}
+
+/// Carries one running command's events to its consumer, and applies what lifecycle adds: the
+/// timeout (a kill), the end of the caller's credential (the stream closes), the sandbox's
+/// output rate, the audit of its end. Runs in a task of its own; a consumer that leaves
+/// detaches it, and the command keeps running.
+struct Pump {
+    service: Service,
+    id: String,
+    session: ExecSession,
+    output: mpsc::Sender<ExecOutput>,
+    audit: ExecAudit,
+    rate: Arc<OutputRate>,
+    ended: tokio::sync::watch::Receiver<bool>,
+    started: Instant,
+    kill_at: Option<Instant>,
+}
+
+impl Pump {
+    async fn run(mut self, stdin: Option<Vec<u8>>) {
+        if let Some(data) = stdin {
+            let _ = self
+                .session
+                .input
+                .send(ExecInput::Stdin(Bytes::from(data)))
+                .await;
+            let _ = self.session.input.send(ExecInput::CloseStdin).await;
+        }
+        let mut timed_out = false;
+        let mut watching_credential = true;
+        loop {
+            let event = tokio::select! {
+                event = self.session.events.recv() => event,
+                _ = sleep_until(self.kill_at), if !timed_out => {
+                    timed_out = true;
+                    let _ = self.session.input.send(ExecInput::Kill).await;
+                    continue;
+                }
+                // The consumer went away: detach, the command keeps running.
+                _ = self.output.closed() => {
+                    self.audit.ended(&self.service, None, timed_out, self.started.elapsed());
+                    return;
+                }
+                // Its key was revoked or its session ended: the stream closes now.
+                ended_now = async { self.ended.wait_for(|ended| *ended).await.map(|_| ()) },
+                    if watching_credential =>
+                {
+                    if ended_now.is_err() {
+                        watching_credential = false;
+                        continue;
+                    }
+                    self.audit.ended(&self.service, None, timed_out, self.started.elapsed());
+                    // A terminal's processes end with it, here: once this task returns,
+                    // nothing would carry the bridge's kill to them.
+                    if self.audit.terminal {
+                        let _ = self.session.input.send(ExecInput::Kill).await;
+                    }
+                    let _ = self.output.send(ExecOutput::Failed(Error::CredentialEnded)).await;
+                    return;
+                }
+            };
+            let message = match event {
+                Some(ExecEvent::Stdout(bytes)) | Some(ExecEvent::Stderr(bytes))
+                    if !rate_allows(&self.rate, bytes.len(), &self.output).await =>
+                {
+                    self.audit
+                        .ended(&self.service, None, timed_out, self.started.elapsed());
+                    return;
+                }
+                Some(ExecEvent::Stdout(bytes)) => ExecOutput::Stdout(bytes),
+                Some(ExecEvent::Stderr(bytes)) => ExecOutput::Stderr(bytes),
+                Some(ExecEvent::Exited(status)) => {
+                    self.service.touch(&self.id);
+                    self.audit.ended(
+                        &self.service,
+                        Some(status),
+                        timed_out,
+                        self.started.elapsed(),
+                    );
+                    let _ = self
+                        .output
+                        .send(ExecOutput::Exit {
+                            status,
+                            timed_out,
+                            duration: self.started.elapsed(),
+                        })
+                        .await;
+                    return;
+                }
+                None => {
+                    self.audit
+                        .ended(&self.service, None, timed_out, self.started.elapsed());
+                    let gone = Error::SandboxGone(self.id.clone());
+                    let _ = self.output.send(ExecOutput::Failed(gone)).await;
+                    return;
+                }
+            };
+            if self.output.send(message).await.is_err() {
+                self.audit
+                    .ended(&self.service, None, timed_out, self.started.elapsed());
+                return;
+            }
+        }
     }
 }
 
