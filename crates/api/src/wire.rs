@@ -20,7 +20,7 @@ pub fn new_sandbox(request: &wire::CreateSandboxRequest) -> Result<model::NewSan
         ttl: request
             .ttl
             .as_ref()
-            .map(|ttl| duration(ttl, "ttl"))
+            .map(|ttl| span(ttl, "ttl"))
             .transpose()?,
         template: request.template.clone(),
         name: request.name.clone(),
@@ -52,7 +52,7 @@ pub fn exec_request(request: &wire::ExecRequest) -> Result<model::ExecRequest, A
         timeout: request
             .timeout
             .as_ref()
-            .map(|timeout| duration(timeout, "timeout"))
+            .map(|timeout| span(timeout, "timeout"))
             .transpose()?,
     })
 }
@@ -65,6 +65,14 @@ pub fn terminal_request(request: &wire::TerminalRequest) -> model::TerminalReque
         rows: request.rows,
         cols: request.cols,
     }
+}
+
+/// A duration with the caller's own words for it (messages repeat them).
+pub fn span(value: &wire::DurationValue, field: &str) -> Result<model::Span, ApiError> {
+    Ok(model::Span {
+        value: duration(value, field)?,
+        written: value.to_string(),
+    })
 }
 
 /// A duration as the API takes it: seconds (a number above 0) or text (`1h30m`).

@@ -47,88 +47,115 @@ pub enum StdinMode {
     Pipe,
 }
 
-/// A signal a client may send, by meaning rather than by a host's numbering. Backends map it
-/// to their own (every Linux-based one to the numbers [`Signal::number`] gives).
+/// A signal a client may send, by meaning rather than by a host's numbering: the 31 standard
+/// signals of Linux. Backends map it to their own (every Linux-based one to the numbers
+/// [`Signal::number`] gives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
     Hangup,
     Interrupt,
     Quit,
+    IllegalInstruction,
+    Trap,
+    Abort,
+    Bus,
+    FloatingPoint,
     Kill,
     User1,
+    Segfault,
     User2,
     Pipe,
     Alarm,
     Terminate,
+    StackFault,
+    Child,
     Continue,
     Stop,
     TerminalStop,
+    TerminalInput,
+    TerminalOutput,
+    Urgent,
+    CpuLimit,
+    FileSizeLimit,
+    VirtualAlarm,
+    Profiling,
     WindowChange,
+    Io,
+    Power,
+    BadSystemCall,
 }
 
+/// Each signal, its POSIX name without `SIG`, and its number on Linux (x86-64 and arm64).
+const SIGNALS: [(Signal, &str, i32); 31] = [
+    (Signal::Hangup, "HUP", 1),
+    (Signal::Interrupt, "INT", 2),
+    (Signal::Quit, "QUIT", 3),
+    (Signal::IllegalInstruction, "ILL", 4),
+    (Signal::Trap, "TRAP", 5),
+    (Signal::Abort, "ABRT", 6),
+    (Signal::Bus, "BUS", 7),
+    (Signal::FloatingPoint, "FPE", 8),
+    (Signal::Kill, "KILL", 9),
+    (Signal::User1, "USR1", 10),
+    (Signal::Segfault, "SEGV", 11),
+    (Signal::User2, "USR2", 12),
+    (Signal::Pipe, "PIPE", 13),
+    (Signal::Alarm, "ALRM", 14),
+    (Signal::Terminate, "TERM", 15),
+    (Signal::StackFault, "STKFLT", 16),
+    (Signal::Child, "CHLD", 17),
+    (Signal::Continue, "CONT", 18),
+    (Signal::Stop, "STOP", 19),
+    (Signal::TerminalStop, "TSTP", 20),
+    (Signal::TerminalInput, "TTIN", 21),
+    (Signal::TerminalOutput, "TTOU", 22),
+    (Signal::Urgent, "URG", 23),
+    (Signal::CpuLimit, "XCPU", 24),
+    (Signal::FileSizeLimit, "XFSZ", 25),
+    (Signal::VirtualAlarm, "VTALRM", 26),
+    (Signal::Profiling, "PROF", 27),
+    (Signal::WindowChange, "WINCH", 28),
+    (Signal::Io, "IO", 29),
+    (Signal::Power, "PWR", 30),
+    (Signal::BadSystemCall, "SYS", 31),
+];
+
 impl Signal {
-    pub const ALL: [Signal; 13] = [
-        Signal::Hangup,
-        Signal::Interrupt,
-        Signal::Quit,
-        Signal::Kill,
-        Signal::User1,
-        Signal::User2,
-        Signal::Pipe,
-        Signal::Alarm,
-        Signal::Terminate,
-        Signal::Continue,
-        Signal::Stop,
-        Signal::TerminalStop,
-        Signal::WindowChange,
-    ];
+    pub const ALL: [Signal; 31] = {
+        let mut all = [Signal::Hangup; 31];
+        let mut i = 0;
+        while i < SIGNALS.len() {
+            all[i] = SIGNALS[i].0;
+            i += 1;
+        }
+        all
+    };
+
+    fn entry(self) -> &'static (Signal, &'static str, i32) {
+        SIGNALS
+            .iter()
+            .find(|(signal, _, _)| *signal == self)
+            .expect("every signal is in the table")
+    }
 
     /// The POSIX name without `SIG`.
     pub fn name(self) -> &'static str {
-        match self {
-            Signal::Hangup => "HUP",
-            Signal::Interrupt => "INT",
-            Signal::Quit => "QUIT",
-            Signal::Kill => "KILL",
-            Signal::User1 => "USR1",
-            Signal::User2 => "USR2",
-            Signal::Pipe => "PIPE",
-            Signal::Alarm => "ALRM",
-            Signal::Terminate => "TERM",
-            Signal::Continue => "CONT",
-            Signal::Stop => "STOP",
-            Signal::TerminalStop => "TSTP",
-            Signal::WindowChange => "WINCH",
-        }
+        self.entry().1
     }
 
     /// Its number on Linux (x86-64 and arm64 alike), which the API also accepts.
     pub fn number(self) -> i32 {
-        match self {
-            Signal::Hangup => 1,
-            Signal::Interrupt => 2,
-            Signal::Quit => 3,
-            Signal::Kill => 9,
-            Signal::User1 => 10,
-            Signal::User2 => 12,
-            Signal::Pipe => 13,
-            Signal::Alarm => 14,
-            Signal::Terminate => 15,
-            Signal::Continue => 18,
-            Signal::Stop => 19,
-            Signal::TerminalStop => 20,
-            Signal::WindowChange => 28,
-        }
+        self.entry().2
     }
 
     /// `INT`, `SIGINT`, `int` or `2`.
     pub fn parse(text: &str) -> Option<Signal> {
         if let Ok(number) = text.parse::<i32>() {
-            return Signal::ALL.into_iter().find(|s| s.number() == number);
+            return SIGNALS.iter().find(|e| e.2 == number).map(|e| e.0);
         }
         let upper = text.to_ascii_uppercase();
         let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-        Signal::ALL.into_iter().find(|s| s.name() == name)
+        SIGNALS.iter().find(|e| e.1 == name).map(|e| e.0)
     }
 }
 
@@ -211,6 +238,14 @@ mod tests {
         assert_eq!(Signal::parse("NOPE"), None);
         assert_eq!(Signal::parse("999"), None);
         assert_eq!(Signal::parse("SIG"), None);
+        assert_eq!(Signal::parse("0"), None);
+        assert_eq!(Signal::parse("32"), None);
+        assert_eq!(Signal::parse("ABRT"), Some(Signal::Abort));
+        assert_eq!(Signal::parse("21"), Some(Signal::TerminalInput));
+        // Every standard Linux signal, once each.
+        let mut numbers: Vec<i32> = Signal::ALL.iter().map(|s| s.number()).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=31).collect::<Vec<_>>());
         for signal in Signal::ALL {
             assert_eq!(Signal::parse(signal.name()), Some(signal));
             assert_eq!(Signal::parse(&signal.number().to_string()), Some(signal));

@@ -15,7 +15,7 @@ pub type UnixMs = i64;
 #[derive(Debug, Clone, Default)]
 pub struct NewSandbox {
     pub profile: Option<String>,
-    pub ttl: Option<Duration>,
+    pub ttl: Option<Span>,
     pub template: Option<String>,
     pub name: Option<String>,
     pub env: BTreeMap<String, String>,
@@ -92,7 +92,7 @@ pub struct ExecRequest {
     pub cwd: Option<String>,
     /// `user`, `root` or a uid (`None`: the sandbox's user).
     pub user: Option<String>,
-    pub timeout: Option<Duration>,
+    pub timeout: Option<Span>,
 }
 
 /// A command on a pseudo-terminal (an empty `cmd` is a login shell).
@@ -197,6 +197,30 @@ pub struct KeyInfo {
 pub struct CreatedKey {
     pub key: String,
     pub info: KeyInfo,
+}
+
+/// A duration as a caller gave it: its value, and how they wrote it (messages, event details
+/// and the audit trail repeat the caller's own words).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub value: Duration,
+    pub written: String,
+}
+
+impl Span {
+    /// A span written the way sbx writes durations (`1h30m`).
+    pub fn new(value: Duration) -> Span {
+        Span {
+            value,
+            written: shown(value),
+        }
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.written)
+    }
 }
 
 /// A duration as messages show it: `1h30m`, or seconds with a fraction below a minute.

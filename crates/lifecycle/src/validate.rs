@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use std::time::Duration;
 
+#[cfg(test)]
+use crate::model::Span;
 use crate::model::{ExecRequest, NewSandbox, ResourceRequest, Resources, TerminalRequest};
 use sbx_backend::{ExecSpec, Limits, StdinMode, TerminalSpec, TtySize, User};
 use sbx_config::Profile;
@@ -153,16 +155,16 @@ pub fn create(
     }
     let resources = resources(&request.resources, profile, &bounds(&profile.backend)?)?;
     let mut warnings = Vec::new();
-    let ttl = match request.ttl {
+    let ttl = match &request.ttl {
         None => profile.ttl.default,
-        Some(asked) => {
+        Some(span) => {
+            let asked = span.value;
             if asked.is_zero() {
                 return Err(invalid("ttl must be above 0".into()));
             }
             if asked > profile.ttl.max {
                 warnings.push(format!(
-                    "ttl {} is longer than profile {profile_name:?} allows; capped at {}",
-                    crate::model::shown(asked),
+                    "ttl {span} is longer than profile {profile_name:?} allows; capped at {}",
                     sbx_config::duration::format(profile.ttl.max)
                 ));
                 profile.ttl.max
@@ -345,7 +347,7 @@ impl TerminalParams {
 }
 
 pub fn exec(
-    request: &ExecRequest,
+    request: ExecRequest,
     sandbox_env: &BTreeMap<String, String>,
     max_command_bytes: usize,
 ) -> Result<ExecParams, Error> {
@@ -390,17 +392,17 @@ pub fn exec(
             }
         },
     };
-    let timeout = match request.timeout {
+    let timeout = match &request.timeout {
         None => None,
-        Some(timeout) => {
+        Some(span) => {
+            let timeout = span.value;
             if timeout.is_zero() {
                 return Err(invalid("timeout must be above 0".into()));
             }
             if timeout.as_secs_f64() > MAX_TIMEOUT_SECONDS {
                 return Err(invalid(format!(
-                    "timeout must be at most {} (7d), got {}",
-                    MAX_TIMEOUT_SECONDS,
-                    crate::model::shown(timeout)
+                    "timeout must be at most {} (7d), got {span}",
+                    MAX_TIMEOUT_SECONDS
                 )));
             }
             Some(timeout)
@@ -408,12 +410,12 @@ pub fn exec(
     };
     Ok(ExecParams {
         command: Command {
-            argv: request.cmd.clone(),
+            argv: request.cmd,
             env: env.into_iter().collect(),
-            cwd: request.cwd.clone(),
+            cwd: request.cwd,
             user,
         },
-        stdin: request.stdin.clone(),
+        stdin: request.stdin,
         timeout,
     })
 }
@@ -439,7 +441,7 @@ pub fn terminal(
         user: request.user.clone(),
         ..Default::default()
     };
-    let params = exec(&as_exec, sandbox_env, max_command_bytes)?;
+    let params = exec(as_exec, sandbox_env, max_command_bytes)?;
     let rows = request.rows.unwrap_or(24);
     let cols = request.cols.unwrap_or(80);
     for (name, value) in [("rows", rows), ("cols", cols)] {
@@ -554,7 +556,7 @@ mod tests {
     fn ttl_is_capped() {
         let with_ttl = |seconds: u64| {
             let request = NewSandbox {
-                ttl: Some(Duration::from_secs(seconds)),
+                ttl: Some(Span::new(Duration::from_secs(seconds))),
                 ..Default::default()
             };
             create(&request, &profiles(), |_| Ok(bounds()))
@@ -671,36 +673,45 @@ mod tests {
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        assert!(exec(&request(&[]), &none, MAX_COMMAND).is_err());
-        assert!(exec(&request(&[""]), &none, MAX_COMMAND).is_err());
-        let ok = exec(&request(&["true"]), &none, MAX_COMMAND).unwrap();
+        assert!(exec(request(&[]), &none, MAX_COMMAND).is_err());
+        assert!(exec(request(&[""]), &none, MAX_COMMAND).is_err());
+        let ok = exec(request(&["true"]), &none, MAX_COMMAND).unwrap();
         assert_eq!(ok.command.user, User::DEFAULT);
         assert_eq!(ok.spec().0.stdin, StdinMode::Null);
         let mut rooted = request(&["id"]);
         rooted.user = Some("root".into());
         assert_eq!(
-            exec(&rooted, &none, MAX_COMMAND).unwrap().command.user,
+            exec(rooted.clone(), &none, MAX_COMMAND)
+                .unwrap()
+                .command
+                .user,
             User::ROOT
         );
         rooted.user = Some("admin".into());
-        assert!(exec(&rooted, &none, MAX_COMMAND).is_err());
+        assert!(exec(rooted.clone(), &none, MAX_COMMAND).is_err());
         let mut timed = request(&["sleep", "9"]);
         for bad in [0.0, 8.0 * 86_400.0, 1e12] {
-            timed.timeout = Some(Duration::from_secs_f64(bad));
-            assert!(exec(&timed, &none, MAX_COMMAND).is_err(), "{bad}");
+            timed.timeout = Some(Span::new(Duration::from_secs_f64(bad)));
+            assert!(exec(timed.clone(), &none, MAX_COMMAND).is_err(), "{bad}");
         }
         for seconds in [0.5, 90.0, 3600.0] {
-            timed.timeout = Some(Duration::from_secs_f64(seconds));
-            let timeout = exec(&timed, &none, MAX_COMMAND).unwrap().timeout.unwrap();
+            timed.timeout = Some(Span::new(Duration::from_secs_f64(seconds)));
+            let timeout = exec(timed.clone(), &none, MAX_COMMAND)
+                .unwrap()
+                .timeout
+                .unwrap();
             assert_eq!(timeout.as_secs_f64(), seconds);
         }
         let mut relative = request(&["pwd"]);
         relative.cwd = Some("tmp".into());
-        assert!(exec(&relative, &none, MAX_COMMAND).is_err());
+        assert!(exec(relative.clone(), &none, MAX_COMMAND).is_err());
         let mut binary = request(&["cat"]);
         binary.stdin = Some(vec![0, 0xff]);
         assert_eq!(
-            exec(&binary, &none, MAX_COMMAND).unwrap().stdin.unwrap(),
+            exec(binary.clone(), &none, MAX_COMMAND)
+                .unwrap()
+                .stdin
+                .unwrap(),
             vec![0, 0xff]
         );
     }

@@ -17,6 +17,22 @@ pub const AVAILABLE: &[&str] = &[
     "fake",
 ];
 
+/// Checks that every profile names a backend this build has: what `sbx config check` and
+/// `sbx serve` say of a configuration that names another.
+pub fn check(config: &sbx_config::Config) -> anyhow::Result<()> {
+    for profile in config.profiles.values() {
+        if !AVAILABLE.contains(&profile.backend.as_str()) {
+            anyhow::bail!(
+                "profiles.{}.backend: {:?} is not available in this build of sbx (backends: {})",
+                profile.name,
+                profile.backend,
+                AVAILABLE.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Becomes the helper a backend re-executed this binary as, if it did (and then never
 /// returns): the native backend's stage 1 and sandbox init.
 pub fn run_helper_if_requested() {

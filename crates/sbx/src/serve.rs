@@ -55,6 +55,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     return_large_buffers_to_the_host();
     warm_blocking_pool().await;
     let config = sbx_config::Config::load(args.config.as_deref())?;
+    crate::backends::check(&config)?;
     let listen = args.listen.unwrap_or(config.daemon.listen);
     let warm_pool = args.warm_pool.unwrap_or(config.daemon.warm_pool);
     let keep_sandboxes = args.keep_sandboxes || config.daemon.keep_sandboxes;
@@ -164,13 +165,19 @@ async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!(e.detail()))?;
     for backend in service.backends().iter() {
-        let health = backend.health().await;
-        tracing::info!(
-            backend = backend.kind(),
-            healthy = health.healthy,
-            detail = %health.detail,
-            "backend ready"
-        );
+        // Said for the operator; a backend slow to answer does not hold the start up.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), backend.health()).await {
+            Ok(health) => tracing::info!(
+                backend = backend.kind(),
+                healthy = health.healthy,
+                detail = %health.detail,
+                "backend ready"
+            ),
+            Err(_) => tracing::warn!(
+                backend = backend.kind(),
+                "backend started; its health check did not answer within 5 s"
+            ),
+        }
     }
     tracing::info!(
         address = %listener.local_addr()?,

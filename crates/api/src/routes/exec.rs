@@ -40,11 +40,11 @@ pub async fn exec(
     Path(id): Path<String>,
     BudgetedJsonBody(request, held): BudgetedJsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
-    let request = wire::exec_request(&request)?;
-    let mut stream = state.service.exec(&caller, &id, &request).await?;
-    // The stdin is the command's now; the request's copy goes (`held` counts the command's
-    // until it ends).
+    // Decoded, the request's text goes at once: the stdin is the command's (`held` counts it
+    // until the command ends).
+    let decoded = wire::exec_request(&request)?;
     drop(request);
+    let mut stream = state.service.exec(&caller, &id, decoded).await?;
     let settings = &state.settings.spool;
     let mut stdout = Spool::new(settings, &caller.user);
     let mut stderr = Spool::new(settings, &caller.user);
@@ -85,9 +85,9 @@ pub async fn exec_stream(
     Path(id): Path<String>,
     BudgetedJsonBody(request, held): BudgetedJsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
-    let request = wire::exec_request(&request)?;
-    let stream = state.service.exec(&caller, &id, &request).await?;
+    let decoded = wire::exec_request(&request)?;
     drop(request);
+    let stream = state.service.exec(&caller, &id, decoded).await?;
     let started = line(&ExecEvent::Started { pid: stream.pid });
     // The stream holds the command's share of the body budget until it ends.
     let events = futures::stream::unfold(Some((stream, held)), |state| async move {

@@ -109,8 +109,8 @@ pub async fn extend(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<ExtendRequest>,
 ) -> Result<Json<Sandbox>, ApiError> {
-    let duration = wire::duration(&request.duration, "duration")?;
-    let sandbox = state.service.extend(&caller, &id, duration).await?;
+    let duration = wire::span(&request.duration, "duration")?;
+    let sandbox = state.service.extend(&caller, &id, &duration).await?;
     Ok(Json(wire::sandbox(sandbox)))
 }
 

@@ -219,4 +219,21 @@ impl Inner {
             tracing::error!(error = %e.chain(), "rollback of a failed create left traces");
         }
     }
+
+    /// Removes what a failed create of sandbox `id` (on host key `key`) left. The sandbox's
+    /// key is forgotten only once its traces are gone: until then a destroy of the id (by
+    /// lifecycle, or a cleanup that finds it as an orphan) still reaches them.
+    pub(super) async fn rollback_create(self: &Arc<Self>, id: &SandboxId, key: &SandboxId) {
+        let inner = self.clone();
+        let (id, key) = (id.clone(), key.clone());
+        let removed = blocking(move || {
+            inner.destroy_key(&key, None)?;
+            inner.keys.forget(&id);
+            Ok(())
+        })
+        .await;
+        if let Err(e) = removed {
+            tracing::error!(error = %e.chain(), "rollback of a failed create left traces");
+        }
+    }
 }

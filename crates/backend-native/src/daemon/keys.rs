@@ -77,14 +77,19 @@ impl Keys {
     /// Reads the map the host holds (`sandbox-id` files).
     pub fn load(layout: &Layout) -> Keys {
         let mut aliases = HashMap::new();
-        if let Ok(entries) = fs::read_dir(layout.sandboxes()) {
-            for entry in entries.flatten() {
-                let Ok(key) = SandboxId::parse(&entry.file_name().to_string_lossy()) else {
-                    continue;
-                };
-                if let Some(id) = read_owner(layout, &key) {
-                    aliases.insert(id, key);
-                }
+        let mut keys: Vec<SandboxId> = fs::read_dir(layout.sandboxes())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| SandboxId::parse(&e.file_name().to_string_lossy()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // In a stable order, so that the same host gives the same map.
+        keys.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        for key in keys {
+            if let Ok(Some(id)) = read_owner(layout, &key) {
+                aliases.insert(id, key);
             }
         }
         Keys {
@@ -122,8 +127,16 @@ impl Keys {
     }
 }
 
-/// The sandbox the traces of `key` serve, when it is not `key` itself.
-pub fn read_owner(layout: &Layout, key: &SandboxId) -> Option<SandboxId> {
-    let text = fs::read_to_string(layout.owner_file(key)).ok()?;
-    SandboxId::parse(text.trim()).ok()
+/// The sandbox the traces of `key` serve, when it is not `key` itself (`None`: no owner file,
+/// the key is its own). A file that cannot be read or names no sandbox is an error: the
+/// traces belong to someone, and must not pass for an orphan of their key.
+pub fn read_owner(layout: &Layout, key: &SandboxId) -> io::Result<Option<SandboxId>> {
+    let text = match fs::read_to_string(layout.owner_file(key)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    SandboxId::parse(text.trim())
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }

@@ -291,8 +291,7 @@ impl Backend for NativeBackend {
                 Ok(request) => request,
                 Err(e) => {
                     helper.abort().await;
-                    inner.rollback(&key).await;
-                    inner.keys.forget(&spec.id);
+                    inner.rollback_create(&spec.id, &key).await;
                     return Err(e);
                 }
             };
@@ -306,8 +305,7 @@ impl Backend for NativeBackend {
             }
             .to_handle()),
             Err(e) => {
-                inner.rollback(&key).await;
-                inner.keys.forget(&spec.id);
+                inner.rollback_create(&spec.id, &key).await;
                 Err(e)
             }
         }
@@ -367,10 +365,18 @@ impl Backend for NativeBackend {
             }
             // Pooled helpers and sandboxes being built are this daemon's, not orphans; the
             // others are reported by the sandbox they serve.
+            // A key whose owner cannot be read is left alone (and said so): its traces may
+            // serve a live sandbox.
             Ok(keys
                 .into_iter()
                 .filter(|key| !inner.pool.is_busy(key))
-                .map(|key| keys::read_owner(&inner.layout, &key).unwrap_or(key))
+                .filter_map(|key| match keys::read_owner(&inner.layout, &key) {
+                    Ok(owner) => Some(owner.unwrap_or(key)),
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "cannot read whose sandbox these traces are");
+                        None
+                    }
+                })
                 .collect())
         })
         .await

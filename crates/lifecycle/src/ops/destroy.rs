@@ -53,13 +53,23 @@ impl Service {
             return Ok(row.clone());
         }
         let id = sandbox_id(row)?;
-        self.record(Change::to(&row.id, State::Destroying, reason))?;
         let handle = handle_of(row)?;
-        let removal = self.backend_of(row)?.destroy(&id, handle.as_ref());
-        if let Err(error) = deadline::run(deadline::DESTROY, "destroy", removal).await {
-            // Stays `destroying`: asking again retries, and reconciliation finishes it.
-            tracing::error!(sandbox = %id, error = %error.detail(), "destroy failed");
-            return Err(error);
+        match self.backend_of(row) {
+            Ok(backend) => {
+                self.record(Change::to(&row.id, State::Destroying, reason))?;
+                let removal = backend.destroy(&id, handle.as_ref());
+                if let Err(error) = deadline::run(deadline::DESTROY, "destroy", removal).await {
+                    // Stays `destroying`: asking again retries, and reconciliation finishes it.
+                    tracing::error!(sandbox = %id, error = %error.detail(), "destroy failed");
+                    return Err(error);
+                }
+            }
+            // Its backend is not running in this daemon: there is nothing to ask. The record
+            // ends here; whatever the backend left is an orphan to it when it runs again
+            // (no live record names it), and its start-up removes it.
+            Err(_) => {
+                tracing::warn!(sandbox = %id, backend = %row.backend, "destroyed the record of a sandbox whose backend is not running");
+            }
         }
         let now = now_ms();
         self.record(Change::to(&row.id, State::Destroyed, reason).at(now))?;

@@ -64,7 +64,7 @@ impl Service {
         &self,
         caller: &Caller,
         id_or_name: &str,
-        request: &ExecRequest,
+        request: ExecRequest,
     ) -> Result<ExecStream, Error> {
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;

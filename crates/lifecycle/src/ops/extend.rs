@@ -1,7 +1,7 @@
 //! `extend`: a new deadline, counted from now, capped so that the instance's whole lifetime
 //! stays within its profile's `ttl.max`. Only a running sandbox can be extended.
 
-use crate::model::Sandbox;
+use crate::model::{Sandbox, Span};
 use sbx_store::Lifetime;
 
 use crate::transition::Change;
@@ -14,12 +14,12 @@ impl Service {
         &self,
         caller: &Caller,
         id_or_name: &str,
-        asked: std::time::Duration,
+        duration: &Span,
     ) -> Result<Sandbox, Error> {
+        let asked = duration.value;
         if asked.is_zero() {
             return Err(Error::Invalid("duration must be above 0".into()));
         }
-        let duration = crate::model::shown(asked);
         let row = self.resolve(caller, id_or_name)?;
         let lock = self.lock_for(&row.id);
         let _guard = lock.lock().await;
@@ -63,7 +63,7 @@ impl Service {
         self.inner.access.audit(
             caller,
             "sandbox.extended",
-            serde_json::json!({ "sandbox_id": row.id, "duration": duration, "expires_at": view::rfc3339(expires_at) }),
+            serde_json::json!({ "sandbox_id": row.id, "duration": duration.written, "expires_at": view::rfc3339(expires_at) }),
         );
         let mut sandbox = view::sandbox(&self.reread(&row.id)?)?;
         sandbox.warnings = warnings;

@@ -41,6 +41,17 @@ impl Service {
             let state = view::state_of(&row)?;
             let handle = handle_of(&row)?;
             let Ok(backend) = self.backend_of(&row) else {
+                // Nothing can be asked of it. A sandbox being destroyed is destroyed (what its
+                // backend left is an orphan to it when it runs again); any other has failed.
+                if state == State::Destroying {
+                    let why = row
+                        .state_reason
+                        .clone()
+                        .unwrap_or_else(|| reason::DELETED.into());
+                    self.record(Change::to(&row.id, State::Destroyed, &why))?;
+                    report.finished.push(row.id);
+                    continue;
+                }
                 let why = format!("the {} backend is not running", row.backend);
                 tracing::warn!(sandbox = %id, backend = %row.backend, "a sandbox's backend is not running; marked failed");
                 self.record(Change::to(

@@ -8,12 +8,12 @@ use sbx_backend::{Backend, SandboxId, SandboxSpec, SharedResource, Storage};
 use sbx_backend_fake::{Engine, Failure, FakeBackend, Fault, Op};
 
 use super::{config, user, Harness};
-use crate::model::{ExecRequest, NewSandbox, ResourceRequest, Sandbox, TerminalRequest};
+use crate::model::{ExecRequest, NewSandbox, ResourceRequest, Sandbox, Span, TerminalRequest};
 use crate::{Caller, Error, ExecOutput, ListFilter, State};
 
 fn with_ttl(seconds: u64) -> NewSandbox {
     NewSandbox {
-        ttl: Some(Duration::from_secs(seconds)),
+        ttl: Some(Span::new(Duration::from_secs(seconds))),
         ..Default::default()
     }
 }
@@ -45,7 +45,7 @@ async fn run(h: &Harness, id: &str, argv: &[&str]) -> (String, Option<i32>) {
     };
     let mut stream = h
         .service
-        .exec(&Caller::system(), id, &request)
+        .exec(&Caller::system(), id, request)
         .await
         .unwrap_or_else(|e| panic!("exec: {}", e.detail()));
     let mut stdout = Vec::new();
@@ -86,7 +86,7 @@ async fn extend_moves_the_deadline_within_the_profiles_maximum() {
     let sandbox = h.create(with_ttl(60)).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     h.service
-        .extend(&caller, &sandbox.id, Duration::from_secs(120))
+        .extend(&caller, &sandbox.id, &Span::new(Duration::from_secs(120)))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(100)).await;
@@ -96,7 +96,11 @@ async fn extend_moves_the_deadline_within_the_profiles_maximum() {
     let other = h.create(with_ttl(60)).await;
     let extended = h
         .service
-        .extend(&caller, &other.id, Duration::from_secs(100 * 86_400))
+        .extend(
+            &caller,
+            &other.id,
+            &Span::new(Duration::from_secs(100 * 86_400)),
+        )
         .await
         .unwrap();
     assert!(!extended.warnings.is_empty(), "{extended:?}");
@@ -121,7 +125,7 @@ async fn idle_sandboxes_are_reaped_and_busy_ones_are_not() {
     };
     drop(
         h.service
-            .exec(&Caller::system(), &busy.id, &request)
+            .exec(&Caller::system(), &busy.id, request)
             .await
             .unwrap(),
     );
@@ -252,6 +256,48 @@ async fn sandboxes_of_a_backend_no_longer_running_are_marked_failed() {
         failed.state_detail.as_deref(),
         Some("the other backend is not running")
     );
+    // Its record can still be deleted: there is nothing to ask of its backend.
+    let deleted = h
+        .service
+        .destroy(&Caller::system(), &elsewhere.id, crate::reason::DELETED)
+        .await
+        .unwrap();
+    assert_eq!(deleted.state, State::Destroyed);
+    h.service.shutdown(false).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cleanup_without_reconciliation_passes_over_a_backend_that_is_not_running() {
+    let mut two = config();
+    let mut alt = two.profiles["default"].clone();
+    alt.name = "alt".into();
+    alt.backend = "other".into();
+    two.profiles.insert("alt".into(), alt);
+    let engine = Engine::new();
+    let other = Engine::new();
+    let h = Harness::with_backends(
+        two,
+        engine.clone(),
+        vec![
+            Arc::new(FakeBackend::on(engine.clone())),
+            Arc::new(FakeBackend::on(other.clone()).with_kind("other")),
+        ],
+    );
+    let here = h.create(NewSandbox::default()).await;
+    let elsewhere = h
+        .create(NewSandbox {
+            profile: Some("alt".into()),
+            ..Default::default()
+        })
+        .await;
+    // As `sbx cleanup` does without a daemon: no reconciliation first.
+    let h = h.restart(config()).await;
+    let report = h.service.cleanup(&Caller::system(), false).await.unwrap();
+    assert_eq!(report.sandboxes.len(), 2, "{report:?}");
+    for id in [&here.id, &elsewhere.id] {
+        assert_eq!(h.get(id).state, State::Destroyed);
+    }
+    assert!(h.engine.traces().is_empty());
     h.service.shutdown(false).await.unwrap();
 }
 
@@ -519,12 +565,12 @@ async fn a_command_past_its_timeout_is_killed() {
     let sandbox = h.create(NewSandbox::default()).await;
     let request = ExecRequest {
         cmd: vec!["sleep".into(), "1000".into()],
-        timeout: Some(Duration::from_secs(2)),
+        timeout: Some(Span::new(Duration::from_secs(2))),
         ..Default::default()
     };
     let mut stream = h
         .service
-        .exec(&Caller::system(), &sandbox.id, &request)
+        .exec(&Caller::system(), &sandbox.id, request)
         .await
         .unwrap();
     let mut end = None;
@@ -556,7 +602,7 @@ async fn a_sandbox_dying_under_a_command_ends_it_as_gone() {
     };
     let mut stream = h
         .service
-        .exec(&Caller::system(), &sandbox.id, &request)
+        .exec(&Caller::system(), &sandbox.id, request)
         .await
         .unwrap();
     match stream.output.recv().await {

@@ -94,6 +94,20 @@ fn a_backend_this_build_lacks_is_refused_at_start_with_the_list() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sbx.toml");
     std::fs::write(&file, "[profiles.default]\nbackend = \"vmware\"\n").unwrap();
+    // `config check` says so first, naming the file and the key.
+    let out = Command::new(SBX)
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let error = text(&out.stderr);
+    assert!(
+        error.contains("sbx.toml")
+            && error.contains("profiles.default.backend")
+            && error.contains("not available in this build of sbx (backends: native, fake)"),
+        "{error}"
+    );
     let out = Command::new(SBX)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))

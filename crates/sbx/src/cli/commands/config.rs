@@ -25,6 +25,10 @@ enum ConfigCommand {
 pub async fn run(context: &Context, args: ConfigArgs) -> anyhow::Result<u8> {
     let ConfigCommand::Check { config } = args.command;
     let resolved = sbx_config::Config::load(config.as_deref())?;
+    crate::backends::check(&resolved).map_err(|e| match &config {
+        Some(file) => anyhow::anyhow!("{}: {e}", file.display()),
+        None => e,
+    })?;
     if context.json {
         println!(
             "{}",
