@@ -111,13 +111,23 @@ async fn a_restarted_daemon_adopts_what_survived_and_settles_the_rest() {
 #[tokio::test]
 async fn kill_9_with_sandboxes_running_and_creates_in_flight() {
     let mut d = TestDaemon::start().await;
+    // Small disks: thirty of the default 2 GiB would ask more of the host's free space than a
+    // busy CI disk may have beside its reserve (a 507 is not what this test is about).
+    let small = || CreateSandboxRequest {
+        resources: Some(sbx_protocol::ResourcesRequest {
+            disk_mb: Some(256),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     for _ in 0..20 {
-        d.create().await;
+        d.create_with(small()).await;
     }
     let mut creates = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let client = d.client.clone();
-        creates.spawn(async move { client.create(&CreateSandboxRequest::default()).await });
+        let request = small();
+        creates.spawn(async move { client.create(&request).await });
     }
     tokio::time::sleep(Duration::from_millis(15)).await;
     d.crash();
