@@ -171,6 +171,16 @@ impl Client {
         self.send(self.http.post(url)).await
     }
 
+    pub async fn pause(&self, id: &str) -> Result<Sandbox, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/pause", segment(id)));
+        self.send(self.http.post(url)).await
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<Sandbox, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/resume", segment(id)));
+        self.send(self.http.post(url)).await
+    }
+
     /// The recorded history of one sandbox.
     pub async fn sandbox_events(&self, id: &str) -> Result<Vec<Event>, ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}/events", segment(id)));

@@ -32,6 +32,8 @@ use crate::routes;
         routes::exec::exec_stream,
         routes::sandboxes::extend,
         routes::sandboxes::recreate,
+        routes::sandboxes::pause,
+        routes::sandboxes::resume,
         routes::sandboxes::history,
         routes::maintenance::expire,
         routes::maintenance::cleanup,

@@ -112,6 +112,7 @@ pub fn state(state: State) -> wire::SandboxState {
     match state {
         State::Creating => wire::SandboxState::Creating,
         State::Running => wire::SandboxState::Running,
+        State::Paused => wire::SandboxState::Paused,
         State::Expired => wire::SandboxState::Expired,
         State::Destroying => wire::SandboxState::Destroying,
         State::Destroyed => wire::SandboxState::Destroyed,
@@ -148,6 +149,7 @@ pub fn sandbox(s: model::Sandbox) -> wire::Sandbox {
         started_at: rfc3339(s.started_at),
         expires_at: rfc3339(s.expires_at),
         expires_in_seconds: s.expires_in_seconds,
+        paused_at: s.paused_at.map(rfc3339),
         warnings: s.warnings,
     }
 }

@@ -67,6 +67,7 @@ macro_rules! suite {
             exec_of_a_missing_program_fails_cleanly,
             exec_in_a_destroyed_sandbox_is_not_found,
             terminals_if_supported,
+            pause_and_resume_if_supported,
             capabilities_match_their_traits,
             wait_exit_ends_when_the_sandbox_goes,
             orphans_are_found_after_a_crash,
@@ -423,6 +424,54 @@ pub mod tests {
         }
         assert!(ended, "a killed terminal reports its end");
         destroy(&*backend, &id, Some(&handle)).await;
+    }
+
+    /// A paused sandbox does nothing until resumed, then carries on where it was; a paused
+    /// sandbox can be destroyed.
+    pub async fn pause_and_resume_if_supported(subject: &dyn Subject) {
+        let backend = subject.instance().await;
+        let Some(pauser) = backend.pause() else {
+            assert!(!backend.capabilities().pause);
+            return;
+        };
+        let (id, handle) = create(subject, &*backend).await;
+        let mut speaker = exec(
+            &*backend,
+            &handle,
+            command(&["sh", "-c", "sleep 0.5; echo after"], false),
+        )
+        .await;
+        within("pause", pauser.pause(&handle))
+            .await
+            .unwrap_or_else(|e| panic!("pause failed: {}", e.chain()));
+        let observed = within("inspect", backend.inspect(&handle)).await.unwrap();
+        assert!(observed.alive, "a paused sandbox is alive");
+        assert_ne!(observed.frozen, Some(false), "inspect sees it paused");
+        // Well past its sleep, nothing has come.
+        let early = tokio::time::timeout(Duration::from_millis(1500), speaker.events.recv()).await;
+        assert!(early.is_err(), "a paused command went on: {early:?}");
+        // Pausing again is harmless.
+        within("pause", pauser.pause(&handle)).await.unwrap();
+        within("resume", pauser.resume(&handle))
+            .await
+            .unwrap_or_else(|e| panic!("resume failed: {}", e.chain()));
+        let outcome = collect(&mut speaker).await;
+        assert_eq!(outcome.stdout, b"after\n");
+        assert_eq!(outcome.status, Some(ExitStatus::Code(0)));
+        let observed = within("inspect", backend.inspect(&handle)).await.unwrap();
+        assert_ne!(observed.frozen, Some(true), "inspect sees it running");
+        // A paused sandbox is destroyed like any other, promptly.
+        let _sleeper = exec(&*backend, &handle, command(&["sleep", "60"], false)).await;
+        within("pause", pauser.pause(&handle)).await.unwrap();
+        let started = std::time::Instant::now();
+        destroy(&*backend, &id, Some(&handle)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "destroying a paused sandbox took {:?}",
+            started.elapsed()
+        );
+        let gone = within("pause", pauser.pause(&handle)).await;
+        assert!(gone.is_err(), "a destroyed sandbox cannot be paused");
     }
 
     /// A capability is reported exactly when its trait object is there.

@@ -21,7 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sbx_backend::{
     Backend, BackendError, Bounds, Capabilities, ExecSession, ExecSpec, Handle, Health, Observed,
-    SandboxId, SandboxSpec, SharedResource, StdinMode, Storage, TerminalSpec, Terminals,
+    PauseResume, SandboxId, SandboxSpec, SharedResource, StdinMode, Storage, TerminalSpec,
+    Terminals,
 };
 use tokio::sync::watch;
 
@@ -41,6 +42,8 @@ pub enum Op {
     Exec,
     OpenTerminal,
     WaitExit,
+    Pause,
+    Resume,
 }
 
 /// What a call does instead of (or before) its work.
@@ -119,6 +122,8 @@ struct Sandbox {
     alive: Arc<watch::Sender<bool>>,
     /// Commands running in it now.
     running: Arc<AtomicU64>,
+    /// `true` while it is paused.
+    frozen: Arc<watch::Sender<bool>>,
 }
 
 impl Default for Engine {
@@ -342,6 +347,7 @@ impl FakeBackend {
             pid,
             stdin,
             sandbox.alive.subscribe(),
+            sandbox.frozen.subscribe(),
             sandbox.running.clone(),
         ))
     }
@@ -357,6 +363,7 @@ impl Backend for FakeBackend {
         Capabilities {
             stdin: true,
             terminals: self.terminals,
+            pause: true,
             adopt: true,
             ..Capabilities::default()
         }
@@ -409,6 +416,7 @@ impl Backend for FakeBackend {
                     generation,
                     alive: Arc::new(watch::Sender::new(true)),
                     running: Arc::new(AtomicU64::new(0)),
+                    frozen: Arc::new(watch::Sender::new(false)),
                 },
             );
             generation
@@ -442,6 +450,7 @@ impl Backend for FakeBackend {
                     memory_bytes: Some(0),
                     cpu_usec: Some(0),
                     pids: Some(u64::from(alive) + sandbox.running.load(Ordering::SeqCst)),
+                    frozen: Some(*sandbox.frozen.borrow()),
                 }
             }
             None => Observed::default(),
@@ -505,12 +514,40 @@ impl Backend for FakeBackend {
         Ok(())
     }
 
+    fn pause(&self) -> Option<&dyn PauseResume> {
+        Some(self)
+    }
+
     fn terminals(&self) -> Option<&dyn Terminals> {
         if self.terminals {
             Some(self)
         } else {
             None
         }
+    }
+}
+
+#[async_trait]
+impl PauseResume for FakeBackend {
+    async fn pause(&self, handle: &Handle) -> Result<(), BackendError> {
+        self.set_frozen(Op::Pause, handle, true).await
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), BackendError> {
+        self.set_frozen(Op::Resume, handle, false).await
+    }
+}
+
+impl FakeBackend {
+    async fn set_frozen(&self, op: Op, handle: &Handle, frozen: bool) -> Result<(), BackendError> {
+        self.engine.call(op).await?;
+        let fake = FakeHandle::parse(handle, self.kind)?;
+        let sandbox = self.engine.sandbox(&fake).ok_or_else(BackendError::gone)?;
+        if !*sandbox.alive.borrow() {
+            return Err(BackendError::gone());
+        }
+        sandbox.frozen.send_replace(frozen);
+        Ok(())
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! A signal ends `cat` and `sleep` as it would end the real ones (status: killed by it), except
 //! `WINCH`, `CONT` and a shell's `INT`; `Kill` ends everything. When the sandbox dies, the
-//! session's events end without `Exited`.
+//! session's events end without `Exited`. While the sandbox is paused a program does nothing
+//! (no statement starts, no output and no exit is reported) until it is resumed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -107,6 +108,7 @@ pub fn spawn(
     pid: u32,
     stdin: bool,
     alive: watch::Receiver<bool>,
+    frozen: watch::Receiver<bool>,
     running: Arc<AtomicU64>,
 ) -> ExecSession {
     let (events, events_rx) = mpsc::channel(QUEUE);
@@ -117,6 +119,7 @@ pub fn spawn(
             events,
             input,
             stdin_open: stdin,
+            frozen,
         };
         let mut alive = alive;
         let status = tokio::select! {
@@ -125,6 +128,7 @@ pub fn spawn(
         };
         running.fetch_sub(1, Ordering::SeqCst);
         if let Some(status) = status {
+            process.thawed().await;
             let _ = process.events.send(ExecEvent::Exited(status)).await;
         }
     });
@@ -139,6 +143,8 @@ struct Process {
     events: mpsc::Sender<ExecEvent>,
     input: mpsc::Receiver<ExecInput>,
     stdin_open: bool,
+    /// `true` while the sandbox is paused.
+    frozen: watch::Receiver<bool>,
 }
 
 /// What input did to a program.
@@ -168,7 +174,13 @@ impl Process {
         }
     }
 
+    /// Waits while the sandbox is paused.
+    async fn thawed(&mut self) {
+        let _ = self.frozen.wait_for(|frozen| !*frozen).await;
+    }
+
     async fn statement(&mut self, statement: &Statement, terminal: bool) -> Option<Flow> {
+        self.thawed().await;
         match statement {
             Statement::Echo {
                 text,

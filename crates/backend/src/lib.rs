@@ -62,6 +62,8 @@ pub struct Observed {
     pub memory_bytes: Option<u64>,
     pub cpu_usec: Option<u64>,
     pub pids: Option<u64>,
+    /// Its processes are frozen ([`PauseResume`]), when the backend can tell.
+    pub frozen: Option<bool>,
 }
 
 /// The file system that holds a backend's sandbox disks, and what those disks may still take

@@ -46,6 +46,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CREATE_EXEC_TARGET: Target = Target(&[(Stat::P50, 10.0), (Stat::P99, 30.0)]);
 const EXEC_TARGET: Target = Target(&[(Stat::P50, 3.0)]);
 const DESTROY_TARGET: Target = Target(&[(Stat::P50, 10.0)]);
+const PAUSE_TARGET: Target = Target(&[(Stat::P50, 10.0)]);
 const ECHO_TARGET: Target = Target(&[(Stat::P50, 2.0)]);
 const AUTH_OVERHEAD_TARGET: Target = Target(&[(Stat::P50, AUTH_OVERHEAD_TARGET_MS)]);
 /// Terminal output throughput to reach, MB/s (10^6 bytes).
@@ -359,6 +360,21 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
     }
     api.delete(&id).await?;
 
+    eprintln!("pause and resume ×{n} (a sandbox with a busy process)…");
+    let (mut pause, mut resume) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let id = api.create().await?;
+    api.sh(&id, "nohup sh -c 'while :; do :; done' >/dev/null 2>&1 &")
+        .await?;
+    for _ in 0..n {
+        let start = Instant::now();
+        api.set_paused(&id, true).await?;
+        pause.push(start.elapsed());
+        let start = Instant::now();
+        api.set_paused(&id, false).await?;
+        resume.push(start.elapsed());
+    }
+    api.delete(&id).await?;
+
     eprintln!("destroy ×{n}…");
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -413,6 +429,12 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
             &destroy,
             Some(DESTROY_TARGET),
         ),
+        row(
+            "pause (a sandbox spinning on its CPU)",
+            &pause,
+            Some(PAUSE_TARGET),
+        ),
+        row("resume", &resume, Some(PAUSE_TARGET)),
         row(
             "terminal keystroke echo round trip (WebSocket → shell's terminal → WebSocket)",
             &echo,
@@ -702,6 +724,35 @@ impl Api<'_> {
             );
         }
         Ok(result.duration_ms)
+    }
+
+    /// Runs `sh -c script`, which must succeed.
+    pub async fn sh(&self, id: &str, script: &str) -> Result<()> {
+        let request = ExecRequest {
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            ..ExecRequest::default()
+        };
+        let result = call("exec", self.0.exec(id, &request)).await?;
+        ensure!(
+            result.exit_code == 0,
+            "{script} failed: {}",
+            result.stderr.trim()
+        );
+        Ok(())
+    }
+
+    /// Pauses or resumes a sandbox, checking the state it answers.
+    pub async fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
+        let (sandbox, want) = if paused {
+            (call("pause", self.0.pause(id)).await?, SandboxState::Paused)
+        } else {
+            (
+                call("resume", self.0.resume(id)).await?,
+                SandboxState::Running,
+            )
+        };
+        ensure!(sandbox.state == want, "{id} answered {}", sandbox.state);
+        Ok(())
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {

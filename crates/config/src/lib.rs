@@ -177,9 +177,29 @@ pub struct Profile {
     /// allow less.
     pub max_resources: Resources,
     pub ttl: Ttl,
+    /// An exec, terminal or files call on a paused sandbox resumes it (else it is refused, 409).
+    pub auto_resume: bool,
     /// Extra limits on creating sandboxes of this profile, counted over this profile's
     /// sandboxes only (unlimited unless set).
     pub limits: Limits,
+}
+
+/// What the reaper does to a sandbox idle for `ttl.idle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleAction {
+    #[default]
+    Destroy,
+    /// Pause it: its processes are kept, frozen, until it is resumed.
+    Pause,
+}
+
+impl IdleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleAction::Destroy => "destroy",
+            IdleAction::Pause => "pause",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -205,6 +225,10 @@ pub struct Ttl {
     pub max: Duration,
     /// Reap after this long without API activity or running processes; `None`: never.
     pub idle: Option<Duration>,
+    /// What reaping an idle sandbox does.
+    pub idle_action: IdleAction,
+    /// The lifetime does not run while the sandbox is paused (it does by default).
+    pub pause_stops_clock: bool,
 }
 
 impl Profile {
@@ -224,7 +248,10 @@ impl Profile {
                 default: DEFAULT_TTL,
                 max: DEFAULT_TTL_MAX,
                 idle: None,
+                idle_action: IdleAction::Destroy,
+                pause_stops_clock: false,
             },
+            auto_resume: false,
             max_resources: Resources {
                 memory_mb: 8192,
                 cpus: 4.0,
@@ -354,7 +381,10 @@ impl Config {
                             default: Some(DurationText(p.ttl.default)),
                             max: Some(DurationText(p.ttl.max)),
                             idle: p.ttl.idle.map(DurationText),
+                            idle_action: Some(p.ttl.idle_action.as_str().into()),
+                            pause_stops_clock: Some(p.ttl.pause_stops_clock),
                         }),
+                        auto_resume: Some(p.auto_resume),
                         limits: (p.limits != Limits::UNLIMITED).then(|| p.limits.to_raw()),
                     };
                     (name.clone(), raw)
@@ -470,6 +500,8 @@ struct RawProfile {
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<RawTtl>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    auto_resume: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<RawLimits>,
 }
 
@@ -538,6 +570,10 @@ struct RawTtl {
     max: Option<DurationText>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idle: Option<DurationText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pause_stops_clock: Option<bool>,
 }
 
 /// A duration written as text; a bad one fails where it stands, so the error has its line.
@@ -814,6 +850,23 @@ fn resolve_profile(name: &str, raw: RawProfile) -> Result<Profile, String> {
             profile.ttl.default = profile.ttl.max;
         }
         profile.ttl.idle = ttl.idle.map(|DurationText(idle)| idle);
+        if let Some(action) = ttl.idle_action {
+            profile.ttl.idle_action = match action.as_str() {
+                "destroy" => IdleAction::Destroy,
+                "pause" => IdleAction::Pause,
+                other => {
+                    return Err(format!(
+                        "ttl.idle_action: {other:?} must be \"destroy\" or \"pause\""
+                    ))
+                }
+            };
+        }
+        if let Some(stops) = ttl.pause_stops_clock {
+            profile.ttl.pause_stops_clock = stops;
+        }
+    }
+    if let Some(auto_resume) = raw.auto_resume {
+        profile.auto_resume = auto_resume;
     }
     if let Some(limits) = raw.limits {
         profile.limits = limits.over(Limits::UNLIMITED, "limits")?;

@@ -10,6 +10,8 @@ pub const CREATE: Duration = Duration::from_secs(30);
 pub const DESTROY: Duration = Duration::from_secs(30);
 pub const EXEC_START: Duration = Duration::from_secs(10);
 pub const LIST: Duration = Duration::from_secs(10);
+/// Freezing (which waits for every process to stop) and thawing.
+pub const PAUSE: Duration = Duration::from_secs(10);
 
 /// Runs a backend call under its deadline.
 pub async fn run<T>(

@@ -76,6 +76,8 @@ pub struct Sandbox {
     /// When its current instance started (a recreate starts a new one).
     pub started_at: UnixMs,
     pub expires_at: UnixMs,
+    /// When it was paused, while it is.
+    pub paused_at: Option<UnixMs>,
     /// Whole seconds left, for a sandbox that may still run.
     pub expires_in_seconds: Option<u64>,
     /// What the request asked for but did not get.

@@ -9,6 +9,8 @@ pub const IDLE: &str = "idle";
 pub const EXTENDED: &str = "extended";
 pub const RECREATING: &str = "recreating";
 pub const RECREATED: &str = "recreated";
+pub const PAUSED: &str = "paused";
+pub const RESUMED: &str = "resumed";
 /// Creation failed, or the sandbox died on its own; the detail says which.
 pub const FAILED: &str = "failed";
 pub const DAEMON_SHUTDOWN: &str = "daemon-shutdown";

@@ -4,7 +4,10 @@
 //!                ┌──────────── recreate ─────────────┐
 //!                ▼                                   │
 //! creating ──▶ running ──▶ expired ──▶ destroying ──▶ destroyed
-//!     │           │ └──────────────────▲  (deleted, idle, daemon-shutdown, daemon-cleanup)
+//!     │        │ ▲ │ └─────────────────▲  (deleted, idle, daemon-shutdown, daemon-cleanup)
+//!     │  pause │ │ resume              │
+//!     │        ▼ │                     │
+//!     │       paused ──────────────────┘  (expires too, unless its clock stopped)
 //!     └──▶ failed ◀┘  (creation failed, or the sandbox died on its own; remains removed)
 //! ```
 //! Every check of "may X happen now" is a `can_*` method here; nothing else compares states.
@@ -15,6 +18,8 @@ use std::fmt;
 pub enum State {
     Creating,
     Running,
+    /// Frozen: its processes stop where they are and use no CPU until resumed.
+    Paused,
     /// Past its deadline; the reaper (or `expire --apply`) destroys it.
     Expired,
     Destroying,
@@ -23,9 +28,10 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Creating,
         State::Running,
+        State::Paused,
         State::Expired,
         State::Destroying,
         State::Destroyed,
@@ -36,6 +42,7 @@ impl State {
         match self {
             State::Creating => "creating",
             State::Running => "running",
+            State::Paused => "paused",
             State::Expired => "expired",
             State::Destroying => "destroying",
             State::Destroyed => "destroyed",
@@ -61,17 +68,30 @@ impl State {
     }
 
     pub fn can_extend(self) -> bool {
-        self == State::Running
+        matches!(self, State::Running | State::Paused)
+    }
+
+    /// Pausing a paused sandbox, like resuming a running one, changes nothing.
+    pub fn can_pause(self) -> bool {
+        matches!(self, State::Running | State::Paused)
+    }
+
+    pub fn can_resume(self) -> bool {
+        matches!(self, State::Running | State::Paused)
     }
 
     /// A destroyed sandbox is history; anything else can get a fresh instance.
     pub fn can_recreate(self) -> bool {
-        matches!(self, State::Running | State::Expired | State::Failed)
+        matches!(
+            self,
+            State::Running | State::Paused | State::Expired | State::Failed
+        )
     }
 
-    /// Subject to its deadline (the reaper and `expire` look at these).
+    /// Subject to its deadline (the reaper and `expire` look at these). A paused sandbox
+    /// whose clock stopped has its deadline out of reach until it is resumed.
     pub fn has_deadline(self) -> bool {
-        matches!(self, State::Running | State::Expired)
+        matches!(self, State::Running | State::Paused | State::Expired)
     }
 
     /// Destroy is idempotent: every state may ask; `Destroyed` answers at once.
@@ -83,7 +103,7 @@ impl State {
     pub fn may_have_host_traces(self) -> bool {
         matches!(
             self,
-            State::Creating | State::Running | State::Expired | State::Destroying
+            State::Creating | State::Running | State::Paused | State::Expired | State::Destroying
         )
     }
 

@@ -5,7 +5,7 @@
 //! traces (`failed`, `destroyed`) forgets the handle; a change to `destroyed` stamps
 //! `destroyed_at`. The store records the change and its event in one transaction.
 
-use sbx_store::{Lifetime, Transition};
+use sbx_store::{Lifetime, Pause, Transition};
 
 use crate::{now_ms, State};
 
@@ -17,6 +17,7 @@ pub(crate) struct Change<'a> {
     at: i64,
     handle: Option<Option<&'a str>>,
     lifetime: Option<Lifetime>,
+    pause: Option<Pause>,
 }
 
 impl<'a> Change<'a> {
@@ -30,6 +31,8 @@ impl<'a> Change<'a> {
             at: now_ms(),
             handle: (!to.may_have_host_traces()).then_some(None),
             lifetime: None,
+            // Only a paused sandbox has a pause mark: every other state clears it.
+            pause: (to != State::Paused).then_some(Pause::default()),
         }
     }
 
@@ -58,6 +61,16 @@ impl<'a> Change<'a> {
         self
     }
 
+    /// The pause mark of a sandbox going to `paused`: when, and the lifetime it had left if
+    /// its clock stops while paused.
+    pub fn paused(mut self, at: i64, remaining_ms: Option<i64>) -> Change<'a> {
+        self.pause = Some(Pause {
+            at: Some(at),
+            remaining_ms,
+        });
+        self
+    }
+
     pub fn stored(&self) -> Transition<'a> {
         Transition {
             id: self.id,
@@ -67,6 +80,7 @@ impl<'a> Change<'a> {
             destroyed_at: (self.to == State::Destroyed).then_some(self.at),
             handle: self.handle,
             lifetime: self.lifetime,
+            pause: self.pause,
         }
     }
 }

@@ -83,6 +83,10 @@ pub struct CreateParams {
     pub ttl: Duration,
     pub ttl_max: Duration,
     pub idle: Option<Duration>,
+    /// The profile's pausing policy, kept with the sandbox.
+    pub idle_action: sbx_config::IdleAction,
+    pub pause_stops_clock: bool,
+    pub auto_resume: bool,
     /// What was asked for but not granted.
     pub warnings: Vec<String>,
 }
@@ -184,6 +188,9 @@ pub fn create(
         ttl,
         ttl_max: profile.ttl.max,
         idle: profile.ttl.idle,
+        idle_action: profile.ttl.idle_action,
+        pause_stops_clock: profile.ttl.pause_stops_clock,
+        auto_resume: profile.auto_resume,
         warnings,
     })
 }

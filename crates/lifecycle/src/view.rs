@@ -26,7 +26,20 @@ pub struct StoredSpec {
     /// Idle time after which the sandbox is reaped.
     #[serde(default)]
     pub idle_ms: Option<i64>,
+    /// Reaping an idle sandbox pauses it (rather than destroying it).
+    #[serde(default)]
+    pub idle_pauses: bool,
+    /// Its lifetime does not run while it is paused.
+    #[serde(default)]
+    pub pause_stops_clock: bool,
+    /// An exec, terminal or files call resumes it when paused.
+    #[serde(default)]
+    pub auto_resume: bool,
 }
+
+/// The deadline of a paused sandbox whose clock stopped: out of reach until it is resumed
+/// (9999-12-31T23:59:59Z, the last instant RFC 3339 can write).
+pub const NEVER: i64 = 253_402_300_799_000;
 
 impl StoredSpec {
     pub fn parse(row: &SandboxRow) -> Result<StoredSpec, Error> {
@@ -57,7 +70,7 @@ pub fn state_of(row: &SandboxRow) -> Result<State, Error> {
 /// `expired` even before the reaper (or `expire --apply`, when the reaper is off) records it.
 pub fn effective_state(row: &SandboxRow) -> Result<State, Error> {
     let state = state_of(row)?;
-    if state == State::Running && row.expires_at <= now_ms() {
+    if matches!(state, State::Running | State::Paused) && row.expires_at <= now_ms() {
         return Ok(State::Expired);
     }
     Ok(state)
@@ -73,9 +86,14 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
         .as_deref()
         .map(crate::reason::split)
         .map_or((None, None), |(code, detail)| (Some(code), detail));
+    // A paused sandbox whose clock stopped shows the deadline it would have if resumed now.
+    let expires_at = match row.paused_remaining_ms {
+        Some(remaining) if state == State::Paused => now_ms().saturating_add(remaining),
+        _ => row.expires_at,
+    };
     let expires_in_seconds = state
         .may_have_host_traces()
-        .then(|| u64::try_from((row.expires_at - now_ms()) / 1000).unwrap_or(0));
+        .then(|| u64::try_from((expires_at - now_ms()) / 1000).unwrap_or(0));
     Ok(Sandbox {
         id: row.id.clone(),
         name: row.name.clone(),
@@ -93,7 +111,8 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
         updated_at: row.updated_at,
         destroyed_at: row.destroyed_at,
         started_at: row.started_at,
-        expires_at: row.expires_at,
+        expires_at,
+        paused_at: row.paused_at.filter(|_| state == State::Paused),
         expires_in_seconds,
         warnings: Vec::new(),
     })

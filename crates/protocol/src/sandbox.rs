@@ -120,6 +120,8 @@ pub enum SandboxState {
     Creating,
     /// Ready for exec.
     Running,
+    /// Frozen: its processes keep their state and use no CPU until it is resumed.
+    Paused,
     /// Past its deadline; about to be destroyed (reason `expired`).
     Expired,
     /// Being torn down.
@@ -131,9 +133,10 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
-    pub const ALL: [SandboxState; 6] = [
+    pub const ALL: [SandboxState; 7] = [
         SandboxState::Creating,
         SandboxState::Running,
+        SandboxState::Paused,
         SandboxState::Expired,
         SandboxState::Destroying,
         SandboxState::Destroyed,
@@ -144,6 +147,7 @@ impl SandboxState {
         match self {
             SandboxState::Creating => "creating",
             SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
             SandboxState::Expired => "expired",
             SandboxState::Destroying => "destroying",
             SandboxState::Destroyed => "destroyed",
@@ -204,6 +208,10 @@ pub struct Sandbox {
     /// Whole seconds left before `expires_at` (0 when past); absent once the sandbox is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_seconds: Option<u64>,
+    /// RFC 3339, UTC: when it was paused, while it is. (While a paused sandbox's clock is
+    /// stopped, `expires_at` is the deadline it would have if resumed now.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
     /// What the request asked for but did not get (e.g. a TTL capped at the profile's maximum).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

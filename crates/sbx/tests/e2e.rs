@@ -36,5 +36,7 @@ mod leaks;
 mod lifecycle;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/pause.rs"]
+mod pause;
 #[path = "e2e/terminal.rs"]
 mod terminal;

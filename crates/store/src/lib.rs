@@ -58,6 +58,10 @@ pub struct SandboxRow {
     pub expires_at: i64,
     /// The user whose key created it (`None`: made before sbx had users; admins only).
     pub owner: Option<String>,
+    /// When it was paused (while it is), Unix ms.
+    pub paused_at: Option<i64>,
+    /// The lifetime it had left when paused, if its clock stopped (see migration 4).
+    pub paused_remaining_ms: Option<i64>,
 }
 
 /// An API key: its public id, whose it is, and a hash of its secret part.
@@ -109,7 +113,7 @@ pub struct Store {
 
 const SANDBOX_COLUMNS: &str = "id, name, state, state_reason, backend, template, spec, metadata, \
                                handle, created_at, updated_at, destroyed_at, profile, ttl_ms, \
-                               started_at, expires_at, owner";
+                               started_at, expires_at, owner, paused_at, paused_remaining_ms";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
@@ -149,12 +153,12 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             let inserted = tx.execute(
-                &format!("INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+                &format!("INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
                 params![
                     row.id, row.name, row.state, row.state_reason, row.backend, row.template,
                     row.spec, row.metadata, row.handle, row.created_at, row.updated_at,
                     row.destroyed_at, row.profile, row.ttl_ms, row.started_at, row.expires_at,
-                    row.owner
+                    row.owner, row.paused_at, row.paused_remaining_ms
                 ],
             );
             match inserted {
@@ -361,13 +365,19 @@ impl Store {
                 Some(l) => (Some(l.started_at), Some(l.ttl_ms), Some(l.expires_at)),
                 None => (None, None, None),
             };
+            let (paused_at, paused_remaining_ms) = match change.pause {
+                Some(p) => (p.at, p.remaining_ms),
+                None => (None, None),
+            };
             tx.execute(
                 "UPDATE sandboxes SET state = ?2, state_reason = ?3, updated_at = ?4,
                      destroyed_at = COALESCE(?5, destroyed_at),
                      handle = CASE WHEN ?6 THEN ?7 ELSE handle END,
                      started_at = COALESCE(?8, started_at),
                      ttl_ms = COALESCE(?9, ttl_ms),
-                     expires_at = COALESCE(?10, expires_at)
+                     expires_at = COALESCE(?10, expires_at),
+                     paused_at = CASE WHEN ?11 THEN ?12 ELSE paused_at END,
+                     paused_remaining_ms = CASE WHEN ?11 THEN ?13 ELSE paused_remaining_ms END
                  WHERE id = ?1",
                 params![
                     change.id,
@@ -379,7 +389,10 @@ impl Store {
                     change.handle.flatten(),
                     started_at,
                     ttl_ms,
-                    expires_at
+                    expires_at,
+                    change.pause.is_some(),
+                    paused_at,
+                    paused_remaining_ms
                 ],
             )?;
             let event = insert_event(
@@ -463,6 +476,15 @@ pub struct Transition<'a> {
     pub handle: Option<Option<&'a str>>,
     /// Replaces the lifetime when set.
     pub lifetime: Option<Lifetime>,
+    /// Replaces the pause mark when set (`Pause::default()` clears it).
+    pub pause: Option<Pause>,
+}
+
+/// When a sandbox was paused, and the lifetime it had left if its clock stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pause {
+    pub at: Option<i64>,
+    pub remaining_ms: Option<i64>,
 }
 
 fn insert_event(
@@ -517,6 +539,8 @@ fn sandbox_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
         started_at: r.get(14)?,
         expires_at: r.get(15)?,
         owner: r.get(16)?,
+        paused_at: r.get(17)?,
+        paused_remaining_ms: r.get(18)?,
     })
 }
 
@@ -543,6 +567,8 @@ mod tests {
             started_at: 1,
             expires_at: 60_001,
             owner: Some("alice".into()),
+            paused_at: None,
+            paused_remaining_ms: None,
         }
     }
 
@@ -655,6 +681,7 @@ mod tests {
                 destroyed_at: None,
                 handle: Some(Some("{\"pid\":1}")),
                 lifetime: None,
+                pause: None,
             })
             .unwrap();
         assert_eq!(
@@ -685,6 +712,7 @@ mod tests {
                     ttl_ms: 60_000,
                     expires_at: 99_000,
                 }),
+                pause: None,
             })
             .unwrap();
         let got = store.get_sandbox("a").unwrap().unwrap();
@@ -728,6 +756,7 @@ mod tests {
                 destroyed_at: Some(3),
                 handle: Some(None),
                 lifetime: None,
+                pause: None,
             })
             .unwrap();
         store.insert_sandbox(&row("b", Some("web"))).unwrap();

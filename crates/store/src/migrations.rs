@@ -57,6 +57,11 @@ const MIGRATIONS: &[&str] = &[
      DROP INDEX sandboxes_live_name;
      CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes (coalesce(owner, ''), name)
         WHERE name IS NOT NULL AND state NOT IN ('destroyed', 'failed');",
+    // 4: pausing. `paused_at` is when a paused sandbox was frozen; `paused_remaining_ms` the
+    // lifetime it had left then, when its profile stops the clock while paused (its deadline
+    // is then far away until it is resumed).
+    "ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
+     ALTER TABLE sandboxes ADD COLUMN paused_remaining_ms INTEGER;",
 ];
 
 pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {

@@ -22,6 +22,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sandboxes/{id}", get(fetch).delete(delete))
         .route("/v1/sandboxes/{id}/ttl", patch(extend))
         .route("/v1/sandboxes/{id}/recreate", post(recreate))
+        .route("/v1/sandboxes/{id}/pause", post(pause))
+        .route("/v1/sandboxes/{id}/resume", post(resume))
         .route("/v1/sandboxes/{id}/events", get(history))
 }
 
@@ -132,6 +134,42 @@ pub async fn recreate(
 ) -> Result<Json<Sandbox>, ApiError> {
     Ok(Json(wire::sandbox(
         state.service.recreate(&caller, &id).await?,
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "The sandbox is paused: its processes are frozen where they are (also when it already was)", body = Sandbox),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running (expired, destroyed, failed), or stopped meanwhile", body = ErrorBody),
+        (status = 501, description = "The sandbox's backend cannot pause", body = ErrorBody),
+    ))]
+pub async fn pause(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(wire::sandbox(
+        state.service.pause(&caller, &id).await?,
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "The sandbox runs again, every process where it was (also when it was not paused)", body = Sandbox),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is expired, destroyed or failed", body = ErrorBody),
+        (status = 501, description = "The sandbox's backend cannot pause", body = ErrorBody),
+    ))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(wire::sandbox(
+        state.service.resume(&caller, &id).await?,
     )))
 }
 

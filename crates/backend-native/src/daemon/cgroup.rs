@@ -365,6 +365,67 @@ impl SandboxCgroup {
         }
     }
 
+    /// Freezes every process of the cgroup, and waits until the kernel says they all are
+    /// (v1 `freezer.state` reads `FROZEN`; v2 `cgroup.events` says `frozen 1`). A freeze that
+    /// does not finish within `deadline` (a process stuck in the kernel) is undone.
+    pub fn freeze(&self, deadline: Duration) -> io::Result<()> {
+        let start = Instant::now();
+        let (file, value) = self.freezer_file(true)?;
+        write_file(&file, value)?;
+        loop {
+            if self.frozen()? {
+                return Ok(());
+            }
+            if start.elapsed() > deadline {
+                let _ = self.thaw();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the sandbox did not freeze within {deadline:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// Lets every process of the cgroup run again (nothing if it was not frozen).
+    pub fn thaw(&self) -> io::Result<()> {
+        let (file, value) = self.freezer_file(false)?;
+        write_file(&file, value)
+    }
+
+    /// Whether every process of the cgroup is frozen.
+    pub fn frozen(&self) -> io::Result<bool> {
+        match self.version {
+            Version::V1 => {
+                let state = fs::read_to_string(self.freezer_dir()?.join("freezer.state"))?;
+                Ok(state.trim() == "FROZEN")
+            }
+            Version::V2 => {
+                let events = fs::read_to_string(self.dirs[0].join("cgroup.events"))?;
+                Ok(events.lines().any(|l| l.trim() == "frozen 1"))
+            }
+        }
+    }
+
+    fn freezer_dir(&self) -> io::Result<&PathBuf> {
+        self.by_controller
+            .get("freezer")
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no freezer hierarchy"))
+    }
+
+    fn freezer_file(&self, freeze: bool) -> io::Result<(PathBuf, &'static str)> {
+        Ok(match self.version {
+            Version::V1 => (
+                self.freezer_dir()?.join("freezer.state"),
+                if freeze { "FROZEN" } else { "THAWED" },
+            ),
+            Version::V2 => (
+                self.dirs[0].join("cgroup.freeze"),
+                if freeze { "1" } else { "0" },
+            ),
+        })
+    }
+
     /// Removes the cgroup directories; absent is fine. Retries briefly while the kernel is still
     /// releasing exited processes (EBUSY).
     pub fn remove(&self, deadline: Duration) -> io::Result<()> {

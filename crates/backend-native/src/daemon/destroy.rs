@@ -41,6 +41,8 @@ impl Inner {
             // SIGKILL to a pid-namespace init kills every process of the namespace.
             let _ = rustix::process::pidfd_send_signal(pidfd, RSignal::KILL);
         }
+        // A paused sandbox's processes take their SIGKILL once thawed (never before).
+        let _ = cgroup.thaw();
         for pidfd in &inits {
             wait_readable(pidfd, KILL_DEADLINE);
             reap(pidfd);

@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sbx_backend::{
     Backend, BackendError, Bounds, Capabilities, ExecSession, ExecSpec, Handle, Health, Observed,
-    SandboxId, SandboxSpec, StdinMode, Storage, TerminalSpec, Terminals, User,
+    PauseResume, SandboxId, SandboxSpec, StdinMode, Storage, TerminalSpec, Terminals, User,
 };
 
 use crate::{init, stage1, wire};
@@ -214,6 +214,7 @@ impl Backend for NativeBackend {
         Capabilities {
             stdin: true,
             terminals: true,
+            pause: true,
             adopt: true,
             warm_pool: self.inner.pool_size > 0,
             ..Capabilities::default()
@@ -317,13 +318,15 @@ impl Backend for NativeBackend {
         let inner = self.inner.clone();
         blocking(move || {
             let alive = destroy::is_alive(native.pid, native.start_time);
-            let usage = inner.cgroup(&key).usage();
+            let cgroup = inner.cgroup(&key);
+            let usage = cgroup.usage();
             Ok(Observed {
                 alive,
                 main_pid: u32::try_from(native.pid).ok(),
                 memory_bytes: usage.memory_bytes,
                 cpu_usec: usage.cpu_usec,
                 pids: usage.pids,
+                frozen: cgroup.frozen().ok(),
             })
         })
         .await
@@ -334,6 +337,10 @@ impl Backend for NativeBackend {
         let key = native.key()?;
         if !destroy::is_alive(native.pid, native.start_time) {
             return Err(BackendError::gone());
+        }
+        // A paused sandbox's init cannot answer (it is frozen): alive is all it can say.
+        if self.inner.cgroup(&key).frozen().unwrap_or(false) {
+            return Ok(());
         }
         let socket = self.inner.layout.socket(&key);
         match tokio::time::timeout(Duration::from_secs(5), client::ping(&socket)).await {
@@ -419,6 +426,53 @@ impl Backend for NativeBackend {
 
     fn terminals(&self) -> Option<&dyn Terminals> {
         Some(self)
+    }
+
+    fn pause(&self) -> Option<&dyn PauseResume> {
+        Some(self)
+    }
+}
+
+/// How long a freeze may take before it is undone (a process stuck in the kernel, say).
+const FREEZE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The cgroup freezer: every process of the sandbox stops where it is, and uses no CPU, until
+/// thawed.
+#[async_trait]
+impl PauseResume for NativeBackend {
+    async fn pause(&self, handle: &Handle) -> Result<(), BackendError> {
+        let (key, cgroup) = self.live_cgroup(handle)?;
+        blocking(move || {
+            cgroup
+                .freeze(FREEZE_DEADLINE)
+                .map_err(|e| BackendError::io(format!("cannot freeze sandbox {key}"), e))
+        })
+        .await
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), BackendError> {
+        let (key, cgroup) = self.live_cgroup(handle)?;
+        blocking(move || {
+            cgroup
+                .thaw()
+                .map_err(|e| BackendError::io(format!("cannot thaw sandbox {key}"), e))
+        })
+        .await
+    }
+}
+
+impl NativeBackend {
+    /// The cgroup of a sandbox whose init still runs.
+    fn live_cgroup(
+        &self,
+        handle: &Handle,
+    ) -> Result<(SandboxId, cgroup::SandboxCgroup), BackendError> {
+        let native = NativeHandle::parse(handle)?;
+        if !destroy::is_alive(native.pid, native.start_time) {
+            return Err(BackendError::gone());
+        }
+        let key = native.key()?;
+        Ok((key.clone(), self.inner.cgroup(&key)))
     }
 }
 

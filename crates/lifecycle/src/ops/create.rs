@@ -197,6 +197,9 @@ impl Service {
             env: params.env.clone(),
             ttl_max_ms: millis(params.ttl_max),
             idle_ms: params.idle.map(millis),
+            idle_pauses: params.idle_action == sbx_config::IdleAction::Pause,
+            pause_stops_clock: params.pause_stops_clock,
+            auto_resume: params.auto_resume,
         };
         let row = SandboxRow {
             id: id.to_string(),
@@ -216,6 +219,8 @@ impl Service {
             started_at: now,
             expires_at: now + millis(params.ttl),
             owner: Some(caller.user.clone()),
+            paused_at: None,
+            paused_remaining_ms: None,
         };
         let inserted = inner.store.insert_sandbox(&row);
         let promise = DiskPromise::new(

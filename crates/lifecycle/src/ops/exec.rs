@@ -66,6 +66,7 @@ impl Service {
         id_or_name: &str,
         request: ExecRequest,
     ) -> Result<ExecStream, Error> {
+        self.resume_for_command(caller, id_or_name).await?;
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
         let params = validate::exec(request, &spec.env, max_command)?;
@@ -80,6 +81,7 @@ impl Service {
         id_or_name: &str,
         request: &TerminalRequest,
     ) -> Result<ExecStream, Error> {
+        self.resume_for_command(caller, id_or_name).await?;
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let backend = self.backend_of(&row)?;
         if backend.terminals().is_none() {

@@ -7,7 +7,7 @@ use sbx_store::Lifetime;
 use crate::transition::Change;
 
 use crate::view::{millis, StoredSpec};
-use crate::{now_ms, reason, view, Caller, Error, Service};
+use crate::{now_ms, reason, view, Caller, Error, Service, State};
 
 impl Service {
     pub async fn extend(
@@ -34,7 +34,17 @@ impl Service {
         }
         let spec = StoredSpec::parse(&row)?;
         let now = now_ms();
-        let latest = row.started_at.saturating_add(spec.ttl_max_ms);
+        // A paused sandbox whose clock stopped: its deadline is kept as the lifetime left, and
+        // its start moves on by the time paused (see `pause.rs`).
+        let stopped = row.paused_remaining_ms.filter(|_| state == State::Paused);
+        let paused_for = match stopped {
+            Some(_) => (now - row.paused_at.unwrap_or(now)).max(0),
+            None => 0,
+        };
+        let latest = row
+            .started_at
+            .saturating_add(paused_for)
+            .saturating_add(spec.ttl_max_ms);
         let wanted = now.saturating_add(millis(asked));
         let mut warnings = Vec::new();
         let expires_at = if wanted > latest {
@@ -49,15 +59,15 @@ impl Service {
             wanted
         };
         let why = reason::with_detail(reason::EXTENDED, &duration.to_string());
-        self.record(
-            Change::to(&row.id, view::state_of(&row)?, &why)
-                .at(now)
-                .lifetime(Lifetime {
-                    started_at: row.started_at,
-                    ttl_ms: row.ttl_ms,
-                    expires_at,
-                }),
-        )?;
+        let change = Change::to(&row.id, view::state_of(&row)?, &why).at(now);
+        self.record(match stopped {
+            Some(_) => change.paused(row.paused_at.unwrap_or(now), Some(expires_at - now)),
+            None => change.lifetime(Lifetime {
+                started_at: row.started_at,
+                ttl_ms: row.ttl_ms,
+                expires_at,
+            }),
+        })?;
         self.touch(&row.id);
         self.inner.reaper_wake.notify_one();
         self.inner.access.audit(

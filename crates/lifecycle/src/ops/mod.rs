@@ -9,6 +9,7 @@ pub mod expire;
 pub mod extend;
 pub mod get;
 pub mod list;
+pub mod pause;
 pub mod profiles;
 pub mod reaper;
 pub mod reconcile;

@@ -1,5 +1,6 @@
 //! The reaper: destroys sandboxes at their deadline (reason `expired`) and, where the profile
-//! sets `ttl.idle`, sandboxes that have been idle that long (reason `idle`).
+//! sets `ttl.idle`, sandboxes that have been idle that long (reason `idle`) — or pauses them,
+//! where it says `ttl.idle_action = "pause"`.
 //!
 //! Idle means both: no API use (exec, extend, recreate) and no process of the sandbox's own
 //! running besides its init. A sandbox busy with background work is seen as active at every
@@ -173,7 +174,13 @@ impl Service {
         {
             return Ok(());
         }
-        self.destroy_locked(&row, crate::reason::IDLE, &crate::Caller::system())
+        let system = crate::Caller::system();
+        if StoredSpec::parse(&row)?.idle_pauses {
+            self.pause_locked(&row, crate::reason::IDLE, &system)
+                .await?;
+            return Ok(());
+        }
+        self.destroy_locked(&row, crate::reason::IDLE, &system)
             .await?;
         drop(guard);
         self.forget(id);

@@ -3,6 +3,7 @@
 //! (create, exec, expiry, adoption, admission), here with faults no real backend shows on
 //! demand: hangs, crashes, errors, slow calls.
 
+mod pausing;
 mod rules;
 
 use std::sync::Arc;

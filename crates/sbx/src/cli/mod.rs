@@ -58,6 +58,10 @@ enum Command {
     Expire(commands::expire::ExpireArgs),
     /// Replace a sandbox's instance with a fresh one (same id and spec, fresh TTL).
     Recreate(commands::recreate::RecreateArgs),
+    /// Freeze a sandbox's processes where they are (no CPU) until it is resumed.
+    Pause(commands::pause::PauseArgs),
+    /// Let a paused sandbox's processes carry on.
+    Resume(commands::pause::PauseArgs),
     /// Show the daemon, its backends and every live sandbox.
     Status(commands::status::StatusArgs),
     /// Follow lifecycle events.
@@ -103,6 +107,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Extend(args) => commands::extend::run(&context, args).await,
         Command::Expire(args) => commands::expire::run(&context, args).await,
         Command::Recreate(args) => commands::recreate::run(&context, args).await,
+        Command::Pause(args) => commands::pause::run(&context, args, true).await,
+        Command::Resume(args) => commands::pause::run(&context, args, false).await,
         Command::Status(args) => commands::status::run(&context, args).await,
         Command::Events(args) => commands::events::run(&context, args).await,
         Command::Cleanup(args) => commands::cleanup::run(&context, args).await,

@@ -162,6 +162,8 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
             Some(r#"{"cmd":["true"]}"#),
         ),
         ("GET", "/v1/sandboxes/{id}/pty", None),
+        ("POST", "/v1/sandboxes/{id}/pause", None),
+        ("POST", "/v1/sandboxes/{id}/resume", None),
     ]
     .iter()
     .map(|(m, p, _)| (m.to_string(), p.to_string()))
@@ -177,6 +179,8 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         (Method::GET, "/events", None),
         (Method::POST, "/exec", Some(r#"{"cmd":["true"]}"#)),
         (Method::POST, "/exec/stream", Some(r#"{"cmd":["true"]}"#)),
+        (Method::POST, "/pause", None),
+        (Method::POST, "/resume", None),
         (Method::DELETE, "", None),
     ];
     for target in [theirs.id.as_str(), "sb-aaaaaaaaaaaaaaaaaaaaaaaaaa"] {

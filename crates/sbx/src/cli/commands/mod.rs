@@ -11,6 +11,7 @@ pub mod extend;
 pub mod inspect;
 pub mod keys;
 pub mod ls;
+pub mod pause;
 pub mod recreate;
 pub mod rm;
 pub mod run;

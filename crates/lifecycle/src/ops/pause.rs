@@ -1,0 +1,177 @@
+//! `pause` and `resume`: freeze a running sandbox's processes where they are (they use no CPU)
+//! and let them carry on later. Both are idempotent: pausing a paused sandbox, like resuming a
+//! running one, answers it as it is.
+//!
+//! The lifetime runs while paused unless the profile says `ttl.pause_stops_clock`: then the
+//! lifetime left is kept with the record, the deadline moves out of reach ([`NEVER`]), and a
+//! resume gives it back (the start of the instance moves by the time paused, so `ttl.max`
+//! counts running time too). A paused sandbox past its deadline expires and is destroyed like
+//! a running one.
+
+use sbx_backend::PauseResume;
+use sbx_store::{Lifetime, SandboxRow};
+
+use super::handle_of;
+use crate::model::Sandbox;
+use crate::transition::Change;
+use crate::view::{self, StoredSpec, NEVER};
+use crate::{deadline, now_ms, reason, Caller, Error, Service, State};
+
+impl Service {
+    /// Pauses a sandbox for `caller`.
+    pub async fn pause(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        let (service, caller) = (self.clone(), caller.clone());
+        self.to_completion("pause", async move {
+            let lock = service.lock_for(&row.id);
+            let _guard = lock.lock().await;
+            let row = service.reread(&row.id)?;
+            let row = service.pause_locked(&row, reason::PAUSED, &caller).await?;
+            view::sandbox(&row)
+        })
+        .await
+    }
+
+    /// Resumes a sandbox for `caller`.
+    pub async fn resume(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        let (service, caller) = (self.clone(), caller.clone());
+        self.to_completion("resume", async move {
+            let lock = service.lock_for(&row.id);
+            let _guard = lock.lock().await;
+            let row = service.reread(&row.id)?;
+            let row = service.resume_locked(&row, &caller).await?;
+            view::sandbox(&row)
+        })
+        .await
+    }
+
+    /// Resumes the sandbox a command is for, when it is paused and its profile says
+    /// `auto_resume` (an exec, a terminal). Anything else is left for the command's own checks.
+    pub(crate) async fn resume_for_command(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<(), Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        if view::effective_state(&row)? != State::Paused || !StoredSpec::parse(&row)?.auto_resume {
+            return Ok(());
+        }
+        self.resume(caller, &row.id).await.map(|_| ())
+    }
+
+    /// The pause itself; the caller holds the sandbox's lock.
+    pub(crate) async fn pause_locked(
+        &self,
+        row: &SandboxRow,
+        why: &str,
+        by: &Caller,
+    ) -> Result<SandboxRow, Error> {
+        let state = view::effective_state(row)?;
+        if state == State::Paused {
+            return Ok(row.clone());
+        }
+        if !state.can_pause() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "pause",
+            });
+        }
+        let (pauser, handle) = self.pauser(row)?;
+        self.freezer_call("pause", row, pauser.pause(&handle))
+            .await?;
+        let spec = StoredSpec::parse(row)?;
+        let now = now_ms();
+        let mut change = Change::to(&row.id, State::Paused, why).at(now);
+        change = if spec.pause_stops_clock {
+            change
+                .paused(now, Some((row.expires_at - now).max(0)))
+                .lifetime(Lifetime {
+                    started_at: row.started_at,
+                    ttl_ms: row.ttl_ms,
+                    expires_at: NEVER,
+                })
+        } else {
+            change.paused(now, None)
+        };
+        self.record(change)?;
+        self.inner.reaper_wake.notify_one();
+        self.inner.access.audit(
+            by,
+            "sandbox.paused",
+            serde_json::json!({ "sandbox_id": row.id, "reason": why }),
+        );
+        self.reread(&row.id)
+    }
+
+    /// The resume itself; the caller holds the sandbox's lock.
+    pub(crate) async fn resume_locked(
+        &self,
+        row: &SandboxRow,
+        by: &Caller,
+    ) -> Result<SandboxRow, Error> {
+        let state = view::effective_state(row)?;
+        if state == State::Running {
+            return Ok(row.clone());
+        }
+        if !state.can_resume() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "resume",
+            });
+        }
+        let (pauser, handle) = self.pauser(row)?;
+        self.freezer_call("resume", row, pauser.resume(&handle))
+            .await?;
+        let now = now_ms();
+        let mut change = Change::to(&row.id, State::Running, reason::RESUMED).at(now);
+        if let Some(remaining) = row.paused_remaining_ms {
+            let paused_for = (now - row.paused_at.unwrap_or(now)).max(0);
+            change = change.lifetime(Lifetime {
+                started_at: row.started_at.saturating_add(paused_for),
+                ttl_ms: row.ttl_ms,
+                expires_at: now.saturating_add(remaining),
+            });
+        }
+        self.record(change)?;
+        // Resuming is use: the idle clock starts again from here.
+        self.touch(&row.id);
+        self.inner.reaper_wake.notify_one();
+        self.inner.access.audit(
+            by,
+            "sandbox.resumed",
+            serde_json::json!({ "sandbox_id": row.id }),
+        );
+        self.reread(&row.id)
+    }
+
+    /// The freezer of the sandbox's backend, and the sandbox's handle.
+    fn pauser(&self, row: &SandboxRow) -> Result<(&dyn PauseResume, sbx_backend::Handle), Error> {
+        let backend = self.backend_of(row)?;
+        let pauser = backend.pause().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the {} backend of sandbox {} cannot pause sandboxes",
+                backend.kind(),
+                row.id
+            ))
+        })?;
+        let handle = handle_of(row)?
+            .ok_or_else(|| Error::internal(format!("live sandbox {} has no handle", row.id)))?;
+        Ok((pauser, handle))
+    }
+
+    async fn freezer_call(
+        &self,
+        operation: &'static str,
+        row: &SandboxRow,
+        call: impl std::future::Future<Output = Result<(), sbx_backend::BackendError>>,
+    ) -> Result<(), Error> {
+        match deadline::run_raw(deadline::PAUSE, operation, call).await? {
+            Ok(()) => Ok(()),
+            Err(sbx_backend::BackendError::NotFound(_)) => Err(Error::SandboxGone(row.id.clone())),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
