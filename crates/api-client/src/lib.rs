@@ -171,6 +171,114 @@ impl Client {
         self.send(self.http.post(url)).await
     }
 
+    /// Writes a file from `body` (streamed); `mode` in octal text (`"644"`).
+    pub async fn upload(
+        &self,
+        id: &str,
+        path: &str,
+        mode: Option<&str>,
+        user: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<sbx_protocol::FileInfo, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files", segment(id)));
+        let mut query = vec![("path", path)];
+        query.extend(mode.map(|m| ("mode", m)));
+        query.extend(user.map(|u| ("user", u)));
+        let request = self
+            .http
+            .put(url)
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.send(request).await
+    }
+
+    /// A file's bytes, as they come (`range`: a `Range` header's value).
+    pub async fn download(
+        &self,
+        id: &str,
+        path: &str,
+        range: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>>, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files", segment(id)));
+        let mut request = self.http.get(url).query(&[("path", path)]);
+        if let Some(range) = range {
+            request = request.header(reqwest::header::RANGE, range);
+        }
+        let response = self.checked(request).await?;
+        Ok(response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| ClientError::Protocol(e.to_string()))))
+    }
+
+    pub async fn stat(&self, id: &str, path: &str) -> Result<sbx_protocol::FileInfo, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files/stat", segment(id)));
+        self.send(self.http.get(url).query(&[("path", path)])).await
+    }
+
+    pub async fn list_files(
+        &self,
+        id: &str,
+        path: &str,
+        depth: u32,
+    ) -> Result<Vec<sbx_protocol::FileInfo>, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files/list", segment(id)));
+        let depth = depth.to_string();
+        let list: sbx_protocol::FileList = self
+            .send(
+                self.http
+                    .get(url)
+                    .query(&[("path", path), ("depth", &depth)]),
+            )
+            .await?;
+        Ok(list.entries)
+    }
+
+    pub async fn make_dir(
+        &self,
+        id: &str,
+        path: &str,
+        user: Option<&str>,
+    ) -> Result<sbx_protocol::FileInfo, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files/mkdir", segment(id)));
+        let request = sbx_protocol::MakeDirRequest {
+            path: path.into(),
+            user: user.map(Into::into),
+        };
+        self.send(self.http.post(url).json(&request)).await
+    }
+
+    pub async fn move_file(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<sbx_protocol::FileInfo, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files/move", segment(id)));
+        let request = sbx_protocol::MoveRequest {
+            from: from.into(),
+            to: to.into(),
+        };
+        self.send(self.http.post(url).json(&request)).await
+    }
+
+    pub async fn remove_file(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files", segment(id)));
+        let recursive = recursive.to_string();
+        self.checked(
+            self.http
+                .delete(url)
+                .query(&[("path", path), ("recursive", &recursive)]),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn pause(&self, id: &str) -> Result<Sandbox, ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}/pause", segment(id)));
         self.send(self.http.post(url)).await

@@ -68,6 +68,9 @@ impl From<Error> for ApiError {
                 .retry_after(*retry_after)
             }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "sandbox_not_found"),
+            Error::FileNotFound(_) => (StatusCode::NOT_FOUND, "file_not_found"),
+            Error::FileDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::TemplateNotFound(_) => (StatusCode::BAD_REQUEST, "template_not_found"),
             Error::ProfileNotFound(_) => (StatusCode::BAD_REQUEST, "profile_not_found"),
             Error::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),

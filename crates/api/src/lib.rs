@@ -59,6 +59,8 @@ pub struct Settings {
     pub body_timeout: std::time::Duration,
     /// Where collected execs keep their output until it is sent, and how much.
     pub spool: spool::SpoolSettings,
+    /// The largest file one upload may write.
+    pub max_upload_bytes: u64,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::openapi::router())
         .merge(routes::sandboxes::router())
         .merge(routes::exec::router())
+        .merge(routes::files::router())
         .merge(routes::events::router())
         .merge(routes::maintenance::router())
         .merge(routes::status::router())
@@ -123,7 +126,13 @@ fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
         .collect();
     tower_http::cors::CorsLayer::new()
         .allow_origin(origins)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,

@@ -240,6 +240,30 @@ pub fn profile(p: model::ProfileInfo) -> wire::ProfileInfo {
     }
 }
 
+pub fn file_info(f: sbx_lifecycle::FileInfo) -> wire::FileInfo {
+    let owner = match f.owner.uid {
+        0 => "root".to_owned(),
+        1000 => "user".to_owned(),
+        uid => uid.to_string(),
+    };
+    wire::FileInfo {
+        path: f.path,
+        kind: match f.kind {
+            sbx_lifecycle::FileKind::File => wire::FileKind::File,
+            sbx_lifecycle::FileKind::Directory => wire::FileKind::Directory,
+            sbx_lifecycle::FileKind::Symlink => wire::FileKind::Symlink,
+            sbx_lifecycle::FileKind::Other => wire::FileKind::Other,
+        },
+        size: f.size,
+        mode: f.mode,
+        owner,
+        uid: f.owner.uid,
+        gid: f.owner.gid,
+        modified_at: rfc3339(f.modified_ms),
+        symlink_target: f.symlink_target,
+    }
+}
+
 pub fn key_info(k: model::KeyInfo) -> wire::KeyInfo {
     wire::KeyInfo {
         id: k.id,

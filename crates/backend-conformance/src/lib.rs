@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use sbx_backend::{
-    Backend, BackendError, ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, Handle, Limits,
-    SandboxId, SandboxSpec, Signal, SignalTarget, StdinMode, TerminalSpec, TtySize, User,
+    Backend, BackendError, ByteStream, ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus,
+    FileErrorKind, FileKind, Handle, Limits, SandboxId, SandboxSpec, Signal, SignalTarget,
+    StdinMode, TerminalSpec, TtySize, User,
 };
 
 /// The engine a backend is tested on.
@@ -68,6 +70,7 @@ macro_rules! suite {
             exec_in_a_destroyed_sandbox_is_not_found,
             terminals_if_supported,
             pause_and_resume_if_supported,
+            files_if_supported,
             capabilities_match_their_traits,
             wait_exit_ends_when_the_sandbox_goes,
             orphans_are_found_after_a_crash,
@@ -472,6 +475,77 @@ pub mod tests {
         );
         let gone = within("pause", pauser.pause(&handle)).await;
         assert!(gone.is_err(), "a destroyed sandbox cannot be paused");
+    }
+
+    /// Files in and out, the directory verbs, and the errors each backend reports the same.
+    pub async fn files_if_supported(subject: &dyn Subject) {
+        let backend = subject.instance().await;
+        let Some(files) = backend.files() else {
+            assert!(!backend.capabilities().files);
+            return;
+        };
+        let (id, handle) = create(subject, &*backend).await;
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(65_536)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let data: ByteStream = Box::pin(futures::stream::iter(chunks));
+        let written = within(
+            "write",
+            files.write(&handle, "dir/f", 0o640, User::DEFAULT, data),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("write failed: {}", e.chain()));
+        assert_eq!(
+            (written.size, written.mode, written.kind),
+            (300_000, 0o640, FileKind::File)
+        );
+        assert_eq!(written.owner.uid, User::DEFAULT.uid);
+        let mut read = within("read", files.read(&handle, "dir/f", 1000, Some(5000)))
+            .await
+            .unwrap();
+        let mut back = Vec::new();
+        while let Some(chunk) = within("read", read.next()).await {
+            back.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(back, &bytes[1000..6000]);
+        let stat = within("stat", files.stat(&handle, "dir", false))
+            .await
+            .unwrap();
+        assert_eq!(stat.kind, FileKind::Directory);
+        within(
+            "mkdir",
+            files.make_dir(&handle, "dir/sub/deeper", User::DEFAULT),
+        )
+        .await
+        .unwrap();
+        within("rename", files.rename(&handle, "dir/f", "dir/sub/g"))
+            .await
+            .unwrap();
+        let listed = within("list", files.list(&handle, "dir", 3)).await.unwrap();
+        let kinds: Vec<FileKind> = listed.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [FileKind::Directory, FileKind::Directory, FileKind::File],
+            "{listed:?}"
+        );
+        let kind_of = |e: BackendError| match e {
+            BackendError::File { kind, .. } => kind,
+            other => panic!("not a file error: {}", other.chain()),
+        };
+        let missing = within("stat", files.stat(&handle, "nope", false)).await;
+        assert_eq!(kind_of(missing.unwrap_err()), FileErrorKind::NotFound);
+        let not_empty = within("remove", files.remove(&handle, "dir", false)).await;
+        assert_eq!(kind_of(not_empty.unwrap_err()), FileErrorKind::Conflict);
+        let directory = within("read", files.read(&handle, "dir", 0, None)).await;
+        assert_eq!(kind_of(directory.err().unwrap()), FileErrorKind::Conflict);
+        within("remove", files.remove(&handle, "dir", true))
+            .await
+            .unwrap();
+        let gone = within("stat", files.stat(&handle, "dir", false)).await;
+        assert_eq!(kind_of(gone.unwrap_err()), FileErrorKind::NotFound);
+        destroy(&*backend, &id, Some(&handle)).await;
     }
 
     /// A capability is reported exactly when its trait object is there.

@@ -30,6 +30,85 @@ pub enum Request {
     Signal { signal: i32, target: SignalTarget },
     /// Liveness check.
     Ping,
+    /// A file operation, done by a child of init inside the sandbox as `uid`/`gid`. Attached
+    /// descriptors: the write end of a pipe for its result (one JSON [`FileOutcome`]), then
+    /// for `Read` the write end of a pipe for the bytes, for `Write` the read end of a pipe
+    /// with them. Init answers `Started`, later `Exited`.
+    File(FileRequest),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FileRequest {
+    pub version: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Relative paths start here (the user's home).
+    pub cwd: String,
+    pub action: FileOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FileOp {
+    Stat {
+        path: String,
+        follow: bool,
+    },
+    List {
+        path: String,
+        depth: u32,
+    },
+    Read {
+        path: String,
+        offset: u64,
+        length: Option<u64>,
+    },
+    Write {
+        path: String,
+        mode: u32,
+    },
+    MakeDir {
+        path: String,
+    },
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+}
+
+/// One entry of a sandbox's filesystem, as a file child reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub modified_ms: i64,
+    pub symlink_target: Option<String>,
+}
+
+/// What a file child reports, on its result pipe, before any bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOutcome {
+    /// Done (for `Read`: about to send the bytes; `entries` holds the file).
+    Ok {
+        entries: Vec<FileEntry>,
+        /// `List` stopped at the most entries it reports.
+        truncated: bool,
+    },
+    Error {
+        /// `not_found`, `conflict`, `denied`, `no_space`, `invalid`.
+        kind: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -108,7 +108,13 @@ pub struct FileInfo {
 /// The files of a running sandbox.
 #[async_trait]
 pub trait Files: Send + Sync {
-    async fn stat(&self, handle: &Handle, path: &SandboxPath) -> Result<FileInfo, BackendError>;
+    /// What `path` is: the symlink itself, or with `follow` what it points to.
+    async fn stat(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        follow: bool,
+    ) -> Result<FileInfo, BackendError>;
     /// The entries of a directory, `depth` levels down (1: its own entries).
     async fn list(
         &self,

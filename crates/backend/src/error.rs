@@ -48,6 +48,13 @@ pub enum BackendError {
         #[source]
         source: Option<BoxError>,
     },
+    /// A file operation was refused, for a reason the caller should hear (the message names
+    /// the path inside the sandbox, never a host path).
+    #[error("{message}")]
+    File {
+        kind: FileErrorKind,
+        message: String,
+    },
     /// Anything else: a fault, with what was being done and why.
     #[error("{context}")]
     Other {
@@ -55,6 +62,22 @@ pub enum BackendError {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// Why a file operation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileErrorKind {
+    /// No such file or directory.
+    NotFound,
+    /// The path is the wrong kind of thing (a directory where a file is expected, a non-empty
+    /// directory, a device or a FIFO), or something is in the way.
+    Conflict,
+    /// The sandbox's user may not (permissions inside the sandbox).
+    Denied,
+    /// The sandbox's own disk is full.
+    NoSpace,
+    /// The path or request is malformed (empty, a NUL byte, too long).
+    Invalid,
 }
 
 /// Something that all sandboxes of a backend (and, for local backends, the host) share.

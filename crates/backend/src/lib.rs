@@ -27,7 +27,7 @@ pub use capability::{
     ByteStream, Capabilities, Duplex, FileInfo, FileKind, Files, PauseResume, Ports, SandboxPath,
     SnapshotName, Snapshots, Terminals,
 };
-pub use error::{BackendError, BoxError, SharedResource};
+pub use error::{BackendError, BoxError, FileErrorKind, SharedResource};
 pub use exec::{
     ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, Signal, SignalTarget, StdinMode,
     TerminalSpec, TtySize,

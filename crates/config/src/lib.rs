@@ -70,7 +70,24 @@ pub struct Config {
     pub audit: Audit,
     pub capacity: Capacity,
     pub exec: Exec,
+    pub files: Files,
     pub profiles: BTreeMap<String, Profile>,
+}
+
+/// `[files]`: the files API.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Files {
+    /// The largest file one upload may write (413 above). The daemon never holds more than a
+    /// chunk of it, whatever its size.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for Files {
+    fn default() -> Files {
+        Files {
+            max_upload_bytes: 10 << 30,
+        }
+    }
 }
 
 /// `[capacity]`: how much of what the host shares sandboxes may be promised, all users
@@ -292,6 +309,7 @@ impl Default for Config {
             audit: Audit::default(),
             capacity: Capacity::default(),
             exec: Exec::default(),
+            files: Files::default(),
             profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
         }
     }
@@ -358,6 +376,9 @@ impl Config {
                 max_output_bytes: Some(self.exec.max_output_bytes),
                 output_bytes_per_cpu: Some(self.exec.output_bytes_per_cpu),
             }),
+            files: Some(RawFiles {
+                max_upload_bytes: Some(self.files.max_upload_bytes),
+            }),
             terminals: Some(RawTerminals {
                 max_message_bytes: Some(self.terminals.max_message_bytes),
                 max_per_ip: Some(self.terminals.max_per_ip),
@@ -413,8 +434,17 @@ pub struct RawConfig {
     capacity: Option<RawCapacity>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exec: Option<RawExec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<RawFiles>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_upload_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -732,6 +762,14 @@ impl RawConfig {
                     return Err(format!("exec.output_bytes_per_cpu: {rate} is below 65536"));
                 }
                 config.exec.output_bytes_per_cpu = rate;
+            }
+        }
+        if let Some(files) = self.files {
+            if let Some(bytes) = files.max_upload_bytes {
+                if bytes == 0 {
+                    return Err("files.max_upload_bytes: must be above 0".into());
+                }
+                config.files.max_upload_bytes = bytes;
             }
         }
         if let Some(reaper) = self.reaper {

@@ -10,6 +10,8 @@ pub const CREATE: Duration = Duration::from_secs(30);
 pub const DESTROY: Duration = Duration::from_secs(30);
 pub const EXEC_START: Duration = Duration::from_secs(10);
 pub const LIST: Duration = Duration::from_secs(10);
+/// A file operation's start and answer (not the bytes, which go at the client's pace).
+pub const FILES: Duration = Duration::from_secs(30);
 /// Freezing (which waits for every process to stop) and thawing.
 pub const PAUSE: Duration = Duration::from_secs(10);
 

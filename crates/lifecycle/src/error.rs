@@ -28,6 +28,15 @@ pub enum Error {
     InsufficientStorage(String),
     #[error("no sandbox {0:?}")]
     NotFound(String),
+    /// A path inside a sandbox that does not exist.
+    #[error("{0}")]
+    FileNotFound(String),
+    /// The sandbox's user may not do that to the path (its permissions inside the sandbox).
+    #[error("{0}")]
+    FileDenied(String),
+    /// A request larger than the daemon takes (the message names the limit).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("template {0:?} does not exist")]
     TemplateNotFound(String),
     /// The message lists the profiles there are.
@@ -116,6 +125,13 @@ impl From<BackendError> for Error {
                     ),
                 }
             }
+            BackendError::File { kind, message } => match kind {
+                sbx_backend::FileErrorKind::NotFound => Error::FileNotFound(message),
+                sbx_backend::FileErrorKind::Conflict => Error::Conflict(message),
+                sbx_backend::FileErrorKind::Denied => Error::FileDenied(message),
+                sbx_backend::FileErrorKind::NoSpace => Error::InsufficientStorage(message),
+                sbx_backend::FileErrorKind::Invalid => Error::Invalid(message),
+            },
             other => Error::internal_from("backend call failed", other),
         }
     }

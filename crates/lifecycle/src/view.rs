@@ -37,9 +37,11 @@ pub struct StoredSpec {
     pub auto_resume: bool,
 }
 
-/// The deadline of a paused sandbox whose clock stopped: out of reach until it is resumed
-/// (9999-12-31T23:59:59Z, the last instant RFC 3339 can write).
-pub const NEVER: i64 = 253_402_300_799_000;
+/// A paused sandbox whose profile stops the clock: its deadline does not apply until it is
+/// resumed (the lifetime it had left is in its pause mark).
+pub fn clock_stopped(row: &SandboxRow) -> bool {
+    row.paused_remaining_ms.is_some() && state_of(row).ok() == Some(State::Paused)
+}
 
 impl StoredSpec {
     pub fn parse(row: &SandboxRow) -> Result<StoredSpec, Error> {
@@ -70,10 +72,22 @@ pub fn state_of(row: &SandboxRow) -> Result<State, Error> {
 /// `expired` even before the reaper (or `expire --apply`, when the reaper is off) records it.
 pub fn effective_state(row: &SandboxRow) -> Result<State, Error> {
     let state = state_of(row)?;
-    if matches!(state, State::Running | State::Paused) && row.expires_at <= now_ms() {
+    if matches!(state, State::Running | State::Paused)
+        && row.expires_at <= now_ms()
+        && !clock_stopped(row)
+    {
         return Ok(State::Expired);
     }
     Ok(state)
+}
+
+/// The deadline as clients see it: a paused sandbox whose clock stopped shows the one it would
+/// have if resumed now.
+pub fn shown_deadline(row: &SandboxRow) -> i64 {
+    match row.paused_remaining_ms {
+        Some(remaining) if clock_stopped(row) => now_ms().saturating_add(remaining),
+        _ => row.expires_at,
+    }
 }
 
 pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
@@ -86,11 +100,7 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
         .as_deref()
         .map(crate::reason::split)
         .map_or((None, None), |(code, detail)| (Some(code), detail));
-    // A paused sandbox whose clock stopped shows the deadline it would have if resumed now.
-    let expires_at = match row.paused_remaining_ms {
-        Some(remaining) if state == State::Paused => now_ms().saturating_add(remaining),
-        _ => row.expires_at,
-    };
+    let expires_at = shown_deadline(row);
     let expires_in_seconds = state
         .may_have_host_traces()
         .then(|| u64::try_from((expires_at - now_ms()) / 1000).unwrap_or(0));

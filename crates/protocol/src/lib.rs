@@ -12,6 +12,7 @@ mod duration;
 mod encoding;
 mod error;
 mod exec;
+mod files;
 mod health;
 mod ops;
 mod sandbox;
@@ -25,6 +26,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{
     ExecEvent, ExecRequest, ExecResult, ExitInfo, TerminalControl, TerminalEvent, TerminalRequest,
 };
+pub use files::{FileInfo, FileKind, FileList, MakeDirRequest, MoveRequest};
 pub use health::Health;
 pub use ops::{
     BackendStatus, CleanupReport, CleanupRequest, Event, EventList, ExpireRequest, ExpireResult,

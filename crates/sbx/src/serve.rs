@@ -114,6 +114,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 (config.capacity.disk_reserve_mb << 20) / 4,
             )),
         },
+        max_upload_bytes: config.files.max_upload_bytes,
     };
     let state = sbx_api::AppState::new(service.clone(), settings);
     let limits = sbx_api::server::Limits {

@@ -26,6 +26,8 @@ mod escape;
 mod exec;
 #[path = "e2e/exhaustion.rs"]
 mod exhaustion;
+#[path = "e2e/files.rs"]
+mod files;
 #[path = "e2e/http.rs"]
 mod http;
 #[path = "e2e/isolation.rs"]

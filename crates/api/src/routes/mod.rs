@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod exec;
+pub mod files;
 pub mod health;
 pub mod maintenance;
 pub mod openapi;

@@ -4,6 +4,8 @@
 //! Runs in the child of a single-threaded init, so ordinary Rust is allowed; on any failure it
 //! writes one line to the error pipe and exits 127 (shells' "cannot run").
 
+pub mod files;
+
 use std::ffi::{CStr, CString};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -129,7 +131,7 @@ fn wire_stdio(request: &Exec<'_>) -> nix::Result<()> {
 
 /// Switches to `uid`/`gid`. Root keeps init's limited capability set; anyone else ends with
 /// no capability in any set.
-fn become_user(uid: u32, gid: u32) -> Result<(), String> {
+pub(crate) fn become_user(uid: u32, gid: u32) -> Result<(), String> {
     if uid != 0 {
         crate::caps::drop_all_for_user()?;
     }

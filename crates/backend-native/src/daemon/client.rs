@@ -27,7 +27,7 @@ const CHUNK: usize = 64 * 1024;
 const EVENT_QUEUE: usize = 16;
 
 /// Connects to a sandbox's control socket.
-fn connect_control(path: &Path) -> Result<AsyncFd<OwnedFd>, BackendError> {
+pub(super) fn connect_control(path: &Path) -> Result<AsyncFd<OwnedFd>, BackendError> {
     let socket = socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -62,7 +62,7 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<(), BackendError> {
     Ok(())
 }
 
-async fn next_reply(socket: &AsyncFd<OwnedFd>, buffer: &mut [u8]) -> Option<Reply> {
+pub(super) async fn next_reply(socket: &AsyncFd<OwnedFd>, buffer: &mut [u8]) -> Option<Reply> {
     next_reply_with_fds(socket, buffer)
         .await
         .map(|(reply, _)| reply)

@@ -14,6 +14,7 @@ mod cgroup;
 mod client;
 mod destroy;
 mod disk;
+mod files;
 mod host;
 mod keys;
 mod layout;
@@ -215,6 +216,7 @@ impl Backend for NativeBackend {
             stdin: true,
             terminals: true,
             pause: true,
+            files: true,
             adopt: true,
             warm_pool: self.inner.pool_size > 0,
             ..Capabilities::default()
@@ -339,13 +341,12 @@ impl Backend for NativeBackend {
             return Err(BackendError::gone());
         }
         // A paused sandbox's init cannot answer (it is frozen): alive is all it can say.
-        if self.inner.cgroup(&key).frozen().unwrap_or(false) {
-            return Ok(());
-        }
-        let socket = self.inner.layout.socket(&key);
-        match tokio::time::timeout(Duration::from_secs(5), client::ping(&socket)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return Err(BackendError::gone()),
+        if !self.inner.cgroup(&key).frozen().unwrap_or(false) {
+            let socket = self.inner.layout.socket(&key);
+            match tokio::time::timeout(Duration::from_secs(5), client::ping(&socket)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(BackendError::gone()),
+            }
         }
         self.inner
             .slots
@@ -429,6 +430,10 @@ impl Backend for NativeBackend {
     }
 
     fn pause(&self) -> Option<&dyn PauseResume> {
+        Some(self)
+    }
+
+    fn files(&self) -> Option<&dyn sbx_backend::Files> {
         Some(self)
     }
 }

@@ -20,7 +20,7 @@ use nix::sys::socket::{accept4, SockFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
-use crate::wire::{self, Received, Reply, Request, SpawnRequest};
+use crate::wire::{self, FileOp, FileRequest, Received, Reply, Request, SpawnRequest};
 
 struct Connection {
     socket: OwnedFd,
@@ -137,6 +137,21 @@ fn serve(
                 deliver(pid, signal, target);
             }
             true
+        }
+        Request::File(request) => {
+            if connection.child.is_some() {
+                return false;
+            }
+            let reply = match file_child(&request, fds) {
+                Ok(pid) => {
+                    connection.child = Some(pid);
+                    children.insert(pid, Some(token));
+                    Reply::Started { pid: pid.as_raw() }
+                }
+                Err(message) => Reply::Failed { message },
+            };
+            let failed = matches!(reply, Reply::Failed { .. });
+            wire::send(connection.socket.as_fd(), &reply, &[]).is_ok() && !failed
         }
         Request::Spawn(request) => {
             if connection.child.is_some() {
@@ -300,6 +315,33 @@ fn spawn(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<(Pid, Option<Owned
                 Err(message)
             }
         }
+    }
+}
+
+/// Forks a child that does one file operation (see `child::files`); its pid.
+fn file_child(request: &FileRequest, fds: Vec<OwnedFd>) -> Result<Pid, String> {
+    if request.version != wire::PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported",
+            request.version
+        ));
+    }
+    let expected = match request.action {
+        FileOp::Read { .. } | FileOp::Write { .. } => 2,
+        _ => 1,
+    };
+    if fds.len() != expected {
+        return Err(format!(
+            "expected {expected} descriptors, got {}",
+            fds.len()
+        ));
+    }
+    // SAFETY: init is single-threaded, so the child is a consistent copy of it and may run
+    // ordinary Rust until it exits.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("cannot fork: {e}")),
+        Ok(ForkResult::Child) => crate::child::files::run(request, fds),
+        Ok(ForkResult::Parent { child }) => Ok(child),
     }
 }
 

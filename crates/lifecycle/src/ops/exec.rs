@@ -21,7 +21,7 @@ use crate::access::ExecPermit;
 use crate::admission::OutputRate;
 use crate::validate::{ExecParams, TerminalParams};
 use crate::view::{self, StoredSpec};
-use crate::{deadline, validate, Caller, Error, Service};
+use crate::{deadline, validate, Caller, Error, Service, State};
 
 /// What a running command produces, in order; `Exit` or `Failed` comes last.
 #[derive(Debug)]
@@ -66,7 +66,6 @@ impl Service {
         id_or_name: &str,
         request: ExecRequest,
     ) -> Result<ExecStream, Error> {
-        self.resume_for_command(caller, id_or_name).await?;
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
         let params = validate::exec(request, &spec.env, max_command)?;
@@ -81,7 +80,6 @@ impl Service {
         id_or_name: &str,
         request: &TerminalRequest,
     ) -> Result<ExecStream, Error> {
-        self.resume_for_command(caller, id_or_name).await?;
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let backend = self.backend_of(&row)?;
         if backend.terminals().is_none() {
@@ -98,7 +96,9 @@ impl Service {
             .await
     }
 
-    /// The sandbox, if a command may start in it now.
+    /// The sandbox, if a command may start in it: running, or paused with `auto_resume` (it
+    /// is resumed in [`Service::start`], once the command was validated and admitted, so that
+    /// a refused request never wakes it).
     fn runnable(
         &self,
         caller: &Caller,
@@ -106,14 +106,14 @@ impl Service {
     ) -> Result<(SandboxRow, StoredSpec), Error> {
         let row = self.resolve(caller, id_or_name)?;
         let state = view::effective_state(&row)?;
-        if !state.can_exec() {
+        let spec = StoredSpec::parse(&row)?;
+        if !(state.can_exec() || state == State::Paused && spec.auto_resume) {
             return Err(Error::WrongState {
                 id: row.id.clone(),
                 state,
                 operation: "exec",
             });
         }
-        let spec = StoredSpec::parse(&row)?;
         Ok((row, spec))
     }
 
@@ -124,6 +124,22 @@ impl Service {
         spec: StoredSpec,
         command: Command,
     ) -> Result<ExecStream, Error> {
+        // The start happens under the sandbox's lock, with its state read again: a pause, a
+        // destroy or a recreate cannot slip between the check and the start (a command sent
+        // to a frozen init would start, unseen, whenever it is thawed).
+        let lock = self.lock_for(&row.id);
+        let guard = lock.lock().await;
+        let mut row = self.reread(&row.id)?;
+        let state = view::effective_state(&row)?;
+        if state == State::Paused && spec.auto_resume {
+            row = self.resume_locked(&row, caller).await?;
+        } else if !state.can_exec() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "exec",
+            });
+        }
         let permit =
             self.inner
                 .access
@@ -155,6 +171,7 @@ impl Service {
             Err(BackendError::NotFound(_)) => return Err(Error::SandboxGone(id)),
             Err(other) => return Err(other.into()),
         };
+        drop(guard);
         let pid = session.pid;
         let input = session.input.clone();
         let audit = ExecAudit {

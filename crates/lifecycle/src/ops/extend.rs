@@ -1,5 +1,6 @@
 //! `extend`: a new deadline, counted from now, capped so that the instance's whole lifetime
-//! stays within its profile's `ttl.max`. Only a running sandbox can be extended.
+//! stays within its profile's `ttl.max`. A running or paused sandbox can be extended (one whose
+//! clock is stopped gets the new lifetime left for when it is resumed).
 
 use crate::model::{Sandbox, Span};
 use sbx_store::Lifetime;

@@ -7,6 +7,7 @@ pub mod events;
 pub mod exec;
 pub mod expire;
 pub mod extend;
+pub mod files;
 pub mod get;
 pub mod list;
 pub mod pause;

@@ -3,8 +3,8 @@
 //! running one, answers it as it is.
 //!
 //! The lifetime runs while paused unless the profile says `ttl.pause_stops_clock`: then the
-//! lifetime left is kept with the record, the deadline moves out of reach ([`NEVER`]), and a
-//! resume gives it back (the start of the instance moves by the time paused, so `ttl.max`
+//! lifetime left is kept with the record, the deadline does not apply while paused
+//! ([`view::clock_stopped`]), and a resume gives it back (the start of the instance moves by the time paused, so `ttl.max`
 //! counts running time too). A paused sandbox past its deadline expires and is destroyed like
 //! a running one.
 
@@ -14,7 +14,7 @@ use sbx_store::{Lifetime, SandboxRow};
 use super::handle_of;
 use crate::model::Sandbox;
 use crate::transition::Change;
-use crate::view::{self, StoredSpec, NEVER};
+use crate::view::{self, StoredSpec};
 use crate::{deadline, now_ms, reason, Caller, Error, Service, State};
 
 impl Service {
@@ -83,19 +83,24 @@ impl Service {
             .await?;
         let spec = StoredSpec::parse(row)?;
         let now = now_ms();
-        let mut change = Change::to(&row.id, State::Paused, why).at(now);
-        change = if spec.pause_stops_clock {
-            change
-                .paused(now, Some((row.expires_at - now).max(0)))
-                .lifetime(Lifetime {
-                    started_at: row.started_at,
-                    ttl_ms: row.ttl_ms,
-                    expires_at: NEVER,
-                })
-        } else {
-            change.paused(now, None)
-        };
-        self.record(change)?;
+        // Its deadline may have passed while it froze: then it is expired, not paused.
+        if row.expires_at <= now {
+            let _ = pauser.resume(&handle).await;
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state: State::Expired,
+                operation: "pause",
+            });
+        }
+        let remaining = spec.pause_stops_clock.then_some(row.expires_at - now);
+        let change = Change::to(&row.id, State::Paused, why)
+            .at(now)
+            .paused(now, remaining);
+        if let Err(e) = self.record(change) {
+            // The record says running: so must the sandbox.
+            let _ = pauser.resume(&handle).await;
+            return Err(e);
+        }
         self.inner.reaper_wake.notify_one();
         self.inner.access.audit(
             by,
@@ -113,6 +118,11 @@ impl Service {
     ) -> Result<SandboxRow, Error> {
         let state = view::effective_state(row)?;
         if state == State::Running {
+            // Thawed whatever the record says (a crash between a freeze and its record): a
+            // running sandbox is never left frozen.
+            let (pauser, handle) = self.pauser(row)?;
+            self.freezer_call("resume", row, pauser.resume(&handle))
+                .await?;
             return Ok(row.clone());
         }
         if !state.can_resume() {

@@ -82,6 +82,10 @@ impl Service {
             let mut due = tokio::task::JoinSet::new();
             let mut next_deadline: Option<i64> = None;
             for row in &rows {
+                // A paused sandbox whose clock stopped has no deadline until resumed.
+                if view::clock_stopped(row) {
+                    continue;
+                }
                 if row.expires_at <= now {
                     let service = self.clone();
                     let id = row.id.clone();
@@ -121,11 +125,21 @@ impl Service {
             let Some(idle_ms) = spec.idle_ms else {
                 continue;
             };
-            if view::state_of(row).ok() != Some(State::Running) {
+            let state = view::state_of(row).ok();
+            let paused = state == Some(State::Paused);
+            // A paused sandbox is idle since it was paused; where the profile destroys idle
+            // sandboxes, pausing does not keep one (a pausing profile keeps it paused).
+            if !(state == Some(State::Running) || paused && !spec.idle_pauses) {
                 continue;
             }
             let last = self.last_activity(row);
             if now - last < idle_ms {
+                continue;
+            }
+            if paused {
+                if let Err(e) = self.reap_idle_one(&row.id, idle_ms).await {
+                    tracing::error!(sandbox = %row.id, error = %e.detail(), "cannot reap idle sandbox");
+                }
                 continue;
             }
             let Ok(Some(handle)) = handle_of(row) else {
@@ -163,19 +177,23 @@ impl Service {
             .get(&row.id)
             .copied();
         seen.unwrap_or_else(|| row.started_at.max(self.inner.started_at))
+            .max(row.paused_at.unwrap_or(0))
     }
 
     async fn reap_idle_one(&self, id: &str, idle_ms: i64) -> Result<(), crate::Error> {
         let lock = self.lock_for(id);
         let guard = lock.lock().await;
         let row = self.reread(id)?;
-        // Still running and still idle (an exec may have come in meanwhile).
-        if view::state_of(&row)? != State::Running || now_ms() - self.last_activity(&row) < idle_ms
-        {
+        // Still idle (an exec may have come in meanwhile), and still running — or paused, where
+        // the profile destroys idle sandboxes.
+        let spec = StoredSpec::parse(&row)?;
+        let state = view::state_of(&row)?;
+        let reapable = state == State::Running || (state == State::Paused && !spec.idle_pauses);
+        if !reapable || now_ms() - self.last_activity(&row) < idle_ms {
             return Ok(());
         }
         let system = crate::Caller::system();
-        if StoredSpec::parse(&row)?.idle_pauses {
+        if spec.idle_pauses {
             self.pause_locked(&row, crate::reason::IDLE, &system)
                 .await?;
             return Ok(());
@@ -188,8 +206,12 @@ impl Service {
     }
 }
 
-/// A running sandbox whose profile reaps it when idle.
+/// A running sandbox whose profile reaps it when idle (or a paused one, where that reaping
+/// destroys).
 fn needs_idle_checks(row: &SandboxRow) -> bool {
-    view::state_of(row).ok() == Some(State::Running)
-        && StoredSpec::parse(row).is_ok_and(|spec| spec.idle_ms.is_some())
+    let state = view::state_of(row).ok();
+    StoredSpec::parse(row).is_ok_and(|spec| {
+        spec.idle_ms.is_some()
+            && (state == Some(State::Running) || state == Some(State::Paused) && !spec.idle_pauses)
+    })
 }

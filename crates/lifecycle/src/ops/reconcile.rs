@@ -68,6 +68,7 @@ impl Service {
                         deadline::run_raw(deadline::LIST, "adopt", backend.adopt(handle)).await?;
                     match adopted {
                         Ok(()) => {
+                            self.match_freezer(&id, state, &**backend, handle).await;
                             self.watch(id.clone(), handle.clone());
                             tracing::info!(sandbox = %id, "adopted a sandbox of a previous daemon");
                             report.adopted.push(row.id.clone());
@@ -119,5 +120,42 @@ impl Service {
             }
         }
         Ok(report)
+    }
+}
+
+impl Service {
+    /// Makes an adopted sandbox's freezer agree with its record (a crash between a freeze or
+    /// a thaw and its record leaves them apart): paused stays frozen, anything else runs.
+    async fn match_freezer(
+        &self,
+        id: &sbx_backend::SandboxId,
+        state: State,
+        backend: &dyn sbx_backend::Backend,
+        handle: &sbx_backend::Handle,
+    ) {
+        let Some(pauser) = backend.pause() else {
+            return;
+        };
+        let Ok(observed) = deadline::run(deadline::LIST, "inspect", backend.inspect(handle)).await
+        else {
+            return;
+        };
+        let result = match (state == State::Paused, observed.frozen) {
+            (true, Some(false)) => {
+                deadline::run(deadline::PAUSE, "pause", pauser.pause(handle)).await
+            }
+            (false, Some(true)) => {
+                deadline::run(deadline::PAUSE, "resume", pauser.resume(handle)).await
+            }
+            _ => return,
+        };
+        match result {
+            Ok(()) => {
+                tracing::warn!(sandbox = %id, state = %state, "its freezer disagreed with its record; corrected")
+            }
+            Err(e) => {
+                tracing::error!(sandbox = %id, error = %e.detail(), "cannot correct its freezer")
+            }
+        }
     }
 }

@@ -72,7 +72,7 @@ impl Service {
                 owner: row.owner.clone(),
                 init_pid,
                 alive: observed.as_ref().is_some_and(|o| o.alive),
-                expires_at: row.expires_at,
+                expires_at: view::shown_deadline(&row),
                 memory_bytes: observed.as_ref().and_then(|o| o.memory_bytes),
                 cpu_seconds: observed
                     .as_ref()

@@ -199,3 +199,26 @@ async fn a_restart_adopts_a_paused_sandbox_paused() {
     assert!(h.engine.traces().is_empty());
     h.service.shutdown(false).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn pausing_does_not_keep_a_sandbox_from_its_idle_reaping() {
+    let mut config = config();
+    let profile = config.profiles.get_mut("default").unwrap();
+    profile.ttl.idle = Some(Duration::from_secs(30));
+    profile.ttl.pause_stops_clock = true;
+    let h = Harness::with(config, Engine::new());
+    h.service.start_reaper();
+    let sandbox = h.create(NewSandbox::default()).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h.service
+        .pause(&Caller::system(), &sandbox.id)
+        .await
+        .unwrap();
+    // Idle since it was paused: reaped 30 s later, its stopped clock notwithstanding.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(h.get(&sandbox.id).state, State::Paused);
+    let gone = settles(&h, &sandbox.id, State::Destroyed).await;
+    assert_eq!(gone.state_reason.as_deref(), Some("idle"));
+    assert!(h.engine.traces().is_empty());
+    h.service.shutdown(false).await.unwrap();
+}

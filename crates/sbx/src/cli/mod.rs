@@ -58,6 +58,10 @@ enum Command {
     Expire(commands::expire::ExpireArgs),
     /// Replace a sandbox's instance with a fresh one (same id and spec, fresh TTL).
     Recreate(commands::recreate::RecreateArgs),
+    /// Copy a file into or out of a sandbox: `sbx cp SRC ID:DST`, `sbx cp ID:SRC DST`.
+    Cp(commands::cp::CpArgs),
+    /// A sandbox's files: ls, stat, rm, mv, mkdir.
+    Files(commands::files::FilesArgs),
     /// Freeze a sandbox's processes where they are (no CPU) until it is resumed.
     Pause(commands::pause::PauseArgs),
     /// Let a paused sandbox's processes carry on.
@@ -107,6 +111,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Extend(args) => commands::extend::run(&context, args).await,
         Command::Expire(args) => commands::expire::run(&context, args).await,
         Command::Recreate(args) => commands::recreate::run(&context, args).await,
+        Command::Cp(args) => commands::cp::run(&context, args).await,
+        Command::Files(args) => commands::files::run(&context, args).await,
         Command::Pause(args) => commands::pause::run(&context, args, true).await,
         Command::Resume(args) => commands::pause::run(&context, args, false).await,
         Command::Status(args) => commands::status::run(&context, args).await,

@@ -164,6 +164,13 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ("GET", "/v1/sandboxes/{id}/pty", None),
         ("POST", "/v1/sandboxes/{id}/pause", None),
         ("POST", "/v1/sandboxes/{id}/resume", None),
+        ("GET", "/v1/sandboxes/{id}/files", None),
+        ("PUT", "/v1/sandboxes/{id}/files", None),
+        ("DELETE", "/v1/sandboxes/{id}/files", None),
+        ("GET", "/v1/sandboxes/{id}/files/stat", None),
+        ("GET", "/v1/sandboxes/{id}/files/list", None),
+        ("POST", "/v1/sandboxes/{id}/files/mkdir", None),
+        ("POST", "/v1/sandboxes/{id}/files/move", None),
     ]
     .iter()
     .map(|(m, p, _)| (m.to_string(), p.to_string()))
@@ -181,6 +188,17 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         (Method::POST, "/exec/stream", Some(r#"{"cmd":["true"]}"#)),
         (Method::POST, "/pause", None),
         (Method::POST, "/resume", None),
+        (Method::PUT, "/files?path=/tmp/x", Some("x")),
+        (Method::GET, "/files?path=/tmp/x", None),
+        (Method::GET, "/files/stat?path=/tmp/x", None),
+        (Method::GET, "/files/list?path=/tmp", None),
+        (Method::POST, "/files/mkdir", Some(r#"{"path":"/tmp/d"}"#)),
+        (
+            Method::POST,
+            "/files/move",
+            Some(r#"{"from":"/tmp/x","to":"/tmp/y"}"#),
+        ),
+        (Method::DELETE, "/files?path=/tmp/d&recursive=true", None),
         (Method::DELETE, "", None),
     ];
     for target in [theirs.id.as_str(), "sb-aaaaaaaaaaaaaaaaaaaaaaaaaa"] {

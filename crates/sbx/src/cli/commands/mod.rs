@@ -3,11 +3,13 @@
 pub mod audit;
 pub mod cleanup;
 pub mod config;
+pub mod cp;
 pub mod create;
 pub mod events;
 pub mod exec;
 pub mod expire;
 pub mod extend;
+pub mod files;
 pub mod inspect;
 pub mod keys;
 pub mod ls;

@@ -1,0 +1,368 @@
+//! `/v1/sandboxes/{id}/files…`: a running sandbox's files. Bytes stream both ways (the daemon
+//! holds a chunk at a time, whatever the size); downloads honour a single `Range`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use sbx_protocol::{ErrorBody, FileInfo, FileList, MakeDirRequest, MoveRequest};
+use serde::Deserialize;
+
+use crate::body::JsonBody;
+use crate::context::Auth;
+use crate::{wire, ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/sandboxes/{id}/files",
+            get(download).put(upload).delete(remove),
+        )
+        .route("/v1/sandboxes/{id}/files/stat", get(stat))
+        .route("/v1/sandboxes/{id}/files/list", get(list))
+        .route("/v1/sandboxes/{id}/files/mkdir", post(make_dir))
+        .route("/v1/sandboxes/{id}/files/move", post(rename))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PathQuery {
+    /// Absolute, or relative to the sandbox user's home (`/home/user`).
+    path: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    path: String,
+    /// Levels to list (1: the directory's own entries; at most 32).
+    #[serde(default)]
+    depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    path: String,
+    /// Permission bits in octal (default `644`).
+    #[serde(default)]
+    mode: Option<String>,
+    /// Owner: `user` (default), `root`, or a uid.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    path: String,
+    /// Remove a directory with everything in it.
+    #[serde(default)]
+    recursive: Option<bool>,
+}
+
+fn query<T>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), PathQuery),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The bytes of the `Range` asked for", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "Invalid path", body = ErrorBody),
+        (status = 404, description = "No such sandbox, or no such file", body = ErrorBody),
+        (status = 409, description = "The path is a directory, a FIFO or a device; or the sandbox is not running", body = ErrorBody),
+        (status = 416, description = "The range is outside the file", body = ErrorBody),
+    ))]
+pub async fn download(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    path: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let path = query(path)?.path;
+    let service = &state.service;
+    let info = service.file_stat(&caller, &id, &path, true).await?;
+    if info.kind == sbx_lifecycle::FileKind::Directory {
+        return Err(sbx_lifecycle::Error::Conflict(format!(
+            "{}: is a directory (list it, or download it as an archive)",
+            info.path
+        ))
+        .into());
+    }
+    let range = match headers.get(header::RANGE) {
+        None => None,
+        Some(value) => Some(parse_range(value.to_str().unwrap_or_default(), info.size)?),
+    };
+    let (offset, length) = range.unwrap_or((0, info.size));
+    let bytes = service
+        .file_read(&caller, &id, &path, offset, Some(length))
+        .await?;
+    let mut response = Response::new(Body::from_stream(bytes));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let last = (offset + length).saturating_sub(1);
+        let value = format!("bytes {offset}-{last}/{}", info.size);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// One `bytes=` range of a file of `size` bytes: its offset and length.
+fn parse_range(text: &str, size: u64) -> Result<(u64, u64), ApiError> {
+    let unsatisfiable = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            format!("range {text:?} is not within the file's {size} bytes (one range: bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX)"),
+        )
+    };
+    let spec = text
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or_else(unsatisfiable)?;
+    let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
+    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());
+    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, false) => {
+            let suffix = number(last)?.min(size);
+            (size - suffix, size)
+        }
+        (false, true) => (number(first)?, size),
+        (false, false) => (number(first)?, number(last)?.saturating_add(1).min(size)),
+        (true, true) => return Err(unsatisfiable()),
+    };
+    if start >= end || start >= size {
+        return Err(unsatisfiable());
+    }
+    Ok((start, end - start))
+}
+
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/files", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's new bytes, streamed"),
+    responses(
+        (status = 200, description = "The file as written (missing parents were made)", body = FileInfo),
+        (status = 400, description = "Invalid path, mode or user", body = ErrorBody),
+        (status = 403, description = "The sandbox's user may not write there", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The path is a directory, a FIFO or a device; or the sandbox is not running", body = ErrorBody),
+        (status = 413, description = "Larger than `files.max_upload_bytes`", body = ErrorBody),
+        (status = 507, description = "The sandbox's disk is full", body = ErrorBody),
+    ))]
+pub async fn upload(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Json<FileInfo>, ApiError> {
+    let params = query(params)?;
+    let mode = match &params.mode {
+        None => 0o644,
+        Some(text) => u32::from_str_radix(text, 8).map_err(|_| {
+            ApiError::invalid(format!(
+                "mode {text:?} must be octal permission bits, like 644"
+            ))
+        })?,
+    };
+    let limit = state.settings.max_upload_bytes;
+    let too_large = || {
+        sbx_lifecycle::Error::TooLarge(format!(
+            "the file is larger than files.max_upload_bytes ({limit} bytes)"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large().into());
+    }
+    // Counted as it comes: past the limit the upload stops, and the answer is 413.
+    let over = Arc::new(AtomicBool::new(false));
+    let mut seen = 0u64;
+    let flag = over.clone();
+    let data = body
+        .into_data_stream()
+        .map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            seen += chunk.len() as u64;
+            if seen > limit {
+                flag.store(true, Ordering::SeqCst);
+                return Err(std::io::Error::other("upload over the limit"));
+            }
+            Ok(chunk)
+        })
+        .boxed();
+    let written = state
+        .service
+        .file_write(
+            &caller,
+            &id,
+            &params.path,
+            mode,
+            params.user.as_deref(),
+            data,
+        )
+        .await;
+    if over.load(Ordering::SeqCst) {
+        return Err(too_large().into());
+    }
+    Ok(Json(wire::file_info(written?)))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/stat", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), PathQuery),
+    responses(
+        (status = 200, description = "The path (a symlink itself, not what it points to)", body = FileInfo),
+        (status = 404, description = "No such sandbox, or no such path", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody),
+    ))]
+pub async fn stat(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    path: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FileInfo>, ApiError> {
+    let path = query(path)?.path;
+    let info = state.service.file_stat(&caller, &id, &path, false).await?;
+    Ok(Json(wire::file_info(info)))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/list", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), ListQuery),
+    responses(
+        (status = 200, description = "The directory's entries, by name, `depth` levels down (symlinks listed, not followed; 10,000 at most)", body = FileList),
+        (status = 400, description = "Invalid path or depth", body = ErrorBody),
+        (status = 404, description = "No such sandbox, or no such directory", body = ErrorBody),
+        (status = 409, description = "Not a directory; or the sandbox is not running", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    params: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FileList>, ApiError> {
+    let params = query(params)?;
+    let entries = state
+        .service
+        .file_list(&caller, &id, &params.path, params.depth.unwrap_or(1))
+        .await?;
+    Ok(Json(FileList {
+        entries: entries.into_iter().map(wire::file_info).collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/files/mkdir", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    request_body = MakeDirRequest,
+    responses(
+        (status = 200, description = "The directory (made with its missing parents, or already there)", body = FileInfo),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "A file is in the way; or the sandbox is not running", body = ErrorBody),
+    ))]
+pub async fn make_dir(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<MakeDirRequest>,
+) -> Result<Json<FileInfo>, ApiError> {
+    let info = state
+        .service
+        .file_make_dir(&caller, &id, &request.path, request.user.as_deref())
+        .await?;
+    Ok(Json(wire::file_info(info)))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/files/move", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    request_body = MoveRequest,
+    responses(
+        (status = 200, description = "The path at its new place", body = FileInfo),
+        (status = 404, description = "No such sandbox, or nothing at `from`", body = ErrorBody),
+        (status = 409, description = "Something is in the way, or across file systems; or the sandbox is not running", body = ErrorBody),
+    ))]
+pub async fn rename(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<MoveRequest>,
+) -> Result<Json<FileInfo>, ApiError> {
+    let info = state
+        .service
+        .file_rename(&caller, &id, &request.from, &request.to)
+        .await?;
+    Ok(Json(wire::file_info(info)))
+}
+
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}/files", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), RemoveQuery),
+    responses(
+        (status = 204, description = "Removed (a symlink itself, never what it points to)"),
+        (status = 404, description = "No such sandbox, or no such path", body = ErrorBody),
+        (status = 409, description = "A directory that is not empty (ask `recursive=true`); or the sandbox is not running", body = ErrorBody),
+    ))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    params: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    state
+        .service
+        .file_remove(
+            &caller,
+            &id,
+            &params.path,
+            params.recursive.unwrap_or(false),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), (0, 10));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), (90, 10));
+        assert_eq!(parse_range("bytes=-5", 100).unwrap(), (95, 5));
+        assert_eq!(parse_range("bytes=50-500", 100).unwrap(), (50, 50));
+        for bad in [
+            "bytes=100-",
+            "bytes=-",
+            "items=0-1",
+            "bytes=5-2",
+            "bytes=a-b",
+            "bytes=0-1,3-4",
+        ] {
+            assert!(parse_range(bad, 100).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The files of a native sandbox: each operation is done by a child of the sandbox's init,
+//! inside its namespaces and as the requested user (`child::files`), so paths resolve in the
+//! sandbox's root only. Bytes go through pipes, never through init, and never all at once:
+//! the daemon holds one chunk of a file at a time.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use nix::errno::Errno;
+use sbx_backend::{
+    BackendError, ByteStream, FileErrorKind, FileInfo, FileKind, Files, Handle, SandboxPath, User,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use super::client;
+use super::keys::NativeHandle;
+use super::NativeBackend;
+use crate::wire::{self, FileEntry, FileOp, FileOutcome, FileRequest, Reply, Request};
+
+/// Largest outcome a file child may report (a listing of `MAX_ENTRIES`).
+const MAX_OUTCOME: usize = 16 << 20;
+const CHUNK: usize = 256 * 1024;
+/// What of a refused upload is still read (and dropped), and for how long at most.
+const DRAIN_LIMIT: usize = 8 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One file operation under way: the connection that saw it start (kept until it ends), the
+/// result pipe, and the data pipe of a read or a write.
+struct Call {
+    _socket: tokio::io::unix::AsyncFd<OwnedFd>,
+    result: pipe::Receiver,
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd), BackendError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| BackendError::io("cannot create a pipe", e.into()))
+}
+
+fn receiver(fd: OwnedFd) -> Result<pipe::Receiver, BackendError> {
+    pipe::Receiver::from_owned_fd(fd).map_err(|e| BackendError::io("cannot watch a pipe", e))
+}
+
+fn sender(fd: OwnedFd) -> Result<pipe::Sender, BackendError> {
+    pipe::Sender::from_owned_fd(fd).map_err(|e| BackendError::io("cannot watch a pipe", e))
+}
+
+/// Starts `op` in the sandbox whose control socket is `socket`; `data` is the child's end of
+/// the data pipe for a read or a write.
+async fn start(
+    socket_path: &Path,
+    user: User,
+    op: FileOp,
+    data: Option<OwnedFd>,
+) -> Result<Call, BackendError> {
+    let (result_read, result_write) = pipe_pair()?;
+    let socket = client::connect_control(socket_path)?;
+    // Relative paths are the sandbox user's, whoever acts.
+    let home = "/home/user";
+    let request = Request::File(FileRequest {
+        version: wire::PROTOCOL_VERSION,
+        uid: user.uid,
+        gid: user.gid,
+        cwd: home.into(),
+        action: op,
+    });
+    let mut fds = vec![result_write.as_raw_fd()];
+    if let Some(data) = &data {
+        fds.push(data.as_raw_fd());
+    }
+    wire::send(socket.get_ref().as_fd(), &request, &fds).map_err(|e| match e {
+        Errno::EMSGSIZE => BackendError::File {
+            kind: FileErrorKind::Invalid,
+            message: "the path is too long".into(),
+        },
+        Errno::EPIPE | Errno::ECONNRESET => BackendError::gone(),
+        e => BackendError::io("cannot send to the sandbox's init", e.into()),
+    })?;
+    // The child holds its ends now; ours close so that EOF can come.
+    drop(result_write);
+    drop(data);
+    let mut buffer = vec![0u8; 4096];
+    match client::next_reply(&socket, &mut buffer).await {
+        Some(Reply::Started { .. }) => {}
+        Some(Reply::Failed { message }) => {
+            return Err(BackendError::other(format!(
+                "file operation refused: {message}"
+            )))
+        }
+        _ => return Err(BackendError::gone()),
+    }
+    Ok(Call {
+        _socket: socket,
+        result: receiver(result_read)?,
+    })
+}
+
+impl Call {
+    /// The child's report, read to its end (bounded).
+    async fn outcome(&mut self) -> Result<Vec<FileEntry>, BackendError> {
+        let mut text = Vec::new();
+        let mut limited = (&mut self.result).take(MAX_OUTCOME as u64 + 1);
+        limited
+            .read_to_end(&mut text)
+            .await
+            .map_err(|e| BackendError::io("cannot read a file operation's outcome", e))?;
+        if text.is_empty() {
+            // The child died before saying anything (the sandbox is going, or it was killed).
+            return Err(BackendError::gone());
+        }
+        if text.len() > MAX_OUTCOME {
+            return Err(BackendError::other(
+                "a file operation's outcome is too large",
+            ));
+        }
+        let outcome: FileOutcome = serde_json::from_slice(&text)
+            .map_err(|e| BackendError::other_from("malformed file operation outcome", e))?;
+        match outcome {
+            FileOutcome::Ok { entries, .. } => Ok(entries),
+            FileOutcome::Error { kind, message } => Err(file_error(&kind, message)),
+        }
+    }
+}
+
+fn file_error(kind: &str, message: String) -> BackendError {
+    let kind = match kind {
+        "not_found" => FileErrorKind::NotFound,
+        "conflict" => FileErrorKind::Conflict,
+        "denied" => FileErrorKind::Denied,
+        "no_space" => FileErrorKind::NoSpace,
+        "invalid" => FileErrorKind::Invalid,
+        _ => return BackendError::other(format!("file operation failed: {message}")),
+    };
+    BackendError::File { kind, message }
+}
+
+fn info(entry: FileEntry) -> FileInfo {
+    FileInfo {
+        path: entry.path,
+        kind: match entry.kind.as_str() {
+            "file" => FileKind::File,
+            "directory" => FileKind::Directory,
+            "symlink" => FileKind::Symlink,
+            _ => FileKind::Other,
+        },
+        size: entry.size,
+        mode: entry.mode,
+        owner: User {
+            uid: entry.uid,
+            gid: entry.gid,
+        },
+        modified_ms: entry.modified_ms,
+        symlink_target: entry.symlink_target,
+    }
+}
+
+fn one(entries: Vec<FileEntry>) -> Result<FileInfo, BackendError> {
+    entries
+        .into_iter()
+        .next()
+        .map(info)
+        .ok_or_else(|| BackendError::other("a file operation reported nothing"))
+}
+
+impl NativeBackend {
+    fn control_socket(&self, handle: &Handle) -> Result<std::path::PathBuf, BackendError> {
+        let native = NativeHandle::parse(handle)?;
+        Ok(self.inner.layout.socket(&native.key()?))
+    }
+
+    async fn simple(
+        &self,
+        handle: &Handle,
+        user: User,
+        op: FileOp,
+    ) -> Result<Vec<FileEntry>, BackendError> {
+        let mut call = start(&self.control_socket(handle)?, user, op, None).await?;
+        call.outcome().await
+    }
+}
+
+#[async_trait]
+impl Files for NativeBackend {
+    async fn stat(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        follow: bool,
+    ) -> Result<FileInfo, BackendError> {
+        let op = FileOp::Stat {
+            path: path.into(),
+            follow,
+        };
+        one(self.simple(handle, User::ROOT, op).await?)
+    }
+
+    async fn list(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        depth: u32,
+    ) -> Result<Vec<FileInfo>, BackendError> {
+        let op = FileOp::List {
+            path: path.into(),
+            depth,
+        };
+        let entries = self.simple(handle, User::ROOT, op).await?;
+        Ok(entries.into_iter().map(info).collect())
+    }
+
+    async fn read(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BackendError> {
+        let (data_read, data_write) = pipe_pair()?;
+        let op = FileOp::Read {
+            path: path.into(),
+            offset,
+            length,
+        };
+        let mut call = start(
+            &self.control_socket(handle)?,
+            User::ROOT,
+            op,
+            Some(data_write),
+        )
+        .await?;
+        let data = receiver(data_read)?;
+        call.outcome().await?;
+        let stream = futures::stream::unfold((data, call), |(mut data, call)| async move {
+            let mut chunk = vec![0u8; CHUNK];
+            match data.read(&mut chunk).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok(Bytes::from(chunk)), (data, call)))
+                }
+                Err(e) => Some((Err(e), (data, call))),
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn write(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        mode: u32,
+        owner: User,
+        mut data: ByteStream,
+    ) -> Result<FileInfo, BackendError> {
+        let (data_read, data_write) = pipe_pair()?;
+        let op = FileOp::Write {
+            path: path.into(),
+            mode,
+        };
+        let mut call = start(&self.control_socket(handle)?, owner, op, Some(data_read)).await?;
+        let mut pipe = sender(data_write)?;
+        // The bytes go in while the child's report is awaited: a refusal (no such directory, a
+        // full disk) ends the upload at once. What the client still sends then is read and
+        // dropped, a little of it at most, so that its connection stays usable.
+        let upload = async move {
+            let mut broken = false;
+            let mut dropped = 0usize;
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(|e| BackendError::io("the upload failed", e))?;
+                if broken {
+                    dropped += chunk.len();
+                    if dropped > DRAIN_LIMIT {
+                        break;
+                    }
+                } else if pipe.write_all(&chunk).await.is_err() {
+                    broken = true;
+                }
+            }
+            drop(pipe);
+            Ok::<bool, BackendError>(!broken)
+        };
+        tokio::pin!(upload);
+        let report = call.outcome();
+        tokio::pin!(report);
+        let mut uploaded = None;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut upload, if uploaded.is_none() => uploaded = Some(done),
+                outcome = &mut report => break outcome,
+            }
+        };
+        if uploaded.is_none() {
+            uploaded = tokio::time::timeout(DRAIN_TIME, &mut upload).await.ok();
+        }
+        let entries = outcome?;
+        if let Some(Err(e)) = uploaded {
+            return Err(e);
+        }
+        one(entries)
+    }
+
+    async fn make_dir(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        owner: User,
+    ) -> Result<(), BackendError> {
+        let op = FileOp::MakeDir { path: path.into() };
+        self.simple(handle, owner, op).await.map(|_| ())
+    }
+
+    async fn remove(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        recursive: bool,
+    ) -> Result<(), BackendError> {
+        let op = FileOp::Remove {
+            path: path.into(),
+            recursive,
+        };
+        self.simple(handle, User::ROOT, op).await.map(|_| ())
+    }
+
+    async fn rename(
+        &self,
+        handle: &Handle,
+        from: &SandboxPath,
+        to: &SandboxPath,
+    ) -> Result<(), BackendError> {
+        let op = FileOp::Rename {
+            from: from.into(),
+            to: to.into(),
+        };
+        self.simple(handle, User::ROOT, op).await.map(|_| ())
+    }
+}
