@@ -258,6 +258,7 @@ impl Client {
         let request = sbx_protocol::MoveRequest {
             from: from.into(),
             to: to.into(),
+            user: None,
         };
         self.send(self.http.post(url).json(&request)).await
     }

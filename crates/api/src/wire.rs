@@ -104,7 +104,9 @@ pub fn state_named(name: &str) -> Result<State, ApiError> {
 // ---- answers --------------------------------------------------------------------------------
 
 pub fn rfc3339(unix_ms: model::UnixMs) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    // RFC 3339 ends at year 9999 (a file's mtime may be set past it).
+    const LAST: i64 = 253_402_300_799_999;
+    let time = UNIX_EPOCH + Duration::from_millis(unix_ms.clamp(0, LAST) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }
 

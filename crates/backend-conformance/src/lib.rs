@@ -502,15 +502,18 @@ pub mod tests {
             (300_000, 0o640, FileKind::File)
         );
         assert_eq!(written.owner.uid, User::DEFAULT.uid);
-        let mut read = within("read", files.read(&handle, "dir/f", 1000, Some(5000)))
-            .await
-            .unwrap();
+        let mut read = within(
+            "read",
+            files.read(&handle, "dir/f", 1000, Some(5000), User::DEFAULT),
+        )
+        .await
+        .unwrap();
         let mut back = Vec::new();
         while let Some(chunk) = within("read", read.next()).await {
             back.extend_from_slice(&chunk.unwrap());
         }
         assert_eq!(back, &bytes[1000..6000]);
-        let stat = within("stat", files.stat(&handle, "dir", false))
+        let stat = within("stat", files.stat(&handle, "dir", false, User::DEFAULT))
             .await
             .unwrap();
         assert_eq!(stat.kind, FileKind::Directory);
@@ -520,10 +523,16 @@ pub mod tests {
         )
         .await
         .unwrap();
-        within("rename", files.rename(&handle, "dir/f", "dir/sub/g"))
+        within(
+            "rename",
+            files.rename(&handle, "dir/f", "dir/sub/g", User::DEFAULT),
+        )
+        .await
+        .unwrap();
+        let listed = within("list", files.list(&handle, "dir", 3, User::DEFAULT))
             .await
-            .unwrap();
-        let listed = within("list", files.list(&handle, "dir", 3)).await.unwrap();
+            .unwrap()
+            .entries;
         let kinds: Vec<FileKind> = listed.iter().map(|f| f.kind).collect();
         assert_eq!(
             kinds,
@@ -534,16 +543,16 @@ pub mod tests {
             BackendError::File { kind, .. } => kind,
             other => panic!("not a file error: {}", other.chain()),
         };
-        let missing = within("stat", files.stat(&handle, "nope", false)).await;
+        let missing = within("stat", files.stat(&handle, "nope", false, User::DEFAULT)).await;
         assert_eq!(kind_of(missing.unwrap_err()), FileErrorKind::NotFound);
-        let not_empty = within("remove", files.remove(&handle, "dir", false)).await;
+        let not_empty = within("remove", files.remove(&handle, "dir", false, User::DEFAULT)).await;
         assert_eq!(kind_of(not_empty.unwrap_err()), FileErrorKind::Conflict);
-        let directory = within("read", files.read(&handle, "dir", 0, None)).await;
+        let directory = within("read", files.read(&handle, "dir", 0, None, User::DEFAULT)).await;
         assert_eq!(kind_of(directory.err().unwrap()), FileErrorKind::Conflict);
-        within("remove", files.remove(&handle, "dir", true))
+        within("remove", files.remove(&handle, "dir", true, User::DEFAULT))
             .await
             .unwrap();
-        let gone = within("stat", files.stat(&handle, "dir", false)).await;
+        let gone = within("stat", files.stat(&handle, "dir", false, User::DEFAULT)).await;
         assert_eq!(kind_of(gone.unwrap_err()), FileErrorKind::NotFound);
         destroy(&*backend, &id, Some(&handle)).await;
     }

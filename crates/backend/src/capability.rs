@@ -105,7 +105,15 @@ pub struct FileInfo {
     pub symlink_target: Option<String>,
 }
 
-/// The files of a running sandbox.
+/// A directory's entries, and whether the listing stopped short of them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Vec<FileInfo>,
+    pub truncated: bool,
+}
+
+/// The files of a running sandbox. Every call acts as `user` inside the sandbox (its
+/// permissions apply) and resolves paths in the sandbox's root only.
 #[async_trait]
 pub trait Files: Send + Sync {
     /// What `path` is: the symlink itself, or with `follow` what it points to.
@@ -114,6 +122,7 @@ pub trait Files: Send + Sync {
         handle: &Handle,
         path: &SandboxPath,
         follow: bool,
+        user: User,
     ) -> Result<FileInfo, BackendError>;
     /// The entries of a directory, `depth` levels down (1: its own entries).
     async fn list(
@@ -121,22 +130,25 @@ pub trait Files: Send + Sync {
         handle: &Handle,
         path: &SandboxPath,
         depth: u32,
-    ) -> Result<Vec<FileInfo>, BackendError>;
-    /// The file's bytes from `offset`, at most `length` of them when given.
+        user: User,
+    ) -> Result<Listing, BackendError>;
+    /// The regular file's bytes from `offset`, at most `length` of them when given.
     async fn read(
         &self,
         handle: &Handle,
         path: &SandboxPath,
         offset: u64,
         length: Option<u64>,
+        user: User,
     ) -> Result<ByteStream, BackendError>;
-    /// Replaces the file with `data`, made with `mode` and owned by `owner`.
+    /// Replaces the file with `data`, made with `mode` and owned by `user` — all of it or
+    /// nothing: a failed or cut-off upload leaves the file as it was.
     async fn write(
         &self,
         handle: &Handle,
         path: &SandboxPath,
         mode: u32,
-        owner: User,
+        user: User,
         data: ByteStream,
     ) -> Result<FileInfo, BackendError>;
     /// Makes the directory and any missing parents.
@@ -144,19 +156,21 @@ pub trait Files: Send + Sync {
         &self,
         handle: &Handle,
         path: &SandboxPath,
-        owner: User,
+        user: User,
     ) -> Result<(), BackendError>;
     async fn remove(
         &self,
         handle: &Handle,
         path: &SandboxPath,
         recursive: bool,
+        user: User,
     ) -> Result<(), BackendError>;
     async fn rename(
         &self,
         handle: &Handle,
         from: &SandboxPath,
         to: &SandboxPath,
+        user: User,
     ) -> Result<(), BackendError>;
 }
 

@@ -8,6 +8,7 @@
 //! the report's layout in [`report`].
 
 mod daemon;
+mod files;
 mod flood;
 mod report;
 mod stats;
@@ -47,6 +48,7 @@ const CREATE_EXEC_TARGET: Target = Target(&[(Stat::P50, 10.0), (Stat::P99, 30.0)
 const EXEC_TARGET: Target = Target(&[(Stat::P50, 3.0)]);
 const DESTROY_TARGET: Target = Target(&[(Stat::P50, 10.0)]);
 const PAUSE_TARGET: Target = Target(&[(Stat::P50, 10.0)]);
+const FILE_CALL_TARGET: Target = Target(&[(Stat::P50, 2.0)]);
 const ECHO_TARGET: Target = Target(&[(Stat::P50, 2.0)]);
 const AUTH_OVERHEAD_TARGET: Target = Target(&[(Stat::P50, AUTH_OVERHEAD_TARGET_MS)]);
 /// Terminal output throughput to reach, MB/s (10^6 bytes).
@@ -375,6 +377,9 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
     }
     api.delete(&id).await?;
 
+    eprintln!("files: stat, list, read of a small file ×{n}…");
+    let [file_stat, file_list, file_read] = files::small(api.0, n).await?;
+
     eprintln!("destroy ×{n}…");
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -436,12 +441,32 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
         ),
         row("resume", &resume, Some(PAUSE_TARGET)),
         row(
+            "files: stat of a small file",
+            &file_stat,
+            Some(FILE_CALL_TARGET),
+        ),
+        row(
+            "files: list of a small directory",
+            &file_list,
+            Some(FILE_CALL_TARGET),
+        ),
+        row(
+            "files: read of a small file",
+            &file_read,
+            Some(FILE_CALL_TARGET),
+        ),
+        row(
             "terminal keystroke echo round trip (WebSocket → shell's terminal → WebSocket)",
             &echo,
             Some(ECHO_TARGET),
         ),
     ];
     scale.terminal_mb_s = Some((throughput, ceiling));
+    eprintln!(
+        "files: upload and download of {} MiB…",
+        files::FILE_BYTES >> 20
+    );
+    scale.files = Some(files::throughput(api.0, daemon.pid()).await?);
     Ok((rows, scale))
 }
 
@@ -603,6 +628,7 @@ async fn scale(api: &Api<'_>, daemon: &mut Daemon, m: usize, k: usize) -> Result
         hwm_kib: daemon_status_kib(daemon.pid(), "VmHWM:"),
         sandbox_pss,
         terminal_mb_s: None,
+        files: None,
         restart,
         adopted_ok,
         cpu_empty: None,
@@ -661,7 +687,7 @@ async fn quiet_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((after - before) * 10))
 }
 
-fn daemon_status_kib(pid: u32, key: &str) -> Option<u64> {
+pub fn daemon_status_kib(pid: u32, key: &str) -> Option<u64> {
     status_kib(
         &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
         key,

@@ -71,6 +71,8 @@ pub struct Scale {
     /// Terminal output throughput, MB/s (`cat` of a large file to a local WebSocket client).
     /// And the ceiling: the same `cat` on a host pty with a minimal reader (MB/s).
     pub terminal_mb_s: Option<(f64, Option<f64>)>,
+    /// A 1 GiB file up and down through the API.
+    pub files: Option<crate::files::FilesReport>,
     /// From the `kill -9` of the daemon (with every scale sandbox alive) to its successor's
     /// first answer; and how many sandboxes ran `true` after that.
     pub restart: Duration,
@@ -160,6 +162,29 @@ impl Report {
                     "| baseline: the same `cat` on a host pty, minimal reader (no sandbox, no WebSocket) | {ceiling:.0} | — |"
                 );
             }
+        }
+        if let Some(files) = &s.files {
+            use crate::files::{RSS_GROWTH_TARGET_MIB, THROUGHPUT_TARGET_MB_S};
+            let _ = writeln!(out, "\n## Files\n");
+            let _ = writeln!(out, "| measurement | value | target |");
+            let _ = writeln!(out, "|---|---|---|");
+            for (what, rate) in [
+                ("upload", files.upload_mb_s),
+                ("download", files.download_mb_s),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "| {what} of a 1 GiB file (streamed through the API), MB/s | {rate:.0} | ≥ {THROUGHPUT_TARGET_MB_S}: {} |",
+                    crate::stats::pass(rate >= THROUGHPUT_TARGET_MB_S)
+                );
+            }
+            let growth = files.rss_peak_kib.saturating_sub(files.rss_before_kib) / 1024;
+            let _ = writeln!(
+                out,
+                "| daemon VmRSS growth during them (peak, sampled every 10 ms; before) | {growth} MiB ({} MiB) | ≤ {RSS_GROWTH_TARGET_MIB} MiB: {} |",
+                files.rss_before_kib / 1024,
+                crate::stats::pass(growth <= RSS_GROWTH_TARGET_MIB)
+            );
         }
         let _ = writeln!(out, "\n## Scale: {} sandboxes\n", s.requested);
         let _ = writeln!(out, "| measurement | value | target |");

@@ -40,6 +40,9 @@ pub struct FileInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FileList {
     pub entries: Vec<FileInfo>,
+    /// The listing stopped at its limit (10,000 entries, or 2 MiB of paths): there is more.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// Body of `POST /v1/sandboxes/{id}/files/mkdir`.
@@ -59,4 +62,7 @@ pub struct MakeDirRequest {
 pub struct MoveRequest {
     pub from: String,
     pub to: String,
+    /// Acting as: `user` (default), `root`, or a uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }

@@ -35,6 +35,9 @@ pub fn router() -> Router<AppState> {
 pub struct PathQuery {
     /// Absolute, or relative to the sandbox user's home (`/home/user`).
     path: String,
+    /// Acting as: `user` (default), `root`, or a uid (the sandbox's permissions apply).
+    #[serde(default)]
+    user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -44,6 +47,9 @@ pub struct ListQuery {
     /// Levels to list (1: the directory's own entries; at most 32).
     #[serde(default)]
     depth: Option<u32>,
+    /// Acting as: `user` (default), `root`, or a uid.
+    #[serde(default)]
+    user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -65,6 +71,9 @@ pub struct RemoveQuery {
     /// Remove a directory with everything in it.
     #[serde(default)]
     recursive: Option<bool>,
+    /// Acting as: `user` (default), `root`, or a uid.
+    #[serde(default)]
+    user: Option<String>,
 }
 
 fn query<T>(
@@ -92,9 +101,11 @@ pub async fn download(
     headers: HeaderMap,
     path: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let path = query(path)?.path;
+    let PathQuery { path, user } = query(path)?;
     let service = &state.service;
-    let info = service.file_stat(&caller, &id, &path, true).await?;
+    let info = service
+        .file_stat(&caller, &id, &path, true, user.as_deref())
+        .await?;
     if info.kind == sbx_lifecycle::FileKind::Directory {
         return Err(sbx_lifecycle::Error::Conflict(format!(
             "{}: is a directory (list it, or download it as an archive)",
@@ -104,11 +115,14 @@ pub async fn download(
     }
     let range = match headers.get(header::RANGE) {
         None => None,
-        Some(value) => Some(parse_range(value.to_str().unwrap_or_default(), info.size)?),
+        Some(value) => match parse_range(value.to_str().unwrap_or_default(), info.size) {
+            Ok(range) => range,
+            Err(unsatisfiable) => return Ok(unsatisfiable.into_response()),
+        },
     };
     let (offset, length) = range.unwrap_or((0, info.size));
     let bytes = service
-        .file_read(&caller, &id, &path, offset, Some(length))
+        .file_read(&caller, &id, &path, offset, Some(length), user.as_deref())
         .await?;
     let mut response = Response::new(Body::from_stream(bytes));
     let headers = response.headers_mut();
@@ -129,34 +143,59 @@ pub async fn download(
     Ok(response)
 }
 
-/// One `bytes=` range of a file of `size` bytes: its offset and length.
-fn parse_range(text: &str, size: u64) -> Result<(u64, u64), ApiError> {
-    let unsatisfiable = || {
-        ApiError::new(
+/// One `bytes=` range of a file of `size` bytes: its offset and length. A header that is not
+/// one well-formed byte range is ignored (the whole file is sent, as RFC 9110 allows); a range
+/// outside the file is 416.
+fn parse_range(text: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+    let Some(spec) = text.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, false) => match number(last) {
+            Some(suffix) if suffix > 0 => (size - suffix.min(size), size),
+            Some(_) => (size, size),
+            None => return Ok(None),
+        },
+        (false, true) => match number(first) {
+            Some(start) => (start, size),
+            None => return Ok(None),
+        },
+        (false, false) => match (number(first), number(last)) {
+            (Some(start), Some(last)) if start <= last => (start, last.saturating_add(1).min(size)),
+            _ => return Ok(None),
+        },
+        (true, true) => return Ok(None),
+    };
+    if start >= end {
+        return Err(Unsatisfiable { size });
+    }
+    Ok(Some((start, end - start)))
+}
+
+/// A range outside a file of `size` bytes: 416, with `Content-Range: bytes */SIZE`.
+#[derive(Debug)]
+struct Unsatisfiable {
+    size: u64,
+}
+
+impl IntoResponse for Unsatisfiable {
+    fn into_response(self) -> Response {
+        let size = self.size;
+        let mut response = ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "range_not_satisfiable",
-            format!("range {text:?} is not within the file's {size} bytes (one range: bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX)"),
+            format!("the range asked for is not within the file's {size} bytes"),
         )
-    };
-    let spec = text
-        .trim()
-        .strip_prefix("bytes=")
-        .ok_or_else(unsatisfiable)?;
-    let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
-    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());
-    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
-        (true, false) => {
-            let suffix = number(last)?.min(size);
-            (size - suffix, size)
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
         }
-        (false, true) => (number(first)?, size),
-        (false, false) => (number(first)?, number(last)?.saturating_add(1).min(size)),
-        (true, true) => return Err(unsatisfiable()),
-    };
-    if start >= end || start >= size {
-        return Err(unsatisfiable());
+        response
     }
-    Ok((start, end - start))
 }
 
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/files", tag = "files",
@@ -178,7 +217,29 @@ pub async fn upload(
     headers: HeaderMap,
     params: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
-) -> Result<Json<FileInfo>, ApiError> {
+) -> Response {
+    match write(state, caller, id, headers, params, body).await {
+        Ok(info) => Json(info).into_response(),
+        // The body may not have been read to its end: the connection is not reused (a client
+        // sending the rest would find it closed under its next request).
+        Err(error) => {
+            let mut response = error.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn write(
+    state: AppState,
+    caller: sbx_lifecycle::Caller,
+    id: String,
+    headers: HeaderMap,
+    params: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<FileInfo, ApiError> {
     let params = query(params)?;
     let mode = match &params.mode {
         None => 0o644,
@@ -231,13 +292,14 @@ pub async fn upload(
     if over.load(Ordering::SeqCst) {
         return Err(too_large().into());
     }
-    Ok(Json(wire::file_info(written?)))
+    Ok(wire::file_info(written?))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/files/stat", tag = "files",
     params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), PathQuery),
     responses(
         (status = 200, description = "The path (a symlink itself, not what it points to)", body = FileInfo),
+        (status = 400, description = "Invalid path or user", body = ErrorBody),
         (status = 404, description = "No such sandbox, or no such path", body = ErrorBody),
         (status = 409, description = "The sandbox is not running", body = ErrorBody),
     ))]
@@ -247,8 +309,11 @@ pub async fn stat(
     Path(id): Path<String>,
     path: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FileInfo>, ApiError> {
-    let path = query(path)?.path;
-    let info = state.service.file_stat(&caller, &id, &path, false).await?;
+    let PathQuery { path, user } = query(path)?;
+    let info = state
+        .service
+        .file_stat(&caller, &id, &path, false, user.as_deref())
+        .await?;
     Ok(Json(wire::file_info(info)))
 }
 
@@ -267,12 +332,19 @@ pub async fn list(
     params: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FileList>, ApiError> {
     let params = query(params)?;
-    let entries = state
+    let listing = state
         .service
-        .file_list(&caller, &id, &params.path, params.depth.unwrap_or(1))
+        .file_list(
+            &caller,
+            &id,
+            &params.path,
+            params.depth.unwrap_or(1),
+            params.user.as_deref(),
+        )
         .await?;
     Ok(Json(FileList {
-        entries: entries.into_iter().map(wire::file_info).collect(),
+        entries: listing.entries.into_iter().map(wire::file_info).collect(),
+        truncated: listing.truncated,
     }))
 }
 
@@ -281,6 +353,7 @@ pub async fn list(
     request_body = MakeDirRequest,
     responses(
         (status = 200, description = "The directory (made with its missing parents, or already there)", body = FileInfo),
+        (status = 400, description = "Invalid path or user", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "A file is in the way; or the sandbox is not running", body = ErrorBody),
     ))]
@@ -302,6 +375,7 @@ pub async fn make_dir(
     request_body = MoveRequest,
     responses(
         (status = 200, description = "The path at its new place", body = FileInfo),
+        (status = 400, description = "Invalid path or user", body = ErrorBody),
         (status = 404, description = "No such sandbox, or nothing at `from`", body = ErrorBody),
         (status = 409, description = "Something is in the way, or across file systems; or the sandbox is not running", body = ErrorBody),
     ))]
@@ -313,7 +387,13 @@ pub async fn rename(
 ) -> Result<Json<FileInfo>, ApiError> {
     let info = state
         .service
-        .file_rename(&caller, &id, &request.from, &request.to)
+        .file_rename(
+            &caller,
+            &id,
+            &request.from,
+            &request.to,
+            request.user.as_deref(),
+        )
         .await?;
     Ok(Json(wire::file_info(info)))
 }
@@ -322,6 +402,7 @@ pub async fn rename(
     params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), RemoveQuery),
     responses(
         (status = 204, description = "Removed (a symlink itself, never what it points to)"),
+        (status = 400, description = "Invalid path or user", body = ErrorBody),
         (status = 404, description = "No such sandbox, or no such path", body = ErrorBody),
         (status = 409, description = "A directory that is not empty (ask `recursive=true`); or the sandbox is not running", body = ErrorBody),
     ))]
@@ -339,6 +420,7 @@ pub async fn remove(
             &id,
             &params.path,
             params.recursive.unwrap_or(false),
+            params.user.as_deref(),
         )
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -350,19 +432,27 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), (0, 10));
-        assert_eq!(parse_range("bytes=90-", 100).unwrap(), (90, 10));
-        assert_eq!(parse_range("bytes=-5", 100).unwrap(), (95, 5));
-        assert_eq!(parse_range("bytes=50-500", 100).unwrap(), (50, 50));
-        for bad in [
-            "bytes=100-",
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 10)));
+        assert_eq!(parse_range("bytes=-5", 100).unwrap(), Some((95, 5)));
+        assert_eq!(parse_range("bytes=50-500", 100).unwrap(), Some((50, 50)));
+        for ignored in [
             "bytes=-",
             "items=0-1",
             "bytes=5-2",
             "bytes=a-b",
             "bytes=0-1,3-4",
         ] {
-            assert!(parse_range(bad, 100).is_err(), "{bad}");
+            assert_eq!(parse_range(ignored, 100).unwrap(), None, "{ignored}");
+        }
+        for outside in ["bytes=100-", "bytes=200-300", "bytes=-0"] {
+            let response = parse_range(outside, 100).unwrap_err().into_response();
+            assert_eq!(
+                response.status(),
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "{outside}"
+            );
+            assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes */100");
         }
     }
 }

@@ -2,10 +2,17 @@
 //! sandbox's namespaces (its root is the sandbox's root: no path, `..` or symlink can name
 //! anything outside it) and as the requested user (the sandbox's permissions apply).
 //!
+//! One thing is visible to this child that no sandbox process sees: its own `/proc/self/exe`
+//! (and `map_files`), since it is a fork of init, which runs the daemon's binary. So every
+//! file it opens is checked to live on a mount of the sandbox's own mount namespace (by the
+//! opened descriptor's `mnt_id`), and symlink targets under `/proc` are not reported.
+//!
 //! Reads and writes refuse anything but regular files (a FIFO would block, a device could
 //! stream forever); they open with `O_NONBLOCK | O_NOCTTY` and check the type on the open
-//! descriptor, so nothing is swapped in between. The outcome goes to the result pipe as one
-//! JSON [`FileOutcome`] (then, for a read, the bytes to the data pipe); the exit code is 0.
+//! descriptor, so nothing is swapped in between. A write goes to a new hidden file beside the
+//! target (reported back); the daemon renames it into place only once the upload is whole.
+//! The outcome goes to the result pipe as one JSON [`FileOutcome`] (then, for a read, the
+//! bytes to the data pipe); the exit code is 0.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -17,12 +24,16 @@ use std::path::{Path, PathBuf};
 
 use crate::wire::{FileEntry, FileOp, FileOutcome, FileRequest};
 
-/// Most entries a listing reports.
+/// Most entries a listing reports, and most bytes of paths and targets in them.
 pub const MAX_ENTRIES: usize = 10_000;
+pub const MAX_LISTING_BYTES: usize = 2 << 20;
+/// `statfs` type of procfs.
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const CHUNK: usize = 256 * 1024;
 
 /// Does the operation and exits; never returns.
 pub fn run(request: &FileRequest, fds: Vec<OwnedFd>) -> ! {
+    let fds = keep_only(fds);
     let mut fds = fds.into_iter();
     let result = fds.next();
     let data = fds.next();
@@ -38,18 +49,50 @@ pub fn run(request: &FileRequest, fds: Vec<OwnedFd>) -> ! {
 }
 
 /// True when the operation succeeded.
+/// Closes every inherited descriptor but `fds` (init's sockets and signalfd are none of this
+/// child's business), which it moves to 3, 4, ….
+fn keep_only(fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let raw: Vec<i32> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
+    // Out of the way first (above any target), then down to 3, 4, ….
+    let high: Vec<i32> = raw
+        .iter()
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on descriptors this process owns.
+        .map(|fd| unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100) })
+        .collect();
+    let mut kept = Vec::new();
+    for (i, fd) in high.iter().enumerate() {
+        let target = 3 + i as i32;
+        // SAFETY: dup3 onto a small number this child is about to own; whatever was there is
+        // closed below anyway.
+        if *fd >= 0 && unsafe { libc::dup3(*fd, target, libc::O_CLOEXEC) } == target {
+            // SAFETY: dup3 just made `target` ours.
+            kept.push(unsafe { OwnedFd::from_raw_fd(target) });
+        }
+    }
+    // SAFETY: closes descriptors only; none of them is used by Rust code after this.
+    unsafe { libc::syscall(libc::SYS_close_range, 3 + kept.len() as u32, u32::MAX, 0u32) };
+    kept
+}
+
 fn perform(request: &FileRequest, result: OwnedFd, data: Option<OwnedFd>) -> bool {
     let mut result = fs::File::from(result);
     if let Err(message) = super::become_user(request.uid, request.gid) {
         return report(&mut result, &error("denied", message));
     }
+    // No other process of the sandbox may ptrace this one or read its memory.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o022) };
     let home = Path::new(&request.cwd);
     if std::env::set_current_dir(home).is_err() {
         let _ = std::env::set_current_dir("/");
     }
     let absolute = |path: &str| absolute(home, path);
     let outcome = match &request.action {
-        FileOp::Stat { path, follow } => valid(path).and_then(|()| stat(&absolute(path), *follow)),
+        FileOp::Stat { path, follow } => {
+            valid(path).and_then(|()| stat_checked(&absolute(path), *follow))
+        }
         FileOp::List { path, depth } => valid(path).and_then(|()| list(&absolute(path), *depth)),
         FileOp::MakeDir { path } => valid(path).and_then(|()| make_dir(&absolute(path))),
         FileOp::Remove { path, recursive } => {
@@ -83,7 +126,7 @@ fn perform(request: &FileRequest, result: OwnedFd, data: Option<OwnedFd>) -> boo
             let Some(data) = data else {
                 return report(&mut result, &error("invalid", "no data pipe".into()));
             };
-            valid(path).and_then(|()| write(&absolute(path), *mode, fs::File::from(data)))
+            valid(path).and_then(|()| write_new(&absolute(path), *mode, fs::File::from(data)))
         }
     };
     match outcome {
@@ -170,9 +213,9 @@ fn entry(path: &Path, meta: &fs::Metadata) -> FileEntry {
     } else {
         "other"
     };
-    let symlink_target = meta
-        .file_type()
-        .is_symlink()
+    // Under /proc a symlink may name what only this child sees (its own executable, on the
+    // host): no target is reported there.
+    let symlink_target = (meta.file_type().is_symlink() && !on_procfs(path))
         .then(|| fs::read_link(path).ok())
         .flatten()
         .map(|t| t.to_string_lossy().into_owned());
@@ -183,9 +226,59 @@ fn entry(path: &Path, meta: &fs::Metadata) -> FileEntry {
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
-        modified_ms: meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000,
+        modified_ms: meta
+            .mtime()
+            .saturating_mul(1000)
+            .saturating_add(meta.mtime_nsec() / 1_000_000),
         symlink_target,
     }
+}
+
+/// Whether `path` (its parent directory, for a symlink) is on procfs.
+fn on_procfs(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 == PROC_SUPER_MAGIC)
+}
+
+/// The mount ids of the sandbox's own mount namespace.
+fn sandbox_mounts() -> Vec<u64> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Refuses an opened file that lives outside the sandbox's mounts (what `/proc/self/exe` of
+/// this child names: the daemon's binary, on the host).
+fn inside(path: &Path, file: &fs::File) -> Result<(), FileOutcome> {
+    use std::os::fd::AsRawFd;
+    let info =
+        fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap_or_default();
+    let mount: Option<u64> = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok());
+    match mount {
+        Some(id) if sandbox_mounts().contains(&id) => Ok(()),
+        _ => Err(error(
+            "not_found",
+            format!("{}: No such file or directory", path.display()),
+        )),
+    }
+}
+
+/// `stat`, refusing (with `follow`) what resolves outside the sandbox's mounts.
+fn stat_checked(path: &Path, follow: bool) -> Result<FileOutcome, FileOutcome> {
+    if follow {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .map_err(|e| failed(path, &e))?;
+        inside(path, &file)?;
+    }
+    stat(path, follow)
 }
 
 fn stat(path: &Path, follow: bool) -> Result<FileOutcome, FileOutcome> {
@@ -206,40 +299,50 @@ fn list(path: &Path, depth: u32) -> Result<FileOutcome, FileOutcome> {
             format!("{}: not a directory", path.display()),
         ));
     }
-    let mut entries = Vec::new();
-    let mut truncated = false;
-    walk(path, depth.max(1), &mut entries, &mut truncated).map_err(|e| failed(path, &e))?;
-    Ok(ok(entries, truncated))
+    // The directory itself must be the sandbox's (not one only this child can reach).
+    let opened = fs::File::open(path).map_err(|e| failed(path, &e))?;
+    inside(path, &opened)?;
+    let mut listing = Walk::default();
+    listing
+        .walk(path, depth.max(1))
+        .map_err(|e| failed(path, &e))?;
+    Ok(ok(listing.entries, listing.truncated))
 }
 
-fn walk(
-    dir: &Path,
-    depth: u32,
-    entries: &mut Vec<FileEntry>,
-    truncated: &mut bool,
-) -> std::io::Result<()> {
-    let mut names: Vec<_> = fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    for name in names {
-        if entries.len() >= MAX_ENTRIES {
-            *truncated = true;
-            return Ok(());
+#[derive(Default)]
+struct Walk {
+    entries: Vec<FileEntry>,
+    bytes: usize,
+    truncated: bool,
+}
+
+impl Walk {
+    fn walk(&mut self, dir: &Path, depth: u32) -> std::io::Result<()> {
+        let mut names: Vec<_> = fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            if self.entries.len() >= MAX_ENTRIES || self.bytes >= MAX_LISTING_BYTES {
+                self.truncated = true;
+                return Ok(());
+            }
+            let path = dir.join(&name);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let entry = entry(&path, &meta);
+            self.bytes += entry.path.len() + entry.symlink_target.as_ref().map_or(0, String::len);
+            self.entries.push(entry);
+            // Symlinks are listed, never followed.
+            if depth > 1 && meta.is_dir() {
+                // A directory the user may not read is listed, not entered.
+                let _ = self.walk(&path, depth - 1);
+            }
         }
-        let path = dir.join(&name);
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        entries.push(entry(&path, &meta));
-        // Symlinks are listed, never followed.
-        if depth > 1 && meta.is_dir() {
-            // A directory the user may not read is listed, not entered.
-            let _ = walk(&path, depth - 1, entries, truncated);
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn make_dir(path: &Path) -> Result<FileOutcome, FileOutcome> {
@@ -279,6 +382,7 @@ fn open_for_read(path: &Path, offset: u64) -> Result<(fs::File, FileEntry), File
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| failed(path, &e))?;
+    inside(path, &file)?;
     let meta = file.metadata().map_err(|e| failed(path, &e))?;
     regular(path, &meta)?;
     file.seek(SeekFrom::Start(offset))
@@ -327,40 +431,57 @@ fn send(mut file: fs::File, mut data: fs::File, length: Option<u64>) -> bool {
     true
 }
 
-/// Replaces the regular file at `path` (made, with missing parents, if absent) with what
-/// comes on `data`, and gives it `mode`.
-fn write(path: &Path, mode: u32, mut data: fs::File) -> Result<FileOutcome, FileOutcome> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| failed(parent, &e))?;
-    }
+/// Writes what comes on `data` to a new hidden file beside `path` (its parents made as
+/// needed), with `mode`; reports that file, which the daemon renames into place once the
+/// upload is whole (or removes).
+fn write_new(path: &Path, mode: u32, mut data: fs::File) -> Result<FileOutcome, FileOutcome> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| error("invalid", format!("{}: not a file name", path.display())))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(parent)
+        .map_err(|e| failed(parent, &e))?;
+    let mut random = [0u8; 8];
+    let _ = getrandom::fill(&mut random);
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut temporary = std::ffi::OsString::from(".");
+    temporary.push(name);
+    temporary.push(format!(".sbx-upload-{suffix}"));
+    let temporary = parent.join(temporary);
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .mode(mode & 0o7777)
+        .create_new(true)
+        .mode(mode & 0o777)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+        .open(&temporary)
         .map_err(|e| failed(path, &e))?;
-    let meta = file.metadata().map_err(|e| failed(path, &e))?;
-    regular(path, &meta)?;
-    file.set_len(0).map_err(|e| failed(path, &e))?;
-    // The mode asked for, whatever the umask or the file's mode before; never set-id bits.
-    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
-        .map_err(|e| failed(path, &e))?;
-    let mut buffer = vec![0u8; CHUNK];
-    loop {
-        let read = match data.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(failed(Path::new(OsStr::from_bytes(b"upload")), &e)),
-        };
-        file.write_all(&buffer[..read])
+    let written = (|| {
+        inside(path, &file)?;
+        // The mode asked for, whatever the umask; never set-id bits.
+        file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
             .map_err(|e| failed(path, &e))?;
+        let mut buffer = vec![0u8; CHUNK];
+        loop {
+            let read = match data.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(failed(Path::new(OsStr::from_bytes(b"upload")), &e)),
+            };
+            file.write_all(&buffer[..read])
+                .map_err(|e| failed(path, &e))?;
+        }
+        let meta = file.metadata().map_err(|e| failed(path, &e))?;
+        Ok(ok(vec![entry(&temporary, &meta)], false))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
     }
-    let meta = file.metadata().map_err(|e| failed(path, &e))?;
-    Ok(ok(vec![entry(path, &meta)], false))
+    written
 }

@@ -28,10 +28,12 @@ const EVENT_QUEUE: usize = 16;
 
 /// Connects to a sandbox's control socket.
 pub(super) fn connect_control(path: &Path) -> Result<AsyncFd<OwnedFd>, BackendError> {
+    // Non-blocking from the start: a connect to an init whose backlog is full (it is busy, or
+    // frozen) must not block one of the runtime's few threads.
     let socket = socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )
     .map_err(|e| BackendError::io("cannot create a control socket", e.into()))?;
@@ -40,6 +42,12 @@ pub(super) fn connect_control(path: &Path) -> Result<AsyncFd<OwnedFd>, BackendEr
     match connect(socket.as_raw_fd(), &address) {
         Ok(()) => {}
         Err(Errno::ENOENT | Errno::ECONNREFUSED) => return Err(BackendError::gone()),
+        Err(Errno::EAGAIN) => {
+            return Err(BackendError::Capacity {
+                resource: sbx_backend::SharedResource::Engine,
+                detail: "the sandbox's init has as many connections waiting as it takes".into(),
+            })
+        }
         Err(e) => {
             return Err(BackendError::io(
                 "cannot connect to the sandbox's init",

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use nix::errno::Errno;
 use sbx_backend::{
-    BackendError, ByteStream, FileErrorKind, FileInfo, FileKind, Files, Handle, SandboxPath, User,
+    BackendError, ByteStream, FileErrorKind, FileInfo, FileKind, Files, Handle, Listing,
+    SandboxPath, User,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -22,7 +23,10 @@ use super::NativeBackend;
 use crate::wire::{self, FileEntry, FileOp, FileOutcome, FileRequest, Reply, Request};
 
 /// Largest outcome a file child may report (a listing of `MAX_ENTRIES`).
-const MAX_OUTCOME: usize = 16 << 20;
+const MAX_OUTCOME: usize = 4 << 20;
+/// Longest a file child may go without moving a byte (one stopped by the sandbox, say) before
+/// the daemon gives up on it and kills it.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 const CHUNK: usize = 256 * 1024;
 /// What of a refused upload is still read (and dropped), and for how long at most.
 const DRAIN_LIMIT: usize = 8 << 20;
@@ -31,7 +35,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// One file operation under way: the connection that saw it start (kept until it ends), the
 /// result pipe, and the data pipe of a read or a write.
 struct Call {
-    _socket: tokio::io::unix::AsyncFd<OwnedFd>,
+    socket: tokio::io::unix::AsyncFd<OwnedFd>,
     result: pipe::Receiver,
 }
 
@@ -93,14 +97,23 @@ async fn start(
         _ => return Err(BackendError::gone()),
     }
     Ok(Call {
-        _socket: socket,
+        socket,
         result: receiver(result_read)?,
     })
 }
 
 impl Call {
+    /// Ends the child (the daemon gave up on it: its caller left, or it stalled).
+    fn kill(&self) {
+        let request = Request::Signal {
+            signal: libc::SIGKILL,
+            target: wire::SignalTarget::Process,
+        };
+        let _ = wire::send(self.socket.get_ref().as_fd(), &request, &[]);
+    }
+
     /// The child's report, read to its end (bounded).
-    async fn outcome(&mut self) -> Result<Vec<FileEntry>, BackendError> {
+    async fn outcome(&mut self) -> Result<(Vec<FileEntry>, bool), BackendError> {
         let mut text = Vec::new();
         let mut limited = (&mut self.result).take(MAX_OUTCOME as u64 + 1);
         limited
@@ -119,7 +132,7 @@ impl Call {
         let outcome: FileOutcome = serde_json::from_slice(&text)
             .map_err(|e| BackendError::other_from("malformed file operation outcome", e))?;
         match outcome {
-            FileOutcome::Ok { entries, .. } => Ok(entries),
+            FileOutcome::Ok { entries, truncated } => Ok((entries, truncated)),
             FileOutcome::Error { kind, message } => Err(file_error(&kind, message)),
         }
     }
@@ -157,7 +170,14 @@ fn info(entry: FileEntry) -> FileInfo {
     }
 }
 
-fn one(entries: Vec<FileEntry>) -> Result<FileInfo, BackendError> {
+fn stalled() -> BackendError {
+    BackendError::Timeout {
+        operation: "file operation",
+        after: STALL,
+    }
+}
+
+fn one((entries, _): (Vec<FileEntry>, bool)) -> Result<FileInfo, BackendError> {
     entries
         .into_iter()
         .next()
@@ -176,9 +196,15 @@ impl NativeBackend {
         handle: &Handle,
         user: User,
         op: FileOp,
-    ) -> Result<Vec<FileEntry>, BackendError> {
+    ) -> Result<(Vec<FileEntry>, bool), BackendError> {
         let mut call = start(&self.control_socket(handle)?, user, op, None).await?;
-        call.outcome().await
+        match tokio::time::timeout(STALL, call.outcome()).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                call.kill();
+                Err(stalled())
+            }
+        }
     }
 }
 
@@ -189,12 +215,13 @@ impl Files for NativeBackend {
         handle: &Handle,
         path: &SandboxPath,
         follow: bool,
+        user: User,
     ) -> Result<FileInfo, BackendError> {
         let op = FileOp::Stat {
             path: path.into(),
             follow,
         };
-        one(self.simple(handle, User::ROOT, op).await?)
+        one(self.simple(handle, user, op).await?)
     }
 
     async fn list(
@@ -202,13 +229,17 @@ impl Files for NativeBackend {
         handle: &Handle,
         path: &SandboxPath,
         depth: u32,
-    ) -> Result<Vec<FileInfo>, BackendError> {
+        user: User,
+    ) -> Result<Listing, BackendError> {
         let op = FileOp::List {
             path: path.into(),
             depth,
         };
-        let entries = self.simple(handle, User::ROOT, op).await?;
-        Ok(entries.into_iter().map(info).collect())
+        let (entries, truncated) = self.simple(handle, user, op).await?;
+        Ok(Listing {
+            entries: entries.into_iter().map(info).collect(),
+            truncated,
+        })
     }
 
     async fn read(
@@ -217,6 +248,7 @@ impl Files for NativeBackend {
         path: &SandboxPath,
         offset: u64,
         length: Option<u64>,
+        user: User,
     ) -> Result<ByteStream, BackendError> {
         let (data_read, data_write) = pipe_pair()?;
         let op = FileOp::Read {
@@ -224,24 +256,33 @@ impl Files for NativeBackend {
             offset,
             length,
         };
-        let mut call = start(
-            &self.control_socket(handle)?,
-            User::ROOT,
-            op,
-            Some(data_write),
-        )
-        .await?;
+        let mut call = start(&self.control_socket(handle)?, user, op, Some(data_write)).await?;
         let data = receiver(data_read)?;
-        call.outcome().await?;
-        let stream = futures::stream::unfold((data, call), |(mut data, call)| async move {
+        match tokio::time::timeout(STALL, call.outcome()).await {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                call.kill();
+                return Err(stalled());
+            }
+        };
+        // Dropping the stream (its caller left) or a stalled child ends the child.
+        let reading = Reading { data, call };
+        let stream = futures::stream::unfold(reading, |mut reading| async move {
             let mut chunk = vec![0u8; CHUNK];
-            match data.read(&mut chunk).await {
-                Ok(0) => None,
-                Ok(n) => {
+            match tokio::time::timeout(STALL, reading.data.read(&mut chunk)).await {
+                Ok(Ok(0)) => None,
+                Ok(Ok(n)) => {
                     chunk.truncate(n);
-                    Some((Ok(Bytes::from(chunk)), (data, call)))
+                    Some((Ok(Bytes::from(chunk)), reading))
                 }
-                Err(e) => Some((Err(e), (data, call))),
+                Ok(Err(e)) => Some((Err(e), reading)),
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the file's bytes stopped coming",
+                    )),
+                    reading,
+                )),
             }
         });
         Ok(stream.boxed())
@@ -252,64 +293,53 @@ impl Files for NativeBackend {
         handle: &Handle,
         path: &SandboxPath,
         mode: u32,
-        owner: User,
-        mut data: ByteStream,
+        user: User,
+        data: ByteStream,
     ) -> Result<FileInfo, BackendError> {
+        let socket = self.control_socket(handle)?;
         let (data_read, data_write) = pipe_pair()?;
         let op = FileOp::Write {
             path: path.into(),
             mode,
         };
-        let mut call = start(&self.control_socket(handle)?, owner, op, Some(data_read)).await?;
-        let mut pipe = sender(data_write)?;
-        // The bytes go in while the child's report is awaited: a refusal (no such directory, a
-        // full disk) ends the upload at once. What the client still sends then is read and
-        // dropped, a little of it at most, so that its connection stays usable.
-        let upload = async move {
-            let mut broken = false;
-            let mut dropped = 0usize;
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|e| BackendError::io("the upload failed", e))?;
-                if broken {
-                    dropped += chunk.len();
-                    if dropped > DRAIN_LIMIT {
-                        break;
-                    }
-                } else if pipe.write_all(&chunk).await.is_err() {
-                    broken = true;
+        let mut call = start(&socket, user, op, Some(data_read)).await?;
+        let pipe = sender(data_write)?;
+        let (outcome, uploaded) = upload(&mut call, pipe, data).await;
+        let written = one(outcome?)?;
+        // Whole: into place. Cut off or failed: the new file goes, the old one stays.
+        match uploaded {
+            Ok(true) => {
+                let op = FileOp::Rename {
+                    from: written.path.clone(),
+                    to: path.into(),
+                };
+                let moved = self.simple(handle, user, op).await;
+                if moved.is_err() {
+                    let _ = self.discard(handle, user, &written.path).await;
                 }
+                one(moved?)
             }
-            drop(pipe);
-            Ok::<bool, BackendError>(!broken)
-        };
-        tokio::pin!(upload);
-        let report = call.outcome();
-        tokio::pin!(report);
-        let mut uploaded = None;
-        let outcome = loop {
-            tokio::select! {
-                done = &mut upload, if uploaded.is_none() => uploaded = Some(done),
-                outcome = &mut report => break outcome,
+            Ok(false) => {
+                let _ = self.discard(handle, user, &written.path).await;
+                Err(BackendError::other(
+                    "the file operation ended before the upload",
+                ))
             }
-        };
-        if uploaded.is_none() {
-            uploaded = tokio::time::timeout(DRAIN_TIME, &mut upload).await.ok();
+            Err(e) => {
+                let _ = self.discard(handle, user, &written.path).await;
+                Err(e)
+            }
         }
-        let entries = outcome?;
-        if let Some(Err(e)) = uploaded {
-            return Err(e);
-        }
-        one(entries)
     }
 
     async fn make_dir(
         &self,
         handle: &Handle,
         path: &SandboxPath,
-        owner: User,
+        user: User,
     ) -> Result<(), BackendError> {
         let op = FileOp::MakeDir { path: path.into() };
-        self.simple(handle, owner, op).await.map(|_| ())
+        self.simple(handle, user, op).await.map(|_| ())
     }
 
     async fn remove(
@@ -317,12 +347,13 @@ impl Files for NativeBackend {
         handle: &Handle,
         path: &SandboxPath,
         recursive: bool,
+        user: User,
     ) -> Result<(), BackendError> {
         let op = FileOp::Remove {
             path: path.into(),
             recursive,
         };
-        self.simple(handle, User::ROOT, op).await.map(|_| ())
+        self.simple(handle, user, op).await.map(|_| ())
     }
 
     async fn rename(
@@ -330,11 +361,104 @@ impl Files for NativeBackend {
         handle: &Handle,
         from: &SandboxPath,
         to: &SandboxPath,
+        user: User,
     ) -> Result<(), BackendError> {
         let op = FileOp::Rename {
             from: from.into(),
             to: to.into(),
         };
-        self.simple(handle, User::ROOT, op).await.map(|_| ())
+        self.simple(handle, user, op).await.map(|_| ())
     }
+}
+
+impl NativeBackend {
+    /// Removes an upload's new file that will not go into place.
+    async fn discard(&self, handle: &Handle, user: User, path: &str) -> Result<(), BackendError> {
+        let op = FileOp::Remove {
+            path: path.into(),
+            recursive: false,
+        };
+        self.simple(handle, user, op).await.map(|_| ())
+    }
+}
+
+/// A read under way: the bytes, and the child sending them (killed when the reader goes).
+struct Reading {
+    data: pipe::Receiver,
+    call: Call,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.call.kill();
+    }
+}
+
+/// Sends `data` to the write child while awaiting its report: (the report, whether the whole
+/// upload went in). A refusal (no such directory, a full disk) ends the upload at once; what
+/// the client still sends is then read and dropped, a little of it at most, so that its
+/// connection stays usable. A child that stops reading for [`STALL`] is killed.
+async fn upload(
+    call: &mut Call,
+    mut pipe: pipe::Sender,
+    mut data: ByteStream,
+) -> (
+    Result<(Vec<FileEntry>, bool), BackendError>,
+    Result<bool, BackendError>,
+) {
+    let sending = async move {
+        let mut broken = false;
+        let mut dropped = 0usize;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| BackendError::io("the upload failed", e))?;
+            if broken {
+                dropped += chunk.len();
+                if dropped > DRAIN_LIMIT {
+                    break;
+                }
+                continue;
+            }
+            match tokio::time::timeout(STALL, pipe.write_all(&chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => broken = true,
+                Err(_) => return Err(stalled()),
+            }
+        }
+        drop(pipe);
+        Ok::<bool, BackendError>(!broken)
+    };
+    tokio::pin!(sending);
+    let mut uploaded = None;
+    let outcome = {
+        let report = call.outcome();
+        tokio::pin!(report);
+        loop {
+            tokio::select! {
+                done = &mut sending, if uploaded.is_none() => {
+                    let failed = !matches!(done, Ok(true));
+                    uploaded = Some(done);
+                    // The upload failed or was cut off: the child is told by EOF, and its
+                    // report comes; one that does not is stuck.
+                    if failed {
+                        match tokio::time::timeout(STALL, &mut report).await {
+                            Ok(outcome) => break outcome,
+                            Err(_) => break Err(stalled()),
+                        }
+                    }
+                }
+                outcome = &mut report => break outcome,
+                () = tokio::time::sleep(STALL), if uploaded.is_some() => break Err(stalled()),
+            }
+        }
+    };
+    if outcome.is_err() {
+        call.kill();
+    }
+    let uploaded = match uploaded {
+        Some(done) => done,
+        None => tokio::time::timeout(DRAIN_TIME, &mut sending)
+            .await
+            .unwrap_or(Ok(false)),
+    };
+    (outcome, uploaded)
 }

@@ -1,16 +1,21 @@
 //! Files: stat, list, read, write, make a directory, remove, move — in a running sandbox, by
-//! its backend's [`sbx_backend::Files`], which resolves every path inside the sandbox's root.
-//! A paused sandbox is resumed first when its profile says `auto_resume`, else refused (409).
-//! Writes, removals and moves are audited.
+//! its backend's [`sbx_backend::Files`], which resolves every path inside the sandbox's root
+//! and acts as the sandbox's user (or the one asked for). A paused sandbox is resumed first
+//! when its profile says `auto_resume`, else refused (409). Each call holds a place among the
+//! commands its user and sandbox may run at once (as an exec does), for as long as it runs —
+//! a download for as long as its bytes flow. Writes, removals and moves are audited.
 
 use std::sync::Arc;
 
-use sbx_backend::{Backend, ByteStream, FileInfo, Files, Handle, User};
+use futures::StreamExt;
+use sbx_backend::{Backend, ByteStream, FileInfo, Files, Handle, Listing, User};
+use tokio::sync::OwnedMutexGuard;
 
 use super::handle_of;
-use crate::{deadline, view, Caller, Error, Service};
+use crate::access::ExecPermit;
+use crate::{deadline, view, Caller, Error, Service, State};
 
-/// Who a file is written as: the sandbox's user, `root`, or a uid.
+/// Who a file call acts as: the sandbox's user, `root`, or a uid.
 pub fn user_named(name: Option<&str>) -> Result<User, Error> {
     match name {
         None | Some("user") => Ok(User::DEFAULT),
@@ -24,20 +29,41 @@ pub fn user_named(name: Option<&str>) -> Result<User, Error> {
     }
 }
 
-/// The most a file's mode may be (permission bits and sticky; never set-id).
-const MODE_MASK: u32 = 0o1777;
+/// The most a file's mode may be: permission bits (no set-id or sticky bits).
+const MODE_MASK: u32 = 0o777;
+
+/// A file call under way: the sandbox, its backend and handle, the call's place among those
+/// running, and (until the call has started) the sandbox's lock.
+struct FileCall {
+    id: String,
+    backend: Arc<dyn Backend>,
+    handle: Handle,
+    permit: ExecPermit,
+    lock: Option<OwnedMutexGuard<()>>,
+}
+
+impl FileCall {
+    fn files(&self) -> Result<&dyn Files, Error> {
+        self.backend.files().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the {} backend has no files API",
+                self.backend.kind()
+            ))
+        })
+    }
+}
 
 impl Service {
-    /// The running sandbox a file call is for, its backend and its handle.
-    async fn files_of(
-        &self,
-        caller: &Caller,
-        id_or_name: &str,
-    ) -> Result<(String, Arc<dyn Backend>, Handle), Error> {
-        self.resume_for_command(caller, id_or_name).await?;
+    /// The running sandbox a file call is for, with the sandbox's lock held (a pause, destroy
+    /// or recreate cannot come between the check and the call's start).
+    async fn file_call_for(&self, caller: &Caller, id_or_name: &str) -> Result<FileCall, Error> {
         let row = self.resolve(caller, id_or_name)?;
+        let lock = self.lock_for(&row.id).lock_owned().await;
+        let mut row = self.reread(&row.id)?;
         let state = view::effective_state(&row)?;
-        if !state.can_exec() {
+        if state == State::Paused && view::StoredSpec::parse(&row)?.auto_resume {
+            row = self.resume_locked(&row, caller).await?;
+        } else if !state.can_exec() {
             return Err(Error::WrongState {
                 id: row.id.clone(),
                 state,
@@ -54,11 +80,21 @@ impl Service {
         }
         let handle = handle_of(&row)?
             .ok_or_else(|| Error::internal(format!("running sandbox {} has no handle", row.id)))?;
+        let permit =
+            self.inner
+                .access
+                .admit_running(caller, &row.id, &self.profile_limits(&row.profile))?;
         self.touch(&row.id);
-        Ok((row.id, backend, handle))
+        Ok(FileCall {
+            id: row.id,
+            backend,
+            handle,
+            permit,
+            lock: Some(lock),
+        })
     }
 
-    async fn file_call<T>(
+    async fn under_deadline<T>(
         &self,
         id: &str,
         operation: &'static str,
@@ -78,11 +114,12 @@ impl Service {
         id_or_name: &str,
         path: &str,
         follow: bool,
+        user: Option<&str>,
     ) -> Result<FileInfo, Error> {
-        let (id, backend, handle) = self.files_of(caller, id_or_name).await?;
-        let files = files(&*backend)?;
-        self.file_call(&id, "stat", files.stat(&handle, path, follow))
-            .await
+        let user = user_named(user)?;
+        let call = self.file_call_for(caller, id_or_name).await?;
+        let stat = call.files()?.stat(&call.handle, path, follow, user);
+        self.under_deadline(&call.id, "stat", stat).await
     }
 
     pub async fn file_list(
@@ -91,19 +128,21 @@ impl Service {
         id_or_name: &str,
         path: &str,
         depth: u32,
-    ) -> Result<Vec<FileInfo>, Error> {
+        user: Option<&str>,
+    ) -> Result<Listing, Error> {
         if !(1..=32).contains(&depth) {
             return Err(Error::Invalid(format!(
                 "depth must be from 1 to 32, got {depth}"
             )));
         }
-        let (id, backend, handle) = self.files_of(caller, id_or_name).await?;
-        let files = files(&*backend)?;
-        self.file_call(&id, "list", files.list(&handle, path, depth))
-            .await
+        let user = user_named(user)?;
+        let call = self.file_call_for(caller, id_or_name).await?;
+        let list = call.files()?.list(&call.handle, path, depth, user);
+        self.under_deadline(&call.id, "list", list).await
     }
 
-    /// The file's bytes from `offset`, `length` of them at most.
+    /// The file's bytes from `offset`, `length` of them at most. The stream holds the call's
+    /// place among those running.
     pub async fn file_read(
         &self,
         caller: &Caller,
@@ -111,15 +150,24 @@ impl Service {
         path: &str,
         offset: u64,
         length: Option<u64>,
+        user: Option<&str>,
     ) -> Result<ByteStream, Error> {
-        let (id, backend, handle) = self.files_of(caller, id_or_name).await?;
-        let files = files(&*backend)?;
-        self.file_call(&id, "read", files.read(&handle, path, offset, length))
-            .await
+        let user = user_named(user)?;
+        let mut call = self.file_call_for(caller, id_or_name).await?;
+        let read = call.files()?.read(&call.handle, path, offset, length, user);
+        let bytes = self.under_deadline(&call.id, "read", read).await?;
+        call.lock = None;
+        let permit = call.permit;
+        Ok(bytes
+            .map(move |chunk| {
+                let _held = &permit;
+                chunk
+            })
+            .boxed())
     }
 
-    /// Replaces the file at `path` with `data` (parents made as needed), with `mode`, owned
-    /// by `user` (the sandbox's user by default).
+    /// Replaces the file at `path` with `data` (parents made as needed), with `mode`, as
+    /// `user` (the sandbox's user by default) — whole or not at all.
     pub async fn file_write(
         &self,
         caller: &Caller,
@@ -132,22 +180,27 @@ impl Service {
         let owner = user_named(user)?;
         if mode & !MODE_MASK != 0 {
             return Err(Error::Invalid(format!(
-                "mode {mode:o} must be permission bits (at most 1777; no set-id bits)"
+                "mode {mode:o} must be permission bits (at most 777; no set-id or sticky bits)"
             )));
         }
-        let (id, backend, handle) = self.files_of(caller, id_or_name).await?;
-        let files = files(&*backend)?;
-        // The upload runs at the client's pace: no deadline on it beyond the connection's own.
-        let written = match files.write(&handle, path, mode, owner, data).await {
+        let mut call = self.file_call_for(caller, id_or_name).await?;
+        // The upload runs at the client's pace: the sandbox's lock is not held for it (the
+        // backend gives up on a write that stalls).
+        call.lock = None;
+        let written = match call
+            .files()?
+            .write(&call.handle, path, mode, owner, data)
+            .await
+        {
             Ok(info) => info,
-            Err(sbx_backend::BackendError::NotFound(_)) => return Err(Error::SandboxGone(id)),
+            Err(sbx_backend::BackendError::NotFound(_)) => return Err(Error::SandboxGone(call.id)),
             Err(other) => return Err(other.into()),
         };
-        self.touch(&id);
+        self.touch(&call.id);
         self.inner.access.audit(
             caller,
             "file.written",
-            serde_json::json!({ "sandbox_id": id, "path": written.path, "size": written.size }),
+            serde_json::json!({ "sandbox_id": call.id, "path": written.path, "size": written.size }),
         );
         Ok(written)
     }
@@ -160,17 +213,16 @@ impl Service {
         user: Option<&str>,
     ) -> Result<FileInfo, Error> {
         let owner = user_named(user)?;
-        let (id, backend, handle) = self.files_of(caller, id_or_name).await?;
-        let files = files(&*backend)?;
-        self.file_call(&id, "mkdir", files.make_dir(&handle, path, owner))
+        let call = self.file_call_for(caller, id_or_name).await?;
+        let files = call.files()?;
+        self.under_deadline(&call.id, "mkdir", files.make_dir(&call.handle, path, owner))
             .await?;
-        let info = self
-            .file_call(&id, "stat", files.stat(&handle, path, false))
-            .await?;
+        let stat = files.stat(&call.handle, path, false, owner);
+        let info = self.under_deadline(&call.id, "stat", stat).await?;
         self.inner.access.audit(
             caller,
             "file.dir_made",
-            serde_json::json!({ "sandbox_id": id, "path": info.path }),
+            serde_json::json!({ "sandbox_id": call.id, "path": info.path }),
         );
         Ok(info)
     }
@@ -181,15 +233,16 @@ impl Service {
         id_or_name: &str,
         path: &str,
         recursive: bool,
+        user: Option<&str>,
     ) -> Result<(), Error> {
-        let (id, backend, handle) = self.files_of(caller, id_or_name).await?;
-        let files = files(&*backend)?;
-        self.file_call(&id, "remove", files.remove(&handle, path, recursive))
-            .await?;
+        let user = user_named(user)?;
+        let call = self.file_call_for(caller, id_or_name).await?;
+        let remove = call.files()?.remove(&call.handle, path, recursive, user);
+        self.under_deadline(&call.id, "remove", remove).await?;
         self.inner.access.audit(
             caller,
             "file.removed",
-            serde_json::json!({ "sandbox_id": id, "path": path, "recursive": recursive }),
+            serde_json::json!({ "sandbox_id": call.id, "path": path, "recursive": recursive }),
         );
         Ok(())
     }
@@ -200,25 +253,20 @@ impl Service {
         id_or_name: &str,
         from: &str,
         to: &str,
+        user: Option<&str>,
     ) -> Result<FileInfo, Error> {
-        let (id, backend, handle) = self.files_of(caller, id_or_name).await?;
-        let files = files(&*backend)?;
-        self.file_call(&id, "move", files.rename(&handle, from, to))
+        let user = user_named(user)?;
+        let call = self.file_call_for(caller, id_or_name).await?;
+        let files = call.files()?;
+        self.under_deadline(&call.id, "move", files.rename(&call.handle, from, to, user))
             .await?;
-        let info = self
-            .file_call(&id, "stat", files.stat(&handle, to, false))
-            .await?;
+        let stat = files.stat(&call.handle, to, false, user);
+        let info = self.under_deadline(&call.id, "stat", stat).await?;
         self.inner.access.audit(
             caller,
             "file.moved",
-            serde_json::json!({ "sandbox_id": id, "from": from, "to": info.path }),
+            serde_json::json!({ "sandbox_id": call.id, "from": from, "to": info.path }),
         );
         Ok(info)
     }
-}
-
-fn files(backend: &dyn Backend) -> Result<&dyn Files, Error> {
-    backend.files().ok_or_else(|| {
-        Error::Unsupported(format!("the {} backend has no files API", backend.kind()))
-    })
 }

@@ -46,20 +46,6 @@ impl Service {
         .await
     }
 
-    /// Resumes the sandbox a command is for, when it is paused and its profile says
-    /// `auto_resume` (an exec, a terminal). Anything else is left for the command's own checks.
-    pub(crate) async fn resume_for_command(
-        &self,
-        caller: &Caller,
-        id_or_name: &str,
-    ) -> Result<(), Error> {
-        let row = self.resolve(caller, id_or_name)?;
-        if view::effective_state(&row)? != State::Paused || !StoredSpec::parse(&row)?.auto_resume {
-            return Ok(());
-        }
-        self.resume(caller, &row.id).await.map(|_| ())
-    }
-
     /// The pause itself; the caller holds the sandbox's lock.
     pub(crate) async fn pause_locked(
         &self,

@@ -177,11 +177,13 @@ async fn files_go_in_and_out_whole_and_in_ranges() {
         .await
         .unwrap();
     assert_eq!((status, body.as_ref()), (200, b"hello\n".as_ref()));
-    let suid = d
-        .client
-        .upload(id, "s", Some("4755"), None, b"x".to_vec())
-        .await;
-    assert_eq!(code(suid.unwrap_err()), "invalid_request");
+    for mode in ["4755", "2755", "1777", "9"] {
+        let special = d
+            .client
+            .upload(id, "s", Some(mode), None, b"x".to_vec())
+            .await;
+        assert_eq!(code(special.unwrap_err()), "invalid_request", "{mode}");
+    }
     let mut range = reqwest::Client::new()
         .get(format!("{}/v1/sandboxes/{id}/files?path=hello.txt", d.url))
         .bearer_auth(&d.admin_key)
@@ -278,27 +280,43 @@ async fn paths_planted_by_the_sandbox_never_reach_the_host() {
         );
     }
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "HOST ONLY");
-    // Through a symlink to /etc/passwd: the sandbox's own (read-only) file, never the host's.
-    for user in [None, Some("root")] {
-        let write = d
-            .client
-            .upload(id, "passwd-link", None, user, b"x".to_vec())
-            .await;
-        assert_eq!(code(write.unwrap_err()), "permission_denied");
-    }
-    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
-    // A symlink within the sandbox is followed within it, as any program would.
-    assert_eq!(
-        d.sh(id, "ln -s /tmp/target /home/user/tmp-link")
-            .await
-            .exit_code,
-        0
-    );
+    // A write replaces the name it is given: a symlink planted there is replaced, never
+    // written through (so neither the sandbox's /etc/passwd nor the host's changes).
     d.client
-        .upload(id, "tmp-link", None, None, b"inside".to_vec())
+        .upload(id, "passwd-link", None, None, b"mine".to_vec())
         .await
         .unwrap();
-    assert_eq!(d.sh(id, "cat /tmp/target").await.stdout, "inside");
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
+    let check = d
+        .sh(
+            id,
+            "test -L passwd-link || cat passwd-link; grep -c root /etc/passwd",
+        )
+        .await;
+    assert_eq!(check.stdout, "mine1\n");
+    // What only the file child could see — its own executable, the daemon's binary on the
+    // host — is not there for the API either, nor is its host path told.
+    for path in [
+        "/proc/self/exe",
+        "/proc/thread-self/exe",
+        "/proc/self/map_files",
+    ] {
+        let read = d.client.download(id, path, None).await.err().map(code);
+        assert!(
+            matches!(
+                read.as_deref(),
+                Some("file_not_found") | Some("conflict") | Some("permission_denied")
+            ),
+            "read {path}: {read:?}"
+        );
+    }
+    let exe = d.client.stat(id, "/proc/self/exe").await.unwrap();
+    assert_eq!(exe.symlink_target, None);
+    let proc_self = d.client.list_files(id, "/proc/self", 1).await.unwrap();
+    assert!(
+        proc_self.iter().all(|f| f.symlink_target.is_none()),
+        "{proc_self:?}"
+    );
     // A FIFO and a device: refused at once, never waited on.
     let started = std::time::Instant::now();
     for path in ["fifo", "/dev/zero", "/dev/null", "/dev/tty"] {
@@ -307,9 +325,13 @@ async fn paths_planted_by_the_sandbox_never_reach_the_host() {
             matches!(read.as_deref(), Some("conflict") | Some("file_not_found")),
             "read {path}: {read:?}"
         );
-        let write = d.client.upload(id, path, None, None, b"x".to_vec()).await;
-        assert!(write.is_err(), "write {path}");
     }
+    // The sandbox user cannot put files in /dev.
+    let write = d
+        .client
+        .upload(id, "/dev/null", None, None, b"x".to_vec())
+        .await;
+    assert_eq!(code(write.unwrap_err()), "permission_denied");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -345,20 +367,26 @@ async fn uploads_are_bounded_by_the_limit_and_by_the_sandboxs_disk() {
         .upload(&s.id, "big", None, None, vec![0u8; 2 << 20])
         .await;
     assert_eq!(code(big.unwrap_err()), "payload_too_large");
-    // Streamed without a length: cut off once past the limit.
+    // Streamed without a length: cut off once past the limit, and the file as it was.
+    d.client
+        .upload(&s.id, "kept", None, None, b"original".to_vec())
+        .await
+        .unwrap();
     let chunks =
         futures::stream::iter((0..32).map(|_| Ok::<_, std::io::Error>(vec![1u8; 64 << 10])));
     let streamed = d
         .client
         .upload(
             &s.id,
-            "streamed",
+            "kept",
             None,
             None,
             reqwest::Body::wrap_stream(chunks),
         )
         .await;
     assert_eq!(code(streamed.unwrap_err()), "payload_too_large");
+    let left = d.sh(&s.id, "cat kept; ls -A | grep -c sbx-upload").await;
+    assert_eq!(left.stdout, "original0\n");
     d.finish().await;
 
     // A full sandbox disk is the sandbox's 507, and the sandbox and host carry on.
@@ -377,10 +405,14 @@ async fn uploads_are_bounded_by_the_limit_and_by_the_sandboxs_disk() {
         .upload(&small.id, "fill", None, None, vec![7u8; 96 << 20])
         .await;
     assert_eq!(code(full.unwrap_err()), "insufficient_storage");
-    d.client
-        .remove_file(&small.id, "fill", false)
-        .await
-        .unwrap();
+    // Nothing of it is left: not the file, not a part of it.
+    let left = d
+        .sh(
+            &small.id,
+            "ls -A /home/user | grep -c -e fill -e sbx-upload",
+        )
+        .await;
+    assert_eq!(left.stdout, "0\n");
     d.client
         .upload(&small.id, "fits", None, None, vec![7u8; 1 << 20])
         .await
