@@ -17,6 +17,9 @@ pub const RSS_GROWTH_TARGET_MIB: u64 = 32;
 pub struct FilesReport {
     pub upload_mb_s: f64,
     pub download_mb_s: f64,
+    /// The same bytes through one plain pipe on the host (`head -c … /dev/zero | cat`): what
+    /// this machine's pipes and system calls allow at all.
+    pub pipe_mb_s: Option<f64>,
     pub rss_before_kib: u64,
     pub rss_peak_kib: u64,
 }
@@ -77,9 +80,19 @@ pub async fn throughput(client: &Client, pid: u32) -> Result<FilesReport> {
     );
     api.delete(&id).await?;
     let mb = FILE_BYTES as f64 / 1e6;
+    let started = Instant::now();
+    let piped = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("head -c {FILE_BYTES} /dev/zero | cat > /dev/null"),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    let pipe_mb_s = piped.then(|| mb / started.elapsed().as_secs_f64());
     Ok(FilesReport {
         upload_mb_s: mb / upload.as_secs_f64(),
         download_mb_s: mb / download.as_secs_f64(),
+        pipe_mb_s,
         rss_before_kib,
         rss_peak_kib: up_peak.max(down_peak),
     })

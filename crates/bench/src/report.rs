@@ -178,6 +178,12 @@ impl Report {
                     crate::stats::pass(rate >= THROUGHPUT_TARGET_MB_S)
                 );
             }
+            if let Some(rate) = files.pipe_mb_s {
+                let _ = writeln!(
+                    out,
+                    "| baseline: the same bytes through one pipe on the host (`head -c 1G /dev/zero \\| cat`), MB/s | {rate:.0} | — |"
+                );
+            }
             let growth = files.rss_peak_kib.saturating_sub(files.rss_before_kib) / 1024;
             let _ = writeln!(
                 out,
