@@ -239,6 +239,9 @@ pub fn profile(p: model::ProfileInfo) -> wire::ProfileInfo {
         ttl_default: format(p.ttl_default),
         ttl_max: format(p.ttl_max),
         ttl_idle: p.ttl_idle.map(format),
+        idle_action: p.idle_action.as_str().into(),
+        pause_stops_clock: p.pause_stops_clock,
+        auto_resume: p.auto_resume,
     }
 }
 

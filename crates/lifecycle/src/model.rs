@@ -182,6 +182,9 @@ pub struct ProfileInfo {
     pub ttl_default: Duration,
     pub ttl_max: Duration,
     pub ttl_idle: Option<Duration>,
+    pub idle_action: sbx_config::IdleAction,
+    pub pause_stops_clock: bool,
+    pub auto_resume: bool,
 }
 
 /// An API key, without its secret.

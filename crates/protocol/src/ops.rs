@@ -143,6 +143,15 @@ pub struct ProfileInfo {
     pub ttl_max: String,
     #[serde(default)]
     pub ttl_idle: Option<String>,
+    /// What reaping an idle sandbox does: `destroy` or `pause`.
+    #[serde(default)]
+    pub idle_action: String,
+    /// A paused sandbox's lifetime does not run.
+    #[serde(default)]
+    pub pause_stops_clock: bool,
+    /// An exec, terminal or files call on a paused sandbox resumes it (else 409).
+    #[serde(default)]
+    pub auto_resume: bool,
 }
 
 /// Body of `GET /v1/profiles`.

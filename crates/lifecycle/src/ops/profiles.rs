@@ -20,6 +20,9 @@ impl Service {
                 ttl_default: p.ttl.default,
                 ttl_max: p.ttl.max,
                 ttl_idle: p.ttl.idle,
+                idle_action: p.ttl.idle_action,
+                pause_stops_clock: p.ttl.pause_stops_clock,
+                auto_resume: p.auto_resume,
             })
             .collect()
     }

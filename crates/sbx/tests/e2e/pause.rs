@@ -87,6 +87,19 @@ async fn a_paused_sandbox_survives_a_crash_paused_and_commands_can_resume_it() {
         ..Default::default()
     })
     .await;
+    // The profile says so, for clients to know.
+    let (status, body) = d
+        .client
+        .raw(reqwest::Method::GET, "/v1/profiles", None, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let profiles: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(profiles["profiles"][0]["auto_resume"], true, "{profiles}");
+    assert_eq!(
+        profiles["profiles"][0]["idle_action"], "destroy",
+        "{profiles}"
+    );
     let sandbox = d.create().await;
     d.sh(&sandbox.id, "echo kept > /tmp/state").await;
     d.client.pause(&sandbox.id).await.unwrap();
