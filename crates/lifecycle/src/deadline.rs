@@ -27,6 +27,19 @@ pub async fn run<T>(
     }
 }
 
+/// Like [`run`], for a call on sandbox `id`: the backend's "not found" means the sandbox went
+/// while the call ran ([`Error::SandboxGone`]).
+pub async fn run_on<T>(
+    id: &str,
+    deadline: Duration,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, sbx_backend::BackendError>>,
+) -> Result<T, Error> {
+    run_raw(deadline, operation, call)
+        .await?
+        .map_err(|e| Error::from_call_on(id, e))
+}
+
 /// Like [`run`], but hands the backend's own error back for the caller to interpret.
 pub async fn run_raw<T>(
     deadline: Duration,

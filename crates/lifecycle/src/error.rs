@@ -93,6 +93,16 @@ pub struct Internal {
     source: Option<BoxError>,
 }
 
+impl Error {
+    /// A backend's error on a call about sandbox `id`: "not found" means the sandbox went.
+    pub fn from_call_on(id: &str, error: BackendError) -> Error {
+        match error {
+            BackendError::NotFound(_) => Error::SandboxGone(id.to_owned()),
+            other => other.into(),
+        }
+    }
+}
+
 impl From<BackendError> for Error {
     fn from(error: BackendError) -> Self {
         match error {

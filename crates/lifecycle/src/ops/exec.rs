@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::model::{ExecRequest, TerminalRequest};
 use bytes::Bytes;
-use sbx_backend::{BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus};
+use sbx_backend::{ExecEvent, ExecInput, ExecSession, ExitStatus};
 use sbx_store::SandboxRow;
 use tokio::sync::mpsc;
 
@@ -166,11 +166,7 @@ impl Service {
                 (true, argv, begin, None, None)
             }
         };
-        let session = match deadline::run_raw(deadline::EXEC_START, "exec", begin).await? {
-            Ok(session) => session,
-            Err(BackendError::NotFound(_)) => return Err(Error::SandboxGone(id)),
-            Err(other) => return Err(other.into()),
-        };
+        let session = deadline::run_on(&id, deadline::EXEC_START, "exec", begin).await?;
         drop(guard);
         let pid = session.pid;
         let input = session.input.clone();

@@ -94,19 +94,6 @@ impl Service {
         })
     }
 
-    async fn under_deadline<T>(
-        &self,
-        id: &str,
-        operation: &'static str,
-        call: impl std::future::Future<Output = Result<T, sbx_backend::BackendError>>,
-    ) -> Result<T, Error> {
-        match deadline::run_raw(deadline::FILES, operation, call).await? {
-            Ok(value) => Ok(value),
-            Err(sbx_backend::BackendError::NotFound(_)) => Err(Error::SandboxGone(id.to_owned())),
-            Err(other) => Err(other.into()),
-        }
-    }
-
     /// What `path` is: a symlink itself, or with `follow` what it points to.
     pub async fn file_stat(
         &self,
@@ -119,7 +106,7 @@ impl Service {
         let user = user_named(user)?;
         let call = self.file_call_for(caller, id_or_name).await?;
         let stat = call.files()?.stat(&call.handle, path, follow, user);
-        self.under_deadline(&call.id, "stat", stat).await
+        deadline::run_on(&call.id, deadline::FILES, "stat", stat).await
     }
 
     pub async fn file_list(
@@ -138,7 +125,7 @@ impl Service {
         let user = user_named(user)?;
         let call = self.file_call_for(caller, id_or_name).await?;
         let list = call.files()?.list(&call.handle, path, depth, user);
-        self.under_deadline(&call.id, "list", list).await
+        deadline::run_on(&call.id, deadline::FILES, "list", list).await
     }
 
     /// The file's bytes from `offset`, `length` of them at most. The stream holds the call's
@@ -155,7 +142,7 @@ impl Service {
         let user = user_named(user)?;
         let mut call = self.file_call_for(caller, id_or_name).await?;
         let read = call.files()?.read(&call.handle, path, offset, length, user);
-        let bytes = self.under_deadline(&call.id, "read", read).await?;
+        let bytes = deadline::run_on(&call.id, deadline::FILES, "read", read).await?;
         call.lock = None;
         let permit = call.permit;
         Ok(bytes
@@ -215,10 +202,15 @@ impl Service {
         let owner = user_named(user)?;
         let call = self.file_call_for(caller, id_or_name).await?;
         let files = call.files()?;
-        self.under_deadline(&call.id, "mkdir", files.make_dir(&call.handle, path, owner))
-            .await?;
+        deadline::run_on(
+            &call.id,
+            deadline::FILES,
+            "mkdir",
+            files.make_dir(&call.handle, path, owner),
+        )
+        .await?;
         let stat = files.stat(&call.handle, path, false, owner);
-        let info = self.under_deadline(&call.id, "stat", stat).await?;
+        let info = deadline::run_on(&call.id, deadline::FILES, "stat", stat).await?;
         self.inner.access.audit(
             caller,
             "file.dir_made",
@@ -238,7 +230,7 @@ impl Service {
         let user = user_named(user)?;
         let call = self.file_call_for(caller, id_or_name).await?;
         let remove = call.files()?.remove(&call.handle, path, recursive, user);
-        self.under_deadline(&call.id, "remove", remove).await?;
+        deadline::run_on(&call.id, deadline::FILES, "remove", remove).await?;
         self.inner.access.audit(
             caller,
             "file.removed",
@@ -258,10 +250,15 @@ impl Service {
         let user = user_named(user)?;
         let call = self.file_call_for(caller, id_or_name).await?;
         let files = call.files()?;
-        self.under_deadline(&call.id, "move", files.rename(&call.handle, from, to, user))
-            .await?;
+        deadline::run_on(
+            &call.id,
+            deadline::FILES,
+            "move",
+            files.rename(&call.handle, from, to, user),
+        )
+        .await?;
         let stat = files.stat(&call.handle, to, false, user);
-        let info = self.under_deadline(&call.id, "stat", stat).await?;
+        let info = deadline::run_on(&call.id, deadline::FILES, "stat", stat).await?;
         self.inner.access.audit(
             caller,
             "file.moved",

@@ -65,8 +65,7 @@ impl Service {
             });
         }
         let (pauser, handle) = self.pauser(row)?;
-        self.freezer_call("pause", row, pauser.pause(&handle))
-            .await?;
+        deadline::run_on(&row.id, deadline::PAUSE, "pause", pauser.pause(&handle)).await?;
         let spec = StoredSpec::parse(row)?;
         let now = now_ms();
         // Its deadline may have passed while it froze: then it is expired, not paused.
@@ -107,8 +106,7 @@ impl Service {
             // Thawed whatever the record says (a crash between a freeze and its record): a
             // running sandbox is never left frozen.
             let (pauser, handle) = self.pauser(row)?;
-            self.freezer_call("resume", row, pauser.resume(&handle))
-                .await?;
+            deadline::run_on(&row.id, deadline::PAUSE, "resume", pauser.resume(&handle)).await?;
             return Ok(row.clone());
         }
         if !state.can_resume() {
@@ -119,8 +117,7 @@ impl Service {
             });
         }
         let (pauser, handle) = self.pauser(row)?;
-        self.freezer_call("resume", row, pauser.resume(&handle))
-            .await?;
+        deadline::run_on(&row.id, deadline::PAUSE, "resume", pauser.resume(&handle)).await?;
         let now = now_ms();
         let mut change = Change::to(&row.id, State::Running, reason::RESUMED).at(now);
         if let Some(remaining) = row.paused_remaining_ms {
@@ -156,18 +153,5 @@ impl Service {
         let handle = handle_of(row)?
             .ok_or_else(|| Error::internal(format!("live sandbox {} has no handle", row.id)))?;
         Ok((pauser, handle))
-    }
-
-    async fn freezer_call(
-        &self,
-        operation: &'static str,
-        row: &SandboxRow,
-        call: impl std::future::Future<Output = Result<(), sbx_backend::BackendError>>,
-    ) -> Result<(), Error> {
-        match deadline::run_raw(deadline::PAUSE, operation, call).await? {
-            Ok(()) => Ok(()),
-            Err(sbx_backend::BackendError::NotFound(_)) => Err(Error::SandboxGone(row.id.clone())),
-            Err(other) => Err(other.into()),
-        }
     }
 }

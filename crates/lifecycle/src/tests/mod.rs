@@ -122,3 +122,24 @@ pub fn user(name: &str) -> Caller {
         session: None,
     }
 }
+
+pub fn with_ttl(seconds: u64) -> NewSandbox {
+    NewSandbox {
+        ttl: Some(crate::model::Span::new(std::time::Duration::from_secs(
+            seconds,
+        ))),
+        ..Default::default()
+    }
+}
+
+/// Waits (on the test clock) until sandbox `id` is in `state`.
+pub async fn settles(h: &Harness, id: &str, state: crate::State) -> Sandbox {
+    for _ in 0..600 {
+        let sandbox = h.get(id);
+        if sandbox.state == state {
+            return sandbox;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{id} never became {state:?}: {:?}", h.get(id));
+}

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use sbx_backend_fake::Engine;
 
-use super::{config, Harness};
-use crate::model::{ExecRequest, NewSandbox, Sandbox, Span};
+use super::{config, settles, with_ttl, Harness};
+use crate::model::{ExecRequest, NewSandbox, Span};
 use crate::{Caller, Error, ExecOutput, State};
 
 fn command(argv: &[&str]) -> ExecRequest {
@@ -14,24 +14,6 @@ fn command(argv: &[&str]) -> ExecRequest {
         cmd: argv.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
     }
-}
-
-fn with_ttl(seconds: u64) -> NewSandbox {
-    NewSandbox {
-        ttl: Some(Span::new(Duration::from_secs(seconds))),
-        ..Default::default()
-    }
-}
-
-async fn settles(h: &Harness, id: &str, state: State) -> Sandbox {
-    for _ in 0..600 {
-        let sandbox = h.get(id);
-        if sandbox.state == state {
-            return sandbox;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{id} never became {state:?}: {:?}", h.get(id));
 }
 
 #[tokio::test(start_paused = true)]

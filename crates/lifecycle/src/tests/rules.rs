@@ -7,16 +7,9 @@ use std::time::Duration;
 use sbx_backend::{Backend, SandboxId, SandboxSpec, SharedResource, Storage};
 use sbx_backend_fake::{Engine, Failure, FakeBackend, Fault, Op};
 
-use super::{config, user, Harness};
-use crate::model::{ExecRequest, NewSandbox, ResourceRequest, Sandbox, Span, TerminalRequest};
+use super::{config, settles, user, with_ttl, Harness};
+use crate::model::{ExecRequest, NewSandbox, ResourceRequest, Span, TerminalRequest};
 use crate::{Caller, Error, ExecOutput, ListFilter, State};
-
-fn with_ttl(seconds: u64) -> NewSandbox {
-    NewSandbox {
-        ttl: Some(Span::new(Duration::from_secs(seconds))),
-        ..Default::default()
-    }
-}
 
 fn with_resources(resources: ResourceRequest) -> NewSandbox {
     NewSandbox {
@@ -25,16 +18,23 @@ fn with_resources(resources: ResourceRequest) -> NewSandbox {
     }
 }
 
-/// Waits (on the test clock) until sandbox `id` is in `state`.
-async fn settles(h: &Harness, id: &str, state: State) -> Sandbox {
-    for _ in 0..600 {
-        let sandbox = h.get(id);
-        if sandbox.state == state {
-            return sandbox;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{id} never became {state:?}: {:?}", h.get(id));
+/// The test configuration with a second profile, `alt`, on the backend `other`.
+fn with_alt_profile() -> crate::Config {
+    let mut two = config();
+    let mut alt = two.profiles["default"].clone();
+    alt.name = "alt".into();
+    alt.backend = "other".into();
+    two.profiles.insert("alt".into(), alt);
+    two
+}
+
+/// A harness over the fake backend on `engine` and `other`, with [`with_alt_profile`].
+fn two_backends(engine: &Arc<Engine>, other: FakeBackend) -> Harness {
+    Harness::with_backends(
+        with_alt_profile(),
+        engine.clone(),
+        vec![Arc::new(FakeBackend::on(engine.clone())), Arc::new(other)],
+    )
 }
 
 /// Runs `argv` and returns its stdout and shell exit code (`None`: it did not finish).
@@ -224,21 +224,9 @@ async fn a_restart_adopts_settles_and_removes_orphans() {
 
 #[tokio::test(start_paused = true)]
 async fn sandboxes_of_a_backend_no_longer_running_are_marked_failed() {
-    let mut two = config();
-    let mut alt = two.profiles["default"].clone();
-    alt.name = "alt".into();
-    alt.backend = "other".into();
-    two.profiles.insert("alt".into(), alt);
     let engine = Engine::new();
     let other = Engine::new();
-    let h = Harness::with_backends(
-        two,
-        engine.clone(),
-        vec![
-            Arc::new(FakeBackend::on(engine.clone())),
-            Arc::new(FakeBackend::on(other.clone()).with_kind("other")),
-        ],
-    );
+    let h = two_backends(&engine, FakeBackend::on(other.clone()).with_kind("other"));
     let elsewhere = h
         .create(NewSandbox {
             profile: Some("alt".into()),
@@ -268,21 +256,9 @@ async fn sandboxes_of_a_backend_no_longer_running_are_marked_failed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cleanup_without_reconciliation_passes_over_a_backend_that_is_not_running() {
-    let mut two = config();
-    let mut alt = two.profiles["default"].clone();
-    alt.name = "alt".into();
-    alt.backend = "other".into();
-    two.profiles.insert("alt".into(), alt);
     let engine = Engine::new();
     let other = Engine::new();
-    let h = Harness::with_backends(
-        two,
-        engine.clone(),
-        vec![
-            Arc::new(FakeBackend::on(engine.clone())),
-            Arc::new(FakeBackend::on(other.clone()).with_kind("other")),
-        ],
-    );
+    let h = two_backends(&engine, FakeBackend::on(other.clone()).with_kind("other"));
     let here = h.create(NewSandbox::default()).await;
     let elsewhere = h
         .create(NewSandbox {
@@ -303,24 +279,14 @@ async fn a_cleanup_without_reconciliation_passes_over_a_backend_that_is_not_runn
 
 #[tokio::test(start_paused = true)]
 async fn profiles_choose_the_backend_and_every_later_call_follows_the_record() {
-    let mut two = config();
-    let mut alt = two.profiles["default"].clone();
-    alt.name = "alt".into();
-    alt.backend = "other".into();
-    two.profiles.insert("alt".into(), alt);
+    let two = with_alt_profile();
     let engine = Engine::new();
     let other = Engine::new();
-    let h = Harness::with_backends(
-        two.clone(),
-        engine.clone(),
-        vec![
-            Arc::new(FakeBackend::on(engine.clone())),
-            Arc::new(
-                FakeBackend::on(other.clone())
-                    .with_kind("other")
-                    .without_terminals(),
-            ),
-        ],
+    let h = two_backends(
+        &engine,
+        FakeBackend::on(other.clone())
+            .with_kind("other")
+            .without_terminals(),
     );
     let here = h.create(NewSandbox::default()).await;
     let there = h
@@ -411,19 +377,7 @@ async fn the_hosts_process_capacity_is_shared_by_every_local_backend() {
         bounds.host_tasks = Some(1000);
         engine.set_bounds(bounds);
     }
-    let mut two = config();
-    let mut alt = two.profiles["default"].clone();
-    alt.name = "alt".into();
-    alt.backend = "other".into();
-    two.profiles.insert("alt".into(), alt);
-    let h = Harness::with_backends(
-        two,
-        engine.clone(),
-        vec![
-            Arc::new(FakeBackend::on(engine.clone())),
-            Arc::new(FakeBackend::on(other.clone()).with_kind("other")),
-        ],
-    );
+    let h = two_backends(&engine, FakeBackend::on(other.clone()).with_kind("other"));
     // Half of a 1000-task table: 500 processes' worth of `pids` limits for both together.
     let pids = |pids| {
         with_resources(ResourceRequest {
