@@ -280,6 +280,66 @@ impl Client {
         Ok(())
     }
 
+    /// A directory (or file) of the sandbox as a tar stream, entries named from its own name.
+    pub async fn archive(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>>, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files/archive", segment(id)));
+        let response = self
+            .checked(self.http.get(url).query(&[("path", path)]))
+            .await?;
+        Ok(response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| ClientError::Protocol(e.to_string()))))
+    }
+
+    /// Extracts a tar stream under the sandbox's directory `path` (made if missing).
+    pub async fn extract(
+        &self,
+        id: &str,
+        path: &str,
+        user: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<sbx_protocol::ExtractResult, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files/archive", segment(id)));
+        let mut query = vec![("path", path)];
+        query.extend(user.map(|u| ("user", u)));
+        let request = self
+            .http
+            .put(url)
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .body(body);
+        self.send(request).await
+    }
+
+    /// Writes several files in one multipart request: each (path, bytes), a relative path
+    /// going under `dir` (the user's home when `None`).
+    pub async fn upload_many(
+        &self,
+        id: &str,
+        dir: Option<&str>,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<sbx_protocol::FileInfo>, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/files", segment(id)));
+        // File names are paths, sent as they are (not percent-encoded).
+        let mut form = reqwest::multipart::Form::new().percent_encode_noop();
+        for (path, bytes) in files {
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(path),
+            );
+        }
+        let mut request = self.http.post(url).multipart(form);
+        if let Some(dir) = dir {
+            request = request.query(&[("path", dir)]);
+        }
+        let result: sbx_protocol::UploadResult = self.send(request).await?;
+        Ok(result.files)
+    }
+
     pub async fn pause(&self, id: &str) -> Result<Sandbox, ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}/pause", segment(id)));
         self.send(self.http.post(url)).await

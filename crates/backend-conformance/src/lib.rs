@@ -549,6 +549,51 @@ pub mod tests {
         assert_eq!(kind_of(not_empty.unwrap_err()), FileErrorKind::Conflict);
         let directory = within("read", files.read(&handle, "dir", 0, None, User::DEFAULT)).await;
         assert_eq!(kind_of(directory.err().unwrap()), FileErrorKind::Conflict);
+        // A directory out as a tar stream and back in elsewhere: the same tree.
+        let mut archive = within("archive", files.archive(&handle, "dir", User::DEFAULT))
+            .await
+            .unwrap_or_else(|e| panic!("archive failed: {}", e.chain()));
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = within("archive", archive.next()).await {
+            tar_bytes.extend_from_slice(&chunk.unwrap());
+        }
+        let names: Vec<String> = tar::Archive::new(&tar_bytes[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["dir/", "dir/sub/", "dir/sub/deeper/", "dir/sub/g"]);
+        let data: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from(tar_bytes))]));
+        let extracted = within(
+            "extract",
+            files.extract(&handle, "copy", User::DEFAULT, data),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("extract failed: {}", e.chain()));
+        assert_eq!(extracted.entries, 4);
+        let copied = within(
+            "stat",
+            files.stat(&handle, "copy/dir/sub/g", false, User::DEFAULT),
+        )
+        .await
+        .unwrap();
+        assert_eq!((copied.size, copied.mode), (300_000, 0o640));
+        // An entry that climbs out is refused.
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..5].copy_from_slice(b"../up");
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(0);
+        header.set_cksum();
+        let mut hostile = header.as_bytes().to_vec();
+        hostile.extend_from_slice(&[0u8; 1024]);
+        let data: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from(hostile))]));
+        let climbing = within(
+            "extract",
+            files.extract(&handle, "copy", User::DEFAULT, data),
+        )
+        .await;
+        assert_eq!(kind_of(climbing.unwrap_err()), FileErrorKind::Invalid);
         within("remove", files.remove(&handle, "dir", true, User::DEFAULT))
             .await
             .unwrap();

@@ -78,6 +78,14 @@ pub enum FileOp {
         from: String,
         to: String,
     },
+    /// A directory (or one file) out as a tar stream, to the data pipe.
+    Archive {
+        path: String,
+    },
+    /// A tar stream from the data pipe extracted under a directory (made if missing).
+    Extract {
+        path: String,
+    },
 }
 
 /// One entry of a sandbox's filesystem, as a file child reports it.
@@ -103,6 +111,9 @@ pub enum FileOutcome {
         entries: Vec<FileEntry>,
         /// `List` stopped at the most entries it reports.
         truncated: bool,
+        /// `Extract`: how many entries went in.
+        #[serde(default)]
+        count: u64,
     },
     Error {
         /// `not_found`, `conflict`, `denied`, `no_space`, `invalid`.

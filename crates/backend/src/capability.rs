@@ -112,6 +112,15 @@ pub struct Listing {
     pub truncated: bool,
 }
 
+/// What extracting an archive made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extracted {
+    /// The directory it went under.
+    pub directory: FileInfo,
+    /// How many entries (files, directories, links) went in.
+    pub entries: u64,
+}
+
 /// The files of a running sandbox. Every call acts as `user` inside the sandbox (its
 /// permissions apply) and resolves paths in the sandbox's root only.
 #[async_trait]
@@ -172,6 +181,25 @@ pub trait Files: Send + Sync {
         to: &SandboxPath,
         user: User,
     ) -> Result<(), BackendError>;
+    /// The directory (or regular file) at `path` as a tar stream, its entries named from its
+    /// own name down; symlinks archived as symlinks, never followed.
+    async fn archive(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        user: User,
+    ) -> Result<ByteStream, BackendError>;
+    /// Extracts the tar stream `data` under the directory `path` (made if missing), as
+    /// `user`. The archive is hostile: nothing lands outside `path` (no absolute paths, no
+    /// `..`, never through a symlink), no device nodes, no set-id bits. Not atomic: an archive
+    /// refused half-way leaves what went in before.
+    async fn extract(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        user: User,
+        data: ByteStream,
+    ) -> Result<Extracted, BackendError>;
 }
 
 /// A snapshot's name, chosen by lifecycle (the same validation as a sandbox id's body).

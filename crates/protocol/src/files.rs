@@ -66,3 +66,19 @@ pub struct MoveRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
 }
+
+/// Body of `PUT /v1/sandboxes/{id}/files/archive`: what the archive made.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExtractResult {
+    /// The directory it was extracted under.
+    pub directory: FileInfo,
+    /// How many entries (files, directories, links) went in.
+    pub entries: u64,
+}
+
+/// Body of a multipart `POST /v1/sandboxes/{id}/files`: the files as written, in the order
+/// of the parts.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadResult {
+    pub files: Vec<FileInfo>,
+}

@@ -26,7 +26,9 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{
     ExecEvent, ExecRequest, ExecResult, ExitInfo, TerminalControl, TerminalEvent, TerminalRequest,
 };
-pub use files::{FileInfo, FileKind, FileList, MakeDirRequest, MoveRequest};
+pub use files::{
+    ExtractResult, FileInfo, FileKind, FileList, MakeDirRequest, MoveRequest, UploadResult,
+};
 pub use health::Health;
 pub use ops::{
     BackendStatus, CleanupReport, CleanupRequest, Event, EventList, ExpireRequest, ExpireResult,

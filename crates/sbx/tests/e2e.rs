@@ -9,6 +9,8 @@ mod daemon;
 mod abuse;
 #[path = "e2e/api.rs"]
 mod api;
+#[path = "e2e/archives.rs"]
+mod archives;
 #[path = "e2e/audit.rs"]
 mod audit;
 #[path = "e2e/auth.rs"]

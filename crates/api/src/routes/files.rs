@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use sbx_protocol::{ErrorBody, FileInfo, FileList, MakeDirRequest, MoveRequest};
+use sbx_protocol::{
+    ErrorBody, ExtractResult, FileInfo, FileList, MakeDirRequest, MoveRequest, UploadResult,
+};
 use serde::Deserialize;
 
 use crate::body::JsonBody;
@@ -22,7 +24,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/sandboxes/{id}/files",
-            get(download).put(upload).delete(remove),
+            get(download).put(upload).post(upload_many).delete(remove),
+        )
+        .route(
+            "/v1/sandboxes/{id}/files/archive",
+            get(archive).put(extract),
         )
         .route("/v1/sandboxes/{id}/files/stat", get(stat))
         .route("/v1/sandboxes/{id}/files/list", get(list))
@@ -220,15 +226,7 @@ pub async fn upload(
 ) -> Response {
     match write(state, caller, id, headers, params, body).await {
         Ok(info) => Json(info).into_response(),
-        // The body may not have been read to its end: the connection is not reused (a client
-        // sending the rest would find it closed under its next request).
-        Err(error) => {
-            let mut response = error.into_response();
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
+        Err(error) => closing(error),
     }
 }
 
@@ -241,43 +239,10 @@ async fn write(
     body: Body,
 ) -> Result<FileInfo, ApiError> {
     let params = query(params)?;
-    let mode = match &params.mode {
-        None => 0o644,
-        Some(text) => u32::from_str_radix(text, 8).map_err(|_| {
-            ApiError::invalid(format!(
-                "mode {text:?} must be octal permission bits, like 644"
-            ))
-        })?,
-    };
-    let limit = state.settings.max_upload_bytes;
-    let too_large = || {
-        sbx_lifecycle::Error::TooLarge(format!(
-            "the file is larger than files.max_upload_bytes ({limit} bytes)"
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large().into());
-    }
-    // Counted as it comes: past the limit the upload stops, and the answer is 413.
-    let over = Arc::new(AtomicBool::new(false));
-    let mut seen = 0u64;
-    let flag = over.clone();
-    let data = body
-        .into_data_stream()
-        .map(move |chunk| {
-            let chunk = chunk.map_err(std::io::Error::other)?;
-            seen += chunk.len() as u64;
-            if seen > limit {
-                flag.store(true, Ordering::SeqCst);
-                return Err(std::io::Error::other("upload over the limit"));
-            }
-            Ok(chunk)
-        })
-        .boxed();
+    let mode = parse_mode(params.mode.as_deref())?;
+    let counted = Counted::new(&state, &headers, body)?;
+    let over = counted.over.clone();
+    let data = counted.stream;
     let written = state
         .service
         .file_write(
@@ -290,9 +255,245 @@ async fn write(
         )
         .await;
     if over.load(Ordering::SeqCst) {
-        return Err(too_large().into());
+        return Err(too_large(&state).into());
     }
     Ok(wire::file_info(written?))
+}
+
+fn too_large(state: &AppState) -> sbx_lifecycle::Error {
+    let limit = state.settings.max_upload_bytes;
+    sbx_lifecycle::Error::TooLarge(format!(
+        "the upload is larger than files.max_upload_bytes ({limit} bytes)"
+    ))
+}
+
+/// An upload's body, counted as it comes against `files.max_upload_bytes`: past the limit
+/// the stream fails and `over` is set (the answer is then 413). A declared length over the
+/// limit is refused before anything is read.
+struct Counted {
+    stream: sbx_lifecycle::ByteStream,
+    over: Arc<AtomicBool>,
+}
+
+impl Counted {
+    fn new(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Counted, ApiError> {
+        let limit = state.settings.max_upload_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large(state).into());
+        }
+        let over = Arc::new(AtomicBool::new(false));
+        let mut seen = 0u64;
+        let flag = over.clone();
+        let stream = body
+            .into_data_stream()
+            .map(move |chunk| {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                seen += chunk.len() as u64;
+                if seen > limit {
+                    flag.store(true, Ordering::SeqCst);
+                    return Err(std::io::Error::other("upload over the limit"));
+                }
+                Ok(chunk)
+            })
+            .boxed();
+        Ok(Counted { stream, over })
+    }
+}
+
+/// An answer to an upload that failed: the body may not have been read to its end, so the
+/// connection is not reused (a client sending the rest would find it closed under its next
+/// request).
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ManyQuery {
+    /// The directory relative part names go under (default: the user's home).
+    #[serde(default)]
+    path: Option<String>,
+    /// Permission bits in octal for every file (default `644`).
+    #[serde(default)]
+    mode: Option<String>,
+    /// Owner: `user` (default), `root`, or a uid.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/files", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), ManyQuery),
+    request_body(content = Vec<u8>, content_type = "multipart/form-data", description = "Several files, one part each: a part's `filename` is its path (absolute, or under `path`); each is written whole or not at all, in order"),
+    responses(
+        (status = 200, description = "The files as written", body = UploadResult),
+        (status = 400, description = "Not multipart, a part without a filename, an invalid path, mode or user", body = ErrorBody),
+        (status = 403, description = "The sandbox's user may not write there", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "A path is a directory, a FIFO or a device; or the sandbox is not running", body = ErrorBody),
+        (status = 413, description = "The whole body is larger than `files.max_upload_bytes`", body = ErrorBody),
+        (status = 507, description = "The sandbox's disk is full", body = ErrorBody),
+    ))]
+pub async fn upload_many(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<ManyQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Response {
+    match write_many(state, caller, id, headers, params, body).await {
+        Ok(files) => Json(UploadResult { files }).into_response(),
+        Err(error) => closing(error),
+    }
+}
+
+async fn write_many(
+    state: AppState,
+    caller: sbx_lifecycle::Caller,
+    id: String,
+    headers: HeaderMap,
+    params: Result<Query<ManyQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Vec<FileInfo>, ApiError> {
+    let params = query(params)?;
+    let mode = parse_mode(params.mode.as_deref())?;
+    // Whose sandbox first: another user's is 404 whatever the body.
+    state.service.get(&caller, &id)?;
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+        .ok_or_else(|| ApiError::invalid("the body must be multipart/form-data with a boundary"))?;
+    let counted = Counted::new(&state, &headers, body)?;
+    let over = counted.over.clone();
+    let mut parts = multer::Multipart::new(counted.stream, boundary);
+    let mut written = Vec::new();
+    loop {
+        let part = match parts.next_field().await {
+            Ok(Some(part)) => part,
+            Ok(None) => break,
+            Err(_) if over.load(Ordering::SeqCst) => return Err(too_large(&state).into()),
+            Err(e) => return Err(ApiError::invalid(format!("malformed multipart body: {e}"))),
+        };
+        let Some(name) = part
+            .file_name()
+            .map(str::to_owned)
+            .filter(|n| !n.is_empty())
+        else {
+            return Err(ApiError::invalid(format!(
+                "part {} has no filename (each part is a file, named by its path)",
+                written.len() + 1
+            )));
+        };
+        let path = match (&params.path, name.starts_with('/')) {
+            (Some(dir), false) => format!("{}/{name}", dir.trim_end_matches('/')),
+            _ => name,
+        };
+        let data = part
+            .map(|chunk| chunk.map_err(std::io::Error::other))
+            .boxed();
+        let info = state
+            .service
+            .file_write(&caller, &id, &path, mode, params.user.as_deref(), data)
+            .await;
+        if over.load(Ordering::SeqCst) {
+            return Err(too_large(&state).into());
+        }
+        written.push(wire::file_info(info?));
+    }
+    if written.is_empty() {
+        return Err(ApiError::invalid("the multipart body has no parts"));
+    }
+    Ok(written)
+}
+
+fn parse_mode(mode: Option<&str>) -> Result<u32, ApiError> {
+    match mode {
+        None => Ok(0o644),
+        Some(text) => u32::from_str_radix(text, 8).map_err(|_| {
+            ApiError::invalid(format!(
+                "mode {text:?} must be octal permission bits, like 644"
+            ))
+        }),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/archive", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), PathQuery),
+    responses(
+        (status = 200, description = "A tar stream of the directory (or file), its entries named from its own name down; symlinks as symlinks, never followed; other file systems, FIFOs, devices and what the user may not read are left out", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 400, description = "Invalid path or user", body = ErrorBody),
+        (status = 404, description = "No such sandbox, or no such path", body = ErrorBody),
+        (status = 409, description = "Not a directory or regular file; or the sandbox is not running", body = ErrorBody),
+    ))]
+pub async fn archive(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    path: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let PathQuery { path, user } = query(path)?;
+    let bytes = state
+        .service
+        .file_archive(&caller, &id, &path, user.as_deref())
+        .await?;
+    let mut response = Response::new(Body::from_stream(bytes));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(response)
+}
+
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/files/archive", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), PathQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar stream, extracted under `path` (made if missing). Refused: absolute paths, `..`, paths through a symlink, hard links out of the archive, device nodes and FIFOs; set-id bits are dropped and files belong to the user the call acts as"),
+    responses(
+        (status = 200, description = "Extracted", body = ExtractResult),
+        (status = 400, description = "Invalid path or user; not a tar stream; an entry refused (what went in before it stays)", body = ErrorBody),
+        (status = 403, description = "The sandbox's user may not write there", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "A file or a symlink is in the way; or the sandbox is not running", body = ErrorBody),
+        (status = 413, description = "Larger than `files.max_upload_bytes`", body = ErrorBody),
+        (status = 507, description = "The sandbox's disk is full", body = ErrorBody),
+    ))]
+pub async fn extract(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Response {
+    let extracted = async {
+        let PathQuery { path, user } = query(params)?;
+        let counted = Counted::new(&state, &headers, body)?;
+        let extracted = state
+            .service
+            .file_extract(&caller, &id, &path, user.as_deref(), counted.stream)
+            .await;
+        if counted.over.load(Ordering::SeqCst) {
+            return Err(too_large(&state).into());
+        }
+        Ok::<_, ApiError>(extracted?)
+    }
+    .await;
+    match extracted {
+        Ok(extracted) => Json(ExtractResult {
+            directory: wire::file_info(extracted.directory),
+            entries: extracted.entries,
+        })
+        .into_response(),
+        Err(error) => closing(error),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/files/stat", tag = "files",

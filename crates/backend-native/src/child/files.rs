@@ -122,6 +122,30 @@ fn perform(request: &FileRequest, result: OwnedFd, data: Option<OwnedFd>) -> boo
                 }
             };
         }
+        FileOp::Archive { path } => {
+            let Some(data) = data else {
+                return report(&mut result, &error("invalid", "no data pipe".into()));
+            };
+            let src = absolute(path);
+            return match valid(path).and_then(|()| super::archive::open_source(&src)) {
+                Err(outcome) => {
+                    report(&mut result, &outcome);
+                    false
+                }
+                Ok((opened, outcome)) => {
+                    let told = report(&mut result, &outcome);
+                    drop(result);
+                    told && super::archive::archive(&src, opened, fs::File::from(data))
+                }
+            };
+        }
+        FileOp::Extract { path } => {
+            let Some(data) = data else {
+                return report(&mut result, &error("invalid", "no data pipe".into()));
+            };
+            valid(path)
+                .and_then(|()| super::archive::extract(&absolute(path), fs::File::from(data)))
+        }
         FileOp::Write { path, mode } => {
             let Some(data) = data else {
                 return report(&mut result, &error("invalid", "no data pipe".into()));
@@ -142,11 +166,23 @@ fn report(result: &mut fs::File, outcome: &FileOutcome) -> bool {
     result.write_all(&text).is_ok()
 }
 
-fn ok(entries: Vec<FileEntry>, truncated: bool) -> FileOutcome {
-    FileOutcome::Ok { entries, truncated }
+pub(super) fn ok(entries: Vec<FileEntry>, truncated: bool) -> FileOutcome {
+    FileOutcome::Ok {
+        entries,
+        truncated,
+        count: 0,
+    }
 }
 
-fn error(kind: &str, message: String) -> FileOutcome {
+pub(super) fn ok_counted(entries: Vec<FileEntry>, count: u64) -> FileOutcome {
+    FileOutcome::Ok {
+        entries,
+        truncated: false,
+        count,
+    }
+}
+
+pub(super) fn error(kind: &str, message: String) -> FileOutcome {
     FileOutcome::Error {
         kind: kind.into(),
         message,
@@ -154,7 +190,7 @@ fn error(kind: &str, message: String) -> FileOutcome {
 }
 
 /// An I/O error on `path`, as the caller should hear it.
-fn failed(path: &Path, e: &std::io::Error) -> FileOutcome {
+pub(super) fn failed(path: &Path, e: &std::io::Error) -> FileOutcome {
     let kind = match e.raw_os_error() {
         Some(libc::ENOENT) => "not_found",
         Some(libc::ENOTDIR | libc::EISDIR | libc::EEXIST | libc::ENOTEMPTY | libc::ELOOP) => {
@@ -203,7 +239,7 @@ fn absolute(home: &Path, path: &str) -> PathBuf {
         .collect()
 }
 
-fn entry(path: &Path, meta: &fs::Metadata) -> FileEntry {
+pub(super) fn entry(path: &Path, meta: &fs::Metadata) -> FileEntry {
     let kind = if meta.file_type().is_symlink() {
         "symlink"
     } else if meta.is_dir() {
@@ -251,7 +287,7 @@ fn sandbox_mounts() -> Vec<u64> {
 
 /// Refuses an opened file that lives outside the sandbox's mounts (what `/proc/self/exe` of
 /// this child names: the daemon's binary, on the host).
-fn inside(path: &Path, file: &fs::File) -> Result<(), FileOutcome> {
+pub(super) fn inside(path: &Path, file: &fs::File) -> Result<(), FileOutcome> {
     use std::os::fd::AsRawFd;
     let info =
         fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap_or_default();

@@ -4,6 +4,7 @@
 //! Runs in the child of a single-threaded init, so ordinary Rust is allowed; on any failure it
 //! writes one line to the error pipe and exits 127 (shells' "cannot run").
 
+pub mod archive;
 pub mod files;
 
 use std::ffi::{CStr, CString};

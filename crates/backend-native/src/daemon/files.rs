@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use nix::errno::Errno;
 use sbx_backend::{
-    BackendError, ByteStream, FileErrorKind, FileInfo, FileKind, Files, Handle, Listing,
+    BackendError, ByteStream, Extracted, FileErrorKind, FileInfo, FileKind, Files, Handle, Listing,
     SandboxPath, User,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,7 +117,7 @@ impl Call {
     }
 
     /// The child's report, read to its end (bounded).
-    async fn outcome(&mut self) -> Result<(Vec<FileEntry>, bool), BackendError> {
+    async fn outcome(&mut self) -> Result<Done, BackendError> {
         let mut text = Vec::new();
         let mut limited = (&mut self.result).take(MAX_OUTCOME as u64 + 1);
         limited
@@ -136,10 +136,25 @@ impl Call {
         let outcome: FileOutcome = serde_json::from_slice(&text)
             .map_err(|e| BackendError::other_from("malformed file operation outcome", e))?;
         match outcome {
-            FileOutcome::Ok { entries, truncated } => Ok((entries, truncated)),
+            FileOutcome::Ok {
+                entries,
+                truncated,
+                count,
+            } => Ok(Done {
+                entries,
+                truncated,
+                count,
+            }),
             FileOutcome::Error { kind, message } => Err(file_error(&kind, message)),
         }
     }
+}
+
+/// What a file child reported having done.
+struct Done {
+    entries: Vec<FileEntry>,
+    truncated: bool,
+    count: u64,
 }
 
 fn file_error(kind: &str, message: String) -> BackendError {
@@ -181,8 +196,8 @@ fn stalled() -> BackendError {
     }
 }
 
-fn one((entries, _): (Vec<FileEntry>, bool)) -> Result<FileInfo, BackendError> {
-    entries
+fn one(done: Done) -> Result<FileInfo, BackendError> {
+    done.entries
         .into_iter()
         .next()
         .map(info)
@@ -195,12 +210,7 @@ impl NativeBackend {
         Ok(self.inner.layout.socket(&native.key()?))
     }
 
-    async fn simple(
-        &self,
-        handle: &Handle,
-        user: User,
-        op: FileOp,
-    ) -> Result<(Vec<FileEntry>, bool), BackendError> {
+    async fn simple(&self, handle: &Handle, user: User, op: FileOp) -> Result<Done, BackendError> {
         let mut call = start(&self.control_socket(handle)?, user, op, None).await?;
         match tokio::time::timeout(STALL, call.outcome()).await {
             Ok(outcome) => outcome,
@@ -239,10 +249,10 @@ impl Files for NativeBackend {
             path: path.into(),
             depth,
         };
-        let (entries, truncated) = self.simple(handle, user, op).await?;
+        let done = self.simple(handle, user, op).await?;
         Ok(Listing {
-            entries: entries.into_iter().map(info).collect(),
-            truncated,
+            entries: done.entries.into_iter().map(info).collect(),
+            truncated: done.truncated,
         })
     }
 
@@ -254,42 +264,12 @@ impl Files for NativeBackend {
         length: Option<u64>,
         user: User,
     ) -> Result<ByteStream, BackendError> {
-        let (data_read, data_write) = pipe_pair()?;
         let op = FileOp::Read {
             path: path.into(),
             offset,
             length,
         };
-        let mut call = start(&self.control_socket(handle)?, user, op, Some(data_write)).await?;
-        let data = receiver(data_read)?;
-        match tokio::time::timeout(STALL, call.outcome()).await {
-            Ok(outcome) => outcome?,
-            Err(_) => {
-                call.kill();
-                return Err(stalled());
-            }
-        };
-        // Dropping the stream (its caller left) or a stalled child ends the child.
-        let reading = Reading { data, call };
-        let stream = futures::stream::unfold(reading, |mut reading| async move {
-            let mut chunk = vec![0u8; CHUNK];
-            match tokio::time::timeout(STALL, reading.data.read(&mut chunk)).await {
-                Ok(Ok(0)) => None,
-                Ok(Ok(n)) => {
-                    chunk.truncate(n);
-                    Some((Ok(Bytes::from(chunk)), reading))
-                }
-                Ok(Err(e)) => Some((Err(e), reading)),
-                Err(_) => Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the file's bytes stopped coming",
-                    )),
-                    reading,
-                )),
-            }
-        });
-        Ok(stream.boxed())
+        self.stream_out(handle, user, op).await
     }
 
     async fn write(
@@ -373,9 +353,83 @@ impl Files for NativeBackend {
         };
         self.simple(handle, user, op).await.map(|_| ())
     }
+
+    async fn archive(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        user: User,
+    ) -> Result<ByteStream, BackendError> {
+        let op = FileOp::Archive { path: path.into() };
+        self.stream_out(handle, user, op).await
+    }
+
+    async fn extract(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        user: User,
+        data: ByteStream,
+    ) -> Result<Extracted, BackendError> {
+        let socket = self.control_socket(handle)?;
+        let (data_read, data_write) = pipe_pair()?;
+        let op = FileOp::Extract { path: path.into() };
+        let mut call = start(&socket, user, op, Some(data_read)).await?;
+        let pipe = sender(data_write)?;
+        let (outcome, uploaded) = upload(&mut call, pipe, data).await;
+        // The child's refusal says most (an entry refused, a full disk); a failed upload
+        // comes next (the archive then ends short, which the child also notices).
+        let done = outcome?;
+        uploaded?;
+        let entries = done.count;
+        Ok(Extracted {
+            directory: one(done)?,
+            entries,
+        })
+    }
 }
 
 impl NativeBackend {
+    /// Starts `op`, whose child writes bytes to a data pipe after its report, and streams
+    /// them. Dropping the stream (its caller left) or a stalled child ends the child.
+    async fn stream_out(
+        &self,
+        handle: &Handle,
+        user: User,
+        op: FileOp,
+    ) -> Result<ByteStream, BackendError> {
+        let (data_read, data_write) = pipe_pair()?;
+        let mut call = start(&self.control_socket(handle)?, user, op, Some(data_write)).await?;
+        let data = receiver(data_read)?;
+        match tokio::time::timeout(STALL, call.outcome()).await {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                call.kill();
+                return Err(stalled());
+            }
+        };
+        let reading = Reading { data, call };
+        let stream = futures::stream::unfold(reading, |mut reading| async move {
+            let mut chunk = vec![0u8; CHUNK];
+            match tokio::time::timeout(STALL, reading.data.read(&mut chunk)).await {
+                Ok(Ok(0)) => None,
+                Ok(Ok(n)) => {
+                    chunk.truncate(n);
+                    Some((Ok(Bytes::from(chunk)), reading))
+                }
+                Ok(Err(e)) => Some((Err(e), reading)),
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the file's bytes stopped coming",
+                    )),
+                    reading,
+                )),
+            }
+        });
+        Ok(stream.boxed())
+    }
+
     /// Removes an upload's new file that will not go into place.
     async fn discard(&self, handle: &Handle, user: User, path: &str) -> Result<(), BackendError> {
         let op = FileOp::Remove {
@@ -406,10 +460,7 @@ async fn upload(
     call: &mut Call,
     mut pipe: pipe::Sender,
     mut data: ByteStream,
-) -> (
-    Result<(Vec<FileEntry>, bool), BackendError>,
-    Result<bool, BackendError>,
-) {
+) -> (Result<Done, BackendError>, Result<bool, BackendError>) {
     let sending = async move {
         let mut broken = false;
         let mut dropped = 0usize;

@@ -327,7 +327,10 @@ fn file_child(request: &FileRequest, fds: Vec<OwnedFd>) -> Result<Pid, String> {
         ));
     }
     let expected = match request.action {
-        FileOp::Read { .. } | FileOp::Write { .. } => 2,
+        FileOp::Read { .. }
+        | FileOp::Write { .. }
+        | FileOp::Archive { .. }
+        | FileOp::Extract { .. } => 2,
         _ => 1,
     };
     if fds.len() != expected {

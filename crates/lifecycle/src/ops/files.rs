@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use sbx_backend::{Backend, ByteStream, FileInfo, Files, Handle, Listing, User};
+use sbx_backend::{Backend, ByteStream, Extracted, FileInfo, Files, Handle, Listing, User};
 use tokio::sync::OwnedMutexGuard;
 
 use super::handle_of;
@@ -265,5 +265,60 @@ impl Service {
             serde_json::json!({ "sandbox_id": call.id, "from": from, "to": info.path }),
         );
         Ok(info)
+    }
+
+    /// The directory (or file) at `path` as a tar stream; the stream holds the call's place
+    /// among those running.
+    pub async fn file_archive(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        path: &str,
+        user: Option<&str>,
+    ) -> Result<ByteStream, Error> {
+        let user = user_named(user)?;
+        let mut call = self.file_call_for(caller, id_or_name).await?;
+        let archive = call.files()?.archive(&call.handle, path, user);
+        let bytes = deadline::run_on(&call.id, deadline::FILES, "archive", archive).await?;
+        call.lock = None;
+        let permit = call.permit;
+        Ok(bytes
+            .map(move |chunk| {
+                let _held = &permit;
+                chunk
+            })
+            .boxed())
+    }
+
+    /// Extracts the tar stream `data` under the directory `path` (made if missing), as
+    /// `user`; see [`sbx_backend::Files::extract`] for what an archive may not do.
+    pub async fn file_extract(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        path: &str,
+        user: Option<&str>,
+        data: ByteStream,
+    ) -> Result<Extracted, Error> {
+        let user = user_named(user)?;
+        let mut call = self.file_call_for(caller, id_or_name).await?;
+        // At the client's pace, as a write.
+        call.lock = None;
+        let extracted = match call.files()?.extract(&call.handle, path, user, data).await {
+            Ok(extracted) => extracted,
+            Err(sbx_backend::BackendError::NotFound(_)) => return Err(Error::SandboxGone(call.id)),
+            Err(other) => return Err(other.into()),
+        };
+        self.touch(&call.id);
+        self.inner.access.audit(
+            caller,
+            "file.extracted",
+            serde_json::json!({
+                "sandbox_id": call.id,
+                "path": extracted.directory.path,
+                "entries": extracted.entries,
+            }),
+        );
+        Ok(extracted)
     }
 }

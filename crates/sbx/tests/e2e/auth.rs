@@ -26,8 +26,13 @@ pub async fn call(
         request = request.bearer_auth(key);
     }
     if let Some(body) = body {
+        let content_type = if body.starts_with("--b\r\n") {
+            "multipart/form-data; boundary=b"
+        } else {
+            "application/json"
+        };
         request = request
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(body.to_owned());
     }
     let response = request.send().await.unwrap();
@@ -171,6 +176,9 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ("GET", "/v1/sandboxes/{id}/files/list", None),
         ("POST", "/v1/sandboxes/{id}/files/mkdir", None),
         ("POST", "/v1/sandboxes/{id}/files/move", None),
+        ("POST", "/v1/sandboxes/{id}/files", None),
+        ("GET", "/v1/sandboxes/{id}/files/archive", None),
+        ("PUT", "/v1/sandboxes/{id}/files/archive", None),
     ]
     .iter()
     .map(|(m, p, _)| (m.to_string(), p.to_string()))
@@ -199,6 +207,13 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
             Some(r#"{"from":"/tmp/x","to":"/tmp/y"}"#),
         ),
         (Method::DELETE, "/files?path=/tmp/d&recursive=true", None),
+        (
+            Method::POST,
+            "/files?path=/tmp/m",
+            Some("--b\r\ncontent-disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\nx\r\n--b--\r\n"),
+        ),
+        (Method::GET, "/files/archive?path=/tmp/m", None),
+        (Method::PUT, "/files/archive?path=/tmp/m", None),
         (Method::DELETE, "", None),
     ];
     for target in [theirs.id.as_str(), "sb-aaaaaaaaaaaaaaaaaaaaaaaaaa"] {

@@ -387,6 +387,40 @@ async fn uploads_are_bounded_by_the_limit_and_by_the_sandboxs_disk() {
     assert_eq!(code(streamed.unwrap_err()), "payload_too_large");
     let left = d.sh(&s.id, "cat kept; ls -A | grep -c sbx-upload").await;
     assert_eq!(left.stdout, "original0\n");
+    // The same limit for an archive and for a multipart body as a whole.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(2 << 20);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "huge", &vec![0u8; 2 << 20][..])
+        .unwrap();
+    let archive = builder.into_inner().unwrap();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        archive.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let extracted = d
+        .client
+        .extract(
+            &s.id,
+            "x",
+            None,
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
+        .await;
+    assert_eq!(code(extracted.unwrap_err()), "payload_too_large");
+    let many = d
+        .client
+        .upload_many(
+            &s.id,
+            None,
+            vec![
+                ("a".into(), vec![0u8; 600 << 10]),
+                ("b".into(), vec![0u8; 600 << 10]),
+            ],
+        )
+        .await;
+    assert_eq!(code(many.unwrap_err()), "payload_too_large");
     d.finish().await;
 
     // A full sandbox disk is the sandbox's 507, and the sandbox and host carry on.

@@ -1,5 +1,13 @@
-//! `sbx cp SRC ID:DST` and `sbx cp ID:SRC DST`: a file into or out of a sandbox, streamed
-//! (`-` is standard input or output). A path with no `ID:` is local.
+//! `sbx cp SRC ID:DST` and `sbx cp ID:SRC DST`: a file or a directory into or out of a
+//! sandbox, streamed, in docker's idiom. A path with no `ID:` is local; `-` is standard input
+//! or output (a file's bytes; a directory goes to standard output as a tar stream, and
+//! `--archive` reads one from standard input).
+//!
+//! Directories travel as tar streams, built and unpacked here as they flow. A directory
+//! copied to a destination that is a directory goes inside it (`DST/NAME`); to one that does
+//! not exist, it becomes it. Unpacking a sandbox's archive locally refuses what would land
+//! outside the destination (`..`, absolute paths, through symlinks: the `tar` crate's checks)
+//! and keeps no set-id bits.
 
 use anyhow::{bail, Context as _};
 use clap::Args;
@@ -20,6 +28,9 @@ pub struct CpArgs {
     /// Owner of the file written in the sandbox: `user` (default), `root`, or a uid.
     #[arg(long, short = 'u')]
     user: Option<String>,
+    /// With `-` as SRC: standard input is a tar stream to extract under ID:DST.
+    #[arg(long, short = 'a')]
+    archive: bool,
 }
 
 /// `ID:PATH` → (id, path); anything else is local. (A local path with a colon: `./a:b`.)
@@ -33,6 +44,26 @@ fn remote(text: &str) -> Option<(&str, &str)> {
 
 pub async fn run(context: &Context, args: CpArgs) -> anyhow::Result<u8> {
     match (remote(&args.src), remote(&args.dst)) {
+        (None, Some((id, path))) if args.src == "-" && args.archive => {
+            let body =
+                reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(tokio::io::stdin()));
+            let result = context
+                .client
+                .extract(id, path, args.user.as_deref(), body)
+                .await?;
+            if context.json {
+                crate::cli::output::print_json(&result);
+            }
+            Ok(0)
+        }
+        (None, Some((id, path)))
+            if args.src != "-" && std::fs::metadata(&args.src).is_ok_and(|m| m.is_dir()) =>
+        {
+            upload_dir(context, &args, id, path).await
+        }
+        (Some((id, path)), None) if is_remote_dir(context, id, path).await? => {
+            download_dir(context, &args, id, path).await
+        }
         (None, Some((id, path))) => {
             let body = if args.src == "-" {
                 reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(tokio::io::stdin()))
@@ -40,9 +71,6 @@ pub async fn run(context: &Context, args: CpArgs) -> anyhow::Result<u8> {
                 let file = tokio::fs::File::open(&args.src)
                     .await
                     .with_context(|| format!("cannot open {}", args.src))?;
-                if file.metadata().await?.is_dir() {
-                    bail!("{} is a directory: sbx cp copies files", args.src);
-                }
                 reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file))
             };
             let info = context
@@ -74,4 +102,112 @@ pub async fn run(context: &Context, args: CpArgs) -> anyhow::Result<u8> {
         (Some(_), Some(_)) => bail!("copy between two sandboxes through a local file"),
         (None, None) => bail!("one of SRC and DST must be ID:PATH"),
     }
+}
+
+async fn is_remote_dir(context: &Context, id: &str, path: &str) -> anyhow::Result<bool> {
+    match context.client.stat(id, path).await {
+        Ok(info) => Ok(info.kind == sbx_protocol::FileKind::Directory),
+        // A symlink to a directory, or not there: the download says which.
+        Err(e) if e.code() == Some("file_not_found") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A local directory into the sandbox: inside `path` when it is a directory there, else as
+/// `path` itself.
+async fn upload_dir(context: &Context, args: &CpArgs, id: &str, path: &str) -> anyhow::Result<u8> {
+    let source = std::path::PathBuf::from(&args.src);
+    let name = source
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(std::ffi::OsStr::to_owned))
+        .unwrap_or_else(|| "dir".into());
+    let inside = match context.client.stat(id, path).await {
+        Ok(info) if info.kind == sbx_protocol::FileKind::Directory => true,
+        Ok(_) => bail!("{path} in the sandbox is not a directory"),
+        Err(e) if e.code() == Some("file_not_found") => false,
+        Err(e) => return Err(e.into()),
+    };
+    // Entries named NAME/… go inside; named from the top (`.`) they become `path`.
+    let prefix = if inside {
+        std::path::PathBuf::from(name)
+    } else {
+        std::path::PathBuf::from(".")
+    };
+    let (reader, writer) = tokio::io::duplex(1 << 20);
+    let building = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let writer = tokio_util::io::SyncIoBridge::new(writer);
+        let mut builder = tar::Builder::new(writer);
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(&prefix, &source)
+            .with_context(|| format!("cannot archive {}", source.display()))?;
+        builder.into_inner()?.shutdown()?;
+        Ok(())
+    });
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(reader));
+    let sent = context
+        .client
+        .extract(id, path, args.user.as_deref(), body)
+        .await;
+    let built = building.await.context("the archiving task failed")?;
+    let result = sent?;
+    built?;
+    if context.json {
+        crate::cli::output::print_json(&result);
+    }
+    Ok(0)
+}
+
+/// A sandbox's directory out: a tar stream to standard output with `-`; else unpacked inside
+/// DST when it is a directory, or as DST itself.
+async fn download_dir(
+    context: &Context,
+    args: &CpArgs,
+    id: &str,
+    path: &str,
+) -> anyhow::Result<u8> {
+    let bytes = context.client.archive(id, path).await?;
+    let reader =
+        tokio_util::io::StreamReader::new(bytes.map(|chunk| chunk.map_err(std::io::Error::other)));
+    if args.dst == "-" {
+        let mut reader = reader;
+        let mut out = tokio::io::stdout();
+        tokio::io::copy(&mut reader, &mut out).await?;
+        out.flush().await?;
+        return Ok(0);
+    }
+    let dst = std::path::PathBuf::from(&args.dst);
+    let unpacking = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let reader = tokio_util::io::SyncIoBridge::new(reader);
+        let mut archive = tar::Archive::new(reader);
+        archive.set_preserve_permissions(false);
+        archive.set_overwrite(true);
+        if dst.is_dir() {
+            return archive
+                .unpack(&dst)
+                .with_context(|| format!("cannot unpack into {}", dst.display()));
+        }
+        // Unpacked beside DST, then renamed to it.
+        let parent = match dst.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let staging = tempfile::Builder::new()
+            .prefix(".sbx-cp-")
+            .tempdir_in(&parent)
+            .with_context(|| format!("cannot write in {}", parent.display()))?;
+        archive
+            .unpack(staging.path())
+            .with_context(|| format!("cannot unpack into {}", parent.display()))?;
+        let mut top = std::fs::read_dir(staging.path())?.flatten();
+        let (Some(only), None) = (top.next(), top.next()) else {
+            bail!("the sandbox's archive does not hold one directory");
+        };
+        std::fs::rename(only.path(), &dst)
+            .with_context(|| format!("cannot create {}", dst.display()))?;
+        Ok(())
+    });
+    unpacking.await.context("the unpacking task failed")??;
+    Ok(0)
 }
