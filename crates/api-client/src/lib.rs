@@ -340,6 +340,78 @@ impl Client {
         Ok(result.files)
     }
 
+    /// A fresh instance, its files from `snapshot` when given.
+    pub async fn recreate_from(
+        &self,
+        id: &str,
+        snapshot: Option<&str>,
+    ) -> Result<Sandbox, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/recreate", segment(id)));
+        let request = sbx_protocol::RecreateRequest {
+            snapshot: snapshot.map(Into::into),
+        };
+        self.send(self.http.post(url).json(&request)).await
+    }
+
+    pub async fn create_snapshot(
+        &self,
+        id: &str,
+        name: Option<&str>,
+    ) -> Result<sbx_protocol::Snapshot, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/snapshots", segment(id)));
+        let request = sbx_protocol::CreateSnapshotRequest {
+            name: name.map(Into::into),
+        };
+        self.send(self.http.post(url).json(&request)).await
+    }
+
+    pub async fn snapshots(&self) -> Result<Vec<sbx_protocol::Snapshot>, ClientError> {
+        let list: sbx_protocol::SnapshotList =
+            self.send(self.http.get(self.url("/v1/snapshots"))).await?;
+        Ok(list.snapshots)
+    }
+
+    pub async fn snapshot(&self, id: &str) -> Result<sbx_protocol::Snapshot, ClientError> {
+        let url = self.url(&format!("/v1/snapshots/{}", segment(id)));
+        self.send(self.http.get(url)).await
+    }
+
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/snapshots/{}", segment(id)));
+        self.checked(self.http.delete(url)).await?;
+        Ok(())
+    }
+
+    /// The snapshot as one `.tar.zst` file, as it comes.
+    pub async fn export_snapshot(
+        &self,
+        id: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>>, ClientError> {
+        let url = self.url(&format!("/v1/snapshots/{}/export", segment(id)));
+        let response = self.checked(self.http.get(url)).await?;
+        Ok(response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| ClientError::Protocol(e.to_string()))))
+    }
+
+    pub async fn import_snapshot(
+        &self,
+        body: impl Into<reqwest::Body>,
+        name: Option<&str>,
+        profile: Option<&str>,
+    ) -> Result<sbx_protocol::Snapshot, ClientError> {
+        let mut query = Vec::new();
+        query.extend(name.map(|n| ("name", n)));
+        query.extend(profile.map(|p| ("profile", p)));
+        let request = self
+            .http
+            .post(self.url("/v1/snapshots/import"))
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, "application/zstd")
+            .body(body);
+        self.send(request).await
+    }
+
     pub async fn pause(&self, id: &str) -> Result<Sandbox, ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}/pause", segment(id)));
         self.send(self.http.post(url)).await

@@ -69,6 +69,7 @@ impl From<Error> for ApiError {
             }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "sandbox_not_found"),
             Error::FileNotFound(_) => (StatusCode::NOT_FOUND, "file_not_found"),
+            Error::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "snapshot_not_found"),
             Error::FileDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::TemplateNotFound(_) => (StatusCode::BAD_REQUEST, "template_not_found"),

@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::sandboxes::router())
         .merge(routes::exec::router())
         .merge(routes::files::router())
+        .merge(routes::snapshots::router())
         .merge(routes::events::router())
         .merge(routes::maintenance::router())
         .merge(routes::status::router())

@@ -32,7 +32,23 @@ pub fn new_sandbox(request: &wire::CreateSandboxRequest) -> Result<model::NewSan
             disk_mb: resources.disk_mb,
         },
         metadata: request.metadata.clone(),
+        snapshot: request.from_snapshot.clone(),
     })
+}
+
+pub fn snapshot(snapshot: model::Snapshot) -> wire::Snapshot {
+    wire::Snapshot {
+        id: snapshot.id,
+        name: snapshot.name,
+        owner: snapshot.owner,
+        backend: snapshot.backend,
+        template: snapshot.template,
+        profile: snapshot.profile,
+        sandbox_id: snapshot.sandbox_id,
+        parent: snapshot.parent,
+        size_bytes: snapshot.size_bytes,
+        created_at: rfc3339(snapshot.created_at),
+    }
 }
 
 pub fn exec_request(request: &wire::ExecRequest) -> Result<model::ExecRequest, ApiError> {

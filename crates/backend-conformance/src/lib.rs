@@ -105,6 +105,7 @@ fn spec(subject: &dyn Subject, id: &SandboxId) -> SandboxSpec {
         id: id.clone(),
         template: subject.template(),
         limits: subject.limits(),
+        snapshot: None,
     }
 }
 

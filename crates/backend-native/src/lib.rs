@@ -24,9 +24,11 @@
 //! only in the sandbox's own mount namespace and vanish with it.
 
 mod caps;
+mod capture;
 mod child;
 mod daemon;
 mod init;
+mod layers;
 mod stage1;
 mod wire;
 

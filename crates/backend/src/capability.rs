@@ -205,13 +205,40 @@ pub trait Files: Send + Sync {
 /// A snapshot's name, chosen by lifecycle (the same validation as a sandbox id's body).
 pub type SnapshotName = str;
 
-/// Filesystem snapshots: a sandbox's changes captured at one instant.
+/// Filesystem snapshots: a sandbox's files captured at one instant, kept apart from the
+/// sandbox (they outlive it), from which new sandboxes start (`SandboxSpec::snapshot`).
 #[async_trait]
 pub trait Snapshots: Send + Sync {
-    /// Captures the sandbox's filesystem changes as `name`; returns their stored size.
-    async fn snapshot(&self, handle: &Handle, name: &SnapshotName) -> Result<u64, BackendError>;
-    /// Removes a snapshot; already gone is `Ok`.
+    /// Captures the sandbox's filesystem changes as `name`, consistently (the sandbox's
+    /// processes do not run meanwhile; a paused sandbox stays paused). `parent` is the
+    /// snapshot the sandbox started from, if any: the new snapshot holds its changes too.
+    /// Returns the bytes the snapshot added to the host's storage.
+    async fn snapshot(
+        &self,
+        handle: &Handle,
+        name: &SnapshotName,
+        parent: Option<&SnapshotName>,
+    ) -> Result<u64, BackendError>;
+    /// Whether the snapshot `name` is stored here.
+    async fn has_snapshot(&self, name: &SnapshotName) -> Result<bool, BackendError>;
+    /// Removes a snapshot; already gone is `Ok`. Sandboxes started from it must be gone.
     async fn delete_snapshot(&self, name: &SnapshotName) -> Result<(), BackendError>;
+    /// The snapshot as one portable file (`.tar.zst`), with `manifest` (lifecycle's own
+    /// description of it) inside.
+    async fn export_snapshot(
+        &self,
+        name: &SnapshotName,
+        manifest: Vec<u8>,
+    ) -> Result<ByteStream, BackendError>;
+    /// Stores an exported file as the snapshot `name`; the file is hostile (its paths, links,
+    /// devices and sizes are checked), and what it unpacks to is at most `max_bytes`. Returns
+    /// the stored bytes and the manifest it carried.
+    async fn import_snapshot(
+        &self,
+        name: &SnapshotName,
+        data: ByteStream,
+        max_bytes: u64,
+    ) -> Result<(u64, Vec<u8>), BackendError>;
 }
 
 /// A byte stream both ways, to a port inside a sandbox.

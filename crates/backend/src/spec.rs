@@ -10,6 +10,9 @@ pub struct SandboxSpec {
     /// A template name the backend reported with `has_template`.
     pub template: String,
     pub limits: Limits,
+    /// A snapshot (of this backend, taken from a sandbox of the same template) whose files
+    /// the sandbox starts with.
+    pub snapshot: Option<String>,
 }
 
 /// Resource limits, already checked against the host's bounds.

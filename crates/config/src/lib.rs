@@ -71,6 +71,7 @@ pub struct Config {
     pub capacity: Capacity,
     pub exec: Exec,
     pub files: Files,
+    pub snapshots: Snapshots,
     pub profiles: BTreeMap<String, Profile>,
 }
 
@@ -87,6 +88,20 @@ impl Default for Files {
         Files {
             max_upload_bytes: 10 << 30,
         }
+    }
+}
+
+/// `[snapshots]`: filesystem snapshots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshots {
+    /// Most snapshots one user may keep (taken or imported; 429 above). Each holds at most a
+    /// sandbox disk's worth of files.
+    pub max_per_user: u32,
+}
+
+impl Default for Snapshots {
+    fn default() -> Snapshots {
+        Snapshots { max_per_user: 20 }
     }
 }
 
@@ -310,6 +325,7 @@ impl Default for Config {
             capacity: Capacity::default(),
             exec: Exec::default(),
             files: Files::default(),
+            snapshots: Snapshots::default(),
             profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
         }
     }
@@ -379,6 +395,9 @@ impl Config {
             files: Some(RawFiles {
                 max_upload_bytes: Some(self.files.max_upload_bytes),
             }),
+            snapshots: Some(RawSnapshots {
+                max_per_user: Some(self.snapshots.max_per_user),
+            }),
             terminals: Some(RawTerminals {
                 max_message_bytes: Some(self.terminals.max_message_bytes),
                 max_per_ip: Some(self.terminals.max_per_ip),
@@ -436,8 +455,17 @@ pub struct RawConfig {
     exec: Option<RawExec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     files: Option<RawFiles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshots: Option<RawSnapshots>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshots {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_per_user: Option<u32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -770,6 +798,11 @@ impl RawConfig {
                     return Err("files.max_upload_bytes: must be above 0".into());
                 }
                 config.files.max_upload_bytes = bytes;
+            }
+        }
+        if let Some(snapshots) = self.snapshots {
+            if let Some(most) = snapshots.max_per_user {
+                config.snapshots.max_per_user = most;
             }
         }
         if let Some(reaper) = self.reaper {

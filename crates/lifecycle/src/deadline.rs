@@ -14,6 +14,8 @@ pub const LIST: Duration = Duration::from_secs(10);
 pub const FILES: Duration = Duration::from_secs(30);
 /// Freezing (which waits for every process to stop) and thawing.
 pub const PAUSE: Duration = Duration::from_secs(10);
+/// A capture copies a sandbox's changes (its disk's worth at most) while it is frozen.
+pub const SNAPSHOT: Duration = Duration::from_secs(600);
 
 /// Runs a backend call under its deadline.
 pub async fn run<T>(

@@ -39,6 +39,8 @@ pub enum Error {
     TooLarge(String),
     #[error("template {0:?} does not exist")]
     TemplateNotFound(String),
+    #[error("no snapshot {0:?}")]
+    SnapshotNotFound(String),
     /// The message lists the profiles there are.
     #[error("{0}")]
     ProfileNotFound(String),

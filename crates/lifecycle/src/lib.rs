@@ -43,6 +43,7 @@ pub use access::{
     ADMIN_USER, MAX_QUERY as MAX_AUDIT_QUERY, MAX_SESSIONS_PER_KEY, SESSION_LIFETIME_MS,
 };
 pub use error::Error;
+pub use model::Snapshot;
 pub use ops::events::PAGE as EVENT_PAGE;
 pub use ops::exec::{ExecOutput, ExecStream};
 pub use ops::list::ListFilter;
@@ -66,6 +67,8 @@ pub struct Config {
     pub audit: Option<(std::path::PathBuf, sbx_config::Audit)>,
     /// What a running command may cost the daemon.
     pub exec: sbx_config::Exec,
+    /// How many snapshots each user may keep.
+    pub snapshots: sbx_config::Snapshots,
 }
 
 /// The sandbox service: every operation the API offers, on one shared object.

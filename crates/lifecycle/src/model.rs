@@ -21,6 +21,27 @@ pub struct NewSandbox {
     pub env: BTreeMap<String, String>,
     pub resources: ResourceRequest,
     pub metadata: BTreeMap<String, String>,
+    /// A snapshot (the caller's) whose files the sandbox starts with.
+    pub snapshot: Option<String>,
+}
+
+/// A filesystem snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    pub backend: String,
+    pub template: String,
+    pub profile: String,
+    /// The sandbox it was taken from (`None`: imported).
+    pub sandbox_id: Option<String>,
+    /// The snapshot that sandbox started from.
+    pub parent: Option<String>,
+    /// Bytes it added to the host's storage.
+    pub size_bytes: u64,
+    /// Unix ms.
+    pub created_at: i64,
 }
 
 /// Resources asked for; each `None` is the profile's default.

@@ -87,6 +87,8 @@ pub struct CreateParams {
     pub idle_action: sbx_config::IdleAction,
     pub pause_stops_clock: bool,
     pub auto_resume: bool,
+    /// The snapshot it starts from (checked by the create).
+    pub snapshot: Option<String>,
     /// What was asked for but not granted.
     pub warnings: Vec<String>,
 }
@@ -191,6 +193,7 @@ pub fn create(
         idle_action: profile.ttl.idle_action,
         pause_stops_clock: profile.ttl.pause_stops_clock,
         auto_resume: profile.auto_resume,
+        snapshot: request.snapshot.clone(),
         warnings,
     })
 }

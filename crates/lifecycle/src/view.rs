@@ -35,6 +35,9 @@ pub struct StoredSpec {
     /// An exec, terminal or files call resumes it when paused.
     #[serde(default)]
     pub auto_resume: bool,
+    /// The snapshot its files start from (a recreate starts from it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// A paused sandbox whose profile stops the clock: its deadline does not apply until it is

@@ -16,6 +16,7 @@ mod files;
 mod health;
 mod ops;
 mod sandbox;
+mod snapshot;
 
 pub use auth::{
     AuditEntry, AuditList, CreateKeyRequest, CreatedKey, Identity, KeyInfo, KeyList, LoginRequest,
@@ -37,6 +38,7 @@ pub use ops::{
 pub use sandbox::{
     CreateSandboxRequest, Resources, ResourcesRequest, Sandbox, SandboxList, SandboxState,
 };
+pub use snapshot::{CreateSnapshotRequest, RecreateRequest, Snapshot, SnapshotList};
 
 /// Media type of the streaming exec response: one JSON `ExecEvent` per line.
 pub const NDJSON: &str = "application/x-ndjson";

@@ -39,6 +39,10 @@ pub struct CreateSandboxRequest {
     /// Free-form labels, filterable in `GET /v1/sandboxes`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// A snapshot of the caller's to start from: the sandbox's files are the snapshot's (its
+    /// template is the snapshot's; the profile must use the backend that stores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
 }
 
 /// A nested request object, or null. Serde's derived `Deserialize` would also read a struct

@@ -119,6 +119,7 @@ pub fn open(
         limits: config.limits.clone(),
         audit: Some((data_dir.join(AUDIT_LOG_FILE), config.audit)),
         exec: config.exec,
+        snapshots: config.snapshots,
     };
     Service::new(store, backends, lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))
 }

@@ -42,5 +42,7 @@ mod lifecycle;
 mod limits;
 #[path = "e2e/pause.rs"]
 mod pause;
+#[path = "e2e/snapshots.rs"]
+mod snapshots;
 #[path = "e2e/terminal.rs"]
 mod terminal;

@@ -107,6 +107,46 @@ pub struct EventRow {
     pub reason: Option<String>,
 }
 
+/// One snapshot record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    /// `creating`, `ready`, `deleted`, `purged` (see migration 5).
+    pub state: String,
+    pub backend: String,
+    pub template: String,
+    pub profile: String,
+    /// The sandbox it was taken from (`None`: imported).
+    pub sandbox_id: Option<String>,
+    /// The snapshot that sandbox started from.
+    pub parent: Option<String>,
+    pub size_bytes: i64,
+    pub created_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+const SNAPSHOT_COLUMNS: &str = "id, name, owner, state, backend, template, profile, sandbox_id, \
+                                parent, size_bytes, created_at, deleted_at";
+
+fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
+    Ok(SnapshotRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        owner: r.get(2)?,
+        state: r.get(3)?,
+        backend: r.get(4)?,
+        template: r.get(5)?,
+        profile: r.get(6)?,
+        sandbox_id: r.get(7)?,
+        parent: r.get(8)?,
+        size_bytes: r.get(9)?,
+        created_at: r.get(10)?,
+        deleted_at: r.get(11)?,
+    })
+}
+
 pub struct Store {
     connection: Mutex<Connection>,
 }
@@ -174,6 +214,89 @@ impl Store {
             let event = insert_event(&tx, &row.id, row.created_at, None, &row.state, row.state_reason.as_deref())?;
             tx.commit()?;
             Ok(event)
+        })
+    }
+
+    pub fn insert_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                &format!("INSERT INTO snapshots ({SNAPSHOT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                params![
+                    row.id, row.name, row.owner, row.state, row.backend, row.template,
+                    row.profile, row.sandbox_id, row.parent, row.size_bytes, row.created_at,
+                    row.deleted_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = ?1"),
+                [id],
+                snapshot_row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// Snapshots in one of `states`, of `owner` when given, oldest first.
+    pub fn snapshots(
+        &self,
+        states: &[&str],
+        owner: Option<&str>,
+    ) -> Result<Vec<SnapshotRow>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {SNAPSHOT_COLUMNS} FROM snapshots \
+                 WHERE (?1 IS NULL OR owner = ?1) ORDER BY created_at, id"
+            ))?;
+            let rows = statement
+                .query_map([owner], snapshot_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter(|r| states.contains(&r.state.as_str()))
+                .collect())
+        })
+    }
+
+    /// Sets a snapshot's state (and size, and when it was deleted, when given).
+    pub fn set_snapshot_state(
+        &self,
+        id: &str,
+        state: &str,
+        size_bytes: Option<i64>,
+        deleted_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE snapshots SET state = ?2, size_bytes = coalesce(?3, size_bytes), \
+                 deleted_at = coalesce(?4, deleted_at) WHERE id = ?1",
+                params![id, state, size_bytes, deleted_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a snapshot record (one whose capture failed).
+    pub fn remove_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// Replaces a sandbox's spec (lifecycle's JSON).
+    pub fn set_sandbox_spec(&self, id: &str, spec: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sandboxes SET spec = ?2 WHERE id = ?1",
+                params![id, spec],
+            )?;
+            Ok(())
         })
     }
 

@@ -62,6 +62,23 @@ const MIGRATIONS: &[&str] = &[
     // is then far away until it is resumed).
     "ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
      ALTER TABLE sandboxes ADD COLUMN paused_remaining_ms INTEGER;",
+    // 5: filesystem snapshots. `state`: creating, ready, deleted (hidden from its owner, its
+    // stored layer kept while a sandbox or snapshot still needs it), purged (layer removed).
+    "CREATE TABLE snapshots (
+        id          TEXT PRIMARY KEY,
+        name        TEXT,
+        owner       TEXT,
+        state       TEXT NOT NULL,
+        backend     TEXT NOT NULL,
+        template    TEXT NOT NULL,
+        profile     TEXT NOT NULL,
+        sandbox_id  TEXT,
+        parent      TEXT,
+        size_bytes  INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        deleted_at  INTEGER
+     );
+     CREATE INDEX snapshots_owner ON snapshots (owner, state);",
 ];
 
 pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {

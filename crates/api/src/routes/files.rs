@@ -260,7 +260,7 @@ async fn write(
     Ok(wire::file_info(written?))
 }
 
-fn too_large(state: &AppState) -> sbx_lifecycle::Error {
+pub(crate) fn too_large(state: &AppState) -> sbx_lifecycle::Error {
     let limit = state.settings.max_upload_bytes;
     sbx_lifecycle::Error::TooLarge(format!(
         "the upload is larger than files.max_upload_bytes ({limit} bytes)"
@@ -270,13 +270,17 @@ fn too_large(state: &AppState) -> sbx_lifecycle::Error {
 /// An upload's body, counted as it comes against `files.max_upload_bytes`: past the limit
 /// the stream fails and `over` is set (the answer is then 413). A declared length over the
 /// limit is refused before anything is read.
-struct Counted {
-    stream: sbx_lifecycle::ByteStream,
-    over: Arc<AtomicBool>,
+pub(crate) struct Counted {
+    pub(crate) stream: sbx_lifecycle::ByteStream,
+    pub(crate) over: Arc<AtomicBool>,
 }
 
 impl Counted {
-    fn new(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Counted, ApiError> {
+    pub(crate) fn new(
+        state: &AppState,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Counted, ApiError> {
         let limit = state.settings.max_upload_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -307,7 +311,7 @@ impl Counted {
 /// An answer to an upload that failed: the body may not have been read to its end, so the
 /// connection is not reused (a client sending the rest would find it closed under its next
 /// request).
-fn closing(error: ApiError) -> Response {
+pub(crate) fn closing(error: ApiError) -> Response {
     let mut response = error.into_response();
     response
         .headers_mut()

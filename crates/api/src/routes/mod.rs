@@ -11,5 +11,6 @@ pub mod openapi;
 pub mod profiles;
 pub mod pty;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod status;
 pub mod web;

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 201, description = "The sandbox is running", body = Sandbox),
         (status = 400, description = "Invalid request, unknown template or profile, or limits below their minimum", body = ErrorBody),
+        (status = 404, description = "No such snapshot (`from_snapshot`)", body = ErrorBody),
         (status = 409, description = "The name is taken by a live sandbox", body = ErrorBody),
         (status = 422, description = "A resource above its cap: the profile's maximum, the host's bound for one sandbox, or the user's whole quota (the message names the field and the cap)", body = ErrorBody),
         (status = 503, description = "The host is at capacity (its process table is promised to live sandboxes, or it cannot start a process now); `Retry-After` says when to try again", body = ErrorBody),
@@ -118,9 +119,11 @@ pub async fn extend(
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/recreate", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    request_body(content = sbx_protocol::RecreateRequest, description = "Optional"),
     responses(
         (status = 200, description = "A fresh instance with the same id, spec and a fresh TTL", body = Sandbox),
-        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 400, description = "Invalid body, or a snapshot of another template or backend", body = ErrorBody),
+        (status = 404, description = "No such sandbox, or no such snapshot", body = ErrorBody),
         (status = 409, description = "The sandbox is destroyed", body = ErrorBody),
         (status = 422, description = "A failed sandbox no longer fits the user's whole quota", body = ErrorBody),
         (status = 429, description = "A failed sandbox does not fit the user's quotas now", body = ErrorBody),
@@ -131,9 +134,14 @@ pub async fn recreate(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Sandbox>, ApiError> {
+    let request: sbx_protocol::RecreateRequest = super::snapshots::optional_json(&body)?;
     Ok(Json(wire::sandbox(
-        state.service.recreate(&caller, &id).await?,
+        state
+            .service
+            .recreate_from(&caller, &id, request.snapshot.as_deref())
+            .await?,
     )))
 }
 

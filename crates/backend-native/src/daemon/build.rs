@@ -118,6 +118,21 @@ impl Inner {
         })?;
         let layout = &self.layout;
         let template::TemplateRoot { lower, binds } = template;
+        let snapshot = match &spec.snapshot {
+            None => None,
+            Some(name) => {
+                let layer = layout.snapshot_layer(name)?;
+                if !layer.is_dir() {
+                    return Err(BackendError::other(format!(
+                        "snapshot {name} is not stored by this backend"
+                    )));
+                }
+                let mount_point = layout.sandbox(key).join("snapshot");
+                fs::create_dir_all(&mount_point)
+                    .map_err(|e| BackendError::io("cannot make the snapshot's mount point", e))?;
+                Some(stage1::SnapshotLayer { layer, mount_point })
+            }
+        };
         Ok(stage1::Request {
             hostname: spec.id.to_string(),
             rootfs: layout.rootfs(key),
@@ -130,6 +145,7 @@ impl Inner {
             tmp_bytes: spec.limits.memory_bytes * 2 / 5,
             shm_bytes: SHM_BYTES.min(spec.limits.memory_bytes / 10),
             socket_buffer_bytes: (spec.limits.memory_bytes / 16).min(SOCKET_BUFFER_BYTES),
+            snapshot,
         })
     }
 

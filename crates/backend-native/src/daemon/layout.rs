@@ -12,6 +12,9 @@
 //! <data>/sandboxes/<id>/rootfs       mount point of the sandbox root (in its own mount ns only)
 //! <data>/sandboxes/<id>/ctl.sock     control socket of the sandbox's init (host side)
 //! <data>/sandboxes/<id>/sandbox-id   the sandbox these traces serve, when not <id> (pooled)
+//! <data>/sandboxes/<id>/snapshot     mount point of the snapshot layer it started from
+//! <data>/snapshots/<name>/layer      a snapshot: a layer, owners in the sandbox's own ids
+//! <data>/snapshots/.new-<name>       a snapshot being captured or imported (removed on failure)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -97,6 +100,30 @@ impl Layout {
 
     pub fn socket(&self, id: &SandboxId) -> PathBuf {
         self.sandbox(id).join("ctl.sock")
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
+
+    /// `<data>/snapshots/<name>`: a snapshot's directory (its `layer/`). The name is checked
+    /// to be one path component of the characters snapshot names have.
+    pub fn snapshot(&self, name: &str) -> Result<PathBuf, sbx_backend::BackendError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(sbx_backend::BackendError::other(format!(
+                "malformed snapshot name {name:?}"
+            )));
+        }
+        Ok(self.snapshots().join(name))
+    }
+
+    pub fn snapshot_layer(&self, name: &str) -> Result<PathBuf, sbx_backend::BackendError> {
+        Ok(self.snapshot(name)?.join("layer"))
     }
 
     pub fn owner_file(&self, id: &SandboxId) -> PathBuf {

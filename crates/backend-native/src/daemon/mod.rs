@@ -20,6 +20,7 @@ mod keys;
 mod layout;
 mod pool;
 mod slots;
+mod snapshots;
 pub(crate) mod template;
 
 use std::collections::BTreeSet;
@@ -217,6 +218,7 @@ impl Backend for NativeBackend {
             terminals: true,
             pause: true,
             files: true,
+            snapshots: true,
             adopt: true,
             warm_pool: self.inner.pool_size > 0,
             ..Capabilities::default()
@@ -434,6 +436,10 @@ impl Backend for NativeBackend {
     }
 
     fn files(&self) -> Option<&dyn sbx_backend::Files> {
+        Some(self)
+    }
+
+    fn snapshots(&self) -> Option<&dyn sbx_backend::Snapshots> {
         Some(self)
     }
 }

@@ -63,6 +63,16 @@ pub struct Request {
     /// Largest buffer of one TCP socket in the sandbox's network namespace (the maxima of
     /// `net.ipv4.tcp_rmem` and `tcp_wmem` there).
     pub socket_buffer_bytes: u64,
+    /// A snapshot layer the sandbox starts from (above the template), and where to mount it.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotLayer>,
+}
+
+/// A snapshot's layer (owners in the sandbox's own ids) and its mount point.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotLayer {
+    pub layer: PathBuf,
+    pub mount_point: PathBuf,
 }
 
 /// The first message on stdin: the cgroups to join (their `cgroup.procs` files), and the
@@ -94,8 +104,12 @@ pub enum Outcome {
 /// Runs stage 1 and exits when the binary was started as stage 1; returns otherwise.
 /// Call it first in `main`, before any thread exists.
 pub fn run_if_requested() {
-    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(STAGE1_ARG)) {
+    let helper = std::env::args_os().nth(1);
+    if helper.as_deref() == Some(OsStr::new(STAGE1_ARG)) {
         std::process::exit(main());
+    }
+    if helper.as_deref() == Some(OsStr::new(crate::capture::CAPTURE_ARG)) {
+        std::process::exit(crate::capture::main());
     }
 }
 
@@ -322,9 +336,19 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
     let disk = &join.disk_mount;
     let upper = disk.join("upper");
     let work = disk.join("work");
+    let lower = match &request.snapshot {
+        None => request.lower.display().to_string(),
+        Some(snapshot) => {
+            mount_idmapped(&snapshot.layer, &snapshot.mount_point, join.id_base)?;
+            format!(
+                "{}:{}",
+                snapshot.mount_point.display(),
+                request.lower.display()
+            )
+        }
+    };
     let options = format!(
-        "lowerdir={},upperdir={},workdir={},volatile",
-        request.lower.display(),
+        "lowerdir={lower},upperdir={},workdir={},volatile",
         upper.display(),
         work.display()
     );
@@ -366,6 +390,136 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
         &root.join("dev"),
         &format!("size={},{owner}", request.shm_bytes),
     )
+}
+
+/// Mounts `layer` read-only at `target`, its owners (the sandbox's own ids, 0–65535) seen
+/// as the sandbox's host range from `base` on: an idmapped mount, so one stored layer serves
+/// every sandbox whatever range it maps to. The idmapping is taken from a user namespace made
+/// for the purpose by a short-lived child.
+fn mount_idmapped(layer: &Path, target: &Path, base: u32) -> Result<(), String> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let userns = mapping_namespace(base)?;
+    let c_layer = CString::new(layer.as_os_str().as_encoded_bytes())
+        .map_err(|_| "snapshot path has a NUL byte".to_string())?;
+    // SAFETY: open_tree with a NUL-terminated path; returns a new descriptor or -1.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_layer.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(format!(
+            "cannot open the snapshot layer {}: {}",
+            layer.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the descriptor was just returned to this process.
+    let tree = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(tree as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr on our descriptor with an empty path and a mount_attr of the size
+    // given, which outlives the call.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if set < 0 {
+        return Err(format!(
+            "cannot idmap the snapshot layer: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let c_target = CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| "mount point has a NUL byte".to_string())?;
+    // SAFETY: move_mount from our descriptor (empty path) onto a NUL-terminated target.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if moved < 0 {
+        return Err(format!(
+            "cannot mount the snapshot layer: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// A user namespace mapping ids 0–65535 to the host's from `base`, held by the descriptor
+/// returned (its only process is gone by then).
+fn mapping_namespace(base: u32) -> Result<OwnedFd, String> {
+    let (ready_read, ready_write) = pipe()?;
+    let (go_read, go_write) = pipe()?;
+    // SAFETY: stage 1 is single-threaded; the child only calls async-signal-safe functions
+    // (unshare, write, read, _exit).
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            // Only the parent's end of "go" may stay open, so that its closing is EOF here.
+            drop(go_write);
+            drop(ready_read);
+            let code = if nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok() {
+                let _ = nix::unistd::write(&ready_write, &[0]);
+                let mut byte = [0u8];
+                let _ = nix::unistd::read(&go_read, &mut byte);
+                0
+            } else {
+                1
+            };
+            // SAFETY: leaves the child without running anything of the parent's.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_write);
+            drop(go_read);
+            let mut byte = [0u8];
+            let made = nix::unistd::read(&ready_read, &mut byte) == Ok(1);
+            let opened = if made {
+                let map = format!("0 {base} {ID_RANGE}");
+                fs::write(format!("/proc/{child}/uid_map"), &map)
+                    .and_then(|()| fs::write(format!("/proc/{child}/gid_map"), &map))
+                    .and_then(|()| fs::File::open(format!("/proc/{child}/ns/user")))
+                    .map_err(|e| format!("cannot map the snapshot's user namespace: {e}"))
+            } else {
+                Err("cannot make a user namespace for the snapshot".to_string())
+            };
+            drop(go_write);
+            let _ = nix::sys::wait::waitpid(child, None);
+            opened.map(OwnedFd::from)
+        }
+    }
 }
 
 /// The writable layer starts with the directories the sandbox's users own: `/` and the

@@ -17,9 +17,37 @@ impl Service {
     pub async fn create(&self, caller: &Caller, request: &NewSandbox) -> Result<Sandbox, Error> {
         let inner = &self.inner;
         let backends = &inner.backends;
+        let snapshot = match &request.snapshot {
+            None => None,
+            Some(id) => Some(self.snapshot_row_for(caller, id)?),
+        };
+        let mut request = request.clone();
+        if let Some(snapshot) = &snapshot {
+            // The snapshot's template unless another is asked for (which is refused).
+            match &request.template {
+                None => request.template = Some(snapshot.template.clone()),
+                Some(template) if *template != snapshot.template => {
+                    return Err(Error::Invalid(format!(
+                        "snapshot {} was taken from a sandbox of template {:?}, not {template:?}",
+                        snapshot.id, snapshot.template
+                    )))
+                }
+                Some(_) => {}
+            }
+            request.snapshot = Some(snapshot.id.clone());
+        }
+        let request = &request;
         let params = validate::create(request, &inner.config.profiles, |kind| {
             backends.bounds(kind).cloned()
         })?;
+        if let Some(snapshot) = &snapshot {
+            if snapshot.backend != params.backend {
+                return Err(Error::Invalid(format!(
+                    "snapshot {} is stored by the {} backend; profile {:?} uses {}",
+                    snapshot.id, snapshot.backend, params.profile, params.backend
+                )));
+            }
+        }
         let backend = backends.get(&params.backend)?;
         let known = deadline::run(
             deadline::LIST,
@@ -83,6 +111,7 @@ impl Service {
             id: id.clone(),
             template: params.template.clone(),
             limits: params.limits(),
+            snapshot: params.snapshot.clone(),
         };
         let backend = inner.backends.get(&row.backend)?;
         let built = deadline::run(deadline::CREATE, "create", backend.create(&backend_spec)).await;
@@ -200,6 +229,7 @@ impl Service {
             idle_pauses: params.idle_action == sbx_config::IdleAction::Pause,
             pause_stops_clock: params.pause_stops_clock,
             auto_resume: params.auto_resume,
+            snapshot: params.snapshot.clone(),
         };
         let row = SandboxRow {
             id: id.to_string(),

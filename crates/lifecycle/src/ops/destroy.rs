@@ -79,6 +79,10 @@ impl Service {
             "sandbox.destroyed",
             serde_json::json!({ "sandbox_id": row.id, "owner": row.owner, "reason": reason }),
         );
+        // A deleted snapshot this sandbox started from may be needed no more.
+        if view::StoredSpec::parse(row).is_ok_and(|spec| spec.snapshot.is_some()) {
+            self.collect_snapshots().await;
+        }
         self.reread(&row.id)
     }
 }

@@ -16,6 +16,7 @@ pub mod reaper;
 pub mod reconcile;
 pub mod recreate;
 pub mod shutdown;
+pub mod snapshots;
 pub mod status;
 mod watch;
 

@@ -16,15 +16,44 @@ use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, St
 impl Service {
     /// Runs to its end even if the caller goes away.
     pub async fn recreate(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
+        self.recreate_from(caller, id_or_name, None).await
+    }
+
+    /// A recreate whose files start from `snapshot` (one of the caller's, of the sandbox's
+    /// template and backend) — and from it again on later recreates.
+    pub async fn recreate_from(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        snapshot: Option<&str>,
+    ) -> Result<Sandbox, Error> {
         let row = self.resolve(caller, id_or_name)?;
+        let snapshot = match snapshot {
+            None => None,
+            Some(id) => {
+                let snapshot = self.snapshot_row_for(caller, id)?;
+                if snapshot.template != row.template || snapshot.backend != row.backend {
+                    return Err(Error::Invalid(format!(
+                        "snapshot {} is of template {:?} on the {} backend; sandbox {} is of {:?} on {}",
+                        snapshot.id, snapshot.template, snapshot.backend, row.id, row.template, row.backend
+                    )));
+                }
+                Some(snapshot.id)
+            }
+        };
         let (service, caller) = (self.clone(), caller.clone());
         self.to_completion("recreate", async move {
-            service.recreate_resolved(&caller, row).await
+            service.recreate_resolved(&caller, row, snapshot).await
         })
         .await
     }
 
-    async fn recreate_resolved(&self, caller: &Caller, row: SandboxRow) -> Result<Sandbox, Error> {
+    async fn recreate_resolved(
+        &self,
+        caller: &Caller,
+        row: SandboxRow,
+        snapshot: Option<String>,
+    ) -> Result<Sandbox, Error> {
         let inner = &self.inner;
         let lock = self.lock_for(&row.id);
         let _guard = lock.lock().await;
@@ -38,7 +67,12 @@ impl Service {
             });
         }
         let id = sandbox_id(&row)?;
-        let spec = StoredSpec::parse(&row)?;
+        let mut spec = StoredSpec::parse(&row)?;
+        if let Some(snapshot) = snapshot {
+            spec.snapshot = Some(snapshot);
+            let text = serde_json::to_string(&spec).expect("plain struct serialises");
+            inner.store.set_sandbox_spec(&row.id, &text)?;
+        }
         let promise = {
             let _admission = inner.access.admission();
             // A failed sandbox gave its share of quotas and of the host back: it must fit again.
@@ -71,6 +105,7 @@ impl Service {
             id: id.clone(),
             template: row.template.clone(),
             limits: validate::limits(&spec.resources()),
+            snapshot: spec.snapshot.clone(),
         };
         let built = deadline::run(deadline::CREATE, "create", backend.create(&backend_spec)).await;
         drop(promise);

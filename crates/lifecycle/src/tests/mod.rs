@@ -53,6 +53,7 @@ pub fn config() -> Config {
         limits: defaults.limits,
         audit: None,
         exec: defaults.exec,
+        snapshots: defaults.snapshots,
     }
 }
 

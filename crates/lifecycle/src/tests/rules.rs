@@ -188,6 +188,7 @@ async fn a_restart_adopts_settles_and_removes_orphans() {
                 pids: 64,
                 disk_bytes: 1 << 28,
             },
+            snapshot: None,
         })
         .await
         .unwrap();

@@ -66,6 +66,8 @@ enum Command {
     Pause(commands::pause::PauseArgs),
     /// Let a paused sandbox's processes carry on.
     Resume(commands::pause::PauseArgs),
+    /// Filesystem snapshots: create, ls, inspect, rm, export, import.
+    Snapshot(commands::snapshot::SnapshotArgs),
     /// Show the daemon, its backends and every live sandbox.
     Status(commands::status::StatusArgs),
     /// Follow lifecycle events.
@@ -115,6 +117,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Files(args) => commands::files::run(&context, args).await,
         Command::Pause(args) => commands::pause::run(&context, args, true).await,
         Command::Resume(args) => commands::pause::run(&context, args, false).await,
+        Command::Snapshot(args) => commands::snapshot::run(&context, args).await,
         Command::Status(args) => commands::status::run(&context, args).await,
         Command::Events(args) => commands::events::run(&context, args).await,
         Command::Cleanup(args) => commands::cleanup::run(&context, args).await,

@@ -179,6 +179,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ("POST", "/v1/sandboxes/{id}/files", None),
         ("GET", "/v1/sandboxes/{id}/files/archive", None),
         ("PUT", "/v1/sandboxes/{id}/files/archive", None),
+        ("POST", "/v1/sandboxes/{id}/snapshots", None),
     ]
     .iter()
     .map(|(m, p, _)| (m.to_string(), p.to_string()))
@@ -214,6 +215,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ),
         (Method::GET, "/files/archive?path=/tmp/m", None),
         (Method::PUT, "/files/archive?path=/tmp/m", None),
+        (Method::POST, "/snapshots", None),
         (Method::DELETE, "", None),
     ];
     for target in [theirs.id.as_str(), "sb-aaaaaaaaaaaaaaaaaaaaaaaaaa"] {

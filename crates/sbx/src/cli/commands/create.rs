@@ -36,6 +36,9 @@ pub struct CreateArgs {
     /// Disk the sandbox may fill, in MiB.
     #[arg(long, value_name = "MIB")]
     pub disk: Option<u64>,
+    /// Start from this snapshot's files (its template; the profile's backend must store it).
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub from_snapshot: Option<String>,
     /// Metadata label (repeatable).
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
@@ -61,6 +64,7 @@ impl CreateArgs {
             env: self.env.iter().cloned().collect(),
             resources,
             metadata: self.labels.iter().cloned().collect(),
+            from_snapshot: self.from_snapshot.clone(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod recreate;
 pub mod rm;
 pub mod run;
 pub mod shell;
+pub mod snapshot;
 pub mod status;
 pub mod whoami;
 

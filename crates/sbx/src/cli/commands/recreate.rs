@@ -8,10 +8,16 @@ use crate::cli::{output, Context};
 pub struct RecreateArgs {
     /// Sandbox id or name.
     id: String,
+    /// Start the new instance's files from this snapshot (and from it on later recreates).
+    #[arg(long, value_name = "SNAPSHOT")]
+    snapshot: Option<String>,
 }
 
 pub async fn run(context: &Context, args: RecreateArgs) -> anyhow::Result<u8> {
-    let sandbox = context.client.recreate(&args.id).await?;
+    let sandbox = context
+        .client
+        .recreate_from(&args.id, args.snapshot.as_deref())
+        .await?;
     if context.json {
         output::print_json(&sandbox);
     } else {

@@ -1,0 +1,761 @@
+//! Snapshot layers: directory trees in overlayfs's own form (whiteouts are `0:0` character
+//! devices, opaque directories carry `trusted.overlay.opaque=y`), with owners in the sandbox's
+//! own ids (0–65535), so that a layer can be the lower layer of any sandbox through an
+//! idmapped mount (`stage1`), whatever uid range that sandbox maps to.
+//!
+//! - [`capture`] makes a layer from a sandbox's writable layer (its overlay upper directory):
+//!   the parent layer first (hard links: shared, no copy), then the upper's changes merged on
+//!   top (a file replaced is unlinked first, never written through, so the parent is never
+//!   changed). Runs in the snapshot helper, which mounts the sandbox's disk privately.
+//! - [`export`] writes a layer as a tar stream in the OCI layer convention (`.wh.NAME` for a
+//!   whiteout, `.wh..wh..opq` in an opaque directory) under `layer/`, after a manifest.
+//! - [`import`] reads such a stream back into a new layer, treating it as hostile: plain
+//!   relative names only, resolved one directory at a time without following symlinks, hard
+//!   links only to entries already in the layer, no devices or FIFOs (whiteouts are written
+//!   by this code, never taken from the stream), no set-id bits, owners clamped into the
+//!   sandbox's range, a bound on the bytes and entries it unpacks to.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+
+/// The ids a sandbox has: 0..65536. An owner outside (a host file copied up) becomes nobody.
+const RANGE: u32 = 65536;
+const NOBODY: u32 = 65534;
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The name of the manifest entry of an exported snapshot.
+pub const MANIFEST: &str = "sbx-snapshot.json";
+const MAX_MANIFEST: u64 = 64 << 10;
+/// Most entries an imported snapshot may have.
+pub const MAX_ENTRIES: u64 = 1_000_000;
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+fn canonical(id: u32, base: u32) -> u32 {
+    if id >= base && id - base < RANGE {
+        id - base
+    } else {
+        NOBODY
+    }
+}
+
+fn kind(meta: &fs::Metadata) -> SFlag {
+    SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits())
+}
+
+fn is_whiteout(meta: &fs::Metadata) -> bool {
+    kind(meta) == SFlag::S_IFCHR && meta.rdev() == 0
+}
+
+fn opaque(path: &Path) -> bool {
+    xattr_get(path, OPAQUE_XATTR).is_some_and(|v| v == b"y")
+}
+
+fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let name = CString::new(name).ok()?;
+    let mut value = [0u8; 16];
+    // SAFETY: lgetxattr with NUL-terminated strings and a buffer of the length given.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    (n >= 0).then(|| value[..n as usize].to_vec())
+}
+
+fn set_opaque(path: &Path) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let name = CString::new(OPAQUE_XATTR)?;
+    // SAFETY: lsetxattr with NUL-terminated strings and a one-byte value.
+    let done =
+        unsafe { libc::lsetxattr(c_path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn whiteout(path: &Path) -> io::Result<()> {
+    nix::sys::stat::mknod(path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), 0)
+        .map_err(io::Error::from)
+}
+
+/// Removes whatever is at `path` (a directory with everything in it), if anything.
+fn clear(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+    }
+}
+
+fn set_owner_mode_time(path: &Path, meta: &fs::Metadata, base: u32) -> io::Result<()> {
+    let uid = canonical(meta.uid(), base);
+    let gid = canonical(meta.gid(), base);
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if !meta.file_type().is_symlink() {
+        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    set_time(path, meta.mtime(), meta.mtime_nsec());
+    Ok(())
+}
+
+fn set_time(path: &Path, seconds: i64, nanos: i64) {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    let time = libc::timespec {
+        tv_sec: seconds,
+        tv_nsec: nanos,
+    };
+    let times = [time, time];
+    // SAFETY: utimensat with a NUL-terminated path and two timespecs.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+}
+
+/// Makes the layer `dest` (which must not exist): `parent`'s tree, then `upper`'s changes
+/// (owners shifted from the sandbox's host range at `base`) on top. Returns the bytes of file
+/// data it copied (what the parent shares is not counted).
+pub fn capture(upper: &Path, base: u32, parent: Option<&Path>, dest: &Path) -> io::Result<u64> {
+    fs::create_dir(dest)?;
+    if let Some(parent) = parent {
+        link_tree(parent, dest)?;
+        let meta = fs::symlink_metadata(parent)?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))?;
+    }
+    let mut merge = Merge {
+        base,
+        copied: 0,
+        links: HashMap::new(),
+    };
+    merge.directory(upper, dest)?;
+    let meta = fs::symlink_metadata(upper)?;
+    set_owner_mode_time(dest, &meta, base)?;
+    Ok(merge.copied)
+}
+
+/// `from`'s tree into `to` (an existing directory): directories made, everything else hard
+/// linked (copied when a file has all the links it may have).
+fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let meta = fs::symlink_metadata(&source)?;
+        if meta.is_dir() {
+            fs::create_dir(&target)?;
+            link_tree(&source, &target)?;
+            std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            if opaque(&source) {
+                set_opaque(&target)?;
+            }
+            set_time(&target, meta.mtime(), meta.mtime_nsec());
+        } else {
+            match fs::hard_link(&source, &target) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) && meta.is_file() => {
+                    fs::copy(&source, &target)?;
+                    std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
+                    set_time(&target, meta.mtime(), meta.mtime_nsec());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Merge {
+    base: u32,
+    copied: u64,
+    /// Files of the upper with several names: (device, inode) → the first one's copy.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Merge {
+    /// `upper`'s entries over `dest`'s (both directories).
+    fn directory(&mut self, upper: &Path, dest: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(upper)? {
+            let entry = entry?;
+            let source = entry.path();
+            let target = dest.join(entry.file_name());
+            let meta = fs::symlink_metadata(&source)?;
+            if is_whiteout(&meta) {
+                clear(&target)?;
+                whiteout(&target)?;
+            } else if meta.is_dir() {
+                let keep =
+                    !opaque(&source) && fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+                if !keep {
+                    clear(&target)?;
+                    fs::create_dir(&target)?;
+                    if opaque(&source) {
+                        set_opaque(&target)?;
+                    }
+                }
+                self.directory(&source, &target)?;
+                set_owner_mode_time(&target, &meta, self.base)?;
+            } else {
+                clear(&target)?;
+                self.other(&source, &target, &meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn other(&mut self, source: &Path, target: &Path, meta: &fs::Metadata) -> io::Result<()> {
+        match kind(meta) {
+            SFlag::S_IFREG => {
+                let key = (meta.dev(), meta.ino());
+                if meta.nlink() > 1 {
+                    if let Some(first) = self.links.get(&key) {
+                        if fs::hard_link(first, target).is_ok() {
+                            return Ok(());
+                        }
+                    }
+                }
+                let mut from = fs::File::open(source)?;
+                let mut to = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(target)?;
+                self.copied += io::copy(&mut from, &mut to)?;
+                if meta.nlink() > 1 {
+                    self.links.insert(key, target.to_owned());
+                }
+            }
+            SFlag::S_IFLNK => std::os::unix::fs::symlink(fs::read_link(source)?, target)?,
+            SFlag::S_IFIFO => {
+                nix::unistd::mkfifo(target, Mode::from_bits_truncate(0o600))?;
+            }
+            // Sockets and devices (a sandbox cannot make devices) are not kept.
+            _ => return Ok(()),
+        }
+        set_owner_mode_time(target, meta, self.base)
+    }
+}
+
+/// Bytes a layer holds on disk (blocks of files with one link; the shared ones are its
+/// parents' as much as its own).
+pub fn stored_bytes(layer: &Path) -> u64 {
+    fn walk(dir: &Path, total: &mut u64) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                *total += meta.blocks() * 512;
+                walk(&entry.path(), total);
+            } else if meta.nlink() == 1 {
+                *total += meta.blocks() * 512;
+            }
+        }
+    }
+    let mut total = 0;
+    walk(layer, &mut total);
+    total
+}
+
+/// Writes `manifest` and then the layer as a tar stream (OCI whiteout convention) to `out`.
+pub fn export(layer: &Path, manifest: &[u8], out: impl Write) -> io::Result<()> {
+    let mut builder = tar::Builder::new(out);
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(manifest.len() as u64);
+    builder.append_data(&mut header, MANIFEST, manifest)?;
+    let mut walk = Export {
+        builder,
+        links: HashMap::new(),
+    };
+    let meta = fs::symlink_metadata(layer)?;
+    walk.dir(layer, b"layer", &meta)?;
+    walk.builder.into_inner()?.flush()
+}
+
+struct Export<W: Write> {
+    builder: tar::Builder<W>,
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+fn header_of(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(meta.mode() & 0o7777);
+    header.set_uid(u64::from(meta.uid()));
+    header.set_gid(u64::from(meta.gid()));
+    header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+    header.set_size(0);
+    header
+}
+
+impl<W: Write> Export<W> {
+    fn dir(&mut self, dir: &Path, name: &[u8], meta: &fs::Metadata) -> io::Result<()> {
+        let mut header = header_of(meta, tar::EntryType::Directory);
+        self.builder
+            .append_data(&mut header, OsStr::from_bytes(name), io::empty())?;
+        if opaque(dir) {
+            let mut marker = header_of(meta, tar::EntryType::Regular);
+            marker.set_mode(0o644);
+            let path = [name, b"/", OPAQUE_MARKER].concat();
+            self.builder
+                .append_data(&mut marker, OsStr::from_bytes(&path), io::empty())?;
+        }
+        let mut names: Vec<OsString> = fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for child in names {
+            let source = dir.join(&child);
+            let meta = fs::symlink_metadata(&source)?;
+            let path = [name, b"/", child.as_bytes()].concat();
+            if meta.is_dir() {
+                self.dir(&source, &path, &meta)?;
+            } else if is_whiteout(&meta) {
+                let mut header = header_of(&meta, tar::EntryType::Regular);
+                let path = [name, b"/", WHITEOUT_PREFIX, child.as_bytes()].concat();
+                self.builder
+                    .append_data(&mut header, OsStr::from_bytes(&path), io::empty())?;
+            } else if meta.file_type().is_symlink() {
+                let mut header = header_of(&meta, tar::EntryType::Symlink);
+                let target = fs::read_link(&source)?;
+                self.builder
+                    .append_link(&mut header, OsStr::from_bytes(&path), &target)?;
+            } else if meta.is_file() {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = self.links.get(&key) {
+                    let mut header = header_of(&meta, tar::EntryType::Link);
+                    let first = first.clone();
+                    self.builder.append_link(
+                        &mut header,
+                        OsStr::from_bytes(&path),
+                        OsStr::from_bytes(&first),
+                    )?;
+                    continue;
+                }
+                if meta.nlink() > 1 {
+                    self.links.insert(key, path.clone());
+                }
+                let mut header = header_of(&meta, tar::EntryType::Regular);
+                header.set_size(meta.len());
+                let file = fs::File::open(&source)?;
+                let exact = file.take(meta.len()).chain(io::repeat(0)).take(meta.len());
+                self.builder
+                    .append_data(&mut header, OsStr::from_bytes(&path), exact)?;
+            } else if kind(&meta) == SFlag::S_IFIFO {
+                let mut header = header_of(&meta, tar::EntryType::Fifo);
+                self.builder
+                    .append_data(&mut header, OsStr::from_bytes(&path), io::empty())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an import was refused: the file is not a snapshot sbx can take.
+#[derive(Debug)]
+pub enum ImportError {
+    /// Malformed or hostile content (the message says which entry).
+    Invalid(String),
+    /// Unpacks to more than allowed.
+    TooLarge(String),
+    /// The host could not store it.
+    Io(io::Error),
+}
+
+impl From<io::Error> for ImportError {
+    fn from(e: io::Error) -> Self {
+        ImportError::Io(e)
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ImportError {
+    ImportError::Invalid(message.into())
+}
+
+/// The plain names of an entry's path; `None` for `..` or an absolute path.
+fn names(path: &[u8]) -> Option<Vec<&OsStr>> {
+    if path.first() == Some(&b'/') {
+        return None;
+    }
+    let mut names = Vec::new();
+    for name in path.split(|b| *b == b'/') {
+        match name {
+            b"" | b"." => {}
+            b".." => return None,
+            name => names.push(OsStr::from_bytes(name)),
+        }
+    }
+    Some(names)
+}
+
+fn open_at(dir: &OwnedFd, name: &OsStr, flags: OFlag) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+}
+
+/// The directory `names` under `root`, made as needed, never through a symlink.
+fn directory(root: &OwnedFd, names: &[&OsStr], shown: &str) -> Result<OwnedFd, ImportError> {
+    let mut current = root.try_clone()?;
+    for name in names {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let next = match open_at(&current, name, flags) {
+            Err(Errno::ENOENT) => {
+                match nix::sys::stat::mkdirat(
+                    current.as_fd(),
+                    *name,
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(io::Error::from(e).into()),
+                }
+                open_at(&current, name, flags)
+            }
+            other => other,
+        };
+        current = match next {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                return Err(invalid(format!(
+                    "{shown}: goes through a symlink or a file"
+                )))
+            }
+            Err(e) => return Err(io::Error::from(e).into()),
+        };
+    }
+    Ok(current)
+}
+
+fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<FileStat, Errno> {
+    nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
+/// Unlinks what is at `name` in `dir` unless it is a directory (then: refused).
+fn make_room(dir: &OwnedFd, name: &OsStr, shown: &str) -> Result<(), ImportError> {
+    match stat_at(dir, name) {
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io::Error::from(e).into()),
+        Ok(stat)
+            if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR =>
+        {
+            Err(invalid(format!("{shown}: a directory is in the way")))
+        }
+        Ok(_) => nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| io::Error::from(e).into()),
+    }
+}
+
+fn owner(id: u64) -> u32 {
+    u32::try_from(id)
+        .ok()
+        .filter(|id| *id < RANGE)
+        .unwrap_or(NOBODY)
+}
+
+/// Applies owner, mode (no set-id bits) and time to `name` in `dir`, not following it.
+fn finish(dir: &OwnedFd, name: &OsStr, header: &tar::Header, symlink: bool) {
+    let uid = owner(header.uid().unwrap_or(u64::from(NOBODY)));
+    let gid = owner(header.gid().unwrap_or(u64::from(NOBODY)));
+    let _ = nix::unistd::fchownat(
+        dir.as_fd(),
+        name,
+        Some(uid.into()),
+        Some(gid.into()),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    );
+    if !symlink {
+        let mode = header.mode().unwrap_or(0o644) & 0o1777;
+        let _ = nix::sys::stat::fchmodat(
+            dir.as_fd(),
+            name,
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        );
+    }
+    let seconds = i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(0);
+    let time = libc::timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    };
+    let times = [time, time];
+    if let Ok(c_name) = CString::new(name.as_bytes()) {
+        // SAFETY: utimensat with a valid descriptor, a NUL-terminated name, two timespecs.
+        unsafe {
+            libc::utimensat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+    }
+}
+
+/// Reads an exported snapshot from `input` into the new layer `dest` (which must not exist);
+/// returns its manifest. Refuses what [`export`] never writes.
+pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, ImportError> {
+    fs::create_dir(dest)?;
+    let root: OwnedFd = fs::File::open(dest)?.into();
+    let mut archive = tar::Archive::new(input);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| invalid(format!("not a snapshot file: {e}")))?;
+    let manifest = {
+        let mut first = entries
+            .next()
+            .ok_or_else(|| invalid("not a snapshot file: it is empty"))?
+            .map_err(|e| invalid(format!("not a snapshot file: {e}")))?;
+        if first.path_bytes().as_ref() != MANIFEST.as_bytes() || first.size() > MAX_MANIFEST {
+            return Err(invalid(format!(
+                "not a snapshot file: it does not start with {MANIFEST}"
+            )));
+        }
+        let mut manifest = Vec::new();
+        first.read_to_end(&mut manifest)?;
+        manifest
+    };
+    let mut bytes = 0u64;
+    let mut count = 0u64;
+    for item in entries {
+        let mut item = item.map_err(|e| invalid(format!("the snapshot file is malformed: {e}")))?;
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(ImportError::TooLarge(format!(
+                "the snapshot has more than {MAX_ENTRIES} entries"
+            )));
+        }
+        let raw = item.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let Some(all) = names(&raw) else {
+            return Err(invalid(format!(
+                "{shown}: an absolute path or '..' is refused"
+            )));
+        };
+        let Some((first, within)) = all.split_first() else {
+            continue;
+        };
+        if first.as_bytes() != b"layer" {
+            return Err(invalid(format!("{shown}: not under layer/")));
+        }
+        let header = item.header().clone();
+        let Some((name, parents)) = within.split_last() else {
+            // `layer/` itself: the root of the layer.
+            if header.entry_type() == tar::EntryType::Directory {
+                finish(&root, OsStr::new("."), &header, false);
+            }
+            continue;
+        };
+        let parent = directory(&root, parents, &shown)?;
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE_MARKER {
+            let path = dest.join(parents.iter().collect::<PathBuf>());
+            set_opaque(&path)?;
+            continue;
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX) {
+                return Err(invalid(format!("{shown}: a malformed whiteout")));
+            }
+            let hidden = OsStr::from_bytes(hidden);
+            make_room(&parent, hidden, &shown)?;
+            nix::sys::stat::mknodat(
+                parent.as_fd(),
+                hidden,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o600),
+                0,
+            )
+            .map_err(io::Error::from)?;
+            continue;
+        }
+        match header.entry_type() {
+            tar::EntryType::Directory => {
+                match nix::sys::stat::mkdirat(
+                    parent.as_fd(),
+                    *name,
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(io::Error::from(e).into()),
+                }
+                // Never a symlink made by an earlier entry.
+                directory(&parent, &[name], &shown)?;
+                finish(&parent, name, &header, false);
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                make_room(&parent, name, &shown)?;
+                let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+                let file = nix::fcntl::openat(
+                    parent.as_fd(),
+                    *name,
+                    flags | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(io::Error::from)?;
+                let mut file = fs::File::from(file);
+                let left = max_bytes.saturating_sub(bytes);
+                let copied = io::copy(&mut (&mut item).take(left.saturating_add(1)), &mut file)
+                    .map_err(|e| invalid(format!("{shown}: {e}")))?;
+                bytes += copied;
+                if bytes > max_bytes {
+                    return Err(ImportError::TooLarge(format!(
+                        "the snapshot unpacks to more than {max_bytes} bytes"
+                    )));
+                }
+                finish(&parent, name, &header, false);
+            }
+            tar::EntryType::Symlink => {
+                let target = item
+                    .link_name_bytes()
+                    .ok_or_else(|| invalid(format!("{shown}: a symlink without a target")))?
+                    .into_owned();
+                make_room(&parent, name, &shown)?;
+                nix::unistd::symlinkat(OsStr::from_bytes(&target), parent.as_fd(), *name)
+                    .map_err(io::Error::from)?;
+                finish(&parent, name, &header, true);
+            }
+            tar::EntryType::Link => {
+                let target = item
+                    .link_name_bytes()
+                    .ok_or_else(|| invalid(format!("{shown}: a hard link without a target")))?
+                    .into_owned();
+                let target_names = names(&target)
+                    .filter(|n| n.len() > 1 && n[0].as_bytes() == b"layer")
+                    .ok_or_else(|| invalid(format!("{shown}: a hard link out of the layer")))?;
+                let (target_name, target_parents) =
+                    target_names[1..].split_last().expect("two names at least");
+                let target_dir = directory(&root, target_parents, &shown)?;
+                match stat_at(&target_dir, target_name) {
+                    Ok(stat)
+                        if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
+                            == SFlag::S_IFREG => {}
+                    _ => {
+                        return Err(invalid(format!(
+                            "{shown}: a hard link to no file of the layer"
+                        )))
+                    }
+                }
+                make_room(&parent, name, &shown)?;
+                nix::unistd::linkat(
+                    target_dir.as_fd(),
+                    *target_name,
+                    parent.as_fd(),
+                    *name,
+                    AtFlags::empty(),
+                )
+                .map_err(io::Error::from)?;
+            }
+            tar::EntryType::Fifo => {
+                make_room(&parent, name, &shown)?;
+                nix::sys::stat::mknodat(
+                    parent.as_fd(),
+                    *name,
+                    SFlag::S_IFIFO,
+                    Mode::from_bits_truncate(0o600),
+                    0,
+                )
+                .map_err(io::Error::from)?;
+                finish(&parent, name, &header, false);
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(invalid(format!("{shown}: device nodes are refused")));
+            }
+            _ => continue,
+        }
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_shift_into_the_sandbox_range() {
+        let base = 0x7000_0000;
+        assert_eq!(canonical(base, base), 0);
+        assert_eq!(canonical(base + 1000, base), 1000);
+        assert_eq!(canonical(0, base), NOBODY);
+        assert_eq!(canonical(base + RANGE, base), NOBODY);
+        assert_eq!(owner(1000), 1000);
+        assert_eq!(owner(1 << 40), NOBODY);
+    }
+
+    #[test]
+    fn capture_merges_a_parent_and_round_trips_through_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = 5000;
+        let parent_upper = dir.path().join("u1");
+        fs::create_dir(&parent_upper).unwrap();
+        fs::write(parent_upper.join("kept"), "parent").unwrap();
+        fs::write(parent_upper.join("replaced"), "old").unwrap();
+        fs::create_dir(parent_upper.join("gone-dir")).unwrap();
+        fs::write(parent_upper.join("gone-dir/x"), "x").unwrap();
+        let parent = dir.path().join("p");
+        capture(&parent_upper, base, None, &parent).unwrap();
+        let upper = dir.path().join("u2");
+        fs::create_dir(&upper).unwrap();
+        fs::write(upper.join("replaced"), "new").unwrap();
+        whiteout(&upper.join("gone-dir")).unwrap();
+        fs::create_dir(upper.join("fresh")).unwrap();
+        set_opaque(&upper.join("fresh")).unwrap();
+        std::os::unix::fs::symlink("kept", upper.join("link")).unwrap();
+        let layer = dir.path().join("l");
+        let copied = capture(&upper, base, Some(&parent), &layer).unwrap();
+        assert_eq!(copied, 3);
+        assert_eq!(fs::read_to_string(layer.join("kept")).unwrap(), "parent");
+        assert_eq!(fs::read_to_string(layer.join("replaced")).unwrap(), "new");
+        assert_eq!(fs::read_to_string(parent.join("replaced")).unwrap(), "old");
+        assert!(is_whiteout(
+            &fs::symlink_metadata(layer.join("gone-dir")).unwrap()
+        ));
+        assert!(opaque(&layer.join("fresh")));
+        // Owners outside the sandbox's range became nobody.
+        assert_eq!(fs::metadata(layer.join("kept")).unwrap().uid(), NOBODY);
+        let mut file = Vec::new();
+        export(&layer, b"{}", &mut file).unwrap();
+        let back = dir.path().join("b");
+        let manifest = import(&file[..], &back, 1 << 20).unwrap();
+        assert_eq!(manifest, b"{}");
+        assert_eq!(fs::read_to_string(back.join("replaced")).unwrap(), "new");
+        assert!(is_whiteout(
+            &fs::symlink_metadata(back.join("gone-dir")).unwrap()
+        ));
+        assert!(opaque(&back.join("fresh")));
+        assert_eq!(fs::read_link(back.join("link")).unwrap(), Path::new("kept"));
+        let too_small = import(&file[..], &dir.path().join("c"), 5);
+        assert!(matches!(too_small, Err(ImportError::TooLarge(_))));
+    }
+}
