@@ -378,15 +378,41 @@ async fn write_many(
         .ok_or_else(|| ApiError::invalid("the body must be multipart/form-data with a boundary"))?;
     let counted = Counted::new(&state, &headers, body)?;
     let over = counted.over.clone();
-    let mut parts = multer::Multipart::new(counted.stream, boundary);
+    // Between parts (the preamble, a part's headers) the parser buffers what it reads until
+    // it finds the end: that much is bounded here, whatever the body's limit.
+    let between = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let in_headers = Arc::new(AtomicBool::new(true));
+    let (counter, reading_headers) = (between.clone(), in_headers.clone());
+    let stream = counted.stream.map(move |chunk| {
+        let chunk = chunk?;
+        if reading_headers.load(Ordering::SeqCst) {
+            let seen = counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            if seen + chunk.len() as u64 > MAX_PART_HEADERS {
+                return Err(std::io::Error::other(
+                    "a multipart part's headers are too long",
+                ));
+            }
+        }
+        Ok(chunk)
+    });
+    let mut parts = multer::Multipart::new(stream, boundary);
     let mut written = Vec::new();
     loop {
-        let part = match parts.next_field().await {
+        between.store(0, Ordering::SeqCst);
+        in_headers.store(true, Ordering::SeqCst);
+        let next = parts.next_field().await;
+        in_headers.store(false, Ordering::SeqCst);
+        let part = match next {
             Ok(Some(part)) => part,
             Ok(None) => break,
             Err(_) if over.load(Ordering::SeqCst) => return Err(too_large(&state).into()),
             Err(e) => return Err(ApiError::invalid(format!("malformed multipart body: {e}"))),
         };
+        if written.len() >= MAX_PARTS {
+            return Err(ApiError::invalid(format!(
+                "a multipart upload takes at most {MAX_PARTS} files"
+            )));
+        }
         let Some(name) = part
             .file_name()
             .map(str::to_owned)
@@ -401,8 +427,16 @@ async fn write_many(
             (Some(dir), false) => format!("{}/{name}", dir.trim_end_matches('/')),
             _ => name,
         };
+        // A part cut short (no closing boundary) is the client's error, not the daemon's.
+        let malformed = Arc::new(AtomicBool::new(false));
+        let flag = malformed.clone();
         let data = part
-            .map(|chunk| chunk.map_err(std::io::Error::other))
+            .map(move |chunk| {
+                chunk.map_err(|e| {
+                    flag.store(true, Ordering::SeqCst);
+                    std::io::Error::other(e)
+                })
+            })
             .boxed();
         let info = state
             .service
@@ -411,6 +445,12 @@ async fn write_many(
         if over.load(Ordering::SeqCst) {
             return Err(too_large(&state).into());
         }
+        if malformed.load(Ordering::SeqCst) && info.is_err() {
+            return Err(ApiError::invalid(format!(
+                "malformed multipart body: part {} ({path}) ends early or its headers are too long",
+                written.len() + 1
+            )));
+        }
         written.push(wire::file_info(info?));
     }
     if written.is_empty() {
@@ -418,6 +458,11 @@ async fn write_many(
     }
     Ok(written)
 }
+
+/// Most bytes of a multipart body between two parts' data (a preamble, a part's headers).
+const MAX_PART_HEADERS: u64 = 64 << 10;
+/// Most files one multipart upload writes.
+const MAX_PARTS: usize = 1000;
 
 fn parse_mode(mode: Option<&str>) -> Result<u32, ApiError> {
     match mode {

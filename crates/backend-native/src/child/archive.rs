@@ -33,6 +33,13 @@ use crate::wire::FileOutcome;
 
 /// Deepest directory an archive descends into (deeper ones are left out).
 const MAX_DEPTH: usize = 256;
+/// Longest path or link target an extracted entry may have (a name longer than the kernel's
+/// `PATH_MAX` could not be used anyway).
+const MAX_PATH: usize = 4096;
+/// Most entries one extraction takes.
+const MAX_ENTRIES: u64 = 1_000_000;
+/// Most directories whose mode and time are set at the end of an extraction.
+const MAX_DEFERRED: usize = 100_000;
 /// Most hard-linked files remembered while archiving (further ones are archived as copies).
 const MAX_LINKS: usize = 100_000;
 
@@ -73,8 +80,14 @@ fn names(path: &[u8]) -> Option<Vec<&OsStr>> {
     Some(names)
 }
 
+/// An entry's path for a message: at most 256 bytes of it.
 fn shown(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
+    let text = String::from_utf8_lossy(&path[..path.len().min(256)]).into_owned();
+    if path.len() > 256 {
+        format!("{text}…")
+    } else {
+        text
+    }
 }
 
 /// Opens (with `create`, makes) the directory `names` under `root`, never through a symlink.
@@ -182,11 +195,28 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
         .entries()
         .map_err(|e| error("invalid", format!("not a tar archive: {e}")))?;
     let mut count = 0u64;
+    // Directories this extraction made: their mode and time are set at the end, deepest
+    // first, so that a read-only directory does not refuse its own entries.
+    let mut made: Vec<(Vec<Vec<u8>>, u32, u64)> = Vec::new();
     for item in entries {
         let mut item =
             item.map_err(|e| error("invalid", format!("the archive is malformed: {e}")))?;
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(error(
+                "invalid",
+                format!("an archive of more than {MAX_ENTRIES} entries is refused"),
+            ));
+        }
         let raw = item.path_bytes().into_owned();
         let path = shown(&raw);
+        let link_length = item.link_name_bytes().map_or(0, |l| l.len());
+        if raw.len() > MAX_PATH || link_length > MAX_PATH {
+            return Err(error(
+                "invalid",
+                format!("{path}: a path or link target longer than {MAX_PATH} bytes is refused"),
+            ));
+        }
         let Some(names) = names(&raw) else {
             return Err(error(
                 "invalid",
@@ -204,31 +234,37 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
         let parent = directory(&root, parents, true, &path)?;
         match kind {
             tar::EntryType::Directory => {
-                match nix::sys::stat::mkdirat(parent.as_fd(), *name, Mode::from_bits_truncate(mode))
-                {
-                    Ok(()) => {}
+                // Writable by its maker until the end; an existing directory is kept as it is.
+                let working = Mode::from_bits_truncate(mode | 0o700);
+                let created = match nix::sys::stat::mkdirat(parent.as_fd(), *name, working) {
+                    Ok(()) => true,
                     Err(Errno::EEXIST) => {
                         // A directory stays; anything else there goes.
-                        if !stat_at(parent.as_fd(), name)
+                        if stat_at(parent.as_fd(), name)
                             .is_ok_and(|s| kind_of(&s) == SFlag::S_IFDIR)
                         {
+                            false
+                        } else {
                             clear(&parent, name, &path)?;
-                            nix::sys::stat::mkdirat(
-                                parent.as_fd(),
-                                *name,
-                                Mode::from_bits_truncate(mode),
-                            )
-                            .map_err(|e| errno_error(&path, e))?;
+                            nix::sys::stat::mkdirat(parent.as_fd(), *name, working)
+                                .map_err(|e| errno_error(&path, e))?;
+                            true
                         }
                     }
                     Err(e) => return Err(errno_error(&path, e)),
+                };
+                if created && made.len() < MAX_DEFERRED {
+                    let names = names.iter().map(|n| n.as_bytes().to_vec()).collect();
+                    made.push((names, mode, mtime));
                 }
-                // The mode asked for, whatever the umask (on the directory itself, opened
-                // without following).
-                let dir = directory(&parent, &[name], false, &path)?;
-                let _ = nix::sys::stat::fchmod(dir.as_fd(), Mode::from_bits_truncate(mode));
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            tar::EntryType::GNUSparse => {
+                return Err(error(
+                    "invalid",
+                    format!("{path}: sparse files are refused in an archive"),
+                ));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
                 clear(&parent, name, &path)?;
                 let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
                 let file = nix::fcntl::openat(
@@ -277,7 +313,20 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
                         format!("{path}: a hard link to the destination"),
                     ));
                 };
-                let target_parent = directory(&root, target_parents, false, &path)?;
+                let no_file = || {
+                    error(
+                        "invalid",
+                        format!("{path}: a hard link to no file of the archive"),
+                    )
+                };
+                let target_parent =
+                    directory(&root, target_parents, false, &path).map_err(|_| no_file())?;
+                // Only to a regular file already there; checked before anything is removed.
+                if !stat_at(target_parent.as_fd(), target_name)
+                    .is_ok_and(|s| kind_of(&s) == SFlag::S_IFREG)
+                {
+                    return Err(no_file());
+                }
                 clear(&parent, name, &path)?;
                 nix::unistd::linkat(
                     target_parent.as_fd(),
@@ -286,7 +335,13 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
                     *name,
                     AtFlags::empty(),
                 )
-                .map_err(|e| errno_error(&path, e))?;
+                .map_err(|e| match e {
+                    Errno::EMLINK | Errno::EPERM | Errno::EXDEV => error(
+                        "invalid",
+                        format!("{path}: cannot hard link to {}", shown(&target)),
+                    ),
+                    e => errno_error(&path, e),
+                })?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 return Err(error(
@@ -296,9 +351,22 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
             }
             // Metadata the tar reader has already applied (long names, pax headers), and
             // kinds with nothing to make.
-            _ => continue,
+            _ => {
+                count -= 1;
+                continue;
+            }
         }
-        count += 1;
+    }
+    // Deepest first: a directory's own mode may forbid what its children need.
+    made.sort_by_key(|(names, _, _)| std::cmp::Reverse(names.len()));
+    for (names, mode, mtime) in made {
+        let names: Vec<&OsStr> = names.iter().map(|n| OsStr::from_bytes(n)).collect();
+        if let Ok(dir) = directory(&root, &names, false, "") {
+            let _ = nix::sys::stat::fchmod(dir.as_fd(), Mode::from_bits_truncate(mode));
+            let times = times(mtime);
+            // SAFETY: futimens on a descriptor this process owns, with two timespecs.
+            unsafe { libc::futimens(dir.as_raw_fd(), times.as_ptr()) };
+        }
     }
     let meta = fs::symlink_metadata(dest).map_err(|e| failed(dest, &e))?;
     Ok(ok_counted(vec![entry(dest, &meta)], count))
@@ -348,6 +416,13 @@ pub fn open_source(src: &Path) -> Result<(OwnedFd, FileOutcome), FileOutcome> {
         .open(src)
         .map_err(|e| failed(src, &e))?;
     inside(src, &file)?;
+    // /proc holds what only this child sees (its own executable, on the host).
+    if nix::sys::statfs::fstatfs(&file).is_ok_and(|s| s.filesystem_type().0 == 0x9fa0) {
+        return Err(error(
+            "conflict",
+            format!("{}: /proc cannot be archived", src.display()),
+        ));
+    }
     let meta = file.metadata().map_err(|e| failed(src, &e))?;
     if !meta.is_dir() && !meta.is_file() {
         return Err(error(
@@ -385,12 +460,16 @@ pub fn archive(src: &Path, opened: OwnedFd, data: fs::File) -> bool {
     } else {
         walk.file(&top, fs::File::from(opened), &stat)
     };
-    written.is_ok()
-        && walk
-            .builder
-            .into_inner()
-            .and_then(|mut w| w.flush())
-            .is_ok()
+    if written.is_err() {
+        // No end-of-archive marker after a failure (dropping the builder would write one):
+        // the reader sees a cut archive, and the daemon a failed child.
+        std::mem::forget(walk.builder);
+        return false;
+    }
+    walk.builder
+        .into_inner()
+        .and_then(|mut w| w.flush())
+        .is_ok()
 }
 
 struct Walk<W: Write> {

@@ -5,6 +5,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -408,11 +409,36 @@ impl NativeBackend {
                 return Err(stalled());
             }
         };
-        let reading = Reading { data, call };
+        let reading = Reading {
+            data,
+            call,
+            ended: false,
+        };
         let stream = futures::stream::unfold(reading, |mut reading| async move {
+            if reading.ended {
+                return None;
+            }
             let mut chunk = vec![0u8; CHUNK];
             match tokio::time::timeout(STALL, reading.data.read(&mut chunk)).await {
-                Ok(Ok(0)) => None,
+                // The end of the bytes is the end only if the child says it finished: one
+                // that failed half-way (an unreadable file in an archive) cuts the stream with
+                // an error, never passing for whole.
+                Ok(Ok(0)) => {
+                    reading.ended = true;
+                    let mut buffer = vec![0u8; 4096];
+                    let said = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        client::next_reply(&reading.call.socket, &mut buffer),
+                    )
+                    .await;
+                    match said {
+                        Ok(Some(Reply::Exited { code: Some(0), .. })) => None,
+                        _ => Some((
+                            Err(std::io::Error::other("the sandbox's bytes were cut short")),
+                            reading,
+                        )),
+                    }
+                }
                 Ok(Ok(n)) => {
                     chunk.truncate(n);
                     Some((Ok(Bytes::from(chunk)), reading))
@@ -444,6 +470,7 @@ impl NativeBackend {
 struct Reading {
     data: pipe::Receiver,
     call: Call,
+    ended: bool,
 }
 
 impl Drop for Reading {

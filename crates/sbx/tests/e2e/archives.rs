@@ -245,7 +245,7 @@ async fn hostile_archives_never_land_outside_their_directory() {
         (
             "hard link through a symlink",
             raw_tar(b"h", Link, 0o644, b"etc-link/hostname", b""),
-            "conflict",
+            "invalid_request",
         ),
     ];
     for (what, archive, expected) in cases {
@@ -299,6 +299,44 @@ async fn hostile_archives_never_land_outside_their_directory() {
     d.client.extract(id, "dst", None, replace).await.unwrap();
     let both = d.sh(id, "cat dst/target dst/alias").await;
     assert_eq!(both.stdout, "keep\nnew");
+    // A hard link to nothing of the archive is refused before anything is removed.
+    let dangling = raw_tar(b"target", Link, 0o644, b"missing", b"");
+    let refused = d.client.extract(id, "dst", None, dangling).await;
+    assert_eq!(code(refused.unwrap_err()), "invalid_request");
+    assert_eq!(d.sh(id, "cat dst/target").await.stdout, "keep\n");
+    // A read-only directory gets its entries first, its mode last; a directory already there
+    // keeps its own mode (root extracting `tmp/` 0777 into / leaves /tmp 1777).
+    let read_only = raw_tars(&[
+        (b"ro/", tar::EntryType::Directory, 0o555, b"", b""),
+        (b"ro/inside", Regular, 0o444, b"", b"x"),
+        (b"tmp/", tar::EntryType::Directory, 0o777, b"", b""),
+    ]);
+    d.client
+        .extract(id, "/", Some("root"), read_only.clone())
+        .await
+        .unwrap();
+    d.client.extract(id, "dst", None, read_only).await.unwrap();
+    let modes = d
+        .sh(
+            id,
+            "stat -c '%a' dst/ro dst/ro/inside /tmp /ro; cat dst/ro/inside",
+        )
+        .await;
+    assert_eq!(modes.stdout, "555\n444\n1777\n555\nx");
+    // Names longer than a path can be, and /proc: refused with a clear error.
+    let mut long = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(0);
+    header.set_mode(0o644);
+    long.append_data(&mut header, "a/".repeat(3000), &b""[..])
+        .unwrap();
+    let refused = d
+        .client
+        .extract(id, "dst", None, long.into_inner().unwrap())
+        .await;
+    assert_eq!(code(refused.unwrap_err()), "invalid_request");
+    let proc = d.client.archive(id, "/proc/self").await.err().unwrap();
+    assert_eq!(code(proc), "conflict");
     d.finish().await;
 }
 
@@ -351,6 +389,22 @@ async fn several_files_in_one_multipart_request_and_cp_with_directories() {
         .await
         .unwrap();
     assert_eq!(nameless.status(), 400);
+    // A part cut short, and headers that never end: 400, never a 500 or a buffer that grows.
+    for body in [
+        "--b\r\ncontent-disposition: form-data; name=\"f\"; filename=\"cut\"\r\n\r\nabc".to_owned(),
+        format!("--b\r\nx-long: {}", "y".repeat(200_000)),
+        "z".repeat(200_000),
+    ] {
+        let response = http
+            .post(&url)
+            .bearer_auth(&d.admin_key)
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
 
     // `sbx cp` with directories, both ways, in docker's idiom.
     let local = d.data_dir().join("project");

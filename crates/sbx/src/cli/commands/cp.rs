@@ -167,6 +167,9 @@ async fn download_dir(
     id: &str,
     path: &str,
 ) -> anyhow::Result<u8> {
+    if args.dst != "-" && path.trim_end_matches('/').is_empty() {
+        bail!("copy a sandbox's whole root as a tar stream: sbx cp {id}:/ - > root.tar");
+    }
     let bytes = context.client.archive(id, path).await?;
     let reader =
         tokio_util::io::StreamReader::new(bytes.map(|chunk| chunk.map_err(std::io::Error::other)));
@@ -182,6 +185,10 @@ async fn download_dir(
         let reader = tokio_util::io::SyncIoBridge::new(reader);
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(false);
+        // Modes as the sandbox had them, less this process's umask (as `tar` does for a user).
+        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        nix::sys::stat::umask(umask);
+        archive.set_mask(umask.bits());
         archive.set_overwrite(true);
         if dst.is_dir() {
             return archive
