@@ -49,6 +49,11 @@ const EXEC_TARGET: Target = Target(&[(Stat::P50, 3.0)]);
 const DESTROY_TARGET: Target = Target(&[(Stat::P50, 10.0)]);
 const PAUSE_TARGET: Target = Target(&[(Stat::P50, 10.0)]);
 const FILE_CALL_TARGET: Target = Target(&[(Stat::P50, 2.0)]);
+const SNAPSHOT_TARGET: Target = Target(&[(Stat::P50, 1000.0)]);
+const FROM_SNAPSHOT_TARGET: Target = Target(&[(Stat::P50, 50.0)]);
+/// How many snapshots of the 100 MB sandbox are taken (each is 100 MB on the host's disk
+/// until it is deleted, right after).
+const SNAPSHOTS: usize = 5;
 const ECHO_TARGET: Target = Target(&[(Stat::P50, 2.0)]);
 const AUTH_OVERHEAD_TARGET: Target = Target(&[(Stat::P50, AUTH_OVERHEAD_TARGET_MS)]);
 /// Terminal output throughput to reach, MB/s (10^6 bytes).
@@ -117,6 +122,44 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// Snapshots of a sandbox holding 100 MB of changes, and creates from one: their latencies.
+async fn snapshots(api: &Api<'_>, n: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let id = api.create().await?;
+    api.sh(
+        &id,
+        "head -c 50000000 /dev/urandom > big && mkdir many && cd many && \
+         for i in $(seq 500); do head -c 100000 /dev/urandom > f$i; done",
+    )
+    .await?;
+    let mut taken = Vec::with_capacity(SNAPSHOTS);
+    let mut kept = None;
+    for i in 0..SNAPSHOTS {
+        let start = Instant::now();
+        let snapshot = call("snapshot", api.0.create_snapshot(&id, None)).await?;
+        taken.push(start.elapsed());
+        if i + 1 < SNAPSHOTS {
+            call("delete snapshot", api.0.delete_snapshot(&snapshot.id)).await?;
+        } else {
+            kept = Some(snapshot.id);
+        }
+    }
+    api.delete(&id).await?;
+    let snapshot = kept.context("no snapshot")?;
+    let mut created = Vec::with_capacity(n);
+    for _ in 0..n {
+        let request = CreateSandboxRequest {
+            from_snapshot: Some(snapshot.clone()),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let id = api.create_from(&request).await?;
+        created.push(start.elapsed());
+        api.delete(&id).await?;
+    }
+    call("delete snapshot", api.0.delete_snapshot(&snapshot)).await?;
+    Ok((taken, created))
 }
 
 #[tokio::main]
@@ -380,6 +423,9 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
     eprintln!("files: stat, list, read of a small file ×{n}…");
     let [file_stat, file_list, file_read] = files::small(api.0, n).await?;
 
+    eprintln!("snapshots: of a sandbox with 100 MB of changes ×{SNAPSHOTS}, create from one ×{n}…");
+    let (snapshot, from_snapshot) = snapshots(&api, n).await?;
+
     eprintln!("destroy ×{n}…");
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -454,6 +500,16 @@ async fn measure(daemon: &mut Daemon, n: usize, m: usize, k: usize) -> Result<(V
             "files: read of a small file",
             &file_read,
             Some(FILE_CALL_TARGET),
+        ),
+        row(
+            "snapshot of a sandbox with 100 MB of changes (50 MB file + 500 × 100 KB)",
+            &snapshot,
+            Some(SNAPSHOT_TARGET),
+        ),
+        row(
+            "create from that snapshot",
+            &from_snapshot,
+            Some(FROM_SNAPSHOT_TARGET),
         ),
         row(
             "terminal keystroke echo round trip (WebSocket → shell's terminal → WebSocket)",
