@@ -86,6 +86,12 @@ pub enum FileOp {
     Extract {
         path: String,
     },
+    /// Changes under a directory, one JSON line each, to the data pipe, until the reader
+    /// leaves or the directory goes.
+    Watch {
+        path: String,
+        recursive: bool,
+    },
 }
 
 /// One entry of a sandbox's filesystem, as a file child reports it.

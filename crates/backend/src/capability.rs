@@ -112,6 +112,45 @@ pub struct Listing {
     pub truncated: bool,
 }
 
+/// A change under a watched directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEvent {
+    pub kind: FileEventKind,
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    pub is_dir: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileEventKind {
+    Create,
+    Write,
+    Remove,
+    /// Moved away (its new name, if under the watch, comes as `Create`).
+    Rename,
+    Chmod,
+    /// Some changes were not told (too many at once, or too many directories to watch).
+    Overflow,
+}
+
+impl FileEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileEventKind::Create => "create",
+            FileEventKind::Write => "write",
+            FileEventKind::Remove => "remove",
+            FileEventKind::Rename => "rename",
+            FileEventKind::Chmod => "chmod",
+            FileEventKind::Overflow => "overflow",
+        }
+    }
+}
+
+/// Changes under a directory, as they happen; the stream ends when the directory or the
+/// sandbox goes.
+pub type FileEvents =
+    Pin<Box<dyn futures_core::Stream<Item = Result<FileEvent, BackendError>> + Send + 'static>>;
+
 /// What extracting an archive made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extracted {
@@ -200,6 +239,15 @@ pub trait Files: Send + Sync {
         user: User,
         data: ByteStream,
     ) -> Result<Extracted, BackendError>;
+    /// Changes under the directory `path` (and with `recursive`, under its subdirectories),
+    /// as `user` sees them, until the stream is dropped or the directory or sandbox goes.
+    async fn watch(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        recursive: bool,
+        user: User,
+    ) -> Result<FileEvents, BackendError>;
 }
 
 /// A snapshot's name, chosen by lifecycle (the same validation as a sandbox id's body).

@@ -24,8 +24,8 @@ mod spec;
 use async_trait::async_trait;
 
 pub use capability::{
-    ByteStream, Capabilities, Duplex, Extracted, FileInfo, FileKind, Files, Listing, PauseResume,
-    Ports, SandboxPath, SnapshotName, Snapshots, Terminals,
+    ByteStream, Capabilities, Duplex, Extracted, FileEvent, FileEventKind, FileEvents, FileInfo,
+    FileKind, Files, Listing, PauseResume, Ports, SandboxPath, SnapshotName, Snapshots, Terminals,
 };
 pub use error::{BackendError, BoxError, FileErrorKind, SharedResource};
 pub use exec::{

@@ -49,7 +49,7 @@ pub use ops::exec::{ExecOutput, ExecStream};
 pub use ops::list::ListFilter;
 pub use ops::reconcile::ReconcileReport;
 pub use sbx_backend::Signal;
-pub use sbx_backend::{ByteStream, FileInfo, FileKind, Listing};
+pub use sbx_backend::{ByteStream, FileEvent, FileEventKind, FileInfo, FileKind, Listing};
 pub use sbx_backend::{ExecInput, ExitStatus, SignalTarget, TtySize};
 pub use state::State;
 pub use validate::Bounds;

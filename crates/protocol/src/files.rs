@@ -82,3 +82,16 @@ pub struct ExtractResult {
 pub struct UploadResult {
     pub files: Vec<FileInfo>,
 }
+
+/// One change under a watched directory (`GET /v1/sandboxes/{id}/files/watch`): the SSE
+/// event's name is `type`, its data this object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileEvent {
+    /// `create`, `write`, `remove`, `rename` (moved away), `chmod`, or `overflow` (some changes
+    /// were not told).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    pub is_dir: bool,
+}

@@ -28,7 +28,8 @@ pub use exec::{
     ExecEvent, ExecRequest, ExecResult, ExitInfo, TerminalControl, TerminalEvent, TerminalRequest,
 };
 pub use files::{
-    ExtractResult, FileInfo, FileKind, FileList, MakeDirRequest, MoveRequest, UploadResult,
+    ExtractResult, FileEvent, FileInfo, FileKind, FileList, MakeDirRequest, MoveRequest,
+    UploadResult,
 };
 pub use health::Health;
 pub use ops::{

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
             get(archive).put(extract),
         )
         .route("/v1/sandboxes/{id}/files/stat", get(stat))
+        .route("/v1/sandboxes/{id}/files/watch", get(watch))
         .route("/v1/sandboxes/{id}/files/list", get(list))
         .route("/v1/sandboxes/{id}/files/mkdir", post(make_dir))
         .route("/v1/sandboxes/{id}/files/move", post(rename))
@@ -543,6 +544,73 @@ pub async fn extract(
         .into_response(),
         Err(error) => closing(error),
     }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// The directory to watch.
+    path: String,
+    /// Its subdirectories too (new ones as they appear; 10,000 directories at most).
+    #[serde(default)]
+    recursive: Option<bool>,
+    /// Acting as: `user` (default), `root`, or a uid.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/watch", tag = "files",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox"), WatchQuery),
+    responses(
+        (status = 200, description = "A `text/event-stream`: one event per change (`event:` its type, `data:` a `FileEvent`), until the directory or the sandbox goes", content_type = "text/event-stream", body = sbx_protocol::FileEvent),
+        (status = 400, description = "Invalid path or user", body = ErrorBody),
+        (status = 404, description = "No such sandbox, or no such directory", body = ErrorBody),
+        (status = 409, description = "Not a directory (or under /proc); or the sandbox is not running", body = ErrorBody),
+    ))]
+pub async fn watch(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    params: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let params = query(params)?;
+    let events = state
+        .service
+        .file_watch(
+            &caller,
+            &id,
+            &params.path,
+            params.recursive.unwrap_or(false),
+            params.user.as_deref(),
+        )
+        .await?;
+    let mut ended = state.service.access().credential_ended(&caller);
+    let mut closing = state.service.closing();
+    let events = events
+        .take_while(|event| std::future::ready(event.is_ok()))
+        .filter_map(|event| std::future::ready(event.ok()))
+        .map(|event| {
+            let wire = sbx_protocol::FileEvent {
+                kind: event.kind.as_str().into(),
+                path: event.path,
+                is_dir: event.is_dir,
+            };
+            let data = serde_json::to_string(&wire).unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(
+                SseEvent::default().event(event.kind.as_str()).data(data),
+            )
+        });
+    // Ends with a revoked key or a daemon going down, as the event stream does.
+    let events = futures::stream::StreamExt::take_until(events, async move {
+        tokio::select! {
+            _ = ended.wait_for(|ended| *ended) => {}
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/files/stat", tag = "files",

@@ -139,6 +139,23 @@ fn perform(request: &FileRequest, result: OwnedFd, data: Option<OwnedFd>) -> boo
                 }
             };
         }
+        FileOp::Watch { path, recursive } => {
+            let Some(data) = data else {
+                return report(&mut result, &error("invalid", "no data pipe".into()));
+            };
+            let dir = absolute(path);
+            return match valid(path).and_then(|()| watched(&dir)) {
+                Err(outcome) => {
+                    report(&mut result, &outcome);
+                    false
+                }
+                Ok(outcome) => {
+                    let told = report(&mut result, &outcome);
+                    drop(result);
+                    told && super::watch::watch(&dir, *recursive, fs::File::from(data))
+                }
+            };
+        }
         FileOp::Extract { path } => {
             let Some(data) = data else {
                 return report(&mut result, &error("invalid", "no data pipe".into()));
@@ -379,6 +396,26 @@ impl Walk {
         }
         Ok(())
     }
+}
+
+/// A directory of the sandbox's own mounts, to watch.
+fn watched(path: &Path) -> Result<FileOutcome, FileOutcome> {
+    let opened = fs::File::open(path).map_err(|e| failed(path, &e))?;
+    inside(path, &opened)?;
+    let meta = opened.metadata().map_err(|e| failed(path, &e))?;
+    if !meta.is_dir() {
+        return Err(error(
+            "conflict",
+            format!("{}: not a directory", path.display()),
+        ));
+    }
+    if on_procfs(&path.join("x")) {
+        return Err(error(
+            "conflict",
+            format!("{}: /proc cannot be watched", path.display()),
+        ));
+    }
+    Ok(ok(vec![entry(path, &meta)], false))
 }
 
 fn make_dir(path: &Path) -> Result<FileOutcome, FileOutcome> {

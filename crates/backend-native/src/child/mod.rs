@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod files;
+pub mod watch;
 
 use std::ffi::{CStr, CString};
 use std::io::Write;

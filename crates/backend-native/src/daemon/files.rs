@@ -12,10 +12,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use nix::errno::Errno;
 use sbx_backend::{
-    BackendError, ByteStream, Extracted, FileErrorKind, FileInfo, FileKind, Files, Handle, Listing,
-    SandboxPath, User,
+    BackendError, ByteStream, Extracted, FileErrorKind, FileEvent, FileEventKind, FileEvents,
+    FileInfo, FileKind, Files, Handle, Listing, SandboxPath, User,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
 use super::client;
@@ -365,6 +365,52 @@ impl Files for NativeBackend {
         self.stream_out(handle, user, op).await
     }
 
+    async fn watch(
+        &self,
+        handle: &Handle,
+        path: &SandboxPath,
+        recursive: bool,
+        user: User,
+    ) -> Result<FileEvents, BackendError> {
+        let (data_read, data_write) = pipe_pair()?;
+        let op = FileOp::Watch {
+            path: path.into(),
+            recursive,
+        };
+        let mut call = start(&self.control_socket(handle)?, user, op, Some(data_write)).await?;
+        let data = receiver(data_read)?;
+        match tokio::time::timeout(STALL, call.outcome()).await {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                call.kill();
+                return Err(stalled());
+            }
+        };
+        // No stall limit here: a directory may stay quiet for hours. Dropping the stream
+        // kills the child; the child ends with the directory or the sandbox.
+        let reading = Reading {
+            data,
+            call,
+            ended: false,
+        };
+        let lines = tokio::io::BufReader::new(reading);
+        let stream = futures::stream::unfold(lines, |mut lines| async move {
+            let mut line = Vec::new();
+            let read = (&mut lines)
+                .take(MAX_EVENT_LINE)
+                .read_until(b'\n', &mut line)
+                .await;
+            match read {
+                Ok(0) | Err(_) => None,
+                Ok(_) => {
+                    let event = parse_event(&line);
+                    Some((event, lines))
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
     async fn extract(
         &self,
         handle: &Handle,
@@ -463,6 +509,43 @@ impl NativeBackend {
             recursive: false,
         };
         self.simple(handle, user, op).await.map(|_| ())
+    }
+}
+
+/// Longest line a watch child may send (a path is at most 4096 bytes).
+const MAX_EVENT_LINE: u64 = 16 << 10;
+
+fn parse_event(line: &[u8]) -> Result<FileEvent, BackendError> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        kind: String,
+        path: String,
+        is_dir: bool,
+    }
+    let line: Line = serde_json::from_slice(line)
+        .map_err(|e| BackendError::other_from("malformed watch event", e))?;
+    let kind = match line.kind.as_str() {
+        "create" => FileEventKind::Create,
+        "write" => FileEventKind::Write,
+        "remove" => FileEventKind::Remove,
+        "rename" => FileEventKind::Rename,
+        "chmod" => FileEventKind::Chmod,
+        _ => FileEventKind::Overflow,
+    };
+    Ok(FileEvent {
+        kind,
+        path: line.path,
+        is_dir: line.is_dir,
+    })
+}
+
+impl tokio::io::AsyncRead for Reading {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.data).poll_read(cx, buf)
     }
 }
 

@@ -330,7 +330,8 @@ fn file_child(request: &FileRequest, fds: Vec<OwnedFd>) -> Result<Pid, String> {
         FileOp::Read { .. }
         | FileOp::Write { .. }
         | FileOp::Archive { .. }
-        | FileOp::Extract { .. } => 2,
+        | FileOp::Extract { .. }
+        | FileOp::Watch { .. } => 2,
         _ => 1,
     };
     if fds.len() != expected {

@@ -321,4 +321,28 @@ impl Service {
         );
         Ok(extracted)
     }
+
+    /// Changes under the directory `path`, as they happen, until the stream is dropped or the
+    /// directory or sandbox goes. The stream holds the call's place among those running.
+    pub async fn file_watch(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        path: &str,
+        recursive: bool,
+        user: Option<&str>,
+    ) -> Result<sbx_backend::FileEvents, Error> {
+        let user = user_named(user)?;
+        let mut call = self.file_call_for(caller, id_or_name).await?;
+        let watch = call.files()?.watch(&call.handle, path, recursive, user);
+        let events = deadline::run_on(&call.id, deadline::FILES, "watch", watch).await?;
+        call.lock = None;
+        let permit = call.permit;
+        Ok(events
+            .map(move |event| {
+                let _held = &permit;
+                event
+            })
+            .boxed())
+    }
 }

@@ -476,3 +476,92 @@ async fn several_files_in_one_multipart_request_and_cp_with_directories() {
     assert_eq!((info.kind, info.size), (FileKind::File, 12));
     d.finish().await;
 }
+
+/// The SSE events of a watch, read until `until` is seen (or 20 s pass): (type, path) pairs.
+async fn watch_events(response: &mut reqwest::Response, until: &str) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seen
+        .iter()
+        .any(|(_, p): &(String, String)| p.ends_with(until))
+    {
+        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            _ => break,
+        };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let message: String = text.drain(..end + 2).collect();
+            if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data:")) {
+                let event: sbx_protocol::FileEvent = serde_json::from_str(data.trim()).unwrap();
+                seen.push((event.kind, event.path));
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_watch_tells_changes_as_they_happen_and_ends_with_the_sandbox() {
+    let d = TestDaemon::start().await;
+    let s = d.create().await;
+    let id = &s.id;
+    assert_eq!(d.sh(id, "mkdir -p w/old").await.exit_code, 0);
+    let url = format!(
+        "{}/v1/sandboxes/{id}/files/watch?path=w&recursive=true",
+        d.url
+    );
+    let mut response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&d.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    d.sh(
+        id,
+        "mkdir w/sub && echo one > w/sub/f && chmod 600 w/sub/f && mv w/sub/f w/g && \
+         echo two > w/old/h && rm w/g && touch w/done",
+    )
+    .await;
+    let seen = watch_events(&mut response, "/done").await;
+    let has = |kind: &str, path: &str| {
+        seen.iter()
+            .any(|(k, p)| k == kind && p == &format!("/home/user/w/{path}"))
+    };
+    for (kind, path) in [
+        ("create", "sub"),
+        ("create", "sub/f"),
+        ("write", "sub/f"),
+        ("chmod", "sub/f"),
+        ("rename", "sub/f"),
+        ("create", "g"),
+        ("create", "old/h"),
+        ("remove", "g"),
+        ("create", "done"),
+    ] {
+        assert!(has(kind, path), "{kind} {path} not in {seen:?}");
+    }
+    // Errors, as for the other file routes.
+    for (path, status) in [("nope", 404), ("w/old/h", 409), ("/proc", 409)] {
+        let response = reqwest::Client::new()
+            .get(format!(
+                "{}/v1/sandboxes/{id}/files/watch?path={path}",
+                d.url
+            ))
+            .bearer_auth(&d.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+    // The sandbox goes: the stream ends.
+    d.client.delete(id).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch outlived its sandbox");
+    d.finish().await;
+}

@@ -180,6 +180,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ("GET", "/v1/sandboxes/{id}/files/archive", None),
         ("PUT", "/v1/sandboxes/{id}/files/archive", None),
         ("POST", "/v1/sandboxes/{id}/snapshots", None),
+        ("GET", "/v1/sandboxes/{id}/files/watch", None),
     ]
     .iter()
     .map(|(m, p, _)| (m.to_string(), p.to_string()))
@@ -226,6 +227,11 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
             assert_eq!(error_code(&text), "sandbox_not_found");
             assert!(!text.contains("alice"), "{text}");
         }
+        // A watch is a stream: checked here, not among the calls that end.
+        let path = format!("/v1/sandboxes/{target}/files/watch?path=/tmp");
+        let (status, _, text) = call(&d, Method::GET, &path, Some(&bob_key), None).await;
+        assert_eq!(status, 404, "bob: watch {path}: {text}");
+        assert_eq!(error_code(&text), "sandbox_not_found");
         let pty = bob.terminal(target, &TerminalRequest::default()).await;
         assert!(
             matches!(&pty, Err(ClientError::Api { status: 404, .. })),
