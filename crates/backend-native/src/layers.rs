@@ -35,8 +35,11 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// The name of the manifest entry of an exported snapshot.
 pub const MANIFEST: &str = "sbx-snapshot.json";
 const MAX_MANIFEST: u64 = 64 << 10;
-/// Most entries an imported snapshot may have.
+/// Most entries an imported snapshot may have (directories made for them included).
 pub const MAX_ENTRIES: u64 = 1_000_000;
+/// Deepest a snapshot's tree may go (captured or imported), and longest an imported path.
+pub const MAX_DEPTH: usize = 256;
+const MAX_PATH: usize = 4096;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
@@ -89,6 +92,18 @@ fn set_opaque(path: &Path) -> io::Result<()> {
     }
 }
 
+fn set_opaque_fd(dir: &OwnedFd) -> io::Result<()> {
+    let name = CString::new(OPAQUE_XATTR)?;
+    // SAFETY: fsetxattr on a descriptor this process owns, a NUL-terminated name, one byte.
+    let done =
+        unsafe { libc::fsetxattr(dir.as_raw_fd(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn whiteout(path: &Path) -> io::Result<()> {
     nix::sys::stat::mknod(path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), 0)
         .map_err(io::Error::from)
@@ -109,7 +124,8 @@ fn set_owner_mode_time(path: &Path, meta: &fs::Metadata, base: u32) -> io::Resul
     let gid = canonical(meta.gid(), base);
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     if !meta.file_type().is_symlink() {
-        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        // No set-id bits in a snapshot (it is mounted nosuid anyway).
+        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o1777))?;
     }
     set_time(path, meta.mtime(), meta.mtime_nsec());
     Ok(())
@@ -135,10 +151,23 @@ fn set_time(path: &Path, seconds: i64, nanos: i64) {
     };
 }
 
+/// A capture refused for what the sandbox holds (not a fault of the host).
+pub fn refused(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
 /// Makes the layer `dest` (which must not exist): `parent`'s tree, then `upper`'s changes
 /// (owners shifted from the sandbox's host range at `base`) on top. Returns the bytes of file
-/// data it copied (what the parent shares is not counted).
-pub fn capture(upper: &Path, base: u32, parent: Option<&Path>, dest: &Path) -> io::Result<u64> {
+/// data it copied (what the parent shares is not counted), at most `max_bytes` (holes of
+/// sparse files are kept as holes). Refuses (`InvalidData`) a tree deeper than [`MAX_DEPTH`]
+/// or more data than `max_bytes`.
+pub fn capture(
+    upper: &Path,
+    base: u32,
+    parent: Option<&Path>,
+    dest: &Path,
+    max_bytes: u64,
+) -> io::Result<u64> {
     fs::create_dir(dest)?;
     if let Some(parent) = parent {
         link_tree(parent, dest)?;
@@ -149,9 +178,11 @@ pub fn capture(upper: &Path, base: u32, parent: Option<&Path>, dest: &Path) -> i
     let mut merge = Merge {
         base,
         copied: 0,
+        apparent: 0,
+        max_bytes,
         links: HashMap::new(),
     };
-    merge.directory(upper, dest)?;
+    merge.directory(upper, dest, 0)?;
     let meta = fs::symlink_metadata(upper)?;
     set_owner_mode_time(dest, &meta, base)?;
     Ok(merge.copied)
@@ -192,13 +223,21 @@ fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
 struct Merge {
     base: u32,
     copied: u64,
+    /// Sizes of the files copied, holes included.
+    apparent: u64,
+    max_bytes: u64,
     /// Files of the upper with several names: (device, inode) → the first one's copy.
     links: HashMap<(u64, u64), PathBuf>,
 }
 
 impl Merge {
     /// `upper`'s entries over `dest`'s (both directories).
-    fn directory(&mut self, upper: &Path, dest: &Path) -> io::Result<()> {
+    fn directory(&mut self, upper: &Path, dest: &Path, depth: usize) -> io::Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(refused(format!(
+                "the sandbox's files nest deeper than {MAX_DEPTH} directories"
+            )));
+        }
         for entry in fs::read_dir(upper)? {
             let entry = entry?;
             let source = entry.path();
@@ -217,7 +256,7 @@ impl Merge {
                         set_opaque(&target)?;
                     }
                 }
-                self.directory(&source, &target)?;
+                self.directory(&source, &target, depth + 1)?;
                 set_owner_mode_time(&target, &meta, self.base)?;
             } else {
                 clear(&target)?;
@@ -238,12 +277,25 @@ impl Merge {
                         }
                     }
                 }
-                let mut from = fs::File::open(source)?;
-                let mut to = fs::OpenOptions::new()
+                use std::os::unix::fs::OpenOptionsExt;
+                let from = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(source)?;
+                let to = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(target)?;
-                self.copied += io::copy(&mut from, &mut to)?;
+                // Counted at their full size (holes too): an export writes them whole.
+                self.apparent += meta.len();
+                if self.apparent > self.max_bytes {
+                    return Err(refused(format!(
+                        "the sandbox's files add up to more than its disk ({} bytes; sparse files count at their full size)",
+                        self.max_bytes
+                    )));
+                }
+                let left = self.max_bytes.saturating_sub(self.copied);
+                self.copied += copy_sparse(&from, &to, meta.len(), left)?;
                 if meta.nlink() > 1 {
                     self.links.insert(key, target.to_owned());
                 }
@@ -257,6 +309,93 @@ impl Merge {
         }
         set_owner_mode_time(target, meta, self.base)
     }
+}
+
+/// Copies the data of `from` (a file of `size` bytes) into the empty `to`, leaving its holes
+/// as holes; refuses more than `most` bytes of data.
+fn copy_sparse(from: &fs::File, to: &fs::File, size: u64, most: u64) -> io::Result<u64> {
+    let too_much = || {
+        refused(format!(
+            "the sandbox's files hold more data than its disk ({most} bytes left)"
+        ))
+    };
+    let mut copied = 0u64;
+    let mut offset = 0i64;
+    let end = i64::try_from(size).unwrap_or(i64::MAX);
+    while offset < end {
+        // SAFETY: lseek on a descriptor this process owns.
+        let data = unsafe { libc::lseek(from.as_raw_fd(), offset, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data past `offset` (a hole up to the end).
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { end } else { hole.min(end) };
+        let mut at_from = data;
+        let mut at_to = data;
+        while at_from < hole {
+            let want = usize::try_from(hole - at_from)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            if copied + want as u64 > most {
+                return Err(too_much());
+            }
+            // SAFETY: copy_file_range between two descriptors this process owns, with
+            // offsets it owns.
+            let n = unsafe {
+                libc::copy_file_range(
+                    from.as_raw_fd(),
+                    &mut at_from,
+                    to.as_raw_fd(),
+                    &mut at_to,
+                    want,
+                    0,
+                )
+            };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                if !matches!(
+                    error.raw_os_error(),
+                    Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) {
+                    return Err(error);
+                }
+                // Across file systems of different kinds: by reading and writing.
+                copied += copy_range(from, to, at_from, hole)?;
+                break;
+            }
+            if n == 0 {
+                break;
+            }
+            copied += n as u64;
+        }
+        offset = hole;
+    }
+    to.set_len(size)?;
+    Ok(copied)
+}
+
+/// Copies `from`'s bytes `start..end` to the same offsets of `to`.
+fn copy_range(from: &fs::File, to: &fs::File, start: i64, end: i64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut at = u64::try_from(start).unwrap_or(0);
+    let end = u64::try_from(end).unwrap_or(0);
+    let mut copied = 0;
+    while at < end {
+        let want = buffer
+            .len()
+            .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+        let n = from.read_at(&mut buffer[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        to.write_all_at(&buffer[..n], at)?;
+        at += n as u64;
+        copied += n as u64;
+    }
+    Ok(copied)
 }
 
 /// Bytes a layer holds on disk (blocks of files with one link; the shared ones are its
@@ -318,6 +457,7 @@ fn header_of(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
 
 impl<W: Write> Export<W> {
     fn dir(&mut self, dir: &Path, name: &[u8], meta: &fs::Metadata) -> io::Result<()> {
+        // Layers are at most MAX_DEPTH deep (captured and imported alike): bounded recursion.
         let mut header = header_of(meta, tar::EntryType::Directory);
         self.builder
             .append_data(&mut header, OsStr::from_bytes(name), io::empty())?;
@@ -361,7 +501,7 @@ impl<W: Write> Export<W> {
                     )?;
                     continue;
                 }
-                if meta.nlink() > 1 {
+                if meta.nlink() > 1 && self.links.len() < 100_000 {
                     self.links.insert(key, path.clone());
                 }
                 let mut header = header_of(&meta, tar::EntryType::Regular);
@@ -427,7 +567,12 @@ fn open_at(dir: &OwnedFd, name: &OsStr, flags: OFlag) -> Result<OwnedFd, Errno> 
 }
 
 /// The directory `names` under `root`, made as needed, never through a symlink.
-fn directory(root: &OwnedFd, names: &[&OsStr], shown: &str) -> Result<OwnedFd, ImportError> {
+fn directory(
+    root: &OwnedFd,
+    names: &[&OsStr],
+    shown: &str,
+    made: &mut u64,
+) -> Result<OwnedFd, ImportError> {
     let mut current = root.try_clone()?;
     for name in names {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
@@ -438,7 +583,8 @@ fn directory(root: &OwnedFd, names: &[&OsStr], shown: &str) -> Result<OwnedFd, I
                     *name,
                     Mode::from_bits_truncate(0o755),
                 ) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Ok(()) => *made += 1,
+                    Err(Errno::EEXIST) => {}
                     Err(e) => return Err(io::Error::from(e).into()),
                 }
                 open_at(&current, name, flags)
@@ -548,6 +694,8 @@ pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, 
     };
     let mut bytes = 0u64;
     let mut count = 0u64;
+    // Directories made for entries' parents: they count among the entries.
+    let mut made = 0u64;
     for item in entries {
         let mut item = item.map_err(|e| invalid(format!("the snapshot file is malformed: {e}")))?;
         count += 1;
@@ -557,12 +705,28 @@ pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, 
             )));
         }
         let raw = item.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let shown = String::from_utf8_lossy(&raw[..raw.len().min(256)]).into_owned();
+        let link_length = item.link_name_bytes().map_or(0, |l| l.len());
+        if raw.len() > MAX_PATH || link_length > MAX_PATH {
+            return Err(invalid(format!(
+                "{shown}: a path or link target longer than {MAX_PATH} bytes"
+            )));
+        }
         let Some(all) = names(&raw) else {
             return Err(invalid(format!(
                 "{shown}: an absolute path or '..' is refused"
             )));
         };
+        if all.len() > MAX_DEPTH + 1 || all.iter().any(|n| n.len() > 255) {
+            return Err(invalid(format!(
+                "{shown}: deeper than {MAX_DEPTH} directories, or a name longer than 255 bytes"
+            )));
+        }
+        if count + made > MAX_ENTRIES {
+            return Err(ImportError::TooLarge(format!(
+                "the snapshot has more than {MAX_ENTRIES} entries"
+            )));
+        }
         let Some((first, within)) = all.split_first() else {
             continue;
         };
@@ -577,11 +741,10 @@ pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, 
             }
             continue;
         };
-        let parent = directory(&root, parents, &shown)?;
+        let parent = directory(&root, parents, &shown, &mut made)?;
         let name_bytes = name.as_bytes();
         if name_bytes == OPAQUE_MARKER {
-            let path = dest.join(parents.iter().collect::<PathBuf>());
-            set_opaque(&path)?;
+            set_opaque_fd(&parent)?;
             continue;
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX) {
@@ -611,7 +774,7 @@ pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, 
                     Err(e) => return Err(io::Error::from(e).into()),
                 }
                 // Never a symlink made by an earlier entry.
-                directory(&parent, &[name], &shown)?;
+                directory(&parent, &[name], &shown, &mut made)?;
                 finish(&parent, name, &header, false);
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -656,7 +819,10 @@ pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, 
                     .ok_or_else(|| invalid(format!("{shown}: a hard link out of the layer")))?;
                 let (target_name, target_parents) =
                     target_names[1..].split_last().expect("two names at least");
-                let target_dir = directory(&root, target_parents, &shown)?;
+                if target == raw {
+                    return Err(invalid(format!("{shown}: a hard link to itself")));
+                }
+                let target_dir = directory(&root, target_parents, &shown, &mut made)?;
                 match stat_at(&target_dir, target_name) {
                     Ok(stat)
                         if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
@@ -724,7 +890,7 @@ mod tests {
         fs::create_dir(parent_upper.join("gone-dir")).unwrap();
         fs::write(parent_upper.join("gone-dir/x"), "x").unwrap();
         let parent = dir.path().join("p");
-        capture(&parent_upper, base, None, &parent).unwrap();
+        capture(&parent_upper, base, None, &parent, 1 << 20).unwrap();
         let upper = dir.path().join("u2");
         fs::create_dir(&upper).unwrap();
         fs::write(upper.join("replaced"), "new").unwrap();
@@ -733,7 +899,17 @@ mod tests {
         set_opaque(&upper.join("fresh")).unwrap();
         std::os::unix::fs::symlink("kept", upper.join("link")).unwrap();
         let layer = dir.path().join("l");
-        let copied = capture(&upper, base, Some(&parent), &layer).unwrap();
+        // A sparse file: its hole is not data.
+        let sparse = fs::File::create(upper.join("sparse")).unwrap();
+        sparse.set_len(512 << 10).unwrap();
+        drop(sparse);
+        let copied = capture(&upper, base, Some(&parent), &layer, 1 << 20).unwrap();
+        assert_eq!(fs::metadata(layer.join("sparse")).unwrap().len(), 512 << 10);
+        assert_eq!(fs::metadata(layer.join("sparse")).unwrap().blocks(), 0);
+        // More data than the disk: refused.
+        let full = dir.path().join("full");
+        let refused = capture(&parent_upper, base, None, &full, 2).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
         assert_eq!(copied, 3);
         assert_eq!(fs::read_to_string(layer.join("kept")).unwrap(), "parent");
         assert_eq!(fs::read_to_string(layer.join("replaced")).unwrap(), "new");

@@ -231,6 +231,7 @@ impl Backend for NativeBackend {
 
     /// Starts keeping `warm_pool` helpers ready.
     async fn start(&self) -> Result<(), BackendError> {
+        self.sweep_snapshots();
         if self.inner.pool_size == 0 {
             return Ok(());
         }

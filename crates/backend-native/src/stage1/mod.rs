@@ -348,7 +348,7 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
         }
     };
     let options = format!(
-        "lowerdir={lower},upperdir={},workdir={},volatile",
+        "lowerdir={lower},upperdir={},workdir={},volatile,redirect_dir=off,metacopy=off",
         upper.display(),
         work.display()
     );

@@ -216,6 +216,16 @@ impl Service {
         let inner = &self.inner;
         let mut admission = inner.access.admission();
         self.admit_create(&mut admission, caller, params)?;
+        // Still there, under the lock the collection of deleted snapshots takes too.
+        if let Some(snapshot) = &params.snapshot {
+            let ready = inner
+                .store
+                .get_snapshot(snapshot)?
+                .is_some_and(|row| row.state == "ready");
+            if !ready {
+                return Err(Error::SnapshotNotFound(snapshot.clone()));
+            }
+        }
         let id = SandboxId::generate();
         let now = now_ms();
         let spec = StoredSpec {

@@ -119,7 +119,7 @@ impl Service {
                 report.orphans_removed.push(id.to_string());
             }
         }
-        self.collect_snapshots().await;
+        self.settle_snapshots().await;
         Ok(report)
     }
 }

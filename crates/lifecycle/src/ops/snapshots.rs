@@ -110,21 +110,18 @@ impl Service {
         Ok(backend)
     }
 
-    /// Whether the caller's user may keep one more snapshot.
-    fn admit_snapshot(&self, caller: &Caller) -> Result<(), Error> {
+    /// Whether `owner` may keep one more snapshot.
+    fn admit_snapshot(&self, owner: &str) -> Result<(), Error> {
         let most = self.inner.config.snapshots.max_per_user;
         let kept = self
             .inner
             .store
-            .snapshots(&[CREATING, READY], Some(&caller.user))?
+            .snapshots(&[CREATING, READY], Some(owner))?
             .len();
         if kept >= most as usize {
             return Err(crate::access::quota_exceeded(
                 "snapshots.max_per_user",
-                format!(
-                    "{} keeps {kept} snapshots already: delete one first",
-                    caller.user
-                ),
+                format!("{owner} keeps {kept} snapshots already: delete one first"),
                 Duration::from_secs(60),
             ));
         }
@@ -171,13 +168,14 @@ impl Service {
         let handle = handle_of(&row)?
             .ok_or_else(|| Error::internal(format!("running sandbox {} has no handle", row.id)))?;
         let spec = StoredSpec::parse(&row)?;
+        let owner = row.owner.clone().unwrap_or_else(|| caller.user.clone());
         let record = {
             let _admission = self.inner.access.admission();
-            self.admit_snapshot(caller)?;
+            self.admit_snapshot(&owner)?;
             let record = SnapshotRow {
                 id: new_id(),
                 name,
-                owner: Some(row.owner.clone().unwrap_or_else(|| caller.user.clone())),
+                owner: Some(owner.clone()),
                 state: CREATING.into(),
                 backend: row.backend.clone(),
                 template: row.template.clone(),
@@ -279,19 +277,46 @@ impl Service {
         if deleted.is_empty() {
             return;
         }
-        let live = self
-            .inner
-            .store
-            .list_sandboxes(&State::names_where(|s| s != State::Destroyed))
-            .unwrap_or_default();
-        let in_use: std::collections::HashSet<String> = live
-            .iter()
-            .filter_map(|row| StoredSpec::parse(row).ok()?.snapshot)
-            .collect();
-        for row in deleted {
-            if in_use.contains(&row.id) {
-                continue;
+        // Decided under the admission lock, which a create holds while it checks the
+        // snapshot it starts from and records the sandbox: none can start from one chosen here.
+        let chosen: Vec<SnapshotRow> = {
+            let _admission = self.inner.access.admission();
+            let live = match self
+                .inner
+                .store
+                .list_sandboxes(&State::names_where(|s| s != State::Destroyed))
+            {
+                Ok(live) => live,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list sandboxes: no snapshot is removed");
+                    return;
+                }
+            };
+            let mut in_use = std::collections::HashSet::new();
+            for row in &live {
+                match StoredSpec::parse(row) {
+                    Ok(spec) => in_use.extend(spec.snapshot),
+                    // Unsure what it uses: nothing is removed this time.
+                    Err(_) => return,
+                }
             }
+            let mut chosen = Vec::new();
+            for row in deleted {
+                if in_use.contains(&row.id) {
+                    continue;
+                }
+                if self
+                    .inner
+                    .store
+                    .set_snapshot_state(&row.id, PURGED, None, None)
+                    .is_ok()
+                {
+                    chosen.push(row);
+                }
+            }
+            chosen
+        };
+        for row in chosen {
             let Ok(backend) = self.inner.backends.get(&row.backend) else {
                 continue;
             };
@@ -304,16 +329,8 @@ impl Service {
                 snapshots.delete_snapshot(&row.id),
             )
             .await;
-            match removed {
-                Ok(()) => {
-                    let _ = self
-                        .inner
-                        .store
-                        .set_snapshot_state(&row.id, PURGED, None, None);
-                }
-                Err(e) => {
-                    tracing::warn!(snapshot = %row.id, error = %e.detail(), "cannot remove a deleted snapshot's files")
-                }
+            if let Err(e) = removed {
+                tracing::warn!(snapshot = %row.id, error = %e.detail(), "cannot remove a deleted snapshot's files");
             }
         }
     }
@@ -354,6 +371,24 @@ impl Service {
         name: Option<String>,
         profile: Option<&str>,
     ) -> Result<Snapshot, Error> {
+        // Runs to its end even if the caller goes away: no record is left `creating`.
+        let (service, caller) = (self.clone(), caller.clone());
+        let profile = profile.map(str::to_owned);
+        self.to_completion("snapshot import", async move {
+            service
+                .snapshot_import_now(&caller, data, name, profile.as_deref())
+                .await
+        })
+        .await
+    }
+
+    async fn snapshot_import_now(
+        &self,
+        caller: &Caller,
+        data: ByteStream,
+        name: Option<String>,
+        profile: Option<&str>,
+    ) -> Result<Snapshot, Error> {
         if let Some(name) = &name {
             validate_name(name)?;
         }
@@ -371,7 +406,7 @@ impl Service {
         let max_bytes = profile.max_resources.disk_mb.max(profile.resources.disk_mb) << 20;
         let record = {
             let _admission = self.inner.access.admission();
-            self.admit_snapshot(caller)?;
+            self.admit_snapshot(&caller.user)?;
             let record = SnapshotRow {
                 id: new_id(),
                 name: name.clone(),
@@ -439,5 +474,26 @@ impl Service {
             serde_json::json!({ "snapshot_id": record.id, "size_bytes": bytes }),
         );
         Ok(snapshot_of(&record))
+    }
+
+    /// At start-up: snapshots a crashed daemon left `creating` go (their files, their record).
+    pub(crate) async fn settle_snapshots(&self) {
+        let Ok(creating) = self.inner.store.snapshots(&[CREATING], None) else {
+            return;
+        };
+        for row in creating {
+            if let Ok(backend) = self.inner.backends.get(&row.backend) {
+                if let Some(snapshots) = backend.snapshots() {
+                    let _ = deadline::run(
+                        deadline::DESTROY,
+                        "delete snapshot",
+                        snapshots.delete_snapshot(&row.id),
+                    )
+                    .await;
+                }
+            }
+            let _ = self.inner.store.remove_snapshot(&row.id);
+        }
+        self.collect_snapshots().await;
     }
 }
