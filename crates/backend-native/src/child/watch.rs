@@ -50,7 +50,9 @@ fn flags() -> AddWatchFlags {
 
 impl Watcher {
     /// Watches `dir` (and with `recursive` what is under it); false when the bound is reached.
-    fn add(&mut self, dir: &Path, depth: usize) -> bool {
+    /// With `found`, what is already in the directories it starts watching is noted there:
+    /// a directory made just now may have entries made before its watch began.
+    fn add(&mut self, dir: &Path, depth: usize, found: &mut Option<Vec<(PathBuf, bool)>>) -> bool {
         if self.dirs.len() >= MAX_WATCHES {
             return false;
         }
@@ -62,7 +64,10 @@ impl Watcher {
             if let Ok(entries) = fs::read_dir(dir) {
                 for entry in entries.flatten() {
                     let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                    if is_dir && !self.add(&entry.path(), depth + 1) {
+                    if let Some(found) = found.as_mut() {
+                        found.push((entry.path(), is_dir));
+                    }
+                    if is_dir && !self.add(&entry.path(), depth + 1, found) {
                         return false;
                     }
                 }
@@ -90,7 +95,7 @@ pub fn watch(dir: &Path, recursive: bool, data: fs::File) -> bool {
         overflowed: false,
     };
     let mut out = std::io::BufWriter::new(data);
-    if !watcher.add(dir, 0) {
+    if !watcher.add(dir, 0, &mut None) {
         watcher.overflowed = true;
         let overflow = Change {
             kind: "overflow",
@@ -144,16 +149,34 @@ pub fn watch(dir: &Path, recursive: bool, data: fs::File) -> bool {
             };
             let is_dir = mask.contains(AddWatchFlags::IN_ISDIR);
             let kind = if mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO) {
-                if is_dir && watcher.recursive && !watcher.add(&path, 1) && !watcher.overflowed {
-                    watcher.overflowed = true;
-                    let overflow = Change {
-                        kind: "overflow",
-                        path: path.to_string_lossy().into_owned(),
-                        is_dir: true,
-                    };
-                    if !send(&mut out, &overflow) {
-                        return false;
+                if is_dir && watcher.recursive {
+                    let mut found = Some(Vec::new());
+                    let complete = watcher.add(&path, 1, &mut found);
+                    let mut told = vec![(path.clone(), true)];
+                    // What was made in it before its watch began: told as created.
+                    told.extend(found.unwrap_or_default());
+                    for (inner, inner_is_dir) in told {
+                        let change = Change {
+                            kind: "create",
+                            path: inner.to_string_lossy().into_owned(),
+                            is_dir: inner_is_dir,
+                        };
+                        if !send(&mut out, &change) {
+                            return false;
+                        }
                     }
+                    if !complete && !watcher.overflowed {
+                        watcher.overflowed = true;
+                        let overflow = Change {
+                            kind: "overflow",
+                            path: path.to_string_lossy().into_owned(),
+                            is_dir: true,
+                        };
+                        if !send(&mut out, &overflow) {
+                            return false;
+                        }
+                    }
+                    continue;
                 }
                 "create"
             } else if mask.intersects(AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CLOSE_WRITE) {
