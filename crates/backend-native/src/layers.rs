@@ -240,6 +240,12 @@ impl Merge {
         }
         for entry in fs::read_dir(upper)? {
             let entry = entry?;
+            if entry.file_name().as_bytes().starts_with(WHITEOUT_PREFIX) {
+                return Err(refused(format!(
+                    "{}: a name starting with .wh. marks a deletion in a snapshot file, so it cannot be captured",
+                    entry.path().strip_prefix(upper).unwrap_or(&entry.path()).display()
+                )));
+            }
             let source = entry.path();
             let target = dest.join(entry.file_name());
             let meta = fs::symlink_metadata(&source)?;

@@ -68,11 +68,6 @@ impl Service {
         }
         let id = sandbox_id(&row)?;
         let mut spec = StoredSpec::parse(&row)?;
-        if let Some(snapshot) = snapshot {
-            spec.snapshot = Some(snapshot);
-            let text = serde_json::to_string(&spec).expect("plain struct serialises");
-            inner.store.set_sandbox_spec(&row.id, &text)?;
-        }
         let promise = {
             let _admission = inner.access.admission();
             // A failed sandbox gave its share of quotas and of the host back: it must fit again.
@@ -100,6 +95,13 @@ impl Service {
                 .without_handle(),
             )?;
             return Err(error);
+        }
+        // Recorded once the old instance (and the snapshot it may use) is gone, and before
+        // the new one starts from it: the snapshots a sandbox needs are always in its record.
+        if let Some(snapshot) = snapshot {
+            spec.snapshot = Some(snapshot);
+            let text = serde_json::to_string(&spec).expect("plain struct serialises");
+            inner.store.set_sandbox_spec(&row.id, &text)?;
         }
         let backend_spec = SandboxSpec {
             id: id.clone(),
