@@ -71,6 +71,7 @@ macro_rules! suite {
             terminals_if_supported,
             pause_and_resume_if_supported,
             files_if_supported,
+            snapshots_if_supported,
             capabilities_match_their_traits,
             wait_exit_ends_when_the_sandbox_goes,
             orphans_are_found_after_a_crash,
@@ -601,6 +602,82 @@ pub mod tests {
         let gone = within("stat", files.stat(&handle, "dir", false, User::DEFAULT)).await;
         assert_eq!(kind_of(gone.unwrap_err()), FileErrorKind::NotFound);
         destroy(&*backend, &id, Some(&handle)).await;
+    }
+
+    /// A snapshot holds the sandbox's files at that instant; a sandbox made from it has them;
+    /// an exported snapshot imports as an equal one; deleted, it is gone.
+    pub async fn snapshots_if_supported(subject: &dyn Subject) {
+        let backend = subject.instance().await;
+        let Some(snapshots) = backend.snapshots() else {
+            assert!(!backend.capabilities().snapshots);
+            return;
+        };
+        let (id, handle) = create(subject, &*backend).await;
+        let write = "mkdir -p kept && echo first > kept/f && echo gone > g";
+        let mut made = exec(&*backend, &handle, command(&["sh", "-c", write], false)).await;
+        assert_eq!(collect(&mut made).await.status, Some(ExitStatus::Code(0)));
+        let unique = SandboxId::generate();
+        let body = unique.as_str().split_once('-').map_or("x", |(_, b)| b);
+        let name = format!("snap-{body}");
+        within("snapshot", snapshots.snapshot(&handle, &name, None))
+            .await
+            .unwrap_or_else(|e| panic!("snapshot failed: {}", e.chain()));
+        assert!(within("has", snapshots.has_snapshot(&name)).await.unwrap());
+        // Changes after the snapshot are not in it.
+        let change = "echo second > kept/f && rm g";
+        let mut changed = exec(&*backend, &handle, command(&["sh", "-c", change], false)).await;
+        assert_eq!(collect(&mut changed).await.status, Some(ExitStatus::Code(0)));
+        destroy(&*backend, &id, Some(&handle)).await;
+        // A sandbox from it has its files (its sandbox is gone by now).
+        let check = |handle: Handle| {
+            let backend = backend.clone();
+            async move {
+                let mut cat = exec(
+                    &*backend,
+                    &handle,
+                    command(&["sh", "-c", "cat kept/f g"], false),
+                )
+                .await;
+                let outcome = collect(&mut cat).await;
+                assert_eq!(outcome.stdout, b"first\ngone\n", "{outcome:?}");
+            }
+        };
+        let from = SandboxId::generate();
+        let mut from_spec = spec(subject, &from);
+        from_spec.snapshot = Some(name.clone());
+        let from_handle = within("create from a snapshot", backend.create(&from_spec))
+            .await
+            .unwrap_or_else(|e| panic!("create from a snapshot failed: {}", e.chain()));
+        check(from_handle.clone()).await;
+        destroy(&*backend, &from, Some(&from_handle)).await;
+        // Exported and imported: an equal snapshot.
+        let mut exported = within("export", snapshots.export_snapshot(&name, b"{}".to_vec()))
+            .await
+            .unwrap();
+        let mut file = Vec::new();
+        while let Some(chunk) = within("export", exported.next()).await {
+            file.extend_from_slice(&chunk.unwrap());
+        }
+        let copy = format!("{name}x");
+        let data: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from(file))]));
+        let (_, manifest) = within("import", snapshots.import_snapshot(&copy, data, 1 << 30))
+            .await
+            .unwrap_or_else(|e| panic!("import failed: {}", e.chain()));
+        assert_eq!(manifest, b"{}");
+        let again = SandboxId::generate();
+        let mut again_spec = spec(subject, &again);
+        again_spec.snapshot = Some(copy.clone());
+        let again_handle = within("create from an import", backend.create(&again_spec))
+            .await
+            .unwrap();
+        check(again_handle.clone()).await;
+        destroy(&*backend, &again, Some(&again_handle)).await;
+        for name in [&name, &copy] {
+            within("delete", snapshots.delete_snapshot(name)).await.unwrap();
+            assert!(!within("has", snapshots.has_snapshot(name)).await.unwrap());
+            // Twice is fine.
+            within("delete", snapshots.delete_snapshot(name)).await.unwrap();
+        }
     }
 
     /// A capability is reported exactly when its trait object is there.
