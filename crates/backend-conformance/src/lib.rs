@@ -626,7 +626,10 @@ pub mod tests {
         // Changes after the snapshot are not in it.
         let change = "echo second > kept/f && rm g";
         let mut changed = exec(&*backend, &handle, command(&["sh", "-c", change], false)).await;
-        assert_eq!(collect(&mut changed).await.status, Some(ExitStatus::Code(0)));
+        assert_eq!(
+            collect(&mut changed).await.status,
+            Some(ExitStatus::Code(0))
+        );
         destroy(&*backend, &id, Some(&handle)).await;
         // A sandbox from it has its files (its sandbox is gone by now).
         let check = |handle: Handle| {
@@ -673,10 +676,14 @@ pub mod tests {
         check(again_handle.clone()).await;
         destroy(&*backend, &again, Some(&again_handle)).await;
         for name in [&name, &copy] {
-            within("delete", snapshots.delete_snapshot(name)).await.unwrap();
+            within("delete", snapshots.delete_snapshot(name))
+                .await
+                .unwrap();
             assert!(!within("has", snapshots.has_snapshot(name)).await.unwrap());
             // Twice is fine.
-            within("delete", snapshots.delete_snapshot(name)).await.unwrap();
+            within("delete", snapshots.delete_snapshot(name))
+                .await
+                .unwrap();
         }
     }
 

@@ -306,8 +306,18 @@ impl Service {
         call.lock = None;
         let extracted = match call.files()?.extract(&call.handle, path, user, data).await {
             Ok(extracted) => extracted,
-            Err(sbx_backend::BackendError::NotFound(_)) => return Err(Error::SandboxGone(call.id)),
-            Err(other) => return Err(other.into()),
+            Err(failure) => {
+                // What went in before the refusal stays: the trail says so.
+                self.inner.access.audit(
+                    caller,
+                    "file.extract_failed",
+                    serde_json::json!({ "sandbox_id": call.id, "path": path }),
+                );
+                return Err(match failure {
+                    sbx_backend::BackendError::NotFound(_) => Error::SandboxGone(call.id),
+                    other => other.into(),
+                });
+            }
         };
         self.touch(&call.id);
         self.inner.access.audit(

@@ -412,6 +412,12 @@ async fn several_files_in_one_multipart_request_and_cp_with_directories() {
     std::fs::write(local.join("src/main.py"), "print('hi')\n").unwrap();
     std::fs::write(local.join("run.sh"), "#!/bin/sh\n").unwrap();
     std::os::unix::fs::symlink("src/main.py", local.join("entry")).unwrap();
+    // A FIFO is passed over (a sandbox refuses one in an archive).
+    nix::unistd::mkfifo(
+        &local.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(local.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     // To a path that does not exist: it becomes it.

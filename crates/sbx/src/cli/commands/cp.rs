@@ -139,8 +139,7 @@ async fn upload_dir(context: &Context, args: &CpArgs, id: &str, path: &str) -> a
         let writer = tokio_util::io::SyncIoBridge::new(writer);
         let mut builder = tar::Builder::new(writer);
         builder.follow_symlinks(false);
-        builder
-            .append_dir_all(&prefix, &source)
+        append_tree(&mut builder, &prefix, &source)
             .with_context(|| format!("cannot archive {}", source.display()))?;
         builder.into_inner()?.shutdown()?;
         Ok(())
@@ -217,4 +216,33 @@ async fn download_dir(
     });
     unpacking.await.context("the unpacking task failed")??;
     Ok(0)
+}
+
+/// `dir` into `builder` as `name/…`: directories, regular files and symlinks (never
+/// followed); FIFOs, sockets and devices are passed over with a word on stderr (a sandbox
+/// refuses them in an archive).
+fn append_tree<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    name: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    builder.append_dir(name, dir)?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let inside = name.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            append_tree(builder, &inside, &path)?;
+        } else if kind.is_file() || kind.is_symlink() {
+            builder.append_path_with_name(&path, &inside)?;
+        } else {
+            crate::cli::output::say_err!(
+                "sbx: skipping {} (not a file, directory or symlink)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
