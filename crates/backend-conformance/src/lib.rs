@@ -504,12 +504,13 @@ pub mod tests {
             (300_000, 0o640, FileKind::File)
         );
         assert_eq!(written.owner.uid, User::DEFAULT.uid);
-        let mut read = within(
+        let (info, mut read) = within(
             "read",
             files.read(&handle, "dir/f", 1000, Some(5000), User::DEFAULT),
         )
         .await
         .unwrap();
+        assert_eq!((info.size, info.kind), (300_000, FileKind::File));
         let mut back = Vec::new();
         while let Some(chunk) = within("read", read.next()).await {
             back.extend_from_slice(&chunk.unwrap());

@@ -180,7 +180,8 @@ pub trait Files: Send + Sync {
         depth: u32,
         user: User,
     ) -> Result<Listing, BackendError>;
-    /// The regular file's bytes from `offset`, at most `length` of them when given.
+    /// The regular file (as it was when opened) and its bytes from `offset`, at most
+    /// `length` of them when given.
     async fn read(
         &self,
         handle: &Handle,
@@ -188,7 +189,7 @@ pub trait Files: Send + Sync {
         offset: u64,
         length: Option<u64>,
         user: User,
-    ) -> Result<ByteStream, BackendError>;
+    ) -> Result<(FileInfo, ByteStream), BackendError>;
     /// Replaces the file with `data`, made with `mode` and owned by `user` — all of it or
     /// nothing: a failed or cut-off upload leaves the file as it was.
     async fn write(

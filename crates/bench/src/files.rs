@@ -63,6 +63,9 @@ pub async fn throughput(client: &Client, pid: u32) -> Result<FilesReport> {
         "uploaded {} bytes",
         written.size
     );
+    // Untimed: the upload's gigabyte written back to the sandbox's disk first, so that the
+    // download measures sbx, not the kernel's writeback of the upload competing with it.
+    api.sh(&id, "sync").await?;
     let started = Instant::now();
     let (read, down_peak) = peak_rss(pid, async {
         let mut stream = client.download(&id, "/home/user/big", None).await?;

@@ -110,27 +110,36 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let PathQuery { path, user } = query(path)?;
     let service = &state.service;
-    let info = service
-        .file_stat(&caller, &id, &path, true, user.as_deref())
-        .await?;
-    if info.kind == sbx_lifecycle::FileKind::Directory {
-        return Err(sbx_lifecycle::Error::Conflict(format!(
-            "{}: is a directory (list it, or download it as an archive)",
-            info.path
-        ))
-        .into());
-    }
-    let range = match headers.get(header::RANGE) {
-        None => None,
-        Some(value) => match parse_range(value.to_str().unwrap_or_default(), info.size) {
-            Ok(range) => range,
-            Err(unsatisfiable) => return Ok(unsatisfiable.into_response()),
-        },
+    let user = user.as_deref();
+    // A range needs the size first; the whole file does not (one call inside the sandbox,
+    // which reports the size it sends).
+    let (range, offset, length, size, bytes) = match headers.get(header::RANGE) {
+        None => {
+            let (info, bytes) = service
+                .file_read(&caller, &id, &path, 0, None, user)
+                .await?;
+            (None, 0, info.size, info.size, bytes)
+        }
+        Some(value) => {
+            let info = service.file_stat(&caller, &id, &path, true, user).await?;
+            if info.kind == sbx_lifecycle::FileKind::Directory {
+                return Err(sbx_lifecycle::Error::Conflict(format!(
+                    "{}: is a directory (list it, or download it as an archive)",
+                    info.path
+                ))
+                .into());
+            }
+            let range = match parse_range(value.to_str().unwrap_or_default(), info.size) {
+                Ok(range) => range,
+                Err(unsatisfiable) => return Ok(unsatisfiable.into_response()),
+            };
+            let (offset, length) = range.unwrap_or((0, info.size));
+            let (_, bytes) = service
+                .file_read(&caller, &id, &path, offset, Some(length), user)
+                .await?;
+            (range, offset, length, info.size, bytes)
+        }
     };
-    let (offset, length) = range.unwrap_or((0, info.size));
-    let bytes = service
-        .file_read(&caller, &id, &path, offset, Some(length), user.as_deref())
-        .await?;
     let mut response = Response::new(Body::from_stream(bytes));
     let headers = response.headers_mut();
     headers.insert(
@@ -142,7 +151,7 @@ pub async fn download(
     if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         let last = (offset + length).saturating_sub(1);
-        let value = format!("bytes {offset}-{last}/{}", info.size);
+        let value = format!("bytes {offset}-{last}/{size}");
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
         }

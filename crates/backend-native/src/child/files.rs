@@ -115,10 +115,14 @@ fn perform(request: &FileRequest, result: OwnedFd, data: Option<OwnedFd>) -> boo
                     false
                 }
                 Ok((file, entry)) => {
+                    // Never more than the size reported (what a client was told to expect),
+                    // whatever the file does meanwhile.
+                    let size = entry.size.saturating_sub(*offset);
+                    let length = length.map_or(size, |l| l.min(size));
                     let told = report(&mut result, &ok(vec![entry], false));
                     // The daemon reads the outcome to its end before the bytes.
                     drop(result);
-                    told && send(file, fs::File::from(data), *length)
+                    told && send(file, fs::File::from(data), Some(length))
                 }
             };
         }

@@ -264,7 +264,7 @@ impl Files for NativeBackend {
         offset: u64,
         length: Option<u64>,
         user: User,
-    ) -> Result<ByteStream, BackendError> {
+    ) -> Result<(FileInfo, ByteStream), BackendError> {
         let op = FileOp::Read {
             path: path.into(),
             offset,
@@ -362,7 +362,9 @@ impl Files for NativeBackend {
         user: User,
     ) -> Result<ByteStream, BackendError> {
         let op = FileOp::Archive { path: path.into() };
-        self.stream_out(handle, user, op).await
+        self.stream_out(handle, user, op)
+            .await
+            .map(|(_, stream)| stream)
     }
 
     async fn watch(
@@ -444,17 +446,18 @@ impl NativeBackend {
         handle: &Handle,
         user: User,
         op: FileOp,
-    ) -> Result<ByteStream, BackendError> {
+    ) -> Result<(FileInfo, ByteStream), BackendError> {
         let (data_read, data_write) = pipe_pair()?;
         let mut call = start(&self.control_socket(handle)?, user, op, Some(data_write)).await?;
         let data = receiver(data_read)?;
-        match tokio::time::timeout(STALL, call.outcome()).await {
+        let done = match tokio::time::timeout(STALL, call.outcome()).await {
             Ok(outcome) => outcome?,
             Err(_) => {
                 call.kill();
                 return Err(stalled());
             }
         };
+        let info = one(done)?;
         let reading = Reading {
             data,
             call,
@@ -499,7 +502,7 @@ impl NativeBackend {
                 )),
             }
         });
-        Ok(stream.boxed())
+        Ok((info, stream.boxed()))
     }
 
     /// Removes an upload's new file that will not go into place.

@@ -138,19 +138,20 @@ impl Service {
         offset: u64,
         length: Option<u64>,
         user: Option<&str>,
-    ) -> Result<ByteStream, Error> {
+    ) -> Result<(FileInfo, ByteStream), Error> {
         let user = user_named(user)?;
         let mut call = self.file_call_for(caller, id_or_name).await?;
         let read = call.files()?.read(&call.handle, path, offset, length, user);
-        let bytes = deadline::run_on(&call.id, deadline::FILES, "read", read).await?;
+        let (info, bytes) = deadline::run_on(&call.id, deadline::FILES, "read", read).await?;
         call.lock = None;
         let permit = call.permit;
-        Ok(bytes
+        let bytes = bytes
             .map(move |chunk| {
                 let _held = &permit;
                 chunk
             })
-            .boxed())
+            .boxed();
+        Ok((info, bytes))
     }
 
     /// Replaces the file at `path` with `data` (parents made as needed), with `mode`, as
