@@ -547,8 +547,9 @@ fn invalid(message: impl Into<String>) -> ImportError {
     ImportError::Invalid(message.into())
 }
 
-/// The plain names of an entry's path; `None` for `..` or an absolute path.
-fn names(path: &[u8]) -> Option<Vec<&OsStr>> {
+/// The plain names of an archive entry's path; `None` for `..` or an absolute path (shared
+/// by the sandbox's archives and snapshot files).
+pub(crate) fn names(path: &[u8]) -> Option<Vec<&OsStr>> {
     if path.first() == Some(&b'/') {
         return None;
     }

@@ -29,6 +29,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
 use super::files::{entry, error, failed, inside, ok_counted};
+use crate::layers::names;
 use crate::wire::FileOutcome;
 
 /// Deepest directory an archive descends into (deeper ones are left out).
@@ -62,22 +63,6 @@ fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<FileStat, Errno> {
 
 fn kind_of(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
-}
-
-/// The plain names of an archive entry's path; `None` for `..` or an absolute path.
-fn names(path: &[u8]) -> Option<Vec<&OsStr>> {
-    if path.first() == Some(&b'/') {
-        return None;
-    }
-    let mut names = Vec::new();
-    for name in path.split(|b| *b == b'/') {
-        match name {
-            b"" | b"." => {}
-            b".." => return None,
-            name => names.push(OsStr::from_bytes(name)),
-        }
-    }
-    Some(names)
 }
 
 /// An entry's path for a message: at most 256 bytes of it.

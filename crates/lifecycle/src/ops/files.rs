@@ -43,6 +43,20 @@ struct FileCall {
 }
 
 impl FileCall {
+    /// `stream`, holding the call's place among those running for as long as it lasts.
+    fn holding<T: Send + 'static>(
+        self,
+        stream: futures::stream::BoxStream<'static, T>,
+    ) -> futures::stream::BoxStream<'static, T> {
+        let permit = self.permit;
+        stream
+            .map(move |item| {
+                let _held = &permit;
+                item
+            })
+            .boxed()
+    }
+
     fn files(&self) -> Result<&dyn Files, Error> {
         self.backend.files().ok_or_else(|| {
             Error::Unsupported(format!(
@@ -144,14 +158,7 @@ impl Service {
         let read = call.files()?.read(&call.handle, path, offset, length, user);
         let (info, bytes) = deadline::run_on(&call.id, deadline::FILES, "read", read).await?;
         call.lock = None;
-        let permit = call.permit;
-        let bytes = bytes
-            .map(move |chunk| {
-                let _held = &permit;
-                chunk
-            })
-            .boxed();
-        Ok((info, bytes))
+        Ok((info, call.holding(bytes)))
     }
 
     /// Replaces the file at `path` with `data` (parents made as needed), with `mode`, as
@@ -282,13 +289,7 @@ impl Service {
         let archive = call.files()?.archive(&call.handle, path, user);
         let bytes = deadline::run_on(&call.id, deadline::FILES, "archive", archive).await?;
         call.lock = None;
-        let permit = call.permit;
-        Ok(bytes
-            .map(move |chunk| {
-                let _held = &permit;
-                chunk
-            })
-            .boxed())
+        Ok(call.holding(bytes))
     }
 
     /// Extracts the tar stream `data` under the directory `path` (made if missing), as
@@ -348,12 +349,6 @@ impl Service {
         let watch = call.files()?.watch(&call.handle, path, recursive, user);
         let events = deadline::run_on(&call.id, deadline::FILES, "watch", watch).await?;
         call.lock = None;
-        let permit = call.permit;
-        Ok(events
-            .map(move |event| {
-                let _held = &permit;
-                event
-            })
-            .boxed())
+        Ok(call.holding(events))
     }
 }

@@ -63,6 +63,16 @@ fn snapshot_of(row: &SnapshotRow) -> Snapshot {
     }
 }
 
+/// Removes what a backend stores of a snapshot, under the deadline of a removal.
+async fn remove_files(snapshots: &dyn Snapshots, id: &str) -> Result<(), Error> {
+    deadline::run(
+        deadline::DESTROY,
+        "delete snapshot",
+        snapshots.delete_snapshot(id),
+    )
+    .await
+}
+
 fn validate_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(Error::Invalid(format!(
@@ -222,12 +232,7 @@ impl Service {
             Err(error) => {
                 tracing::error!(snapshot = %record.id, sandbox = %row.id, error = %error.detail(), "snapshot failed");
                 // Whatever the backend stored of it goes, then the record.
-                let _ = deadline::run(
-                    deadline::DESTROY,
-                    "delete snapshot",
-                    snapshots.delete_snapshot(&record.id),
-                )
-                .await;
+                let _ = remove_files(snapshots, &record.id).await;
                 self.inner.store.remove_snapshot(&record.id)?;
                 Err(error)
             }
@@ -323,13 +328,7 @@ impl Service {
             let Some(snapshots) = backend.snapshots() else {
                 continue;
             };
-            let removed = deadline::run(
-                deadline::DESTROY,
-                "delete snapshot",
-                snapshots.delete_snapshot(&row.id),
-            )
-            .await;
-            if let Err(e) = removed {
+            if let Err(e) = remove_files(snapshots, &row.id).await {
                 tracing::warn!(snapshot = %row.id, error = %e.detail(), "cannot remove a deleted snapshot's files");
             }
         }
@@ -450,7 +449,7 @@ impl Service {
         let (bytes, manifest) = match imported {
             Ok(imported) => imported,
             Err(error) => {
-                let _ = snapshots.delete_snapshot(&record.id).await;
+                let _ = remove_files(snapshots, &record.id).await;
                 self.inner.store.remove_snapshot(&record.id)?;
                 return Err(match error {
                     Error::InsufficientStorage(message) => Error::TooLarge(message),
@@ -484,12 +483,7 @@ impl Service {
         for row in creating {
             if let Ok(backend) = self.inner.backends.get(&row.backend) {
                 if let Some(snapshots) = backend.snapshots() {
-                    let _ = deadline::run(
-                        deadline::DESTROY,
-                        "delete snapshot",
-                        snapshots.delete_snapshot(&row.id),
-                    )
-                    .await;
+                    let _ = remove_files(snapshots, &row.id).await;
                 }
             }
             let _ = self.inner.store.remove_snapshot(&row.id);
