@@ -231,7 +231,10 @@ impl Drop for PidsJail {
 
 #[tokio::test]
 async fn issue_9_the_daemon_survives_a_host_that_cannot_start_processes_or_threads() {
+    // Small disks: a failed create's disk stays promised until its removal can fork, and this
+    // test is about processes, not about how much of the host's disk is free.
     let d = TestDaemon::start_with(Options {
+        config: Some("[profiles.default]\nresources = { disk_mb = 64 }\n"),
         args: &["--warm-pool", "0"],
         ..Default::default()
     })
