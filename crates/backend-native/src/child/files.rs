@@ -486,32 +486,75 @@ fn regular(path: &Path, meta: &fs::Metadata) -> Result<(), FileOutcome> {
 }
 
 /// Copies `length` bytes (or to the end) of `file` into `data`.
-fn send(mut file: fs::File, mut data: fs::File, length: Option<u64>) -> bool {
-    let mut left = length.unwrap_or(u64::MAX);
+fn send(file: fs::File, data: fs::File, length: Option<u64>) -> bool {
+    // Either failure ends the read: the file's (the daemon sees the bytes cut short) or the
+    // pipe's (the daemon stopped reading: its caller left).
+    pass(&file, &data, length.unwrap_or(u64::MAX)).is_ok()
+}
+
+/// Which side of a [`pass`] failed.
+enum Broken {
+    From(std::io::Error),
+    To(std::io::Error),
+}
+
+/// Moves up to `left` bytes from `from` to `to`, one of which is a pipe, until `from` ends:
+/// inside the kernel with `splice` (no copy through this process), or through a buffer where
+/// the file system cannot splice.
+fn pass(from: &fs::File, to: &fs::File, mut left: u64) -> Result<(), Broken> {
+    use nix::fcntl::{splice, SpliceFFlags};
+    const MOST: u64 = 1 << 20;
+    while left > 0 {
+        let want = left.min(MOST) as usize;
+        match splice(from, None, to, None, want, SpliceFFlags::SPLICE_F_MOVE) {
+            Ok(0) => return Ok(()),
+            Ok(moved) => left -= moved as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            // Not a file system splice works on: copy instead, from where this left off.
+            Err(nix::errno::Errno::EINVAL) => return copy(from, to, left),
+            // splice says not which side failed: a pipe end that is gone is the writer's
+            // (nothing reads it), anything else is asked of the file.
+            Err(e @ nix::errno::Errno::EPIPE) => return Err(Broken::To(e.into())),
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                return Err(if is_pipe(from) {
+                    Broken::To(e)
+                } else {
+                    Broken::From(e)
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_pipe(file: &fs::File) -> bool {
+    file.metadata().is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// [`pass`] through a buffer.
+fn copy(mut from: &fs::File, mut to: &fs::File, mut left: u64) -> Result<(), Broken> {
     let mut buffer = vec![0u8; CHUNK];
     while left > 0 {
         let want = buffer
             .len()
             .min(usize::try_from(left).unwrap_or(usize::MAX));
-        let read = match file.read(&mut buffer[..want]) {
-            Ok(0) => return true,
+        let read = match from.read(&mut buffer[..want]) {
+            Ok(0) => return Ok(()),
             Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
+            Err(e) => return Err(Broken::From(e)),
         };
-        // The daemon stopped reading (its caller left): stop.
-        if data.write_all(&buffer[..read]).is_err() {
-            return false;
-        }
+        to.write_all(&buffer[..read]).map_err(Broken::To)?;
         left -= read as u64;
     }
-    true
+    Ok(())
 }
 
 /// Writes what comes on `data` to a new hidden file beside `path` (its parents made as
 /// needed), with `mode`; reports that file, which the daemon renames into place once the
 /// upload is whole (or removes).
-fn write_new(path: &Path, mode: u32, mut data: fs::File) -> Result<FileOutcome, FileOutcome> {
+fn write_new(path: &Path, mode: u32, data: fs::File) -> Result<FileOutcome, FileOutcome> {
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -531,7 +574,7 @@ fn write_new(path: &Path, mode: u32, mut data: fs::File) -> Result<FileOutcome, 
     temporary.push(name);
     temporary.push(format!(".sbx-upload-{suffix}"));
     let temporary = parent.join(temporary);
-    let mut file = fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode & 0o777)
@@ -543,17 +586,10 @@ fn write_new(path: &Path, mode: u32, mut data: fs::File) -> Result<FileOutcome, 
         // The mode asked for, whatever the umask; never set-id bits.
         file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
             .map_err(|e| failed(path, &e))?;
-        let mut buffer = vec![0u8; CHUNK];
-        loop {
-            let read = match data.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(failed(Path::new(OsStr::from_bytes(b"upload")), &e)),
-            };
-            file.write_all(&buffer[..read])
-                .map_err(|e| failed(path, &e))?;
-        }
+        pass(&data, &file, u64::MAX).map_err(|broken| match broken {
+            Broken::From(e) => failed(Path::new(OsStr::from_bytes(b"upload")), &e),
+            Broken::To(e) => failed(path, &e),
+        })?;
         let meta = file.metadata().map_err(|e| failed(path, &e))?;
         Ok(ok(vec![entry(&temporary, &meta)], false))
     })();

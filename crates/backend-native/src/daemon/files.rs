@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use nix::errno::Errno;
 use sbx_backend::{
@@ -467,8 +466,8 @@ impl NativeBackend {
             if reading.ended {
                 return None;
             }
-            let mut chunk = vec![0u8; CHUNK];
-            match tokio::time::timeout(STALL, reading.data.read(&mut chunk)).await {
+            let mut chunk = bytes::BytesMut::with_capacity(CHUNK);
+            match tokio::time::timeout(STALL, reading.data.read_buf(&mut chunk)).await {
                 // The end of the bytes is the end only if the child says it finished: one
                 // that failed half-way (an unreadable file in an archive) cuts the stream with
                 // an error, never passing for whole.
@@ -488,10 +487,7 @@ impl NativeBackend {
                         )),
                     }
                 }
-                Ok(Ok(n)) => {
-                    chunk.truncate(n);
-                    Some((Ok(Bytes::from(chunk)), reading))
-                }
+                Ok(Ok(_)) => Some((Ok(chunk.freeze()), reading)),
                 Ok(Err(e)) => Some((Err(e), reading)),
                 Err(_) => Some((
                     Err(std::io::Error::new(
