@@ -128,14 +128,29 @@ pub async fn middleware(
             .await;
     }
     let path = request.uri().path().to_owned();
+    // A request addressed to a sandbox's port (E2B's envd or code interpreter), and whether
+    // the path is E2B's control plane: both answer errors in E2B's shape.
+    let target = state.e2b.e2b.target(request.headers());
+    let e2b_shaped = target.is_some() || sbx_e2b::E2b::is_control_path(&path);
     let logged_path = truncated(&path, LOGGED_PATH_BYTES);
     let span = tracing::info_span!("request", id = %id, %method, path = %logged_path);
     let work = async move {
         request.extensions_mut().insert(ClientIp(ip));
         request.extensions_mut().insert(Https(https));
         request.extensions_mut().insert(state.body_budget.clone());
-        let public = is_public(&path);
-        let (caller, refusal) = match identify(&state, &request, &method) {
+        // A sandbox's health is open: it says 502 to whoever may not see the sandbox.
+        let public = match &target {
+            Some(_) => path == "/health",
+            None => is_public(&path),
+        };
+        if let Some(target) = &target {
+            request.extensions_mut().insert(target.clone());
+        }
+        let identified = match &target {
+            Some(target) => identify_for_sandbox(&state, &request, &method, target, &path),
+            None => identify(&state, &request, &method),
+        };
+        let (caller, refusal) = match identified {
             Ok(found) => (found, None),
             Err((failure, key_id, error)) => {
                 audit_auth_failure(&state, ip, &method, &path, failure.as_str(), key_id);
@@ -182,6 +197,9 @@ pub async fn middleware(
         } else {
             tracing::debug!(status = status.as_u16(), elapsed_ms, "request");
         }
+        if e2b_shaped {
+            response = sbx_e2b::rewrite_control_error(response).await;
+        }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id().unwrap_or_default()) {
             headers.insert("x-request-id", value);
@@ -217,6 +235,54 @@ pub fn truncated(text: &str, max: usize) -> Cow<'_, str> {
 }
 
 type Refusal = (AuthFailure, Option<String>, ApiError);
+
+/// The caller of a request addressed to a sandbox: an sbx key (`X-API-Key`, or a `Bearer`
+/// authorization: E2B's SDKs use `Authorization: Basic` to name the sandbox's user, which is
+/// no credential), else the sandbox's own credentials (its access token, a signed `/files`
+/// URL, its traffic token).
+fn identify_for_sandbox(
+    state: &AppState,
+    request: &Request,
+    method: &Method,
+    target: &sbx_e2b::Target,
+    path: &str,
+) -> Result<Option<Caller>, Refusal> {
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .split_once(' ')
+                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        });
+    if state.settings.no_auth || bearer || headers.contains_key("x-api-key") {
+        return identify(state, request, method);
+    }
+    Ok(state
+        .e2b
+        .e2b
+        .identify(target, path, request.uri().query(), headers))
+}
+
+/// Sends a request addressed to a sandbox, or on E2B's control plane, to the E2B-compatible
+/// routers; every other request goes on to sbx's own.
+pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use tower::ServiceExt as _;
+    let router = match request.extensions().get::<sbx_e2b::Target>() {
+        Some(target) if target.port == sbx_e2b::ENVD_PORT => state.e2b.envd.clone(),
+        Some(target) => {
+            let port = target.port;
+            return crate::error::e2b_no_port(port);
+        }
+        None if sbx_e2b::E2b::is_control_path(request.uri().path()) => state.e2b.control.clone(),
+        None => return next.run(request).await,
+    };
+    match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
 
 /// The caller the request's credentials stand for; `None` when it carries none.
 fn identify(

@@ -43,6 +43,15 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub terminal_slots: Arc<routes::pty::TerminalSlots>,
     pub body_budget: body::BodyBudget,
+    pub e2b: E2bRoutes,
+}
+
+/// The E2B-compatible surfaces (see `sbx-e2b`), their routers built once.
+#[derive(Clone)]
+pub struct E2bRoutes {
+    pub e2b: sbx_e2b::E2b,
+    pub control: Router,
+    pub envd: Router,
 }
 
 /// The HTTP surface's configuration.
@@ -64,13 +73,18 @@ pub struct Settings {
 }
 
 impl AppState {
-    pub fn new(service: Service, settings: Settings) -> AppState {
+    pub fn new(service: Service, settings: Settings, e2b: sbx_e2b::E2b) -> AppState {
         let settings_body_timeout = settings.body_timeout;
         AppState {
             service,
             settings: Arc::new(settings),
             terminal_slots: Arc::default(),
             body_budget: body::BodyBudget::new(BODY_BUDGET_BYTES, settings_body_timeout),
+            e2b: E2bRoutes {
+                control: e2b.control_router(),
+                envd: e2b.envd_router(),
+                e2b,
+            },
         }
     }
 }
@@ -102,6 +116,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The E2B-compatible surfaces: a request addressed to a sandbox, or on E2B's control
+        // plane, goes to their routers (after the context, which authenticated it).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::dispatch_e2b,
+        ))
         // A slow body is cut off (the timeout wraps the body; axum wants its own body type).
         .layer(tower_http::map_request_body::MapRequestBodyLayer::new(
             axum::body::Body::new,

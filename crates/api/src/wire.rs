@@ -62,6 +62,7 @@ pub fn exec_request(request: &wire::ExecRequest) -> Result<model::ExecRequest, A
     Ok(model::ExecRequest {
         cmd: request.cmd.clone(),
         stdin,
+        stdin_open: false,
         env: request.env.clone(),
         cwd: request.cwd.clone(),
         user: request.user.clone(),
@@ -76,6 +77,7 @@ pub fn exec_request(request: &wire::ExecRequest) -> Result<model::ExecRequest, A
 pub fn terminal_request(request: &wire::TerminalRequest) -> model::TerminalRequest {
     model::TerminalRequest {
         cmd: request.cmd.clone(),
+        env: Default::default(),
         user: request.user.clone(),
         cwd: request.cwd.clone(),
         rows: request.rows,
@@ -297,6 +299,7 @@ pub fn key_info(k: model::KeyInfo) -> wire::KeyInfo {
 
 pub fn created_key(k: model::CreatedKey) -> wire::CreatedKey {
     wire::CreatedKey {
+        e2b_key: sbx_lifecycle::access::e2b_form(&k.key),
         key: k.key,
         info: key_info(k.info),
     }

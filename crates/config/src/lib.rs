@@ -72,7 +72,19 @@ pub struct Config {
     pub exec: Exec,
     pub files: Files,
     pub snapshots: Snapshots,
+    pub e2b: E2b,
     pub profiles: BTreeMap<String, Profile>,
+}
+
+/// `[e2b]`: the E2B-compatible API (see docs/e2b.md).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct E2b {
+    /// The domain of host-based routing (`{port}-{sandbox}.{domain}`), also returned to SDKs
+    /// as the sandboxes' `domain` (`sandbox.get_host(port)`); `None`: header routing only.
+    pub domain: Option<String>,
+    /// E2B template names and the sbx profiles they stand for; a name not listed is a profile
+    /// of that name, and `base` and `code-interpreter-v1` are the default profile.
+    pub templates: BTreeMap<String, String>,
 }
 
 /// `[files]`: the files API.
@@ -326,6 +338,7 @@ impl Default for Config {
             exec: Exec::default(),
             files: Files::default(),
             snapshots: Snapshots::default(),
+            e2b: E2b::default(),
             profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
         }
     }
@@ -398,6 +411,10 @@ impl Config {
             snapshots: Some(RawSnapshots {
                 max_per_user: Some(self.snapshots.max_per_user),
             }),
+            e2b: Some(RawE2b {
+                domain: self.e2b.domain.clone(),
+                templates: self.e2b.templates.clone(),
+            }),
             terminals: Some(RawTerminals {
                 max_message_bytes: Some(self.terminals.max_message_bytes),
                 max_per_ip: Some(self.terminals.max_per_ip),
@@ -457,8 +474,19 @@ pub struct RawConfig {
     files: Option<RawFiles>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     snapshots: Option<RawSnapshots>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e2b: Option<RawE2b>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawE2b {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    templates: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -805,6 +833,26 @@ impl RawConfig {
                 config.snapshots.max_per_user = most;
             }
         }
+        if let Some(e2b) = self.e2b {
+            if let Some(domain) = e2b.domain {
+                let valid = !domain.is_empty()
+                    && domain.len() <= 200
+                    && domain.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !valid {
+                    return Err(format!(
+                        "e2b.domain: {domain:?} is not a DNS name (labels of letters, digits and '-')"
+                    ));
+                }
+                config.e2b.domain = Some(domain.to_ascii_lowercase());
+            }
+            config.e2b.templates = e2b.templates;
+        }
         if let Some(reaper) = self.reaper {
             config.reaper.enabled = reaper.enabled.unwrap_or(true);
             if let Some(DurationText(interval)) = reaper.interval {
@@ -833,6 +881,13 @@ impl RawConfig {
             let profile =
                 resolve_profile(&name, raw).map_err(|e| format!("profiles.{name}.{e}"))?;
             config.profiles.insert(name, profile);
+        }
+        for (template, profile) in &config.e2b.templates {
+            if !config.profiles.contains_key(profile) {
+                return Err(format!(
+                    "e2b.templates.{template}: no profile named {profile:?}"
+                ));
+            }
         }
         Ok(config)
     }

@@ -48,8 +48,11 @@ pub use ops::events::PAGE as EVENT_PAGE;
 pub use ops::exec::{ExecOutput, ExecStream};
 pub use ops::list::ListFilter;
 pub use ops::reconcile::ReconcileReport;
+pub use ops::status::Usage;
 pub use sbx_backend::Signal;
-pub use sbx_backend::{ByteStream, FileEvent, FileEventKind, FileInfo, FileKind, Listing};
+pub use sbx_backend::{
+    ByteStream, FileEvent, FileEventKind, FileEvents, FileInfo, FileKind, Listing,
+};
 pub use sbx_backend::{ExecInput, ExitStatus, SignalTarget, TtySize};
 pub use state::State;
 pub use validate::Bounds;
@@ -268,7 +271,7 @@ impl Service {
 
 /// Milliseconds since the Unix epoch. (In lifecycle's own tests: the wall clock at the start
 /// of the process moved on by tokio's clock, which a paused test runtime advances at will.)
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     #[cfg(test)]
     return tests::clock::now_ms();
     #[cfg(not(test))]

@@ -109,8 +109,12 @@ pub struct Sandbox {
 #[derive(Debug, Clone, Default)]
 pub struct ExecRequest {
     pub cmd: Vec<String>,
-    /// Bytes for its standard input (`None`: it reads end-of-file at once).
+    /// Bytes for its standard input (`None`: it reads end-of-file at once, unless
+    /// `stdin_open`).
     pub stdin: Option<Vec<u8>>,
+    /// Keep standard input open after `stdin` (if any): the caller writes to it through
+    /// [`crate::ExecStream::input`] and ends it with `ExecInput::CloseStdin`.
+    pub stdin_open: bool,
     pub env: BTreeMap<String, String>,
     pub cwd: Option<String>,
     /// `user`, `root` or a uid (`None`: the sandbox's user).
@@ -122,6 +126,7 @@ pub struct ExecRequest {
 #[derive(Debug, Clone, Default)]
 pub struct TerminalRequest {
     pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
     pub user: Option<String>,
     pub cwd: Option<String>,
     pub rows: Option<u16>,

@@ -304,18 +304,20 @@ pub struct Command {
 pub struct ExecParams {
     pub command: Command,
     pub stdin: Option<Vec<u8>>,
+    pub stdin_open: bool,
     pub timeout: Option<std::time::Duration>,
 }
 
 impl ExecParams {
-    pub fn spec(self) -> (ExecSpec, Option<Vec<u8>>, Option<std::time::Duration>) {
+    /// The backend's spec, the bytes for stdin, whether stdin then stays open, the timeout.
+    pub fn spec(self) -> (ExecSpec, Option<Vec<u8>>, bool, Option<std::time::Duration>) {
         let Command {
             argv,
             env,
             cwd,
             user,
         } = self.command;
-        let stdin = if self.stdin.is_some() {
+        let stdin = if self.stdin.is_some() || self.stdin_open {
             StdinMode::Pipe
         } else {
             StdinMode::Null
@@ -327,7 +329,7 @@ impl ExecParams {
             user,
             stdin,
         };
-        (spec, self.stdin, self.timeout)
+        (spec, self.stdin, self.stdin_open, self.timeout)
     }
 }
 
@@ -426,6 +428,7 @@ pub fn exec(
             user,
         },
         stdin: request.stdin,
+        stdin_open: request.stdin_open,
         timeout,
     })
 }
@@ -447,6 +450,7 @@ pub fn terminal(
     };
     let as_exec = ExecRequest {
         cmd,
+        env: request.env.clone(),
         cwd: request.cwd.clone(),
         user: request.user.clone(),
         ..Default::default()

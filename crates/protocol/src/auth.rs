@@ -34,6 +34,8 @@ pub struct CreateKeyRequest {
 pub struct CreatedKey {
     /// Send as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
     pub key: String,
+    /// The same key in the form E2B's SDKs accept (`e2b_` and hex digits): `E2B_API_KEY`.
+    pub e2b_key: String,
     pub info: KeyInfo,
 }
 

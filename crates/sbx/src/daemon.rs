@@ -123,3 +123,33 @@ pub fn open(
     };
     Service::new(store, backends, lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))
 }
+
+/// The key of the sandboxes' E2B access tokens (`<data>/e2b.key`, made once, owner-only): kept
+/// across restarts so that clients keep their tokens.
+pub fn e2b_secret(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join("e2b.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return <[u8; 32]>::try_from(bytes.as_slice())
+                .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+    let temporary = data_dir.join(".e2b.key.new");
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    file.write_all(&secret)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secret)
+}

@@ -116,7 +116,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_upload_bytes: config.files.max_upload_bytes,
     };
-    let state = sbx_api::AppState::new(service.clone(), settings);
+    let e2b = sbx_e2b::E2b::new(
+        service.clone(),
+        config.e2b.clone(),
+        crate::daemon::e2b_secret(&data_dir)?,
+        config.files.max_upload_bytes,
+    );
+    let state = sbx_api::AppState::new(service.clone(), settings, e2b);
     let limits = sbx_api::server::Limits {
         header_timeout: config.daemon.header_timeout,
         write_timeout: config.daemon.write_timeout,

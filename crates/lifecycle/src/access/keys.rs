@@ -33,6 +33,14 @@ pub const MAX_SESSIONS_PER_KEY: usize = 16;
 /// The user of the key a fresh daemon makes.
 pub const ADMIN_USER: &str = "admin";
 const KEY_PREFIX: &str = "sbx_";
+const E2B_PREFIX: &str = "e2b_";
+
+/// A key in the form E2B's SDKs accept (some versions refuse any key but `e2b_` followed by
+/// lowercase hex digits before sending it): `e2b_` and the hex digits of the key's own text.
+/// It stands for the same key, and is refused with it.
+pub fn e2b_form(key: &str) -> String {
+    format!("{E2B_PREFIX}{}", encode_hex(key.as_bytes()))
+}
 
 struct Session {
     key_id: String,
@@ -136,8 +144,18 @@ impl Access {
         Ok(Some(admin_key_file.to_owned()))
     }
 
-    /// The caller a key stands for.
+    /// The caller a key stands for (in sbx's form, or E2B's: see [`e2b_form`]).
     pub fn authenticate(&self, presented: &str) -> Result<Caller, AuthFailure> {
+        let decoded;
+        let presented = match presented.strip_prefix(E2B_PREFIX) {
+            Some(hex) => {
+                decoded = decode_hex(hex)
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or(AuthFailure::Malformed)?;
+                decoded.as_str()
+            }
+            None => presented,
+        };
         let (id, secret) = presented
             .strip_prefix(KEY_PREFIX)
             .and_then(|rest| rest.split_once('_'))

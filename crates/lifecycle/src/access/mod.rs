@@ -25,7 +25,7 @@ use sbx_store::Store;
 
 pub use audit::{AuditEntry, AuditQuery, MAX_QUERY};
 pub use caller::{AuthFailure, Caller, LoginRefusal};
-pub use keys::{ADMIN_USER, MAX_SESSIONS_PER_KEY, SESSION_LIFETIME_MS};
+pub use keys::{e2b_form, ADMIN_USER, MAX_SESSIONS_PER_KEY, SESSION_LIFETIME_MS};
 pub(crate) use rates::{ceil_duration, quota_exceeded, RateState};
 pub use rates::{ExecPermit, Limited};
 

@@ -154,7 +154,11 @@ impl Service {
         let (terminal, argv, begin, stdin, timeout) = match command {
             Command::Exec(params) => {
                 let argv = audited_argv(&params.command.argv);
-                let (exec, stdin, timeout) = params.spec();
+                let (exec, stdin, stdin_open, timeout) = params.spec();
+                let stdin = Stdin {
+                    data: stdin,
+                    close: !stdin_open,
+                };
                 (false, argv, backend.exec(&handle, exec), stdin, timeout)
             }
             Command::Terminal(params) => {
@@ -163,7 +167,11 @@ impl Service {
                     Error::Unsupported(format!("the {} backend has no terminals", backend.kind()))
                 })?;
                 let begin = terminals.open_terminal(&handle, params.spec());
-                (true, argv, begin, None, None)
+                let stdin = Stdin {
+                    data: None,
+                    close: false,
+                };
+                (true, argv, begin, stdin, None)
             }
         };
         let session = deadline::run_on(&id, deadline::EXEC_START, "exec", begin).await?;
@@ -203,6 +211,13 @@ impl Service {
     }
 }
 
+/// What a command's standard input gets first: bytes, then (unless the caller keeps it open
+/// to write more) its end.
+struct Stdin {
+    data: Option<Vec<u8>>,
+    close: bool,
+}
+
 /// Carries one running command's events to its consumer, and applies what lifecycle adds: the
 /// timeout (a kill), the end of the caller's credential (the stream closes), the sandbox's
 /// output rate, the audit of its end. Runs in a task of its own; a consumer that leaves
@@ -220,14 +235,16 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, stdin: Option<Vec<u8>>) {
-        if let Some(data) = stdin {
+    async fn run(mut self, stdin: Stdin) {
+        if let Some(data) = stdin.data {
             let _ = self
                 .session
                 .input
                 .send(ExecInput::Stdin(Bytes::from(data)))
                 .await;
-            let _ = self.session.input.send(ExecInput::CloseStdin).await;
+            if stdin.close {
+                let _ = self.session.input.send(ExecInput::CloseStdin).await;
+            }
         }
         let mut timed_out = false;
         let mut watching_credential = true;

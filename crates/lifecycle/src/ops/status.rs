@@ -91,3 +91,28 @@ impl Service {
         })
     }
 }
+
+/// What one sandbox uses now, as its backend observes it.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub memory_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub pids: Option<u64>,
+}
+
+impl Service {
+    /// The caller's sandbox's use of memory, CPU (over its life) and processes.
+    pub async fn usage(&self, caller: &Caller, id_or_name: &str) -> Result<Usage, Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        let Some(handle) = handle_of(&row)? else {
+            return Ok(Usage::default());
+        };
+        let backend = self.backend_of(&row)?;
+        let observed = deadline::run(deadline::LIST, "inspect", backend.inspect(&handle)).await?;
+        Ok(Usage {
+            memory_bytes: observed.memory_bytes,
+            cpu_seconds: observed.cpu_usec.map(|us| us as f64 / 1e6),
+            pids: observed.pids,
+        })
+    }
+}

@@ -1,0 +1,515 @@
+//! The control plane E2B's SDKs call (`E2B_API_URL`): sandboxes created, connected to (and
+//! resumed), listed, inspected, killed, given a new timeout, paused, measured — each one
+//! lifecycle operation for the caller's key, answered in E2B's JSON with E2B's statuses.
+//!
+//! SDKs up to 2.50 create with `POST /sandboxes` and connect with `POST
+//! /sandboxes/{id}/connect`; later ones use the `/v2/` forms; both are served. A sandbox that
+//! is neither running nor paused does not exist for E2B (404).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sbx_lifecycle::model::{NewSandbox, Sandbox, Span};
+use sbx_lifecycle::{Caller, ListFilter, State as SandboxState};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::errors::{e2b_error, from_lifecycle};
+use crate::tokens::{form_pairs, percent_decode};
+use crate::{caller_of, E2b, ENVD_VERSION};
+
+/// E2B's default sandbox lifetime, when a create names none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most sandboxes one list page holds.
+const MAX_PAGE: usize = 100;
+/// Largest control-plane request body.
+const MAX_BODY: usize = 256 << 10;
+
+pub(crate) fn is_control_path(path: &str) -> bool {
+    path == "/sandboxes"
+        || path.starts_with("/sandboxes/")
+        || path == "/v2/sandboxes"
+        || path.starts_with("/v2/sandboxes/")
+}
+
+pub(crate) fn router(e2b: E2b) -> Router {
+    Router::new()
+        .route("/sandboxes", post(create).get(list_v1))
+        .route("/v2/sandboxes", post(create).get(list_v2))
+        .route("/sandboxes/{id}", get(info).delete(kill))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/connect", post(connect))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/metrics", get(metrics))
+        .fallback(|| async { e2b_error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            e2b_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .with_state(e2b)
+}
+
+/// The caller and the JSON body of a request (an absent or empty body is `{}`).
+async fn read<T: serde::de::DeserializeOwned + Default>(
+    request: Request,
+) -> Result<(Caller, T), Response> {
+    let caller = caller_of(request.extensions())
+        .ok_or_else(|| e2b_error(StatusCode::UNAUTHORIZED, "an API key is required"))?;
+    let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| {
+            e2b_error(
+                StatusCode::BAD_REQUEST,
+                format!("the request body is unreadable or larger than {MAX_BODY} bytes"),
+            )
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((caller, T::default()));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let body = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| e2b_error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    Ok((caller, body))
+}
+
+fn caller(request: &Request) -> Result<Caller, Response> {
+    caller_of(request.extensions())
+        .ok_or_else(|| e2b_error(StatusCode::UNAUTHORIZED, "an API key is required"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewSandboxBody {
+    #[serde(rename = "templateID")]
+    template_id: Option<String>,
+    timeout: Option<u64>,
+    metadata: Option<BTreeMap<String, String>>,
+    env_vars: Option<BTreeMap<String, String>>,
+    // Accepted and not applied (docs/e2b.md says why): sbx sandboxes have no network, every
+    // sandbox gets an access token, and idle pausing is a profile's setting.
+    #[serde(default)]
+    #[allow(dead_code)]
+    secure: Option<bool>,
+    #[serde(default, rename = "allow_internet_access")]
+    #[allow(dead_code)]
+    allow_internet_access: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TimeoutBody {
+    timeout: Option<u64>,
+}
+
+impl E2b {
+    /// The sbx profile an E2B template name stands for.
+    fn profile_for(&self, template: &str) -> String {
+        if let Some(profile) = self.inner.config.templates.get(template) {
+            return profile.clone();
+        }
+        match template {
+            "base" | "code-interpreter-v1" | "code-interpreter" => {
+                sbx_config::DEFAULT_PROFILE.to_owned()
+            }
+            other => other.to_owned(),
+        }
+    }
+
+    /// The E2B template name a profile is shown as.
+    fn template_for(&self, profile: &str) -> String {
+        if let Some((template, _)) = self
+            .inner
+            .config
+            .templates
+            .iter()
+            .find(|(_, p)| p.as_str() == profile)
+        {
+            return template.clone();
+        }
+        if profile == sbx_config::DEFAULT_PROFILE {
+            "base".to_owned()
+        } else {
+            profile.to_owned()
+        }
+    }
+
+    /// What create and connect answer: the sandbox and how to reach its envd.
+    fn sandbox_json(&self, sandbox: &Sandbox) -> Value {
+        let mut body = json!({
+            "sandboxID": sandbox.id,
+            "templateID": self.template_for(&sandbox.profile),
+            "clientID": "sbx",
+            "envdVersion": ENVD_VERSION,
+            "envdAccessToken": self.inner.tokens.access_token(&sandbox.id),
+            "trafficAccessToken": self.inner.tokens.traffic_token(&sandbox.id),
+            "domain": self.inner.config.domain,
+        });
+        if let Some(name) = &sandbox.name {
+            body["alias"] = json!(name);
+        }
+        body
+    }
+
+    /// What info and list answer.
+    fn detail_json(&self, sandbox: &Sandbox, with_token: bool) -> Value {
+        let state = if sandbox.state == SandboxState::Paused {
+            "paused"
+        } else {
+            "running"
+        };
+        let mut body = json!({
+            "sandboxID": sandbox.id,
+            "templateID": self.template_for(&sandbox.profile),
+            "clientID": "sbx",
+            "envdVersion": ENVD_VERSION,
+            "cpuCount": sandbox.resources.cpus.ceil().max(1.0) as u64,
+            "memoryMB": sandbox.resources.memory_mb,
+            "diskSizeMB": sandbox.resources.disk_mb,
+            "startedAt": rfc3339(sandbox.started_at),
+            "endAt": rfc3339(sandbox.expires_at),
+            "state": state,
+            "metadata": sandbox.metadata,
+            "domain": self.inner.config.domain,
+            "allowInternetAccess": false,
+        });
+        if let Some(name) = &sandbox.name {
+            body["alias"] = json!(name);
+        }
+        if with_token {
+            body["envdAccessToken"] = json!(self.inner.tokens.access_token(&sandbox.id));
+        }
+        body
+    }
+
+    /// The caller's sandbox as E2B sees it: running or paused, else not found.
+    fn visible(&self, caller: &Caller, id: &str) -> Result<Sandbox, Response> {
+        match self.service().get(caller, id) {
+            Ok(s) if matches!(s.state, SandboxState::Running | SandboxState::Paused) => Ok(s),
+            Ok(_) | Err(sbx_lifecycle::Error::NotFound(_)) => Err(not_found(id)),
+            Err(e) => Err(from_lifecycle(e)),
+        }
+    }
+}
+
+fn not_found(id: &str) -> Response {
+    e2b_error(
+        StatusCode::NOT_FOUND,
+        format!("sandbox {id:?} was not found"),
+    )
+}
+
+/// Unix ms as RFC 3339 (UTC, milliseconds).
+fn rfc3339(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+async fn create(State(e2b): State<E2b>, request: Request) -> Response {
+    let (caller, body): (Caller, NewSandboxBody) = match read(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    let template = body.template_id.as_deref().unwrap_or("base");
+    let timeout = body
+        .timeout
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
+        return e2b_error(StatusCode::BAD_REQUEST, "timeout must be above 0 seconds");
+    }
+    let request = NewSandbox {
+        profile: Some(e2b.profile_for(template)),
+        ttl: Some(Span::new(timeout)),
+        env: body.env_vars.unwrap_or_default(),
+        metadata: body.metadata.unwrap_or_default(),
+        ..NewSandbox::default()
+    };
+    match e2b.service().create(&caller, &request).await {
+        Ok(sandbox) => (StatusCode::CREATED, Json(e2b.sandbox_json(&sandbox))).into_response(),
+        Err(sbx_lifecycle::Error::ProfileNotFound(_)) => e2b_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "template {template:?} was not found (see e2b.templates in sbx's configuration)"
+            ),
+        ),
+        Err(e) => from_lifecycle(e),
+    }
+}
+
+/// The list filter of a query: `state` (comma-separated `running`, `paused`) and `metadata`
+/// (a form-encoded query of its own, with keys and values encoded once more by the SDKs).
+fn list_filter(query: Option<&str>) -> Result<(ListFilter, usize, usize), Response> {
+    let pairs = form_pairs(query.unwrap_or(""));
+    let mut filter = ListFilter::default();
+    let mut limit = MAX_PAGE;
+    let mut offset = 0usize;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "state" => {
+                for state in value.split(',').filter(|s| !s.is_empty()) {
+                    filter.states.push(match state {
+                        "running" => SandboxState::Running,
+                        "paused" => SandboxState::Paused,
+                        other => {
+                            return Err(e2b_error(
+                                StatusCode::BAD_REQUEST,
+                                format!("state {other:?} is not running or paused"),
+                            ))
+                        }
+                    });
+                }
+            }
+            "metadata" => {
+                for (k, v) in form_pairs(&value) {
+                    filter
+                        .metadata
+                        .insert(percent_decode(&k), percent_decode(&v));
+                }
+            }
+            "limit" => {
+                limit = match value.parse::<usize>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                    _ => {
+                        return Err(e2b_error(
+                            StatusCode::BAD_REQUEST,
+                            format!("limit must be from 1 to {MAX_PAGE}"),
+                        ))
+                    }
+                }
+            }
+            "nextToken" => {
+                offset = value.parse().map_err(|_| {
+                    e2b_error(StatusCode::BAD_REQUEST, "nextToken is not one sbx gave")
+                })?
+            }
+            _ => {}
+        }
+    }
+    if filter.states.is_empty() {
+        filter.states = vec![SandboxState::Running, SandboxState::Paused];
+    }
+    Ok((filter, limit, offset))
+}
+
+fn list_sandboxes(
+    e2b: &E2b,
+    request: &Request,
+    paged: bool,
+) -> Result<(Vec<Value>, Option<usize>), Response> {
+    let caller = caller(request)?;
+    let (filter, limit, offset) = list_filter(request.uri().query())?;
+    let mut sandboxes = e2b
+        .service()
+        .list(&caller, &filter)
+        .map_err(from_lifecycle)?;
+    sandboxes.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let (limit, offset) = if paged {
+        (limit, offset)
+    } else {
+        (usize::MAX, 0)
+    };
+    let page: Vec<Value> = sandboxes
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|s| e2b.detail_json(s, false))
+        .collect();
+    let next = (offset.saturating_add(limit) < sandboxes.len()).then(|| offset + limit);
+    Ok((page, next))
+}
+
+async fn list_v1(State(e2b): State<E2b>, request: Request) -> Response {
+    match list_sandboxes(&e2b, &request, false) {
+        Ok((page, _)) => Json(page).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn list_v2(State(e2b): State<E2b>, request: Request) -> Response {
+    match list_sandboxes(&e2b, &request, true) {
+        Ok((page, next)) => {
+            let mut response = Json(page).into_response();
+            if let Some(next) = next {
+                if let Ok(value) = HeaderValue::from_str(&next.to_string()) {
+                    response.headers_mut().insert("x-next-token", value);
+                }
+            }
+            response
+        }
+        Err(response) => response,
+    }
+}
+
+async fn info(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) -> Response {
+    let caller = match caller(&request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match e2b.visible(&caller, &id) {
+        Ok(sandbox) => Json(e2b.detail_json(&sandbox, true)).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn kill(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) -> Response {
+    let caller = match caller(&request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(response) = e2b.visible(&caller, &id) {
+        return response;
+    }
+    match e2b
+        .service()
+        .destroy(&caller, &id, sbx_lifecycle::reason::DELETED)
+        .await
+    {
+        Ok(_) => {
+            e2b.forget(&id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(sbx_lifecycle::Error::NotFound(_)) => not_found(&id),
+        Err(e) => from_lifecycle(e),
+    }
+}
+
+async fn set_timeout(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) -> Response {
+    let (caller, body): (Caller, TimeoutBody) = match read(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    let Some(seconds) = body.timeout.filter(|s| *s > 0) else {
+        return e2b_error(StatusCode::BAD_REQUEST, "timeout must be above 0 seconds");
+    };
+    if let Err(response) = e2b.visible(&caller, &id) {
+        return response;
+    }
+    let span = Span::new(Duration::from_secs(seconds));
+    match e2b.service().extend(&caller, &id, &span).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(sbx_lifecycle::Error::NotFound(_)) => not_found(&id),
+        Err(e) => from_lifecycle(e),
+    }
+}
+
+/// Connect: resumes a paused sandbox (201), and extends a running one's timeout, never
+/// shortening it (200).
+async fn connect(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) -> Response {
+    let (caller, body): (Caller, TimeoutBody) = match read(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    let sandbox = match e2b.visible(&caller, &id) {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let mut status = StatusCode::OK;
+    let mut sandbox = sandbox;
+    if sandbox.state == SandboxState::Paused {
+        sandbox = match e2b.service().resume(&caller, &id).await {
+            Ok(s) => s,
+            Err(e) => return from_lifecycle(e),
+        };
+        status = StatusCode::CREATED;
+    }
+    if let Some(seconds) = body.timeout.filter(|s| *s > 0) {
+        let wanted = sbx_lifecycle::now_ms().saturating_add(seconds as i64 * 1000);
+        if wanted > sandbox.expires_at {
+            let span = Span::new(Duration::from_secs(seconds));
+            sandbox = match e2b.service().extend(&caller, &id, &span).await {
+                Ok(s) => s,
+                Err(e) => return from_lifecycle(e),
+            };
+        }
+    }
+    (status, Json(e2b.sandbox_json(&sandbox))).into_response()
+}
+
+async fn pause(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) -> Response {
+    let caller = match caller(&request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match e2b.visible(&caller, &id) {
+        Ok(s) if s.state == SandboxState::Paused => {
+            return e2b_error(
+                StatusCode::CONFLICT,
+                format!("sandbox {id:?} is already paused"),
+            )
+        }
+        Ok(_) => {}
+        Err(response) => return response,
+    }
+    match e2b.service().pause(&caller, &id).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => from_lifecycle(e),
+    }
+}
+
+async fn resume(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) -> Response {
+    let (caller, body): (Caller, TimeoutBody) = match read(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    match e2b.visible(&caller, &id) {
+        Ok(s) if s.state != SandboxState::Paused => {
+            return e2b_error(
+                StatusCode::CONFLICT,
+                format!("sandbox {id:?} is not paused"),
+            )
+        }
+        Ok(_) => {}
+        Err(response) => return response,
+    }
+    let mut sandbox = match e2b.service().resume(&caller, &id).await {
+        Ok(s) => s,
+        Err(e) => return from_lifecycle(e),
+    };
+    if let Some(seconds) = body.timeout.filter(|s| *s > 0) {
+        let span = Span::new(Duration::from_secs(seconds));
+        sandbox = match e2b.service().extend(&caller, &id, &span).await {
+            Ok(s) => s,
+            Err(e) => return from_lifecycle(e),
+        };
+    }
+    (StatusCode::CREATED, Json(e2b.sandbox_json(&sandbox))).into_response()
+}
+
+/// One sample, now: the sandbox's memory and its CPU use over its life so far.
+async fn metrics(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) -> Response {
+    let caller = match caller(&request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let sandbox = match e2b.visible(&caller, &id) {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let usage = match e2b.service().usage(&caller, &id).await {
+        Ok(usage) => usage,
+        Err(e) => return from_lifecycle(e),
+    };
+    let now = sbx_lifecycle::now_ms();
+    let lived = ((now - sandbox.started_at).max(1) as f64) / 1000.0;
+    let cpus = sandbox.resources.cpus.max(0.01);
+    let cpu_pct = usage
+        .cpu_seconds
+        .map_or(0.0, |s| (s / lived / cpus * 100.0).clamp(0.0, 100.0));
+    let sample = json!({
+        "timestamp": rfc3339(now),
+        "timestampUnix": now / 1000,
+        "cpuCount": sandbox.resources.cpus.ceil().max(1.0) as u64,
+        "cpuUsedPct": (cpu_pct * 100.0).round() / 100.0,
+        "memUsed": usage.memory_bytes.unwrap_or(0),
+        "memTotal": sandbox.resources.memory_mb << 20,
+        "memCache": 0,
+        "diskUsed": 0,
+        "diskTotal": sandbox.resources.disk_mb << 20,
+    });
+    Json(vec![sample]).into_response()
+}

@@ -1,0 +1,202 @@
+//! The E2B-compatible API: what E2B's unmodified SDKs (Python and JS) call, served by the sbx
+//! daemon on its own port (see docs/e2b.md).
+//!
+//! Owns three surfaces, each a router the API layer dispatches to:
+//! - the control plane ([`control`]): `/sandboxes`, `/v2/sandboxes` — create, connect, list,
+//!   info, kill, timeout, pause, metrics — over lifecycle's own operations, with E2B's
+//!   statuses and `{code, message}` errors;
+//! - the in-sandbox API, "envd" ([`process`], [`filesystem`], [`files`]): the Connect services
+//!   `process.Process` and `filesystem.Filesystem` and the `/files` and `/health` routes, for a
+//!   request addressed to a sandbox ([`Target`]: the `E2b-Sandbox-Id` and `E2b-Sandbox-Port`
+//!   headers, or a `{port}-{id}.{domain}` host);
+//!
+//! Who a request acts for is the API layer's [`Caller`] (an sbx key, or — for a request
+//! addressed to a sandbox — that sandbox's access token, see [`tokens`]): every operation goes
+//! through lifecycle, which checks ownership, quotas and states, and audits. What envd keeps
+//! between calls (processes started through it and their exits, polled watchers) lives here, in memory, bounded per sandbox, and ends with the sandbox.
+//!
+//! Must never: touch the store or a backend (lifecycle does); hold a sandbox's bytes or output
+//! beyond one chunk per subscriber.
+
+#![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
+
+pub mod control;
+mod errors;
+pub mod files;
+pub mod filesystem;
+pub mod process;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use sbx_lifecycle::{Caller, Service};
+
+pub use errors::rewrite_control_error;
+
+/// The port of envd inside an E2B sandbox; SDKs name it in `E2b-Sandbox-Port`.
+pub const ENVD_PORT: u16 = 49983;
+/// The port of the code interpreter.
+pub const INTERPRETER_PORT: u16 = 49999;
+/// The envd version sbx answers with: the highest whose features (gated by the SDKs on this
+/// number) sbx serves — octet-stream and gzip uploads, `CloseStdin`, the default user. File
+/// metadata (0.6.2) and watch events with entries (0.6.3) are not served.
+pub const ENVD_VERSION: &str = "0.5.7";
+
+/// The E2B-compatible surfaces and what envd keeps between calls.
+#[derive(Clone)]
+pub struct E2b {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: Service,
+    config: sbx_config::E2b,
+    tokens: tokens::Tokens,
+    processes: process::Registry,
+    watchers: filesystem::Watchers,
+    /// The largest file one upload may write (`files.max_upload_bytes`).
+    max_upload_bytes: u64,
+}
+
+/// A request addressed to a port of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub sandbox: String,
+    pub port: u16,
+}
+
+impl E2b {
+    /// `secret` keys the sandboxes' access tokens (it must outlive daemon restarts, so that
+    /// clients keep their tokens).
+    pub fn new(
+        service: Service,
+        config: sbx_config::E2b,
+        secret: [u8; 32],
+        max_upload_bytes: u64,
+    ) -> E2b {
+        E2b {
+            inner: Arc::new(Inner {
+                service,
+                config,
+                tokens: tokens::Tokens::new(secret),
+                processes: process::Registry::default(),
+                watchers: filesystem::Watchers::default(),
+                max_upload_bytes,
+            }),
+        }
+    }
+
+    pub(crate) fn service(&self) -> &Service {
+        &self.inner.service
+    }
+
+    /// The sandbox port a request is addressed to: the `E2b-Sandbox-Id` header (with
+    /// `E2b-Sandbox-Port`, envd's by default), or a `{port}-{id}.{domain}` host under the
+    /// configured domain.
+    pub fn target(&self, headers: &HeaderMap) -> Option<Target> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(sandbox) = text("e2b-sandbox-id") {
+            let port = match text("e2b-sandbox-port") {
+                None => ENVD_PORT,
+                Some(port) => port.trim().parse().unwrap_or(0),
+            };
+            return Some(Target {
+                sandbox: sandbox.trim().to_owned(),
+                port,
+            });
+        }
+        let domain = self.inner.config.domain.as_deref()?;
+        let host = text("host")?;
+        let host = host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        });
+        let label = host
+            .to_ascii_lowercase()
+            .strip_suffix(domain)?
+            .strip_suffix('.')?
+            .to_owned();
+        let (port, sandbox) = label.split_once('-')?;
+        if sandbox.contains('.') {
+            return None;
+        }
+        Some(Target {
+            sandbox: sandbox.to_owned(),
+            port: port.parse().ok()?,
+        })
+    }
+
+    /// Whether `path` is one of the control plane's.
+    pub fn is_control_path(path: &str) -> bool {
+        control::is_control_path(path)
+    }
+
+    /// The caller a request addressed to `target` stands for by the sandbox's own credentials
+    /// (its access token, a signed `/files` URL, or its traffic token); `None` when it carries
+    /// none of them, or they are not this sandbox's.
+    pub fn identify(
+        &self,
+        target: &Target,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<Caller> {
+        let sandbox = self
+            .inner
+            .service
+            .get(&Caller::system(), &target.sandbox)
+            .ok()?;
+        // A name resolves too, but a token is for an id only.
+        if sandbox.id != target.sandbox {
+            return None;
+        }
+        let tokens = &self.inner.tokens;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let proven = header("x-access-token")
+            .is_some_and(|t| tokens.is_access_token(&sandbox.id, t))
+            || header("e2b-traffic-access-token")
+                .is_some_and(|t| tokens.is_traffic_token(&sandbox.id, t))
+            || (path == "/files" && tokens.signed(&sandbox.id, query));
+        proven.then(|| Caller {
+            user: sandbox
+                .owner
+                .clone()
+                .unwrap_or_else(|| sbx_lifecycle::access::ADMIN_USER.to_owned()),
+            admin: false,
+            key_id: None,
+            ip: None,
+            request_id: None,
+            session: None,
+        })
+    }
+
+    /// The control plane's routes.
+    pub fn control_router(&self) -> axum::Router {
+        control::router(self.clone())
+    }
+
+    /// The routes of requests addressed to envd (Connect services, `/files`, `/health`).
+    pub fn envd_router(&self) -> axum::Router {
+        files::envd_router(self.clone())
+    }
+
+    /// Forgets what envd kept for a sandbox that was destroyed.
+    pub(crate) fn forget(&self, sandbox: &str) {
+        self.inner.processes.forget(sandbox);
+        self.inner.watchers.forget(sandbox);
+    }
+}
+
+/// The caller the API layer established for this request.
+pub(crate) fn caller_of(extensions: &axum::http::Extensions) -> Option<Caller> {
+    extensions.get::<Caller>().cloned()
+}
+
+/// The sandbox a request is addressed to.
+pub(crate) fn target_of(extensions: &axum::http::Extensions) -> Option<Target> {
+    extensions.get::<Target>().cloned()
+}

@@ -1,0 +1,190 @@
+//! A sandbox's own credentials, as E2B's SDKs carry them: the access token (`X-Access-Token`,
+//! `envdAccessToken` in create and connect answers), the traffic token
+//! (`E2B-Traffic-Access-Token`, the code interpreter's calls), and signed `/files` URLs.
+//!
+//! Tokens are derived, not stored: HMAC-SHA256 of the sandbox's id under the daemon's secret
+//! (kept in its data directory), so they survive restarts and die with the sandbox (its id is
+//! never reused). Every comparison is in constant time. A token acts as the sandbox's owner,
+//! for that sandbox only; revoking the owner's keys does not end it (destroy the sandbox).
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub(crate) struct Tokens {
+    secret: [u8; 32],
+}
+
+impl Tokens {
+    pub(crate) fn new(secret: [u8; 32]) -> Tokens {
+        Tokens { secret }
+    }
+
+    fn derive(&self, purpose: &str, sandbox: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
+        mac.update(sandbox.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The sandbox's envd access token.
+    pub(crate) fn access_token(&self, sandbox: &str) -> String {
+        format!("sbxa_{}", self.derive("envd", sandbox))
+    }
+
+    /// The sandbox's traffic token (the code interpreter's calls carry it).
+    pub(crate) fn traffic_token(&self, sandbox: &str) -> String {
+        format!("sbxt_{}", self.derive("traffic", sandbox))
+    }
+
+    pub(crate) fn is_access_token(&self, sandbox: &str, presented: &str) -> bool {
+        same(&self.access_token(sandbox), presented)
+    }
+
+    pub(crate) fn is_traffic_token(&self, sandbox: &str, presented: &str) -> bool {
+        same(&self.traffic_token(sandbox), presented)
+    }
+
+    /// Whether a `/files` query carries a valid, unexpired signature of its own path, operation
+    /// and user by the sandbox's access token (E2B's `v1_` form).
+    pub(crate) fn signed(&self, sandbox: &str, query: Option<&str>) -> bool {
+        let Some(query) = query else { return false };
+        let pairs: Vec<(String, String)> = form_pairs(query);
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let (Some(signature), Some(path)) = (get("signature"), get("path")) else {
+            return false;
+        };
+        let user = get("username").unwrap_or("");
+        let expiration = match get("signature_expiration") {
+            None => None,
+            Some(text) => match text.parse::<i64>() {
+                Ok(at) => Some(at),
+                Err(_) => return false,
+            },
+        };
+        if let Some(at) = expiration {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if at < now {
+                return false;
+            }
+        }
+        let token = self.access_token(sandbox);
+        ["read", "write"].iter().any(|operation| {
+            same(
+                &signature_of(path, operation, user, &token, expiration),
+                signature,
+            )
+        })
+    }
+}
+
+/// E2B's `v1_` signature of a `/files` URL.
+pub(crate) fn signature_of(
+    path: &str,
+    operation: &str,
+    user: &str,
+    token: &str,
+    expiration: Option<i64>,
+) -> String {
+    let raw = match expiration {
+        Some(at) => format!("{path}:{operation}:{user}:{token}:{at}"),
+        None => format!("{path}:{operation}:{user}:{token}"),
+    };
+    let digest = Sha256::digest(raw.as_bytes());
+    format!(
+        "v1_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
+fn same(expected: &str, presented: &str) -> bool {
+    bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query.
+pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .take(64)
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Percent-decoding with `+` as a space (invalid escapes kept as they are).
+pub(crate) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_e2bs() {
+        // The value E2B's SDK computes for this path, operation, user and token.
+        assert_eq!(
+            signature_of("/home/user/x.txt", "read", "", "tok123", None),
+            "v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y"
+        );
+    }
+
+    #[test]
+    fn signed_urls_are_checked() {
+        let tokens = Tokens::new([7; 32]);
+        let token = tokens.access_token("sb-1");
+        let signature = signature_of("/a b", "write", "user", &token, None);
+        let query = format!(
+            "path=%2Fa%20b&username=user&signature={}",
+            signature.replace('+', "%2B").replace('/', "%2F")
+        );
+        assert!(tokens.signed("sb-1", Some(&query)));
+        assert!(!tokens.signed("sb-2", Some(&query)));
+        let expired = signature_of("/a", "read", "", &token, Some(1));
+        let query = format!("path=%2Fa&signature={expired}&signature_expiration=1");
+        assert!(!tokens.signed("sb-1", Some(&query)));
+        assert!(!tokens.signed("sb-1", Some("path=%2Fa")));
+        assert!(tokens.is_access_token("sb-1", &token));
+        assert!(!tokens.is_access_token("sb-1", &token[..10]));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
