@@ -14,8 +14,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sbx-lifecycle", &["sbx-backend", "sbx-config", "sbx-store"]),
     (
         "sbx-api",
-        &["sbx-config", "sbx-lifecycle", "sbx-protocol", "sbx-web"],
+        &[
+            "sbx-config",
+            "sbx-e2b",
+            "sbx-lifecycle",
+            "sbx-protocol",
+            "sbx-web",
+        ],
     ),
+    // The E2B-compatible surfaces: lifecycle's operations in E2B's wire formats.
+    ("sbx-e2b", &["sbx-config", "sbx-e2b-proto", "sbx-lifecycle"]),
+    ("sbx-e2b-proto", &[]),
     ("sbx-web", &[]),
     ("sbx-api-client", &["sbx-protocol"]),
 ];
@@ -31,6 +40,7 @@ const BACKEND_PREFIX: &str = "sbx-backend-";
 const HOST_FREE: &[(&str, &[&str])] = &[
     ("sbx-lifecycle", &["nix", "rustix", "libc"]),
     ("sbx-api", &["nix", "rustix"]),
+    ("sbx-e2b", &["nix", "rustix", "libc"]),
 ];
 
 /// The wire types may only build on serde-level crates.

@@ -22,6 +22,10 @@ enum KeysCommand {
         /// An admin key: sees and acts on every user's sandboxes, manages keys.
         #[arg(long)]
         admin: bool,
+        /// Print the key in the form E2B's SDKs accept (`e2b_…`, for `E2B_API_KEY`); it is
+        /// the same key.
+        #[arg(long)]
+        e2b: bool,
     },
     /// List keys (never their secrets): all for admins, your own otherwise.
     #[command(alias = "list")]
@@ -35,12 +39,12 @@ enum KeysCommand {
 
 pub async fn run(context: &Context, args: KeysArgs) -> anyhow::Result<u8> {
     match args.command {
-        KeysCommand::Create { user, admin } => {
+        KeysCommand::Create { user, admin, e2b } => {
             let created = context.client.create_key(&user, admin).await?;
             if context.json {
                 output::print_json(&created);
             } else {
-                println!("{}", created.key);
+                println!("{}", if e2b { &created.e2b_key } else { &created.key });
                 eprintln!(
                     "key {} for user {}{}: store it now, it is not shown again",
                     created.info.id,

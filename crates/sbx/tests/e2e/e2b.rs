@@ -1,0 +1,205 @@
+//! The unmodified E2B SDKs against a real daemon: each pinned version of E2B's Python SDK
+//! (from PyPI, in a venv of its own under `target/e2b-sdks/`, made on first use) runs
+//! `tests/e2b/sdk.py` — lifecycle, commands, PTY, files, watch, tokens and signed URLs,
+//! errors, ownership — as alice, with bob's key for the ownership checks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::daemon::{Options, TestDaemon};
+
+/// One version before 2.51 (the last to check a key's form), the first after, the newest.
+const PYTHON_SDKS: [&str; 3] = ["2.45.1", "2.51.0", "2.63.0"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The venv of `e2b==version`, made (from PyPI) when it is not there.
+fn python_sdk(version: &str) -> PathBuf {
+    let venv = root().join(format!("target/e2b-sdks/python-{version}"));
+    let python = venv.join("bin/python");
+    // Tests of one version share its venv: one makes it while the others wait.
+    std::fs::create_dir_all(root().join("target/e2b-sdks")).unwrap();
+    let lock = std::fs::File::create(root().join(format!("target/e2b-sdks/python-{version}.lock")))
+        .unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("the venv's lock");
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "from importlib.metadata import version; print(version('e2b'))",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == version);
+    if !installed {
+        let _ = std::fs::remove_dir_all(&venv);
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("the E2B SDK tests need python3 with venv (scripts/setup --test)");
+        assert!(made.success(), "python3 -m venv {}", venv.display());
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("e2b=={version}"))
+            .status()
+            .expect("pip runs");
+        assert!(pip.success(), "pip install e2b=={version} failed");
+    }
+    python
+}
+
+/// E2B's form of an sbx key.
+fn e2b_key(key: &str) -> String {
+    let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("e2b_{hex}")
+}
+
+async fn python_sdk_works(version: &str) {
+    let python = python_sdk(version);
+    let d = TestDaemon::start_with(Options {
+        config: Some("[e2b]\ndomain = \"sbx.test\"\n"),
+        args: &["--warm-pool", "0"],
+        ..Default::default()
+    })
+    .await;
+    let (alice, _) = d.user("alice").await;
+    let (bob, _) = d.user("bob").await;
+    let output = tokio::task::spawn_blocking({
+        let url = d.url.clone();
+        let script = root().join("tests/e2b/sdk.py");
+        move || {
+            Command::new(python)
+                .arg(script)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("E2B_API_URL", &url)
+                .env("E2B_SANDBOX_URL", &url)
+                .env("E2B_API_KEY", e2b_key(&alice))
+                .env("SBX_TEST_BOB_KEY", e2b_key(&bob))
+                .env("SBX_TEST_DOMAIN", "sbx.test")
+                .output()
+                .expect("the SDK test runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(&format!("all ok {version}")),
+        "e2b {version}:\n{stdout}\n{stderr}\n--- daemon log ---\n{}",
+        d.log()
+    );
+    d.finish().await;
+}
+
+#[tokio::test]
+async fn e2b_python_sdk_2_45_works_unmodified() {
+    python_sdk_works(PYTHON_SDKS[0]).await;
+}
+
+#[tokio::test]
+async fn e2b_python_sdk_2_51_works_unmodified() {
+    python_sdk_works(PYTHON_SDKS[1]).await;
+}
+
+#[tokio::test]
+async fn e2b_python_sdk_newest_works_unmodified() {
+    python_sdk_works(PYTHON_SDKS[2]).await;
+}
+
+/// The serialized `FileDescriptorProto`s the newest SDK ships for envd's two files.
+const WHEEL_DESCRIPTORS: &str = r#"
+import ast, importlib, inspect
+for module in ("e2b.envd.process.process_pb", "e2b.envd.filesystem.filesystem_pb"):
+    source = inspect.getsource(importlib.import_module(module))
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "file_desc":
+            print(node.args[0].value.hex())
+"#;
+
+/// A descriptor with what does not travel on the wire left out (options of other languages'
+/// code generators, source positions), messages in name order, each JSON name checked to be
+/// the default one and then dropped (protoc writes them, protox leaves them implied).
+fn wire_contract(mut file: prost_types::FileDescriptorProto) -> prost_types::FileDescriptorProto {
+    fn camel(name: &str) -> String {
+        let mut out = String::new();
+        let mut upper = false;
+        for c in name.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    fn message(m: &mut prost_types::DescriptorProto) {
+        let owner = m.name().to_owned();
+        for field in &mut m.field {
+            if let Some(json) = field.json_name.take() {
+                assert_eq!(json, camel(field.name()), "{owner}.{}", field.name());
+            }
+        }
+        m.nested_type.iter_mut().for_each(message);
+        m.nested_type.sort_by(|a, b| a.name.cmp(&b.name));
+        m.enum_type.sort_by(|a, b| a.name.cmp(&b.name));
+        m.options = None;
+    }
+    file.options = None;
+    file.source_code_info = None;
+    file.message_type.iter_mut().for_each(message);
+    file.message_type.sort_by(|a, b| a.name.cmp(&b.name));
+    file.enum_type.sort_by(|a, b| a.name.cmp(&b.name));
+    file
+}
+
+/// sbx's `.proto` files of envd (crates/e2b-proto/proto) carry exactly the packages, services,
+/// methods, messages, fields (names, numbers, types, labels, oneofs) and enums of the
+/// descriptors the newest E2B SDK ships: a drift in the SDK fails here.
+#[test]
+fn envds_protos_match_the_descriptors_the_newest_sdk_ships() {
+    use prost::Message as _;
+    let python = python_sdk(PYTHON_SDKS[2]);
+    let output = Command::new(python)
+        .args(["-c", WHEEL_DESCRIPTORS])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let wheel: Vec<prost_types::FileDescriptorProto> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|hex| {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap()
+        })
+        .collect();
+    assert_eq!(wheel.len(), 2, "the SDK's envd descriptors were not found");
+    let ours = prost_types::FileDescriptorSet::decode(sbx_e2b_proto::DESCRIPTORS).unwrap();
+    for theirs in wheel {
+        let name = theirs.name().to_owned();
+        let mine = ours
+            .file
+            .iter()
+            .find(|f| f.name() == name)
+            .unwrap_or_else(|| panic!("sbx has no {name}"))
+            .clone();
+        assert_eq!(
+            wire_contract(mine),
+            wire_contract(theirs),
+            "{name} differs from the SDK's"
+        );
+    }
+}
