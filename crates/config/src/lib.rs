@@ -1112,6 +1112,25 @@ ttl = { default = "15m", max = "1h", idle = "5m" }
     }
 
     #[test]
+    fn the_e2b_section_is_checked() {
+        let config = Config::parse(
+            "[e2b]\ndomain = \"Sbx.Example.com\"\ntemplates = { python = \"py\" }\n[profiles.py]\n",
+            "sbx.toml",
+        )
+        .unwrap();
+        assert_eq!(config.e2b.domain.as_deref(), Some("sbx.example.com"));
+        assert_eq!(config.e2b.templates["python"], "py");
+        for (text, what) in [
+            ("[e2b]\ndomain = \"a..b\"\n", "e2b.domain"),
+            ("[e2b]\ndomain = \"a/b\"\n", "e2b.domain"),
+            ("[e2b]\ntemplates = { x = \"nope\" }\n", "e2b.templates.x"),
+        ] {
+            let error = Config::parse(text, "sbx.toml").unwrap_err().to_string();
+            assert!(error.contains(what), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
     fn a_profiles_resources_are_its_caps_unless_raised() {
         let text = r#"
 [profiles.small]
