@@ -140,7 +140,12 @@ pub async fn middleware(
         request.extensions_mut().insert(state.body_budget.clone());
         // A sandbox's health is open: it says 502 to whoever may not see the sandbox.
         let public = match &target {
-            Some(_) => path == "/health",
+            Some(_) => {
+                path == "/health"
+                    && target
+                        .as_ref()
+                        .is_some_and(|t| t.port == sbx_e2b::ENVD_PORT)
+            }
             None => is_public(&path),
         };
         if let Some(target) = &target {
@@ -271,6 +276,7 @@ pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next:
     use tower::ServiceExt as _;
     let router = match request.extensions().get::<sbx_e2b::Target>() {
         Some(target) if target.port == sbx_e2b::ENVD_PORT => state.e2b.envd.clone(),
+        Some(target) if target.port == sbx_e2b::INTERPRETER_PORT => state.e2b.interpreter.clone(),
         Some(target) => {
             let port = target.port;
             return crate::error::e2b_no_port(port);

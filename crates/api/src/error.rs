@@ -161,7 +161,7 @@ pub fn e2b_no_port(port: u16) -> Response {
     ApiError::new(
         StatusCode::BAD_GATEWAY,
         "port_not_served",
-        format!("the sandbox's port {port} is not open: sbx serves envd (49983) there"),
+        format!("the sandbox's port {port} is not open: sbx serves envd (49983) and the code interpreter (49999) there"),
     )
     .into_response()
 }

@@ -52,6 +52,7 @@ pub struct E2bRoutes {
     pub e2b: sbx_e2b::E2b,
     pub control: Router,
     pub envd: Router,
+    pub interpreter: Router,
 }
 
 /// The HTTP surface's configuration.
@@ -83,6 +84,7 @@ impl AppState {
             e2b: E2bRoutes {
                 control: e2b.control_router(),
                 envd: e2b.envd_router(),
+                interpreter: e2b.interpreter_router(),
                 e2b,
             },
         }

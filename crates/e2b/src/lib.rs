@@ -10,10 +10,13 @@
 //!   request addressed to a sandbox ([`Target`]: the `E2b-Sandbox-Id` and `E2b-Sandbox-Port`
 //!   headers, or a `{port}-{id}.{domain}` host);
 //!
+//! - the code interpreter ([`interpreter`]) on port 49999: `/execute`, `/contexts`.
+//!
 //! Who a request acts for is the API layer's [`Caller`] (an sbx key, or — for a request
 //! addressed to a sandbox — that sandbox's access token, see [`tokens`]): every operation goes
 //! through lifecycle, which checks ownership, quotas and states, and audits. What envd keeps
-//! between calls (processes started through it and their exits, polled watchers) lives here, in memory, bounded per sandbox, and ends with the sandbox.
+//! between calls (processes started through it and their exits, polled watchers, the code
+//! interpreter's contexts) lives here, in memory, bounded per sandbox, and ends with the sandbox.
 //!
 //! Must never: touch the store or a backend (lifecycle does); hold a sandbox's bytes or output
 //! beyond one chunk per subscriber.
@@ -26,6 +29,7 @@ pub mod control;
 mod errors;
 pub mod files;
 pub mod filesystem;
+pub mod interpreter;
 pub mod process;
 pub mod tokens;
 
@@ -57,6 +61,7 @@ struct Inner {
     tokens: tokens::Tokens,
     processes: process::Registry,
     watchers: filesystem::Watchers,
+    interpreters: interpreter::Contexts,
     /// The largest file one upload may write (`files.max_upload_bytes`).
     max_upload_bytes: u64,
 }
@@ -84,6 +89,7 @@ impl E2b {
                 tokens: tokens::Tokens::new(secret),
                 processes: process::Registry::default(),
                 watchers: filesystem::Watchers::default(),
+                interpreters: interpreter::Contexts::default(),
                 max_upload_bytes,
             }),
         }
@@ -190,6 +196,12 @@ impl E2b {
     pub(crate) fn forget(&self, sandbox: &str) {
         self.inner.processes.forget(sandbox);
         self.inner.watchers.forget(sandbox);
+        self.inner.interpreters.forget(sandbox);
+    }
+
+    /// The routes of requests addressed to the code interpreter's port.
+    pub fn interpreter_router(&self) -> axum::Router {
+        interpreter::router(self.clone())
     }
 }
 

@@ -17,36 +17,40 @@ fn root() -> PathBuf {
 
 /// The venv of `e2b==version`, made (from PyPI) when it is not there.
 fn python_sdk(version: &str) -> PathBuf {
-    let venv = root().join(format!("target/e2b-sdks/python-{version}"));
+    venv(&format!("python-{version}"), &[&format!("e2b=={version}")])
+}
+
+/// `e2b-code-interpreter` (with the newest `e2b` it runs on).
+const INTERPRETER_SDK: [&str; 2] = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0"];
+
+/// A venv of its own for `packages`, pinned, made (from PyPI) when it is not there.
+fn venv(name: &str, packages: &[&str]) -> PathBuf {
+    let dir = root().join("target/e2b-sdks");
+    let venv = dir.join(name);
     let python = venv.join("bin/python");
-    // Tests of one version share its venv: one makes it while the others wait.
-    std::fs::create_dir_all(root().join("target/e2b-sdks")).unwrap();
-    let lock = std::fs::File::create(root().join(format!("target/e2b-sdks/python-{version}.lock")))
-        .unwrap();
+    // Tests of one venv share it: one makes it while the others wait.
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(format!("{name}.lock"))).unwrap();
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .expect("the venv's lock");
-    let installed = Command::new(&python)
-        .args([
-            "-c",
-            "from importlib.metadata import version; print(version('e2b'))",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == version);
-    if !installed {
+    let made = venv.join("sbx-made");
+    let wanted = packages.join(" ");
+    if std::fs::read_to_string(&made).ok().as_deref() != Some(wanted.as_str()) {
         let _ = std::fs::remove_dir_all(&venv);
-        let made = Command::new("python3")
+        let status = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
             .status()
             .expect("the E2B SDK tests need python3 with venv (scripts/setup --test)");
-        assert!(made.success(), "python3 -m venv {}", venv.display());
+        assert!(status.success(), "python3 -m venv {}", venv.display());
         let pip = Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("e2b=={version}"))
+            .args(packages)
             .status()
             .expect("pip runs");
-        assert!(pip.success(), "pip install e2b=={version} failed");
+        assert!(pip.success(), "pip install {wanted} failed");
+        std::fs::write(&made, &wanted).unwrap();
     }
     python
 }
@@ -57,8 +61,9 @@ fn e2b_key(key: &str) -> String {
     format!("e2b_{hex}")
 }
 
-async fn python_sdk_works(version: &str) {
-    let python = python_sdk(version);
+/// Runs `script` (under tests/e2b/) with `python` against a daemon with E2B's settings, as
+/// alice (bob's key given too); it must print `done`.
+async fn run_script(python: PathBuf, script: &str, done: &str) {
     let d = TestDaemon::start_with(Options {
         config: Some("[e2b]\ndomain = \"sbx.test\"\n"),
         args: &["--warm-pool", "0"],
@@ -69,7 +74,7 @@ async fn python_sdk_works(version: &str) {
     let (bob, _) = d.user("bob").await;
     let output = tokio::task::spawn_blocking({
         let url = d.url.clone();
-        let script = root().join("tests/e2b/sdk.py");
+        let script = root().join("tests/e2b").join(script);
         move || {
             Command::new(python)
                 .arg(script)
@@ -89,11 +94,23 @@ async fn python_sdk_works(version: &str) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success() && stdout.contains(&format!("all ok {version}")),
-        "e2b {version}:\n{stdout}\n{stderr}\n--- daemon log ---\n{}",
+        output.status.success() && stdout.contains(done),
+        "{script}:\n{stdout}\n{stderr}\n--- daemon log ---\n{}",
         d.log()
     );
     d.finish().await;
+}
+
+async fn python_sdk_works(version: &str) {
+    run_script(python_sdk(version), "sdk.py", &format!("all ok {version}")).await;
+}
+
+/// `run_code` of the unmodified `e2b-code-interpreter`: results, output, errors, env, two
+/// contexts, restart and removal, a timeout that interrupts.
+#[tokio::test]
+async fn e2b_code_interpreter_runs_code_in_contexts() {
+    let python = venv("interpreter-2.11.5", &INTERPRETER_SDK);
+    run_script(python, "interpreter.py", "all ok interpreter").await;
 }
 
 #[tokio::test]
