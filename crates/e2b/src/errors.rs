@@ -116,14 +116,11 @@ pub async fn rewrite_control_error(response: Response) -> Response {
         return e2b_error(status, status.canonical_reason().unwrap_or("error"));
     };
     let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if parsed.get("code").is_some_and(|c| c.is_u64()) {
+    // Only sbx's own shape is rewritten: E2B's, and Connect's `{"code": "<name>"}`, stay.
+    let Some(message) = parsed.pointer("/error/message").and_then(|m| m.as_str()) else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
-    }
-    let message = parsed
-        .pointer("/error/message")
-        .and_then(|m| m.as_str())
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
-        .to_owned();
+    };
+    let message = message.to_owned();
     let body = serde_json::json!({ "code": status.as_u16(), "message": message });
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);

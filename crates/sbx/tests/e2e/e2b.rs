@@ -64,6 +64,26 @@ fn e2b_key(key: &str) -> String {
 /// Runs `script` (under tests/e2b/) with `python` against a daemon with E2B's settings, as
 /// alice (bob's key given too); it must print `done`.
 async fn run_script(python: PathBuf, script: &str, done: &str) {
+    run_program(python, root().join("tests/e2b").join(script), done).await
+}
+
+/// The unmodified JS SDK (npm `e2b`, pinned by tests/e2b/js/package-lock.json) on Node:
+/// commands, files, lifecycle, ownership.
+#[tokio::test]
+async fn e2b_js_sdk_works_unmodified() {
+    let js = root().join("tests/e2b/js");
+    if !js.join("node_modules/e2b").exists() {
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&js)
+            .status()
+            .expect("the JS SDK test needs npm");
+        assert!(npm.success(), "npm ci in tests/e2b/js failed");
+    }
+    run_program(PathBuf::from("node"), js.join("sdk.mjs"), "all ok js").await;
+}
+
+async fn run_program(program: PathBuf, script: PathBuf, done: &str) {
     let d = TestDaemon::start_with(Options {
         config: Some("[e2b]\ndomain = \"sbx.test\"\n"),
         args: &["--warm-pool", "0"],
@@ -74,9 +94,9 @@ async fn run_script(python: PathBuf, script: &str, done: &str) {
     let (bob, _) = d.user("bob").await;
     let output = tokio::task::spawn_blocking({
         let url = d.url.clone();
-        let script = root().join("tests/e2b").join(script);
+        let script = script.clone();
         move || {
-            Command::new(python)
+            Command::new(program)
                 .arg(script)
                 .env_clear()
                 .env("PATH", "/usr/bin:/bin")
@@ -95,7 +115,8 @@ async fn run_script(python: PathBuf, script: &str, done: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && stdout.contains(done),
-        "{script}:\n{stdout}\n{stderr}\n--- daemon log ---\n{}",
+        "{}:\n{stdout}\n{stderr}\n--- daemon log ---\n{}",
+        script.display(),
         d.log()
     );
     d.finish().await;
