@@ -267,13 +267,23 @@ fn identify_for_sandbox(
     Ok(state
         .e2b
         .e2b
-        .identify(target, path, request.uri().query(), headers))
+        .identify(target, method, path, request.uri().query(), headers))
 }
 
 /// Sends a request addressed to a sandbox, or on E2B's control plane, to the E2B-compatible
 /// routers; every other request goes on to sbx's own.
 pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next: Next) -> Response {
     use tower::ServiceExt as _;
+    let mut request = request;
+    // What envd keeps is keyed by sandbox id: a name (a key may use its own sandbox's) is
+    // resolved here, for the caller, once.
+    if let (Some(target), Some(caller)) = (
+        request.extensions().get::<sbx_e2b::Target>().cloned(),
+        request.extensions().get::<Caller>().cloned(),
+    ) {
+        let resolved = state.e2b.e2b.resolved(&caller, &target);
+        request.extensions_mut().insert(resolved);
+    }
     let router = match request.extensions().get::<sbx_e2b::Target>() {
         Some(target) if target.port == sbx_e2b::ENVD_PORT => state.e2b.envd.clone(),
         Some(target) if target.port == sbx_e2b::INTERPRETER_PORT => state.e2b.interpreter.clone(),

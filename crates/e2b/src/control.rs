@@ -361,16 +361,17 @@ async fn kill(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) 
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(response) = e2b.visible(&caller, &id) {
-        return response;
-    }
+    let sandbox = match e2b.visible(&caller, &id) {
+        Ok(sandbox) => sandbox,
+        Err(response) => return response,
+    };
     match e2b
         .service()
-        .destroy(&caller, &id, sbx_lifecycle::reason::DELETED)
+        .destroy(&caller, &sandbox.id, sbx_lifecycle::reason::DELETED)
         .await
     {
         Ok(_) => {
-            e2b.forget(&id);
+            e2b.forget(&sandbox.id);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(sbx_lifecycle::Error::NotFound(_)) => not_found(&id),
@@ -418,7 +419,11 @@ async fn connect(State(e2b): State<E2b>, Path(id): Path<String>, request: Reques
         status = StatusCode::CREATED;
     }
     if let Some(seconds) = body.timeout.filter(|s| *s > 0) {
-        let wanted = sbx_lifecycle::now_ms().saturating_add(seconds as i64 * 1000);
+        let wanted = sbx_lifecycle::now_ms().saturating_add(
+            i64::try_from(seconds)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+        );
         if wanted > sandbox.expires_at {
             let span = Span::new(Duration::from_secs(seconds));
             sandbox = match e2b.service().extend(&caller, &id, &span).await {

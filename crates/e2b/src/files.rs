@@ -23,11 +23,12 @@ use serde_json::json;
 use crate::errors::{e2b_error, status_of};
 use crate::filesystem::FilesystemService;
 use crate::process::{absolute, user_named, ProcessService};
-use crate::tokens::form_pairs;
+use crate::tokens::unique_pairs;
 use crate::{caller_of, target_of, E2b, Target};
 
-/// Largest Connect message (a `SendInput` of stdin, a large listing).
-const MAX_MESSAGE: usize = 16 << 20;
+/// Largest Connect message (a `SendInput` of stdin, a large listing): what the daemon may
+/// hold of one request.
+const MAX_MESSAGE: usize = 4 << 20;
 /// Most files one multipart upload writes.
 const MAX_PARTS: usize = 1000;
 /// Mode of an uploaded file (what envd's 0666 less the usual umask gives).
@@ -92,7 +93,16 @@ fn files_query(request: &Request) -> Result<FilesQuery, Response> {
         path: None,
         user: None,
     };
-    for (key, value) in form_pairs(request.uri().query().unwrap_or("")) {
+    let pairs = unique_pairs(request.uri().query().unwrap_or("")).map_err(|name| {
+        e2b_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the query names {} more than once",
+                name.chars().take(32).collect::<String>()
+            ),
+        )
+    })?;
+    for (key, value) in pairs {
         match key.as_str() {
             "path" => query.path = Some(value),
             "username" => {

@@ -24,9 +24,10 @@ use crate::process::{absolute, context, user_of};
 use crate::E2b;
 
 /// Polled watchers per sandbox at most.
-pub const MAX_WATCHERS: usize = 64;
-/// Events a polled watcher keeps until they are taken.
+pub const MAX_WATCHERS: usize = 16;
+/// Events a polled watcher keeps until they are taken, and their bytes (names) at most.
 pub const MAX_PENDING: usize = 10_000;
+pub const MAX_PENDING_BYTES: usize = 256 << 10;
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(90);
 
 /// The polled watchers of every sandbox.
@@ -50,6 +51,7 @@ impl Watcher {
 #[derive(Default)]
 struct Pending {
     events: Vec<pb::FilesystemEvent>,
+    bytes: usize,
     error: Option<String>,
 }
 
@@ -71,6 +73,16 @@ impl Watchers {
             all.remove(sandbox);
         }
         removed
+    }
+
+    /// The sandboxes with watchers.
+    pub(crate) fn sandboxes(&self) -> Vec<String> {
+        self.by_sandbox
+            .lock()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Forgets a sandbox's watchers (it was destroyed).
@@ -468,12 +480,17 @@ impl pb::Filesystem for FilesystemService {
                 let mut pending = collected.lock().expect("never poisoned");
                 match event {
                     Ok(event) if event.kind != FileEventKind::Overflow => {
-                        if pending.events.len() < MAX_PENDING {
-                            pending.events.push(fs_event(&root, &event));
+                        let event = fs_event(&root, &event);
+                        let bytes = event.name.len() + 16;
+                        if pending.events.len() < MAX_PENDING
+                            && pending.bytes + bytes <= MAX_PENDING_BYTES
+                        {
+                            pending.bytes += bytes;
+                            pending.events.push(event);
                             continue;
                         }
                         pending.error = Some(format!(
-                            "watcher error: more than {MAX_PENDING} events were not taken"
+                            "watcher error: more than {MAX_PENDING} events (or {MAX_PENDING_BYTES} bytes of them) were not taken"
                         ));
                     }
                     Ok(_) => {
@@ -495,13 +512,21 @@ impl pb::Filesystem for FilesystemService {
             state,
             task: task.abort_handle(),
         });
-        watchers
-            .by_sandbox
-            .lock()
-            .expect("never poisoned")
-            .entry(target.sandbox.clone())
-            .or_default()
-            .insert(id.clone(), watcher);
+        {
+            // Counted again where it is added: two creates may have raced past the first check.
+            let mut all = watchers.by_sandbox.lock().expect("never poisoned");
+            let of_sandbox = all.entry(target.sandbox.clone()).or_default();
+            if of_sandbox.len() >= MAX_WATCHERS {
+                return Err(ConnectError::new(
+                    ErrorCode::ResourceExhausted,
+                    format!(
+                        "sandbox {} already has {MAX_WATCHERS} watchers",
+                        target.sandbox
+                    ),
+                ));
+            }
+            of_sandbox.insert(id.clone(), watcher);
+        }
         Response::ok(pb::CreateWatcherResponse {
             watcher_id: id,
             ..Default::default()
@@ -531,6 +556,7 @@ impl pb::Filesystem for FilesystemService {
                 return Err(ConnectError::new(ErrorCode::Internal, error));
             }
         }
+        pending.bytes = 0;
         Response::ok(pb::GetWatcherEventsResponse {
             events: std::mem::take(&mut pending.events),
             ..Default::default()

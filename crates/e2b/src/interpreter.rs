@@ -33,9 +33,9 @@ use crate::{caller_of, target_of, E2b, Target};
 /// The kernel each context runs.
 const KERNEL: &str = include_str!("kernel.py");
 /// Contexts per sandbox at most.
-pub const MAX_CONTEXTS: usize = 16;
+pub const MAX_CONTEXTS: usize = 8;
 /// Longest line of a kernel's answer (a result's PNG included).
-pub const MAX_LINE: usize = 64 << 20;
+pub const MAX_LINE: usize = 16 << 20;
 /// Largest `/execute` body.
 const MAX_BODY: usize = 16 << 20;
 /// How long an interrupted request may take to end before its kernel is ended.
@@ -110,6 +110,16 @@ impl Contexts {
             all.remove(sandbox);
         }
         Some(removed)
+    }
+
+    /// The sandboxes with contexts.
+    pub(crate) fn sandboxes(&self) -> Vec<String> {
+        self.by_sandbox
+            .lock()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Forgets a sandbox's contexts (it was destroyed; their kernels went with it).

@@ -82,7 +82,7 @@ impl E2b {
         secret: [u8; 32],
         max_upload_bytes: u64,
     ) -> E2b {
-        E2b {
+        let e2b = E2b {
             inner: Arc::new(Inner {
                 service,
                 config,
@@ -92,7 +92,11 @@ impl E2b {
                 interpreters: interpreter::Contexts::default(),
                 max_upload_bytes,
             }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(forget_ended(Arc::downgrade(&e2b.inner)));
         }
+        e2b
     }
 
     pub(crate) fn service(&self) -> &Service {
@@ -143,12 +147,15 @@ impl E2b {
         control::is_control_path(path)
     }
 
-    /// The caller a request addressed to `target` stands for by the sandbox's own credentials
-    /// (its access token, a signed `/files` URL, or its traffic token); `None` when it carries
-    /// none of them, or they are not this sandbox's.
+    /// The caller a request addressed to `target` stands for by the sandbox's own credentials;
+    /// `None` when it carries none of them, or they are not this sandbox's. envd takes the
+    /// access token (`X-Access-Token`), or on `/files` a signed URL for that method's
+    /// operation; the code interpreter takes the access token, or on `/contexts` the traffic
+    /// token (the only credential E2B's SDKs send there).
     pub fn identify(
         &self,
         target: &Target,
+        method: &axum::http::Method,
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
@@ -164,11 +171,28 @@ impl E2b {
         }
         let tokens = &self.inner.tokens;
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let proven = header("x-access-token")
-            .is_some_and(|t| tokens.is_access_token(&sandbox.id, t))
-            || header("e2b-traffic-access-token")
-                .is_some_and(|t| tokens.is_traffic_token(&sandbox.id, t))
-            || (path == "/files" && tokens.signed(&sandbox.id, query));
+        let access =
+            header("x-access-token").is_some_and(|t| tokens.is_access_token(&sandbox.id, t));
+        let proven = match target.port {
+            ENVD_PORT => {
+                access
+                    || (path == "/files" && {
+                        let operation = match *method {
+                            axum::http::Method::GET | axum::http::Method::HEAD => "read",
+                            axum::http::Method::POST => "write",
+                            _ => return None,
+                        };
+                        tokens.signed(&sandbox.id, query, operation)
+                    })
+            }
+            INTERPRETER_PORT => {
+                access
+                    || ((path == "/contexts" || path.starts_with("/contexts/"))
+                        && header("e2b-traffic-access-token")
+                            .is_some_and(|t| tokens.is_traffic_token(&sandbox.id, t)))
+            }
+            _ => false,
+        };
         proven.then(|| Caller {
             user: sandbox
                 .owner
@@ -180,6 +204,18 @@ impl E2b {
             request_id: None,
             session: None,
         })
+    }
+
+    /// `target` with its sandbox named by id (a key may name its own sandbox by name; what envd
+    /// keeps is keyed by id), when `caller` may see it.
+    pub fn resolved(&self, caller: &Caller, target: &Target) -> Target {
+        match self.inner.service.get(caller, &target.sandbox) {
+            Ok(sandbox) => Target {
+                sandbox: sandbox.id,
+                port: target.port,
+            },
+            Err(_) => target.clone(),
+        }
     }
 
     /// The control plane's routes.
@@ -202,6 +238,57 @@ impl E2b {
     /// The routes of requests addressed to the code interpreter's port.
     pub fn interpreter_router(&self) -> axum::Router {
         interpreter::router(self.clone())
+    }
+}
+
+/// Forgets what envd kept for each sandbox that ends, however it ends (E2B's kill, sbx's own
+/// API, the reaper, a failure), until the service closes. A missed event (the broadcast
+/// lagged) is made up by a sweep of every sandbox envd keeps something for.
+async fn forget_ended(inner: std::sync::Weak<Inner>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let (mut events, mut closing) = match inner.upgrade() {
+        Some(inner) => (inner.service.subscribe(), inner.service.closing()),
+        None => return,
+    };
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = closing.wait_for(|closed| *closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let e2b = E2b { inner };
+        match event {
+            Ok(event) => {
+                if !matches!(
+                    event.to_state,
+                    sbx_lifecycle::State::Running
+                        | sbx_lifecycle::State::Paused
+                        | sbx_lifecycle::State::Creating
+                ) {
+                    e2b.forget(&event.sandbox_id);
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                let mut kept = e2b.inner.processes.sandboxes();
+                kept.extend(e2b.inner.watchers.sandboxes());
+                kept.extend(e2b.inner.interpreters.sandboxes());
+                for sandbox in kept {
+                    let live = e2b
+                        .service()
+                        .get(&Caller::system(), &sandbox)
+                        .is_ok_and(|s| {
+                            matches!(
+                                s.state,
+                                sbx_lifecycle::State::Running | sbx_lifecycle::State::Paused
+                            )
+                        });
+                    if !live {
+                        e2b.forget(&sandbox);
+                    }
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

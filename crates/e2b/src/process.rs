@@ -41,6 +41,10 @@ pub const MAX_RETAINED: usize = 256;
 pub const MAX_SUBSCRIBERS: usize = 16;
 /// Events queued per attached stream.
 const QUEUE: usize = 16;
+/// Longest an attached stream may take nothing before it is dropped.
+const STALLED: Duration = Duration::from_secs(10);
+/// Longest tag of a process.
+pub const MAX_TAG_BYTES: usize = 256;
 /// Keepalive interval when the client names none (`Keepalive-Ping-Interval`, seconds).
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(90);
 /// Longest a command may be given to run by `Connect-Timeout-Ms` (lifecycle's cap).
@@ -154,6 +158,15 @@ impl Registry {
     }
 
     fn finish(&self, sandbox: &str, proc: &Proc, end: Option<End>) {
+        // A sandbox forgotten meanwhile (destroyed) is not brought back.
+        if !self
+            .sandboxes
+            .lock()
+            .expect("process registry is never poisoned")
+            .contains_key(sandbox)
+        {
+            return;
+        }
         self.with_table(sandbox, |table| {
             if table
                 .live
@@ -178,6 +191,16 @@ impl Registry {
 
     fn list(&self, sandbox: &str) -> Vec<Arc<Proc>> {
         self.with_table(sandbox, |table| table.live.values().cloned().collect())
+    }
+
+    /// The sandboxes with processes (or exits) kept.
+    pub(crate) fn sandboxes(&self) -> Vec<String> {
+        self.sandboxes
+            .lock()
+            .expect("process registry is never poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Forgets a sandbox's processes (it was destroyed: their streams end on their own).
@@ -214,7 +237,16 @@ impl Proc {
             self.subscribers.lock().expect("never poisoned").clone();
         let mut gone = false;
         for subscriber in &subscribers {
-            gone |= subscriber.send(event.clone()).await.is_err();
+            // A stream that takes nothing for this long is dropped: it may not hold the
+            // process (and its other streams, its deadline, its exit) back for longer.
+            let sent = tokio::time::timeout(STALLED, subscriber.send(event.clone())).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                gone = true;
+                self.subscribers
+                    .lock()
+                    .expect("never poisoned")
+                    .retain(|s| !s.same_channel(subscriber));
+            }
         }
         if gone {
             self.subscribers
@@ -514,6 +546,16 @@ impl ProcessService {
             return Err(ConnectError::new(
                 ErrorCode::InvalidArgument,
                 "process.cmd is empty",
+            ));
+        }
+        if request
+            .tag
+            .as_ref()
+            .is_some_and(|t| t.len() > MAX_TAG_BYTES)
+        {
+            return Err(ConnectError::new(
+                ErrorCode::InvalidArgument,
+                format!("a process's tag is at most {MAX_TAG_BYTES} bytes"),
             ));
         }
         let mut cmd = vec![config.cmd.clone()];
@@ -831,8 +873,9 @@ impl pb::Process for ProcessService {
                 "error closing stdin: cannot close stdin for PTY process — send Ctrl+D (0x04) instead",
             ));
         }
-        if proc.stdin_open.swap(false, Ordering::SeqCst) {
+        if proc.stdin_open.load(Ordering::SeqCst) {
             proc.send(ExecInput::CloseStdin).await?;
+            proc.stdin_open.store(false, Ordering::SeqCst);
         }
         Response::ok(pb::CloseStdinResponse::default())
     }

@@ -49,11 +49,15 @@ impl Tokens {
         same(&self.traffic_token(sandbox), presented)
     }
 
-    /// Whether a `/files` query carries a valid, unexpired signature of its own path, operation
-    /// and user by the sandbox's access token (E2B's `v1_` form).
-    pub(crate) fn signed(&self, sandbox: &str, query: Option<&str>) -> bool {
+    /// Whether a `/files` query carries a valid, unexpired signature of its own path,
+    /// `operation` (`read` for a download, `write` for an upload) and user by the sandbox's
+    /// access token (E2B's `v1_` form). A query naming a parameter twice is refused (the
+    /// handler must act on exactly what was signed).
+    pub(crate) fn signed(&self, sandbox: &str, query: Option<&str>, operation: &str) -> bool {
         let Some(query) = query else { return false };
-        let pairs: Vec<(String, String)> = form_pairs(query);
+        let Ok(pairs) = unique_pairs(query) else {
+            return false;
+        };
         let get = |name: &str| {
             pairs
                 .iter()
@@ -80,13 +84,22 @@ impl Tokens {
             }
         }
         let token = self.access_token(sandbox);
-        ["read", "write"].iter().any(|operation| {
-            same(
-                &signature_of(path, operation, user, &token, expiration),
-                signature,
-            )
-        })
+        same(
+            &signature_of(path, operation, user, &token, expiration),
+            signature,
+        )
     }
+}
+
+/// A query's pairs, each name once at most (`Err` names the one repeated).
+pub(crate) fn unique_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    let pairs = form_pairs(query);
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(other, _)| other == name) {
+            return Err(name.clone());
+        }
+    }
+    Ok(pairs)
 }
 
 /// E2B's `v1_` signature of a `/files` URL.
@@ -117,7 +130,7 @@ pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
-        .take(64)
+        .take(256)
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(k), percent_decode(v))
@@ -172,12 +185,16 @@ mod tests {
             "path=%2Fa%20b&username=user&signature={}",
             signature.replace('+', "%2B").replace('/', "%2F")
         );
-        assert!(tokens.signed("sb-1", Some(&query)));
-        assert!(!tokens.signed("sb-2", Some(&query)));
+        assert!(tokens.signed("sb-1", Some(&query), "write"));
+        assert!(!tokens.signed("sb-1", Some(&query), "read"));
+        assert!(!tokens.signed("sb-2", Some(&query), "write"));
+        // A second path (or user) after the signed one is refused, not ignored.
+        assert!(!tokens.signed("sb-1", Some(&format!("{query}&path=%2Fetc%2Fx")), "write"));
+        assert!(!tokens.signed("sb-1", Some(&format!("{query}&username=root")), "write"));
         let expired = signature_of("/a", "read", "", &token, Some(1));
         let query = format!("path=%2Fa&signature={expired}&signature_expiration=1");
-        assert!(!tokens.signed("sb-1", Some(&query)));
-        assert!(!tokens.signed("sb-1", Some("path=%2Fa")));
+        assert!(!tokens.signed("sb-1", Some(&query), "read"));
+        assert!(!tokens.signed("sb-1", Some("path=%2Fa"), "read"));
         assert!(tokens.is_access_token("sb-1", &token));
         assert!(!tokens.is_access_token("sb-1", &token[..10]));
     }

@@ -241,3 +241,243 @@ fn envds_protos_match_the_descriptors_the_newest_sdk_ships() {
         );
     }
 }
+
+/// A Connect call addressed to a sandbox's envd with `credentials` (headers): its status and
+/// body. `streaming` sends one enveloped message, as server-streaming calls do.
+async fn envd(
+    d: &TestDaemon,
+    method: &str,
+    sandbox: &str,
+    credentials: &[(&str, &str)],
+    body: serde_json::Value,
+    streaming: bool,
+) -> (u16, Vec<u8>) {
+    let json = serde_json::to_vec(&body).unwrap();
+    let (content_type, payload) = if streaming {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&json);
+        ("application/connect+json", framed)
+    } else {
+        ("application/json", json)
+    };
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/{method}", d.url))
+        .header("content-type", content_type)
+        .header("e2b-sandbox-id", sandbox)
+        .header("e2b-sandbox-port", "49983")
+        .timeout(std::time::Duration::from_secs(20))
+        .body(payload);
+    for (name, value) in credentials {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.bytes().await.unwrap().to_vec())
+}
+
+/// What envd keeps is the sandbox's, not its name's; a sandbox's token opens that sandbox only
+/// and the traffic token opens no envd call; a signed URL is for its path, user and method.
+#[tokio::test]
+async fn envd_state_and_tokens_belong_to_one_sandbox() {
+    use sbx_protocol::CreateSandboxRequest;
+    let d = TestDaemon::start_with(Options {
+        args: &["--warm-pool", "0"],
+        ..Default::default()
+    })
+    .await;
+    let (alice, alice_client) = d.user("alice").await;
+    let (bob, bob_client) = d.user("bob").await;
+    let named = || CreateSandboxRequest {
+        name: Some("foo".into()),
+        ..Default::default()
+    };
+    let alices = alice_client.create(&named()).await.unwrap();
+    let bobs = bob_client.create(&named()).await.unwrap();
+    // Alice starts a process in her `foo`, through envd, by name with her key; it runs on.
+    let alice_key = [("x-api-key", alice.as_str())];
+    let start = serde_json::json!({
+        "process": {"cmd": "/bin/sh", "args": ["-c", "echo started; exec sleep 60"]},
+        "stdin": false
+    });
+    let request = tokio::spawn({
+        let (url, key) = (d.url.clone(), alice.clone());
+        async move {
+            let mut framed = vec![0u8];
+            let json = serde_json::to_vec(&start).unwrap();
+            framed.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&json);
+            let response = reqwest::Client::new()
+                .post(format!("{url}/process.Process/Start"))
+                .header("content-type", "application/connect+json")
+                .header("e2b-sandbox-id", "foo")
+                .header("x-api-key", key)
+                .timeout(std::time::Duration::from_secs(2))
+                .body(framed)
+                .send()
+                .await;
+            // The client leaves after two seconds; the process stays.
+            if let Ok(response) = response {
+                let _ = response.bytes().await;
+            }
+        }
+    });
+    let _ = request.await;
+    let (status, body) = envd(
+        &d,
+        "process.Process/List",
+        "foo",
+        &alice_key,
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let processes = listed["processes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(processes.len(), 1, "{listed}");
+    let pid = processes[0]["pid"].as_u64().unwrap();
+    // Bob's `foo` is another sandbox: nothing of alice's there, and her pid is not his.
+    let bob_key = [("x-api-key", bob.as_str())];
+    let (status, body) = envd(
+        &d,
+        "process.Process/List",
+        "foo",
+        &bob_key,
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        listed["processes"].as_array().is_none_or(|p| p.is_empty()),
+        "{listed}"
+    );
+    let kill = serde_json::json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"});
+    let (status, _) = envd(
+        &d,
+        "process.Process/SendSignal",
+        "foo",
+        &bob_key,
+        kill.clone(),
+        false,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Bob's key on alice's id: not found.
+    let (status, _) = envd(
+        &d,
+        "process.Process/List",
+        &alices.id,
+        &bob_key,
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Tokens: created through E2B's API, each sandbox gets its own.
+    let create = |key: String| {
+        let url = d.url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!("{url}/v2/sandboxes"))
+                .header("x-api-key", e2b_key(&key))
+                .json(&serde_json::json!({"templateID": "base"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 201);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let one = create(alice.clone()).await;
+    let other = create(bob.clone()).await;
+    let one_id = one["sandboxID"].as_str().unwrap().to_owned();
+    let one_token = one["envdAccessToken"].as_str().unwrap().to_owned();
+    let traffic = one["trafficAccessToken"].as_str().unwrap().to_owned();
+    let other_id = other["sandboxID"].as_str().unwrap().to_owned();
+    let token = [("x-access-token", one_token.as_str())];
+    let (status, _) = envd(
+        &d,
+        "process.Process/List",
+        &one_id,
+        &token,
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = envd(
+        &d,
+        "process.Process/List",
+        &other_id,
+        &token,
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 401, "a token opened another sandbox");
+    let traffic = [("e2b-traffic-access-token", traffic.as_str())];
+    let (status, _) = envd(
+        &d,
+        "process.Process/List",
+        &one_id,
+        &traffic,
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 401, "the traffic token opened envd");
+    // Signed URLs: for their path, user and method only; a repeated parameter is refused.
+    let signed = |path: &str, operation: &str, user: &str| {
+        use sha2::Digest as _;
+        let raw = format!("{path}:{operation}:{user}:{one_token}");
+        let digest = sha2::Sha256::digest(raw.as_bytes());
+        use base64::Engine as _;
+        let signature = base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest);
+        format!("v1_{signature}")
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+    };
+    let files = |query: String, method: reqwest::Method| {
+        let (url, id) = (d.url.clone(), one_id.clone());
+        async move {
+            reqwest::Client::new()
+                .request(method, format!("{url}/files?{query}"))
+                .header("e2b-sandbox-id", id)
+                .header("content-type", "application/octet-stream")
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let read = signed("/home/user/.profile", "read", "");
+    let ok = format!("path=%2Fhome%2Fuser%2F.profile&signature={read}");
+    assert!(matches!(
+        files(ok.clone(), reqwest::Method::GET).await,
+        200 | 404
+    ));
+    assert_eq!(
+        files(ok.clone(), reqwest::Method::POST).await,
+        401,
+        "a read signature wrote"
+    );
+    let twice = format!("{ok}&path=%2Fhome%2Fuser%2Fother&username=root");
+    assert_eq!(
+        files(twice.clone(), reqwest::Method::GET).await,
+        401,
+        "a second path was taken"
+    );
+    let twice = format!("path=%2Fhome%2Fuser%2Fother&{ok}");
+    assert_eq!(
+        files(twice, reqwest::Method::GET).await,
+        401,
+        "a first path was taken"
+    );
+    let _ = bobs;
+    d.finish().await;
+}
