@@ -142,6 +142,19 @@ impl Daemon {
         Ok(())
     }
 
+    /// The daemon's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin key the daemon wrote to its data directory.
+    pub fn admin_key(&self) -> Option<String> {
+        let data = self.data.as_ref()?;
+        std::fs::read_to_string(data.path().join("admin.key"))
+            .ok()
+            .map(|k| k.trim().to_owned())
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }

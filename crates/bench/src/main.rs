@@ -8,6 +8,7 @@
 //! the report's layout in [`report`].
 
 mod daemon;
+mod e2b;
 mod files;
 mod flood;
 mod report;
@@ -241,6 +242,7 @@ async fn run(args: Args) -> Result<bool> {
     let measured = match (measured, overhead) {
         (Ok((mut rows, scale)), Ok(overhead)) => {
             rows.extend(overhead);
+            rows.extend(e2b::rows(&daemon, n).await);
             Ok((rows, scale))
         }
         (Ok(_), Err(e)) => Err(e),
