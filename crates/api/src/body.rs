@@ -149,6 +149,33 @@ impl BodyBudget {
     }
 }
 
+impl BodyBudget {
+    /// `body`, charged to the budget as it arrives (a MiB at a time, for `user`) and given
+    /// back when it is dropped: for bodies read whole by code that is not sbx's own (the
+    /// Connect services of E2B's envd). Past the budget, the body fails with an error.
+    pub(crate) fn charged(&self, user: &str, body: axum::body::Body) -> axum::body::Body {
+        use futures::StreamExt as _;
+        const STEP: u64 = 1 << 20;
+        let budget = self.clone();
+        let user = user.to_owned();
+        let mut permits: Vec<BodyPermit> = Vec::new();
+        let mut uncharged = 0u64;
+        let stream = body.into_data_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            uncharged += chunk.len() as u64;
+            while uncharged >= STEP {
+                let permit = budget
+                    .reserve(&user, STEP)
+                    .map_err(|e| std::io::Error::other(e.message))?;
+                permits.push(permit);
+                uncharged -= STEP;
+            }
+            Ok::<_, std::io::Error>(chunk)
+        });
+        axum::body::Body::from_stream(stream)
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 

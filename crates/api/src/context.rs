@@ -283,6 +283,13 @@ pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next:
     ) {
         let resolved = state.e2b.e2b.resolved(&caller, &target);
         request.extensions_mut().insert(resolved);
+        // Bodies read whole before they are handled (Connect messages, code to run) count
+        // against the daemon's budget of request bodies; file uploads stream and do not.
+        if request.uri().path() != "/files" {
+            let (parts, body) = request.into_parts();
+            let body = state.body_budget.charged(&caller.user, body);
+            request = Request::from_parts(parts, body);
+        }
     }
     let router = match request.extensions().get::<sbx_e2b::Target>() {
         Some(target) if target.port == sbx_e2b::ENVD_PORT => state.e2b.envd.clone(),
