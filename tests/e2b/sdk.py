@@ -143,6 +143,11 @@ def commands(s):
     time.sleep(0.3)
     again = s.commands.connect(h.pid)
     assert "later" in again.wait().stdout
+    # An exit is kept for a late connect.
+    h = s.commands.run("exit 0", background=True)
+    h.wait()
+    late = s.commands.connect(h.pid).wait()
+    assert late.exit_code == 0, late
     h = s.commands.run("sleep 60", background=True, timeout=0)
     assert s.commands.kill(h.pid) is True
     deadline = time.time() + 5
@@ -213,6 +218,12 @@ def files(s):
     assert s.files.read("/home/user/many/3.txt") == "file 3"
     assert s.files.exists("/home/user/many/0.txt")
     assert not s.files.exists("/home/user/nothing")
+    # One raw (octet-stream) upload, gzip-encoded, where the SDK has the options.
+    import inspect
+
+    if "gzip" in inspect.signature(s.files.write).parameters:
+        s.files.write("/home/user/zipped.bin", blob, gzip=True, use_octet_stream=True)
+        assert bytes(s.files.read("/home/user/zipped.bin", format="bytes")) == blob
     # Listing with depth.
     names = sorted(e.name for e in s.files.list("/home/user/many"))
     assert names == [f"{i}.txt" for i in range(5)], names
@@ -244,6 +255,24 @@ def files(s):
         time.sleep(0.1)
     assert any(e.name == "new.txt" and e.type.value in ("create", "write") for e in events), events
     w.stop()
+    # The async SDK streams a watch (WatchDir).
+    import asyncio
+
+    async def stream_watch():
+        from e2b import AsyncSandbox
+
+        a = await AsyncSandbox.connect(s.sandbox_id)
+        seen = []
+        handle = await a.files.watch_dir("/home/user/watched", on_event=lambda e: seen.append(e.name))
+        await a.files.write("/home/user/watched/streamed.txt", "y")
+        for _ in range(100):
+            if "streamed.txt" in seen:
+                break
+            await asyncio.sleep(0.1)
+        await handle.stop()
+        assert "streamed.txt" in seen, seen
+
+    asyncio.run(stream_watch())
 
 
 @check("secure and signed URLs")

@@ -365,17 +365,37 @@ async fn kill(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) 
         Ok(sandbox) => sandbox,
         Err(response) => return response,
     };
-    match e2b
-        .service()
-        .destroy(&caller, &sandbox.id, sbx_lifecycle::reason::DELETED)
-        .await
-    {
-        Ok(_) => {
-            e2b.forget(&sandbox.id);
-            StatusCode::NO_CONTENT.into_response()
+    // The answer comes once the sandbox is being destroyed (no longer usable, listed or
+    // reachable): its teardown runs to its end in lifecycle's own task, as every destroy does.
+    let destroy = tokio::spawn({
+        let (service, caller, id) = (e2b.service().clone(), caller.clone(), sandbox.id.clone());
+        async move {
+            service
+                .destroy(&caller, &id, sbx_lifecycle::reason::DELETED)
+                .await
         }
-        Err(sbx_lifecycle::Error::NotFound(_)) => not_found(&id),
-        Err(e) => from_lifecycle(e),
+    });
+    let patience = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if destroy.is_finished() || tokio::time::Instant::now() > patience {
+            return match destroy.await {
+                Ok(Ok(_)) => {
+                    e2b.forget(&sandbox.id);
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                Ok(Err(sbx_lifecycle::Error::NotFound(_))) => not_found(&id),
+                Ok(Err(e)) => from_lifecycle(e),
+                Err(_) => e2b_error(StatusCode::INTERNAL_SERVER_ERROR, "the destroy failed"),
+            };
+        }
+        let usable = e2b
+            .service()
+            .get(&caller, &sandbox.id)
+            .is_ok_and(|s| matches!(s.state, SandboxState::Running | SandboxState::Paused));
+        if !usable {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
