@@ -74,12 +74,16 @@ impl Slots {
         };
         {
             let _lock = slots.lock()?;
+            let unfinished = format!(".{instance}.new");
             for entry in fs::read_dir(dir)?.flatten() {
-                let Some(slot) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<u32>().ok())
-                else {
+                let name = entry.file_name();
+                let name = name.to_str().unwrap_or_default();
+                // A claim this instance was writing when it died.
+                if name.starts_with('.') && name.ends_with(&unfinished) {
+                    let _ = fs::remove_file(entry.path());
+                    continue;
+                }
+                let Some(slot) = name.parse::<u32>().ok() else {
                     continue;
                 };
                 let claim = fs::read_to_string(entry.path()).unwrap_or_default();
@@ -111,10 +115,18 @@ impl Slots {
         self.dir.join(slot.to_string())
     }
 
+    /// Writes `slot`'s claim for `id` whole or not at all (a new file renamed over it): a
+    /// daemon killed half-way leaves no empty claim that no one would ever remove.
+    fn write_claim(&self, slot: u32, id: &SandboxId) -> io::Result<()> {
+        let new = self.dir.join(format!(".{slot}.{}.new", self.instance));
+        fs::write(&new, format!("{} {id}\n", self.instance))?;
+        fs::rename(&new, self.path(slot))
+    }
+
     /// Records `slot` as this instance's for `id` (adoption after a restart, too).
     pub fn claim(&self, slot: u32, id: &SandboxId) -> io::Result<()> {
         let _lock = self.lock()?;
-        fs::write(self.path(slot), format!("{} {id}\n", self.instance))?;
+        self.write_claim(slot, id)?;
         self.own
             .lock()
             .expect("slot map is never poisoned")
@@ -157,7 +169,7 @@ impl Slots {
                     "taking over a stale uid slot claim"
                 );
             }
-            fs::write(&path, format!("{} {id}\n", self.instance))
+            self.write_claim(slot, id)
                 .map_err(|e| BackendError::io("cannot claim a uid slot", e))?;
             own.insert(slot, id.clone());
             return Ok(slot);

@@ -408,6 +408,21 @@ async fn envd_state_and_tokens_belong_to_one_sandbox() {
     )
     .await;
     assert_eq!(status, 200);
+    // The binary codec too (what Go clients speak): an empty ListRequest, an empty answer.
+    let binary = reqwest::Client::new()
+        .post(format!("{}/process.Process/List", d.url))
+        .header("content-type", "application/proto")
+        .header("e2b-sandbox-id", &one_id)
+        .header("x-access-token", &one_token)
+        .body(Vec::<u8>::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(binary.status().as_u16(), 200);
+    assert_eq!(
+        binary.headers()["content-type"].to_str().unwrap(),
+        "application/proto"
+    );
     let (status, _) = envd(
         &d,
         "process.Process/List",
