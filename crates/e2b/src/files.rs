@@ -24,7 +24,7 @@ use crate::errors::{e2b_error, status_of};
 use crate::filesystem::FilesystemService;
 use crate::process::{absolute, user_named, ProcessService};
 use crate::tokens::unique_pairs;
-use crate::{caller_of, target_of, E2b, Target};
+use crate::{E2b, Target};
 
 /// Largest Connect message (a `SendInput` of stdin, a large listing): what the daemon may
 /// hold of one request.
@@ -54,13 +54,18 @@ pub(crate) fn envd_router(e2b: E2b) -> Router {
 
 /// The sandbox and caller of an envd HTTP call.
 fn addressed(request: &Request) -> Result<(Target, Caller), Response> {
-    match (target_of(request.extensions()), caller_of(request.extensions())) {
-        (Some(target), Some(caller)) => Ok((target, caller)),
-        _ => Err(e2b_error(
+    crate::addressed(request.extensions()).ok_or_else(|| {
+        e2b_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized access, please provide a valid access token or method signing if supported",
-        )),
-    }
+        )
+    })
+}
+
+/// The sandbox, caller and query of a `/files` call.
+fn files_call(request: &Request) -> Result<(Target, Caller, FilesQuery), Response> {
+    let (target, caller) = addressed(request)?;
+    Ok((target, caller, files_query(request)?))
 }
 
 /// 204 while the sandbox runs; 502 otherwise (or when the caller may not know it), which the
@@ -128,12 +133,8 @@ fn file_error(error: Error, path: &str) -> Response {
 }
 
 async fn download(State(e2b): State<E2b>, request: Request) -> Response {
-    let (target, caller) = match addressed(&request) {
+    let (target, caller, query) = match files_call(&request) {
         Ok(found) => found,
-        Err(response) => return response,
-    };
-    let query = match files_query(&request) {
-        Ok(query) => query,
         Err(response) => return response,
     };
     let Some(path) = query.path.as_deref() else {
@@ -240,12 +241,8 @@ fn closing(mut response: Response) -> Response {
 }
 
 async fn upload(State(e2b): State<E2b>, request: Request) -> Response {
-    let (target, caller) = match addressed(&request) {
+    let (target, caller, query) = match files_call(&request) {
         Ok(found) => found,
-        Err(response) => return response,
-    };
-    let query = match files_query(&request) {
-        Ok(query) => query,
         Err(response) => return response,
     };
     let limit = e2b.inner.max_upload_bytes;

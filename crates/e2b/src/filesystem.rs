@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use connectrpc::{
     ConnectError, ErrorCode, RequestContext, Response, ServiceRequest, ServiceResult, ServiceStream,
@@ -20,7 +19,7 @@ use sbx_e2b_proto::filesystem::__buffa::oneof;
 use sbx_lifecycle::{Error, FileEvent, FileEventKind, FileInfo, FileKind};
 
 use crate::errors::connect_error;
-use crate::process::{absolute, context, user_of};
+use crate::process::{absolute, context, keepalive_of, reached, user_of};
 use crate::E2b;
 
 /// Polled watchers per sandbox at most.
@@ -28,7 +27,6 @@ pub const MAX_WATCHERS: usize = 16;
 /// Events a polled watcher keeps until they are taken, and their bytes (names) at most.
 pub const MAX_PENDING: usize = 10_000;
 pub const MAX_PENDING_BYTES: usize = 256 << 10;
-const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(90);
 
 /// The polled watchers of every sandbox.
 #[derive(Default)]
@@ -393,12 +391,7 @@ impl pb::Filesystem for FilesystemService {
         request: ServiceRequest<'_, pb::WatchDirRequest>,
     ) -> ServiceResult<ServiceStream<pb::WatchDirResponse>> {
         let request = request.to_owned_message();
-        let keepalive = ctx
-            .header("keepalive-ping-interval")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|s| *s > 0)
-            .map_or(DEFAULT_KEEPALIVE, |s| Duration::from_secs(s.min(3600)));
+        let keepalive = keepalive_of(&ctx);
         let (root, events) = self
             .watch(
                 &ctx,
@@ -539,11 +532,7 @@ impl pb::Filesystem for FilesystemService {
         request: ServiceRequest<'_, pb::GetWatcherEventsRequest>,
     ) -> ServiceResult<pb::GetWatcherEventsResponse> {
         let id = request.to_owned_message().watcher_id;
-        let (target, caller) = context(&ctx)?;
-        self.0
-            .service()
-            .get(&caller, &target.sandbox)
-            .map_err(connect_error)?;
+        let (target, _) = reached(&self.0, &ctx)?;
         let watcher = self
             .0
             .inner
@@ -569,11 +558,7 @@ impl pb::Filesystem for FilesystemService {
         request: ServiceRequest<'_, pb::RemoveWatcherRequest>,
     ) -> ServiceResult<pb::RemoveWatcherResponse> {
         let id = request.to_owned_message().watcher_id;
-        let (target, caller) = context(&ctx)?;
-        self.0
-            .service()
-            .get(&caller, &target.sandbox)
-            .map_err(connect_error)?;
+        let (target, _) = reached(&self.0, &ctx)?;
         self.0
             .inner
             .watchers

@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::errors::status_of;
-use crate::{caller_of, target_of, E2b, Target};
+use crate::{E2b, Target};
 
 /// The kernel each context runs.
 const KERNEL: &str = include_str!("kernel.py");
@@ -101,6 +101,20 @@ impl Contexts {
         Ok(context)
     }
 
+    /// The sandbox's default (python) context, made on first use.
+    fn default_for(&self, sandbox: &str) -> Result<Arc<Context>, Response> {
+        self.add(
+            sandbox,
+            Context {
+                id: random_id(),
+                language: "python".into(),
+                cwd: "/home/user".into(),
+                default: true,
+                kernel: Arc::default(),
+            },
+        )
+    }
+
     fn remove(&self, sandbox: &str, id: &str) -> Option<Arc<Context>> {
         let mut all = self.by_sandbox.lock().expect("never poisoned");
         let contexts = all.get_mut(sandbox)?;
@@ -148,16 +162,12 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn addressed(request: &Request) -> Result<(Target, Caller), Response> {
-    match (
-        target_of(request.extensions()),
-        caller_of(request.extensions()),
-    ) {
-        (Some(target), Some(caller)) => Ok((target, caller)),
-        _ => Err(text(
+    crate::addressed(request.extensions()).ok_or_else(|| {
+        text(
             StatusCode::UNAUTHORIZED,
             "the sandbox's access or traffic token is required",
-        )),
-    }
+        )
+    })
 }
 
 /// The language a request names, as the interpreter knows it (`python` only).
@@ -238,14 +248,7 @@ async fn list(State(e2b): State<E2b>, request: Request) -> Response {
     if let Err(response) = reachable(&e2b, &caller, &target) {
         return response;
     }
-    let default = Context {
-        id: random_id(),
-        language: "python".into(),
-        cwd: "/home/user".into(),
-        default: true,
-        kernel: Arc::default(),
-    };
-    if let Err(response) = e2b.inner.interpreters.add(&target.sandbox, default) {
+    if let Err(response) = e2b.inner.interpreters.default_for(&target.sandbox) {
         return response;
     }
     let contexts = e2b.inner.interpreters.list(&target.sandbox);
@@ -400,14 +403,7 @@ async fn execute(State(e2b): State<E2b>, request: Request) -> Response {
             if let Err(response) = language_of(asked.language.as_deref()) {
                 return response;
             }
-            let default = Context {
-                id: random_id(),
-                language: "python".into(),
-                cwd: "/home/user".into(),
-                default: true,
-                kernel: Arc::default(),
-            };
-            match e2b.inner.interpreters.add(&target.sandbox, default) {
+            match e2b.inner.interpreters.default_for(&target.sandbox) {
                 Ok(context) => context,
                 Err(response) => return response,
             }

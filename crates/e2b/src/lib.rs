@@ -297,7 +297,7 @@ pub(crate) fn caller_of(extensions: &axum::http::Extensions) -> Option<Caller> {
     extensions.get::<Caller>().cloned()
 }
 
-/// The sandbox a request is addressed to.
-pub(crate) fn target_of(extensions: &axum::http::Extensions) -> Option<Target> {
-    extensions.get::<Target>().cloned()
+/// The sandbox a request is addressed to, and the caller the API layer established for it.
+pub(crate) fn addressed(extensions: &axum::http::Extensions) -> Option<(Target, Caller)> {
+    Some((extensions.get::<Target>()?.clone(), caller_of(extensions)?))
 }

@@ -332,6 +332,16 @@ pub(crate) fn context(ctx: &RequestContext) -> Result<(Target, Caller), ConnectE
     }
 }
 
+/// The sandbox and caller of an envd call, once the caller is known to reach the sandbox (for
+/// calls that touch only what envd keeps: lifecycle checks the others itself).
+pub(crate) fn reached(e2b: &E2b, ctx: &RequestContext) -> Result<(Target, Caller), ConnectError> {
+    let (target, caller) = context(ctx)?;
+    e2b.service()
+        .get(&caller, &target.sandbox)
+        .map_err(connect_error)?;
+    Ok((target, caller))
+}
+
 /// The user a call acts as: `Authorization: Basic base64("<name>:")`, else the sandbox's user.
 pub(crate) fn user_of(ctx: &RequestContext) -> Result<Option<String>, ConnectError> {
     use base64::Engine as _;
@@ -394,7 +404,7 @@ pub(crate) fn absolute(path: &str, user: Option<&str>) -> String {
     format!("{home}/{path}")
 }
 
-fn keepalive_of(ctx: &RequestContext) -> Duration {
+pub(crate) fn keepalive_of(ctx: &RequestContext) -> Duration {
     ctx.header("keepalive-ping-interval")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -521,11 +531,7 @@ impl ProcessService {
         ctx: &RequestContext,
         selector: Option<&pb::ProcessSelector>,
     ) -> Result<(Target, Arc<Proc>), ConnectError> {
-        let (target, caller) = context(ctx)?;
-        self.0
-            .service()
-            .get(&caller, &target.sandbox)
-            .map_err(connect_error)?;
+        let (target, _) = reached(&self.0, ctx)?;
         let selector = selector_of(selector)?;
         let proc = self
             .registry()
@@ -698,11 +704,7 @@ impl pb::Process for ProcessService {
         ctx: RequestContext,
         _request: ServiceRequest<'_, pb::ListRequest>,
     ) -> ServiceResult<pb::ListResponse> {
-        let (target, caller) = context(&ctx)?;
-        self.0
-            .service()
-            .get(&caller, &target.sandbox)
-            .map_err(connect_error)?;
+        let (target, _) = reached(&self.0, &ctx)?;
         let mut processes: Vec<pb::ProcessInfo> = self
             .registry()
             .list(&target.sandbox)
@@ -727,11 +729,7 @@ impl pb::Process for ProcessService {
         request: ServiceRequest<'_, pb::ConnectRequest>,
     ) -> ServiceResult<ServiceStream<pb::ConnectResponse>> {
         let request = request.to_owned_message();
-        let (target, caller) = context(&ctx)?;
-        self.0
-            .service()
-            .get(&caller, &target.sandbox)
-            .map_err(connect_error)?;
+        let (target, _) = reached(&self.0, &ctx)?;
         let selector = selector_of(request.process.as_option())?;
         let keepalive = keepalive_of(&ctx);
         let wrap = |event: pb::ProcessEvent| pb::ConnectResponse {

@@ -125,17 +125,12 @@ fn same(expected: &str, presented: &str) -> bool {
     bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
 
-/// `application/x-www-form-urlencoded` pairs of a query.
+/// `application/x-www-form-urlencoded` pairs of a query (the first 256; a query that is not
+/// such has none).
 pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .take(256)
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    pairs.truncate(256);
+    pairs
 }
 
 /// Percent-decoding with `+` as a space (invalid escapes kept as they are).
