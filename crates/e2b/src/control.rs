@@ -72,6 +72,12 @@ async fn read<T: serde::de::DeserializeOwned + Default>(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((caller, T::default()));
     }
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return Err(e2b_error(
+            StatusCode::BAD_REQUEST,
+            "invalid body: a JSON object is expected",
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     let body = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| e2b_error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;

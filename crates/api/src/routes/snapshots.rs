@@ -24,14 +24,20 @@ pub fn router() -> Router<AppState> {
         .route("/v1/snapshots/{id}/export", get(export))
 }
 
-/// An optional JSON body: none (or empty) is the default.
+/// An optional JSON object body: none (or empty) is the default. Anything but an object is
+/// refused (serde would otherwise read an array as a struct's fields in order).
 pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
     body: &Bytes,
 ) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/snapshots", tag = "snapshots",
