@@ -412,6 +412,62 @@ impl Client {
         self.send(request).await
     }
 
+    pub async fn templates(&self) -> Result<Vec<sbx_protocol::Template>, ClientError> {
+        let list: sbx_protocol::TemplateList =
+            self.send(self.http.get(self.url("/v1/templates"))).await?;
+        Ok(list.templates)
+    }
+
+    pub async fn template(&self, name: &str) -> Result<sbx_protocol::Template, ClientError> {
+        let url = self.url(&format!("/v1/templates/{}", segment(name)));
+        self.send(self.http.get(url)).await
+    }
+
+    pub async fn delete_template(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/templates/{}", segment(name)));
+        self.checked(self.http.delete(url)).await?;
+        Ok(())
+    }
+
+    /// Pulls an image into template `request.name`: progress lines, then the template or an
+    /// error.
+    pub async fn pull_template(
+        &self,
+        request: &sbx_protocol::PullTemplateRequest,
+    ) -> Result<
+        impl Stream<Item = Result<sbx_protocol::TemplateEvent, ClientError>> + Unpin,
+        ClientError,
+    > {
+        let request = self
+            .http
+            .post(self.url("/v1/templates"))
+            .header(reqwest::header::ACCEPT, "application/x-ndjson")
+            .json(request);
+        let response = self.checked(request).await?;
+        Ok(ndjson(response.bytes_stream()))
+    }
+
+    /// Imports an archive (streamed) into template `name`: progress lines, then the template
+    /// or an error.
+    pub async fn import_template(
+        &self,
+        name: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<
+        impl Stream<Item = Result<sbx_protocol::TemplateEvent, ClientError>> + Unpin,
+        ClientError,
+    > {
+        let url = self.url(&format!("/v1/templates/{}/import", segment(name)));
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/x-ndjson")
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let response = self.checked(request).await?;
+        Ok(ndjson(response.bytes_stream()))
+    }
+
     pub async fn pause(&self, id: &str) -> Result<Sandbox, ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}/pause", segment(id)));
         self.send(self.http.post(url)).await
@@ -673,12 +729,12 @@ fn segment(text: &str) -> String {
 }
 
 /// Parses each line of a byte stream as an exec event.
-fn ndjson(
+fn ndjson<T: DeserializeOwned>(
     body: impl Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
-) -> impl Stream<Item = Result<ExecEvent, ClientError>> + Unpin {
+) -> impl Stream<Item = Result<T, ClientError>> + Unpin {
     lines(body).map(|line| {
         line.and_then(|text| {
-            serde_json::from_str::<ExecEvent>(&text)
+            serde_json::from_str::<T>(&text)
                 .map_err(|e| ClientError::Protocol(format!("bad event line: {e}")))
         })
     })

@@ -85,6 +85,7 @@ impl From<Error> for ApiError {
             Error::CredentialEnded => (StatusCode::UNAUTHORIZED, "credential_ended"),
             Error::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Error::Limited(limited) => {
                 return ApiError {
                     status: StatusCode::TOO_MANY_REQUESTS,

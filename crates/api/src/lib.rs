@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::exec::router())
         .merge(routes::files::router())
         .merge(routes::snapshots::router())
+        .merge(routes::templates::router())
         .merge(routes::events::router())
         .merge(routes::maintenance::router())
         .merge(routes::status::router())

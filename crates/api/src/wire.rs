@@ -318,6 +318,39 @@ pub fn audit_entry(e: sbx_lifecycle::AuditEntry) -> wire::AuditEntry {
     }
 }
 
+pub fn template(template: sbx_lifecycle::ImageTemplate) -> wire::Template {
+    wire::Template {
+        size_bytes: template.layers.iter().map(|l| l.bytes).sum(),
+        layers: template
+            .layers
+            .into_iter()
+            .map(|l| wire::TemplateLayer {
+                digest: l.digest,
+                size_bytes: l.bytes,
+            })
+            .collect(),
+        name: template.name,
+        source: template.source,
+        digest: template.digest,
+        env: template.config.env,
+        working_dir: template.config.working_dir,
+        user: template.config.user,
+        entrypoint: template.config.entrypoint,
+        cmd: template.config.cmd,
+        setid_cleared: template.setid_cleared,
+        created_at: rfc3339(template.created_ms),
+    }
+}
+
+pub fn template_progress(progress: sbx_lifecycle::ImageProgress) -> wire::TemplateProgress {
+    wire::TemplateProgress {
+        step: progress.step,
+        layer: progress.layer,
+        done: progress.done,
+        total: progress.total,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

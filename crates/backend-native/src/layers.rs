@@ -19,14 +19,12 @@ use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::sys::stat::{Mode, SFlag};
 
 /// The ids a sandbox has: 0..65536. An owner outside (a host file copied up) becomes nobody.
 const RANGE: u32 = 65536;
@@ -35,11 +33,8 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// The name of the manifest entry of an exported snapshot.
 pub const MANIFEST: &str = "sbx-snapshot.json";
 const MAX_MANIFEST: u64 = 64 << 10;
-/// Most entries an imported snapshot may have (directories made for them included).
-pub const MAX_ENTRIES: u64 = 1_000_000;
 /// Deepest a snapshot's tree may go (captured or imported), and longest an imported path.
 pub const MAX_DEPTH: usize = 256;
-const MAX_PATH: usize = 4096;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
@@ -85,18 +80,6 @@ fn set_opaque(path: &Path) -> io::Result<()> {
     // SAFETY: lsetxattr with NUL-terminated strings and a one-byte value.
     let done =
         unsafe { libc::lsetxattr(c_path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn set_opaque_fd(dir: &OwnedFd) -> io::Result<()> {
-    let name = CString::new(OPAQUE_XATTR)?;
-    // SAFETY: fsetxattr on a descriptor this process owns, a NUL-terminated name, one byte.
-    let done =
-        unsafe { libc::fsetxattr(dir.as_raw_fd(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
     if done == 0 {
         Ok(())
     } else {
@@ -526,169 +509,24 @@ impl<W: Write> Export<W> {
     }
 }
 
+/// The plain names of an archive entry's path (shared by the sandbox's archives).
+pub(crate) use sbx_images::unpack::names;
 /// Why an import was refused: the file is not a snapshot sbx can take.
-#[derive(Debug)]
-pub enum ImportError {
-    /// Malformed or hostile content (the message says which entry).
-    Invalid(String),
-    /// Unpacks to more than allowed.
-    TooLarge(String),
-    /// The host could not store it.
-    Io(io::Error),
-}
-
-impl From<io::Error> for ImportError {
-    fn from(e: io::Error) -> Self {
-        ImportError::Io(e)
-    }
-}
-
-fn invalid(message: impl Into<String>) -> ImportError {
-    ImportError::Invalid(message.into())
-}
-
-/// The plain names of an archive entry's path; `None` for `..` or an absolute path (shared
-/// by the sandbox's archives and snapshot files).
-pub(crate) fn names(path: &[u8]) -> Option<Vec<&OsStr>> {
-    if path.first() == Some(&b'/') {
-        return None;
-    }
-    let mut names = Vec::new();
-    for name in path.split(|b| *b == b'/') {
-        match name {
-            b"" | b"." => {}
-            b".." => return None,
-            name => names.push(OsStr::from_bytes(name)),
-        }
-    }
-    Some(names)
-}
-
-fn open_at(dir: &OwnedFd, name: &OsStr, flags: OFlag) -> Result<OwnedFd, Errno> {
-    nix::fcntl::openat(
-        dir.as_fd(),
-        name,
-        flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-        Mode::empty(),
-    )
-}
-
-/// The directory `names` under `root`, made as needed, never through a symlink.
-fn directory(
-    root: &OwnedFd,
-    names: &[&OsStr],
-    shown: &str,
-    made: &mut u64,
-) -> Result<OwnedFd, ImportError> {
-    let mut current = root.try_clone()?;
-    for name in names {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        let next = match open_at(&current, name, flags) {
-            Err(Errno::ENOENT) => {
-                match nix::sys::stat::mkdirat(
-                    current.as_fd(),
-                    *name,
-                    Mode::from_bits_truncate(0o755),
-                ) {
-                    Ok(()) => *made += 1,
-                    Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(io::Error::from(e).into()),
-                }
-                open_at(&current, name, flags)
-            }
-            other => other,
-        };
-        current = match next {
-            Ok(fd) => fd,
-            Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                return Err(invalid(format!(
-                    "{shown}: goes through a symlink or a file"
-                )))
-            }
-            Err(e) => return Err(io::Error::from(e).into()),
-        };
-    }
-    Ok(current)
-}
-
-fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<FileStat, Errno> {
-    nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
-}
-
-/// Unlinks what is at `name` in `dir` unless it is a directory (then: refused).
-fn make_room(dir: &OwnedFd, name: &OsStr, shown: &str) -> Result<(), ImportError> {
-    match stat_at(dir, name) {
-        Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(io::Error::from(e).into()),
-        Ok(stat)
-            if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR =>
-        {
-            Err(invalid(format!("{shown}: a directory is in the way")))
-        }
-        Ok(_) => nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
-            .map_err(|e| io::Error::from(e).into()),
-    }
-}
-
-fn owner(id: u64) -> u32 {
-    u32::try_from(id)
-        .ok()
-        .filter(|id| *id < RANGE)
-        .unwrap_or(NOBODY)
-}
-
-/// Applies owner, mode (no set-id bits) and time to `name` in `dir`, not following it.
-fn finish(dir: &OwnedFd, name: &OsStr, header: &tar::Header, symlink: bool) {
-    let uid = owner(header.uid().unwrap_or(u64::from(NOBODY)));
-    let gid = owner(header.gid().unwrap_or(u64::from(NOBODY)));
-    let _ = nix::unistd::fchownat(
-        dir.as_fd(),
-        name,
-        Some(uid.into()),
-        Some(gid.into()),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    );
-    if !symlink {
-        let mode = header.mode().unwrap_or(0o644) & 0o1777;
-        let _ = nix::sys::stat::fchmodat(
-            dir.as_fd(),
-            name,
-            Mode::from_bits_truncate(mode),
-            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-        );
-    }
-    let seconds = i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(0);
-    let time = libc::timespec {
-        tv_sec: seconds,
-        tv_nsec: 0,
-    };
-    let times = [time, time];
-    if let Ok(c_name) = CString::new(name.as_bytes()) {
-        // SAFETY: utimensat with a valid descriptor, a NUL-terminated name, two timespecs.
-        unsafe {
-            libc::utimensat(
-                dir.as_raw_fd(),
-                c_name.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-    }
-}
+pub use sbx_images::unpack::UnpackError as ImportError;
 
 /// Reads an exported snapshot from `input` into the new layer `dest` (which must not exist);
-/// returns its manifest. Refuses what [`export`] never writes.
+/// returns its manifest. Refuses what [`export`] never writes (see `sbx_images::unpack`).
 pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, ImportError> {
     fs::create_dir(dest)?;
-    let root: OwnedFd = fs::File::open(dest)?.into();
     let mut archive = tar::Archive::new(input);
+    let invalid = |m: String| ImportError::Invalid(m);
     let mut entries = archive
         .entries()
         .map_err(|e| invalid(format!("not a snapshot file: {e}")))?;
     let manifest = {
         let mut first = entries
             .next()
-            .ok_or_else(|| invalid("not a snapshot file: it is empty"))?
+            .ok_or_else(|| invalid("not a snapshot file: it is empty".into()))?
             .map_err(|e| invalid(format!("not a snapshot file: {e}")))?;
         if first.path_bytes().as_ref() != MANIFEST.as_bytes() || first.size() > MAX_MANIFEST {
             return Err(invalid(format!(
@@ -699,175 +537,9 @@ pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, 
         first.read_to_end(&mut manifest)?;
         manifest
     };
-    let mut bytes = 0u64;
-    let mut count = 0u64;
-    // Directories made for entries' parents: they count among the entries.
-    let mut made = 0u64;
-    for item in entries {
-        let mut item = item.map_err(|e| invalid(format!("the snapshot file is malformed: {e}")))?;
-        count += 1;
-        if count > MAX_ENTRIES {
-            return Err(ImportError::TooLarge(format!(
-                "the snapshot has more than {MAX_ENTRIES} entries"
-            )));
-        }
-        let raw = item.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw[..raw.len().min(256)]).into_owned();
-        let link_length = item.link_name_bytes().map_or(0, |l| l.len());
-        if raw.len() > MAX_PATH || link_length > MAX_PATH {
-            return Err(invalid(format!(
-                "{shown}: a path or link target longer than {MAX_PATH} bytes"
-            )));
-        }
-        let Some(all) = names(&raw) else {
-            return Err(invalid(format!(
-                "{shown}: an absolute path or '..' is refused"
-            )));
-        };
-        if all.len() > MAX_DEPTH + 1 || all.iter().any(|n| n.len() > 255) {
-            return Err(invalid(format!(
-                "{shown}: deeper than {MAX_DEPTH} directories, or a name longer than 255 bytes"
-            )));
-        }
-        if count + made > MAX_ENTRIES {
-            return Err(ImportError::TooLarge(format!(
-                "the snapshot has more than {MAX_ENTRIES} entries"
-            )));
-        }
-        let Some((first, within)) = all.split_first() else {
-            continue;
-        };
-        if first.as_bytes() != b"layer" {
-            return Err(invalid(format!("{shown}: not under layer/")));
-        }
-        let header = item.header().clone();
-        let Some((name, parents)) = within.split_last() else {
-            // `layer/` itself: the root of the layer.
-            if header.entry_type() == tar::EntryType::Directory {
-                finish(&root, OsStr::new("."), &header, false);
-            }
-            continue;
-        };
-        let parent = directory(&root, parents, &shown, &mut made)?;
-        let name_bytes = name.as_bytes();
-        if name_bytes == OPAQUE_MARKER {
-            set_opaque_fd(&parent)?;
-            continue;
-        }
-        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX) {
-            if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX) {
-                return Err(invalid(format!("{shown}: a malformed whiteout")));
-            }
-            let hidden = OsStr::from_bytes(hidden);
-            make_room(&parent, hidden, &shown)?;
-            nix::sys::stat::mknodat(
-                parent.as_fd(),
-                hidden,
-                SFlag::S_IFCHR,
-                Mode::from_bits_truncate(0o600),
-                0,
-            )
-            .map_err(io::Error::from)?;
-            continue;
-        }
-        match header.entry_type() {
-            tar::EntryType::Directory => {
-                match nix::sys::stat::mkdirat(
-                    parent.as_fd(),
-                    *name,
-                    Mode::from_bits_truncate(0o755),
-                ) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(io::Error::from(e).into()),
-                }
-                // Never a symlink made by an earlier entry.
-                directory(&parent, &[name], &shown, &mut made)?;
-                finish(&parent, name, &header, false);
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                make_room(&parent, name, &shown)?;
-                let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-                let file = nix::fcntl::openat(
-                    parent.as_fd(),
-                    *name,
-                    flags | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(io::Error::from)?;
-                let mut file = fs::File::from(file);
-                let left = max_bytes.saturating_sub(bytes);
-                let copied = io::copy(&mut (&mut item).take(left.saturating_add(1)), &mut file)
-                    .map_err(|e| invalid(format!("{shown}: {e}")))?;
-                bytes += copied;
-                if bytes > max_bytes {
-                    return Err(ImportError::TooLarge(format!(
-                        "the snapshot unpacks to more than {max_bytes} bytes"
-                    )));
-                }
-                finish(&parent, name, &header, false);
-            }
-            tar::EntryType::Symlink => {
-                let target = item
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid(format!("{shown}: a symlink without a target")))?
-                    .into_owned();
-                make_room(&parent, name, &shown)?;
-                nix::unistd::symlinkat(OsStr::from_bytes(&target), parent.as_fd(), *name)
-                    .map_err(io::Error::from)?;
-                finish(&parent, name, &header, true);
-            }
-            tar::EntryType::Link => {
-                let target = item
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid(format!("{shown}: a hard link without a target")))?
-                    .into_owned();
-                let target_names = names(&target)
-                    .filter(|n| n.len() > 1 && n[0].as_bytes() == b"layer")
-                    .ok_or_else(|| invalid(format!("{shown}: a hard link out of the layer")))?;
-                let (target_name, target_parents) =
-                    target_names[1..].split_last().expect("two names at least");
-                if target == raw {
-                    return Err(invalid(format!("{shown}: a hard link to itself")));
-                }
-                let target_dir = directory(&root, target_parents, &shown, &mut made)?;
-                match stat_at(&target_dir, target_name) {
-                    Ok(stat)
-                        if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
-                            == SFlag::S_IFREG => {}
-                    _ => {
-                        return Err(invalid(format!(
-                            "{shown}: a hard link to no file of the layer"
-                        )))
-                    }
-                }
-                make_room(&parent, name, &shown)?;
-                nix::unistd::linkat(
-                    target_dir.as_fd(),
-                    *target_name,
-                    parent.as_fd(),
-                    *name,
-                    AtFlags::empty(),
-                )
-                .map_err(io::Error::from)?;
-            }
-            tar::EntryType::Fifo => {
-                make_room(&parent, name, &shown)?;
-                nix::sys::stat::mknodat(
-                    parent.as_fd(),
-                    *name,
-                    SFlag::S_IFIFO,
-                    Mode::from_bits_truncate(0o600),
-                    0,
-                )
-                .map_err(io::Error::from)?;
-                finish(&parent, name, &header, false);
-            }
-            tar::EntryType::Char | tar::EntryType::Block => {
-                return Err(invalid(format!("{shown}: device nodes are refused")));
-            }
-            _ => continue,
-        }
-    }
+    let mut unpacker =
+        sbx_images::unpack::Unpacker::new(dest, Some(b"layer"), max_bytes, "the snapshot")?;
+    unpacker.all(entries)?;
     Ok(manifest)
 }
 
@@ -882,8 +554,6 @@ mod tests {
         assert_eq!(canonical(base + 1000, base), 1000);
         assert_eq!(canonical(0, base), NOBODY);
         assert_eq!(canonical(base + RANGE, base), NOBODY);
-        assert_eq!(owner(1000), 1000);
-        assert_eq!(owner(1 << 40), NOBODY);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod capability;
 mod error;
 mod exec;
 mod id;
+mod images;
 mod spec;
 
 use async_trait::async_trait;
@@ -33,6 +34,10 @@ pub use exec::{
     TerminalSpec, TtySize,
 };
 pub use id::{InvalidSandboxId, SandboxId};
+pub use images::{
+    ImageConfig, ImageError, ImageProgress, ImageSource, ImageTemplate, Images, ProgressSender,
+    TemplateLayer,
+};
 pub use spec::{valid_template_name, Limits, SandboxSpec, User};
 
 /// Opaque, serialisable locator of a backend instance (stored as JSON by lifecycle).

@@ -11,6 +11,7 @@ mod daemon;
 mod e2b;
 mod files;
 mod flood;
+mod images;
 mod report;
 mod stats;
 mod terminal;
@@ -243,6 +244,7 @@ async fn run(args: Args) -> Result<bool> {
         (Ok((mut rows, scale)), Ok(overhead)) => {
             rows.extend(overhead);
             rows.extend(e2b::rows(&daemon, n).await);
+            rows.extend(images::rows(&daemon, n).await);
             Ok((rows, scale))
         }
         (Ok(_), Err(e)) => Err(e),

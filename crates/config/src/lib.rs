@@ -73,7 +73,26 @@ pub struct Config {
     pub files: Files,
     pub snapshots: Snapshots,
     pub e2b: E2b,
+    pub images: ImagesConfig,
     pub profiles: BTreeMap<String, Profile>,
+}
+
+/// `[images]`: templates from container images (pulled or imported by admins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagesConfig {
+    /// The most one image may unpack to, and the most bytes of an archive imported.
+    pub max_image_mb: u64,
+    /// Registries (`host:port`) spoken to over plain HTTP; loopback ones always are.
+    pub insecure_registries: Vec<String>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            max_image_mb: 16 << 10,
+            insecure_registries: Vec::new(),
+        }
+    }
 }
 
 /// `[e2b]`: the E2B-compatible API (see docs/e2b.md).
@@ -339,6 +358,7 @@ impl Default for Config {
             files: Files::default(),
             snapshots: Snapshots::default(),
             e2b: E2b::default(),
+            images: ImagesConfig::default(),
             profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
         }
     }
@@ -415,6 +435,10 @@ impl Config {
                 domain: self.e2b.domain.clone(),
                 templates: self.e2b.templates.clone(),
             }),
+            images: Some(RawImages {
+                max_image_mb: Some(self.images.max_image_mb),
+                insecure_registries: self.images.insecure_registries.clone(),
+            }),
             terminals: Some(RawTerminals {
                 max_message_bytes: Some(self.terminals.max_message_bytes),
                 max_per_ip: Some(self.terminals.max_per_ip),
@@ -476,8 +500,19 @@ pub struct RawConfig {
     snapshots: Option<RawSnapshots>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     e2b: Option<RawE2b>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    images: Option<RawImages>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_image_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -852,6 +887,29 @@ impl RawConfig {
                 config.e2b.domain = Some(domain.to_ascii_lowercase());
             }
             config.e2b.templates = e2b.templates;
+        }
+        if let Some(images) = self.images {
+            if let Some(mb) = images.max_image_mb {
+                if !(16..=1 << 20).contains(&mb) {
+                    return Err(format!(
+                        "images.max_image_mb: {mb} is out of range (16 to 1048576)"
+                    ));
+                }
+                config.images.max_image_mb = mb;
+            }
+            for registry in &images.insecure_registries {
+                let valid = !registry.is_empty()
+                    && registry.len() <= 255
+                    && registry
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+                if !valid {
+                    return Err(format!(
+                        "images.insecure_registries: {registry:?} is not a host[:port]"
+                    ));
+                }
+            }
+            config.images.insecure_registries = images.insecure_registries;
         }
         if let Some(reaper) = self.reaper {
             config.reaper.enabled = reaper.enabled.unwrap_or(true);

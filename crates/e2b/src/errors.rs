@@ -24,7 +24,7 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         Error::FileDenied(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NameTaken(_) | Error::WrongState { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::SandboxGone(_) => StatusCode::BAD_GATEWAY,
+        Error::SandboxGone(_) | Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         Error::CredentialEnded => StatusCode::UNAUTHORIZED,
@@ -86,7 +86,9 @@ pub(crate) fn connect_error(error: Error) -> ConnectError {
         Error::AtCapacity { .. } => ErrorCode::ResourceExhausted,
         Error::NameTaken(_) | Error::Conflict(_) => ErrorCode::AlreadyExists,
         Error::WrongState { .. } => ErrorCode::FailedPrecondition,
-        Error::SandboxGone(_) | Error::Unavailable(_) => ErrorCode::Unavailable,
+        Error::SandboxGone(_) | Error::Unavailable(_) | Error::Upstream(_) => {
+            ErrorCode::Unavailable
+        }
         Error::Timeout { .. } => ErrorCode::DeadlineExceeded,
         Error::Unsupported(_) => ErrorCode::Unimplemented,
         Error::CredentialEnded => ErrorCode::Unauthenticated,

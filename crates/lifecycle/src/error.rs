@@ -74,6 +74,10 @@ pub enum Error {
     Forbidden(String),
     #[error("no key {0:?}")]
     KeyNotFound(String),
+    /// A service outside sbx (an image registry) refused or could not be reached; the
+    /// message says which and why.
+    #[error("{0}")]
+    Upstream(String),
     /// The request contradicts the current state of things; the message says how.
     #[error("{0}")]
     Conflict(String),

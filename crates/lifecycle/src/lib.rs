@@ -54,6 +54,7 @@ pub use sbx_backend::{
     ByteStream, FileEvent, FileEventKind, FileEvents, FileInfo, FileKind, Listing,
 };
 pub use sbx_backend::{ExecInput, ExitStatus, SignalTarget, TtySize};
+pub use sbx_backend::{ImageProgress, ImageSource, ImageTemplate, ProgressSender};
 pub use state::State;
 pub use validate::Bounds;
 
@@ -102,6 +103,8 @@ struct Inner {
     pending_disk: Mutex<HashMap<String, u64>>,
     /// Wakes the reaper (a deadline changed, or it is time to stop).
     reaper_wake: Notify,
+    /// The daemon's image store (templates from images), when it has one.
+    images: std::sync::OnceLock<Arc<dyn sbx_backend::Images>>,
     stopping: AtomicBool,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Turns true when the daemon stops: long-lived streams end.
@@ -143,6 +146,7 @@ impl Service {
                 output_rates: Mutex::new(HashMap::new()),
                 pending_disk: Mutex::new(HashMap::new()),
                 reaper_wake: Notify::new(),
+                images: std::sync::OnceLock::new(),
                 stopping: AtomicBool::new(false),
                 reaper: Mutex::new(None),
                 closing: tokio::sync::watch::Sender::new(false),

@@ -17,6 +17,7 @@ mod health;
 mod ops;
 mod sandbox;
 mod snapshot;
+mod template;
 
 pub use auth::{
     AuditEntry, AuditList, CreateKeyRequest, CreatedKey, Identity, KeyInfo, KeyList, LoginRequest,
@@ -40,6 +41,9 @@ pub use sandbox::{
     CreateSandboxRequest, Resources, ResourcesRequest, Sandbox, SandboxList, SandboxState,
 };
 pub use snapshot::{CreateSnapshotRequest, RecreateRequest, Snapshot, SnapshotList};
+pub use template::{
+    PullTemplateRequest, Template, TemplateEvent, TemplateLayer, TemplateList, TemplateProgress,
+};
 
 /// Media type of the streaming exec response: one JSON `ExecEvent` per line.
 pub const NDJSON: &str = "application/x-ndjson";

@@ -46,6 +46,8 @@ pub struct Context<'a> {
     pub data_dir: &'a Path,
     /// Sandboxes to prepare ahead of time (0 for the offline cleanup).
     pub warm_pool: usize,
+    /// The daemon's image store (templates from images).
+    pub images: Arc<sbx_images::ImageStore>,
 }
 
 /// The backends a daemon runs: those its profiles name, and those that sandboxes still alive
@@ -95,6 +97,7 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
                 disk_reserve_bytes: config.capacity.disk_reserve_mb << 20,
                 disk_overcommit: config.capacity.disk_overcommit,
                 stage1_program: None,
+                images: Some(context.images.clone()),
             })
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok(Arc::new(native))

@@ -106,10 +106,21 @@ pub fn open(
         .map(|row| row.backend)
         .collect();
     let kinds = backends::wanted(config, &live);
+    let images = std::sync::Arc::new(
+        sbx_images::ImageStore::open(
+            &data_dir.join("images"),
+            sbx_images::StoreConfig {
+                max_image_bytes: config.images.max_image_mb << 20,
+                insecure_registries: config.images.insecure_registries.clone(),
+            },
+        )
+        .context("cannot open the image store")?,
+    );
     let context = backends::Context {
         config,
         data_dir,
         warm_pool,
+        images: images.clone(),
     };
     let backends = backends::build(&kinds, &context)?;
     let lifecycle = sbx_lifecycle::Config {
@@ -121,7 +132,10 @@ pub fn open(
         exec: config.exec,
         snapshots: config.snapshots,
     };
-    Service::new(store, backends, lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))
+    let service =
+        Service::new(store, backends, lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))?;
+    service.attach_images(std::sync::Arc::new(sbx_images::SharedStore(images)));
+    Ok(service)
 }
 
 /// The key of the sandboxes' E2B access tokens (`<data>/e2b.key`, made once, owner-only): kept

@@ -37,6 +37,7 @@ impl sbx_backend_conformance::Subject for Native {
             disk_reserve_bytes: 0,
             disk_overcommit: 1.0,
             stage1_program: Some(env!("CARGO_BIN_EXE_sbx").into()),
+            images: None,
         })
         .unwrap_or_else(|e| panic!("the native backend cannot start: {}", e.chain()));
         Arc::new(native)

@@ -46,5 +46,7 @@ mod limits;
 mod pause;
 #[path = "e2e/snapshots.rs"]
 mod snapshots;
+#[path = "e2e/templates.rs"]
+mod templates;
 #[path = "e2e/terminal.rs"]
 mod terminal;

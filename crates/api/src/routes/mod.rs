@@ -13,4 +13,5 @@ pub mod pty;
 pub mod sandboxes;
 pub mod snapshots;
 pub mod status;
+pub mod templates;
 pub mod web;

@@ -117,7 +117,27 @@ impl Inner {
             BackendError::io(format!("cannot set the limits of sandbox {}", spec.id), e)
         })?;
         let layout = &self.layout;
-        let template::TemplateRoot { lower, binds } = template;
+        let template::TemplateRoot {
+            lower,
+            binds,
+            layers,
+            config,
+        } = template;
+        let layer_mounts = if layers.is_empty() {
+            None
+        } else {
+            let mounts = layout.sandbox(key).join("layers");
+            for index in 0..layers.len() {
+                fs::create_dir_all(mounts.join(index.to_string()))
+                    .map_err(|e| BackendError::io("cannot make the layers' mount points", e))?;
+            }
+            Some(mounts)
+        };
+        if let Some(config) = &config {
+            let text = serde_json::to_vec(config).unwrap_or_default();
+            fs::write(layout.sandbox(key).join(IMAGE_CONFIG), text)
+                .map_err(|e| BackendError::io("cannot record the image's defaults", e))?;
+        }
         let snapshot = match &spec.snapshot {
             None => None,
             Some(name) => {
@@ -146,6 +166,8 @@ impl Inner {
             shm_bytes: SHM_BYTES.min(spec.limits.memory_bytes / 10),
             socket_buffer_bytes: (spec.limits.memory_bytes / 16).min(SOCKET_BUFFER_BYTES),
             snapshot,
+            layers,
+            layer_mounts,
         })
     }
 
@@ -252,4 +274,16 @@ impl Inner {
             tracing::error!(error = %e.chain(), "rollback of a failed create left traces");
         }
     }
+}
+
+/// Where a sandbox made from an image keeps the image's defaults for its commands.
+const IMAGE_CONFIG: &str = "image.json";
+
+/// The image defaults of the sandbox whose host key is `key`, if it was made from an image.
+pub(super) fn image_config(
+    layout: &layout::Layout,
+    key: &SandboxId,
+) -> Option<sbx_backend::ImageConfig> {
+    let text = fs::read(layout.sandbox(key).join(IMAGE_CONFIG)).ok()?;
+    serde_json::from_slice(&text).ok()
 }

@@ -64,6 +64,8 @@ pub struct NativeConfig {
     /// The program run as stage 1 (`<program> __native-stage1 <key>`), which must call
     /// [`crate::run_if_requested`] first thing: by default this process's own executable.
     pub stage1_program: Option<PathBuf>,
+    /// The daemon's image store, whose templates this backend builds roots from.
+    pub images: Option<Arc<sbx_images::ImageStore>>,
 }
 
 pub struct NativeBackend {
@@ -113,7 +115,7 @@ impl NativeBackend {
         cgroups
             .prepare_instance(&instance)
             .map_err(|e| BackendError::io("cannot prepare the cgroup parent", e))?;
-        let templates = template::Templates::open(&layout.templates())
+        let templates = template::Templates::open(&layout.templates(), config.images.clone())
             .map_err(|e| BackendError::io("cannot build the host template", e))?;
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| BackendError::io("cannot become a child subreaper", e.into()))?;
@@ -407,6 +409,7 @@ impl Backend for NativeBackend {
             env: spec.env,
             cwd: spec.cwd,
             user: spec.user,
+            image: build::image_config(&self.inner.layout, &native.key()?),
         };
         let request = command.request(&native.id()?, spec.stdin == StdinMode::Pipe, None);
         client::spawn(&self.inner.layout.socket(&native.key()?), request).await
@@ -501,6 +504,7 @@ impl Terminals for NativeBackend {
             env: spec.env,
             cwd: spec.cwd,
             user: spec.user,
+            image: build::image_config(&self.inner.layout, &native.key()?),
         };
         let size = wire::TtySize {
             rows: spec.size.rows,
@@ -517,6 +521,8 @@ struct Command {
     env: Vec<(String, String)>,
     cwd: Option<String>,
     user: User,
+    /// The image's defaults, for a sandbox made from an image template.
+    image: Option<sbx_backend::ImageConfig>,
 }
 
 impl Command {
@@ -546,7 +552,13 @@ impl Command {
         if tty.is_none() {
             env.retain(|(key, _)| key != "TERM");
         }
-        for (key, value) in self.env {
+        let image = self.image.unwrap_or_default();
+        let image_env = image.env.iter().filter_map(|entry| {
+            entry
+                .split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        });
+        for (key, value) in image_env.chain(self.env) {
             match env.iter_mut().find(|(k, _)| *k == key) {
                 Some(entry) => entry.1 = value,
                 None => env.push((key, value)),
@@ -556,7 +568,7 @@ impl Command {
             version: wire::PROTOCOL_VERSION,
             argv: self.argv,
             env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            cwd: self.cwd.unwrap_or(home),
+            cwd: self.cwd.or(image.working_dir).unwrap_or(home),
             uid: self.user.uid,
             gid: self.user.gid,
             stdin_pipe,

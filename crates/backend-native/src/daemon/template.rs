@@ -1,7 +1,9 @@
 //! Templates: the read-only lower layers a sandbox root is built from.
 //!
-//! Owns: the built-in `host` template and the directory templates under
-//! `<data>/templates/<name>/rootfs`.
+//! Owns: the built-in `host` template, the directory templates under
+//! `<data>/templates/<name>/rootfs`, and the roots of templates from images (the image
+//! store's layers under `<data>/templates/.image-root/rootfs`, which holds only the mount
+//! points every root needs and the sandbox's `/etc/resolv.conf`).
 //! Must never: expose more of the host than `/usr` (and, on hosts without merged `/usr`, the
 //! `/bin`, `/sbin`, `/lib*` directories), plus a curated, world-readable part of `/etc`.
 //!
@@ -109,17 +111,29 @@ pub struct Bind {
 pub struct TemplateRoot {
     pub lower: PathBuf,
     pub binds: Vec<Bind>,
+    /// An image's layers, bottom first (mounted under `lower`).
+    pub layers: Vec<PathBuf>,
+    /// What the image says commands start with.
+    pub config: Option<sbx_backend::ImageConfig>,
 }
+
+/// The directory above an image's layers (mount points only).
+const IMAGE_ROOT: &str = ".image-root";
+const IMAGE_ROOT_VERSION: &str = "1";
 
 #[derive(Debug)]
 pub struct Templates {
     dir: PathBuf,
     host_binds: Vec<Bind>,
+    images: Option<std::sync::Arc<sbx_images::ImageStore>>,
 }
 
 impl Templates {
     /// Opens the template directory, building the `host` template if it is missing or stale.
-    pub fn open(dir: &Path) -> io::Result<Templates> {
+    pub fn open(
+        dir: &Path,
+        images: Option<std::sync::Arc<sbx_images::ImageStore>>,
+    ) -> io::Result<Templates> {
         fs::create_dir_all(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         let host_binds = host_binds(Path::new("/"));
@@ -128,9 +142,15 @@ impl Templates {
         if current != HOST_TEMPLATE_VERSION {
             build_host(dir, &host)?;
         }
+        let image_root = dir.join(IMAGE_ROOT);
+        if fs::read_to_string(image_root.join("version")).unwrap_or_default() != IMAGE_ROOT_VERSION
+        {
+            build_image_root(dir, &image_root)?;
+        }
         Ok(Templates {
             dir: dir.to_owned(),
             host_binds,
+            images,
         })
     }
 
@@ -140,14 +160,25 @@ impl Templates {
         }
         let lower = self.dir.join(name).join("rootfs");
         if !lower.is_dir() {
-            return None;
+            let image = self.images.as_ref()?.resolve(name)?;
+            return Some(TemplateRoot {
+                lower: self.dir.join(IMAGE_ROOT).join("rootfs"),
+                binds: Vec::new(),
+                layers: image.layers,
+                config: Some(image.config),
+            });
         }
         let binds = if name == HOST {
             self.host_binds.clone()
         } else {
             Vec::new()
         };
-        Some(TemplateRoot { lower, binds })
+        Some(TemplateRoot {
+            lower,
+            binds,
+            layers: Vec::new(),
+            config: None,
+        })
     }
 }
 
@@ -209,6 +240,22 @@ fn build_host(templates: &Path, host: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Builds `<templates>/.image-root`: the mount points of a root and `/etc/resolv.conf`.
+fn build_image_root(templates: &Path, root: &Path) -> io::Result<()> {
+    let scratch = templates.join(format!(".image-root-build-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    let rootfs = scratch.join("rootfs");
+    for dir in ["dev", "proc", "sys", "tmp", "etc"] {
+        fs::create_dir_all(rootfs.join(dir))?;
+    }
+    fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::write(rootfs.join("etc/resolv.conf"), RESOLV)?;
+    fs::write(scratch.join("version"), IMAGE_ROOT_VERSION)?;
+    let _ = fs::remove_dir_all(root);
+    fs::rename(&scratch, root)
+}
+
 /// Copies a file, symlink or directory tree, keeping only what every host user could read.
 fn copy_world_readable(source: &Path, target: &Path) -> io::Result<()> {
     let meta = match fs::symlink_metadata(source) {
@@ -268,7 +315,7 @@ mod tests {
     #[test]
     fn host_template_has_etc_essentials_and_usr_mount_point() {
         let dir = tempfile::tempdir().unwrap();
-        let templates = Templates::open(dir.path()).unwrap();
+        let templates = Templates::open(dir.path(), None).unwrap();
         let root = templates.resolve(HOST).unwrap();
         assert!(root.lower.join("usr").is_dir());
         assert!(root.lower.join("etc/passwd").is_file());

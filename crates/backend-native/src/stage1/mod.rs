@@ -66,6 +66,13 @@ pub struct Request {
     /// A snapshot layer the sandbox starts from (above the template), and where to mount it.
     #[serde(default)]
     pub snapshot: Option<SnapshotLayer>,
+    /// An image template's layers (bottom first, owners in the sandbox's own ids), under
+    /// `lower` (then only the mount points every root needs), mounted idmapped at
+    /// `<layer_mounts>/<index>`.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
+    #[serde(default)]
+    pub layer_mounts: Option<PathBuf>,
 }
 
 /// A snapshot's layer (owners in the sandbox's own ids) and its mount point.
@@ -336,17 +343,36 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
     let disk = &join.disk_mount;
     let upper = disk.join("upper");
     let work = disk.join("work");
-    let lower = match &request.snapshot {
-        None => request.lower.display().to_string(),
-        Some(snapshot) => {
-            mount_idmapped(&snapshot.layer, &snapshot.mount_point, join.id_base)?;
-            format!(
-                "{}:{}",
-                snapshot.mount_point.display(),
-                request.lower.display()
-            )
-        }
+    let userns = if request.snapshot.is_some() || !request.layers.is_empty() {
+        Some(mapping_namespace(join.id_base)?)
+    } else {
+        None
     };
+    // Top first. For an image: the mount points every root needs (so that no layer can put
+    // a symlink where a file system is mounted), the snapshot, the image's layers. For a
+    // directory template: the snapshot, the template.
+    let image = !request.layers.is_empty();
+    let mut lowers = Vec::new();
+    if image {
+        lowers.push(request.lower.display().to_string());
+    }
+    if let (Some(snapshot), Some(userns)) = (&request.snapshot, &userns) {
+        mount_idmapped(&snapshot.layer, &snapshot.mount_point, userns)?;
+        lowers.push(snapshot.mount_point.display().to_string());
+    }
+    if let (Some(mounts), Some(userns), true) = (&request.layer_mounts, &userns, image) {
+        for (index, layer) in request.layers.iter().enumerate() {
+            mount_idmapped(layer, &mounts.join(index.to_string()), userns)?;
+        }
+        // Relative to the mount points' directory: a long image still fits one page.
+        std::env::set_current_dir(mounts)
+            .map_err(|e| format!("cannot enter {}: {e}", mounts.display()))?;
+        lowers.extend((0..request.layers.len()).rev().map(|i| i.to_string()));
+    }
+    if !image {
+        lowers.push(request.lower.display().to_string());
+    }
+    let lower = lowers.join(":");
     let options = format!(
         "lowerdir={lower},upperdir={},workdir={},volatile,redirect_dir=off,metacopy=off",
         upper.display(),
@@ -362,6 +388,7 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
         nosuid_nodev,
         Some(&options),
     )?;
+    let _ = std::env::set_current_dir("/");
     for bind in &request.binds {
         let target = root.join(&bind.target);
         mount_(
@@ -393,10 +420,10 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
 }
 
 /// Mounts `layer` read-only at `target`, its owners (the sandbox's own ids, 0–65535) seen
-/// as the sandbox's host range from `base` on: an idmapped mount, so one stored layer serves
-/// every sandbox whatever range it maps to. The idmapping is taken from a user namespace made
-/// for the purpose by a short-lived child.
-fn mount_idmapped(layer: &Path, target: &Path, base: u32) -> Result<(), String> {
+/// as the sandbox's host range: an idmapped mount, so one stored layer serves every sandbox
+/// whatever range it maps to. The idmapping is taken from `userns`, a user namespace made for
+/// the purpose by a short-lived child ([`mapping_namespace`]).
+fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(), String> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -410,7 +437,6 @@ fn mount_idmapped(layer: &Path, target: &Path, base: u32) -> Result<(), String> 
         propagation: u64,
         userns_fd: u64,
     }
-    let userns = mapping_namespace(base)?;
     let c_layer = CString::new(layer.as_os_str().as_encoded_bytes())
         .map_err(|_| "snapshot path has a NUL byte".to_string())?;
     // SAFETY: open_tree with a NUL-terminated path; returns a new descriptor or -1.
@@ -424,7 +450,7 @@ fn mount_idmapped(layer: &Path, target: &Path, base: u32) -> Result<(), String> 
     };
     if tree < 0 {
         return Err(format!(
-            "cannot open the snapshot layer {}: {}",
+            "cannot open the layer {}: {}",
             layer.display(),
             std::io::Error::last_os_error()
         ));
@@ -452,7 +478,7 @@ fn mount_idmapped(layer: &Path, target: &Path, base: u32) -> Result<(), String> 
     };
     if set < 0 {
         return Err(format!(
-            "cannot idmap the snapshot layer: {}",
+            "cannot idmap a layer: {}",
             std::io::Error::last_os_error()
         ));
     }
@@ -471,7 +497,7 @@ fn mount_idmapped(layer: &Path, target: &Path, base: u32) -> Result<(), String> 
     };
     if moved < 0 {
         return Err(format!(
-            "cannot mount the snapshot layer: {}",
+            "cannot mount a layer: {}",
             std::io::Error::last_os_error()
         ));
     }

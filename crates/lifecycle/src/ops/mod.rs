@@ -18,6 +18,7 @@ pub mod recreate;
 pub mod shutdown;
 pub mod snapshots;
 pub mod status;
+pub mod templates;
 mod watch;
 
 use sbx_backend::{Handle, SandboxId};

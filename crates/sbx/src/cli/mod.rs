@@ -68,6 +68,8 @@ enum Command {
     Resume(commands::pause::PauseArgs),
     /// Filesystem snapshots: create, ls, inspect, rm, export, import.
     Snapshot(commands::snapshot::SnapshotArgs),
+    /// Templates from container images: pull, import, ls, inspect, rm.
+    Template(commands::template::TemplateArgs),
     /// Show the daemon, its backends and every live sandbox.
     Status(commands::status::StatusArgs),
     /// Follow lifecycle events.
@@ -118,6 +120,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Pause(args) => commands::pause::run(&context, args, true).await,
         Command::Resume(args) => commands::pause::run(&context, args, false).await,
         Command::Snapshot(args) => commands::snapshot::run(&context, args).await,
+        Command::Template(args) => commands::template::run(&context, args).await,
         Command::Status(args) => commands::status::run(&context, args).await,
         Command::Events(args) => commands::events::run(&context, args).await,
         Command::Cleanup(args) => commands::cleanup::run(&context, args).await,

@@ -20,6 +20,7 @@ pub mod run;
 pub mod shell;
 pub mod snapshot;
 pub mod status;
+pub mod template;
 pub mod whoami;
 
 /// Parses `KEY=VALUE` arguments.

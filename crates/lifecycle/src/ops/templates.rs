@@ -1,0 +1,134 @@
+//! Templates from images: list and inspect (anyone), pull, import and remove (admins: a
+//! pull reaches out to a registry and every template takes the host's disk).
+//!
+//! A template that a live sandbox was made from is not removed (its layers are that
+//! sandbox's root).
+
+use std::sync::Arc;
+
+use sbx_backend::{ImageError, ImageSource, ImageTemplate, Images, ProgressSender};
+
+use crate::{Caller, Error, Service, State};
+
+impl From<ImageError> for Error {
+    fn from(error: ImageError) -> Self {
+        match error {
+            ImageError::NotFound(name) => Error::TemplateNotFound(name),
+            ImageError::Exists(name) => {
+                Error::Conflict(format!("template {name:?} already exists"))
+            }
+            ImageError::Invalid(message) => Error::Invalid(message),
+            ImageError::Registry(message) => Error::Upstream(message),
+            ImageError::TooLarge(message) => Error::TooLarge(message),
+            ImageError::Busy(message) => Error::AtCapacity {
+                message,
+                retry_after: std::time::Duration::from_secs(10),
+            },
+            ImageError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                Error::InsufficientStorage(
+                    "the host's disk is full; remove templates or try later".into(),
+                )
+            }
+            ImageError::Io { context, source } => Error::internal_from(context, source),
+        }
+    }
+}
+
+impl Service {
+    /// Makes the daemon's image store available (once, at start).
+    pub fn attach_images(&self, images: Arc<dyn Images>) {
+        let _ = self.inner.images.set(images);
+    }
+
+    fn images(&self) -> Result<&Arc<dyn Images>, Error> {
+        self.inner.images.get().ok_or_else(|| {
+            Error::Unsupported("this daemon has no image store (templates from images)".into())
+        })
+    }
+
+    pub async fn templates(&self, _caller: &Caller) -> Result<Vec<ImageTemplate>, Error> {
+        Ok(self.images()?.list().await?)
+    }
+
+    pub async fn template(&self, _caller: &Caller, name: &str) -> Result<ImageTemplate, Error> {
+        self.images()?
+            .get(name)
+            .await?
+            .ok_or_else(|| Error::TemplateNotFound(name.to_owned()))
+    }
+
+    /// Checks that `caller` may make template `name` now (before a body is read).
+    pub fn may_make_template(&self, caller: &Caller, name: &str) -> Result<(), Error> {
+        caller.require_admin()?;
+        self.images()?;
+        if !sbx_backend::valid_template_name(name) {
+            return Err(Error::Invalid(format!(
+                "name: {name:?} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Pulls or imports template `name`, telling `progress` how it goes.
+    pub async fn make_template(
+        &self,
+        caller: &Caller,
+        name: &str,
+        source: ImageSource,
+        progress: ProgressSender,
+    ) -> Result<ImageTemplate, Error> {
+        self.may_make_template(caller, name)?;
+        let from = match &source {
+            ImageSource::Registry { reference, .. } => reference.clone(),
+            ImageSource::Archive(_) => "archive".into(),
+        };
+        let made = self.images()?.make(name, source, progress).await;
+        match &made {
+            Ok(template) => {
+                self.inner.access.audit(
+                    caller,
+                    "template.created",
+                    serde_json::json!({
+                        "template": name,
+                        "source": template.source,
+                        "digest": template.digest,
+                        "layers": template.layers.len(),
+                    }),
+                );
+                tracing::info!(template = name, source = %template.source, "template made");
+            }
+            Err(error) => {
+                tracing::warn!(template = name, from = %from, %error, "template not made");
+            }
+        }
+        Ok(made?)
+    }
+
+    /// Removes template `name`, unless a live sandbox was made from it.
+    pub async fn remove_template(&self, caller: &Caller, name: &str) -> Result<(), Error> {
+        caller.require_admin()?;
+        let images = self.images()?;
+        if images.get(name).await?.is_none() {
+            return Err(Error::TemplateNotFound(name.to_owned()));
+        }
+        let users = self
+            .inner
+            .store
+            .list_sandboxes(&State::names_where(State::may_have_host_traces))?
+            .into_iter()
+            .filter(|row| row.template == name)
+            .count();
+        if users > 0 {
+            return Err(Error::Conflict(format!(
+                "template {name:?} is the root of {users} live sandbox(es); destroy them first"
+            )));
+        }
+        images.remove(name).await?;
+        self.inner.access.audit(
+            caller,
+            "template.removed",
+            serde_json::json!({ "template": name }),
+        );
+        Ok(())
+    }
+}
