@@ -73,6 +73,8 @@ use crate::routes;
     ),
     components(schemas(
         sbx_protocol::Template,
+        sbx_protocol::ProfileStatus,
+        sbx_protocol::GvisorStatus,
         sbx_protocol::TemplateList,
         sbx_protocol::TemplateLayer,
         sbx_protocol::PullTemplateRequest,

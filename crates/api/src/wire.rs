@@ -203,6 +203,20 @@ pub fn status(s: model::Status) -> wire::Status {
                 healthy: b.healthy,
                 detail: b.detail,
                 capabilities: b.capabilities,
+                isolation: b.isolation,
+            })
+            .collect(),
+        profiles: s
+            .profiles
+            .into_iter()
+            .map(|p| wire::ProfileStatus {
+                name: p.name,
+                backend: p.backend,
+                isolation: p.isolation,
+                gvisor: wire::GvisorStatus {
+                    requested: p.gvisor_requested,
+                    available: p.gvisor_available,
+                },
             })
             .collect(),
         counts: s

@@ -359,6 +359,10 @@ impl Backend for FakeBackend {
         self.kind
     }
 
+    fn isolation(&self) -> &'static str {
+        "none"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             stdin: true,

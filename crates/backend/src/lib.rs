@@ -111,6 +111,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Stable name of the technology (`native`, `fake`, …), recorded with each sandbox.
     fn kind(&self) -> &'static str;
 
+    /// What stands between a sandbox and the host's kernel: `namespaces` (the host's kernel,
+    /// namespaces, cgroups, seccomp), `gvisor` (gVisor's user-space kernel), `none`, …
+    fn isolation(&self) -> &'static str {
+        "unspecified"
+    }
+
     fn capabilities(&self) -> Capabilities;
 
     /// What one sandbox may get at most here.

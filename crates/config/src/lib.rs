@@ -74,7 +74,26 @@ pub struct Config {
     pub snapshots: Snapshots,
     pub e2b: E2b,
     pub images: ImagesConfig,
+    pub oci: OciSettings,
     pub profiles: BTreeMap<String, Profile>,
+}
+
+/// `[oci]`: the OCI backend (a profile with `backend = "oci"` starts it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OciSettings {
+    /// The runtime binary: gVisor's `runsc` (a name is looked up in `PATH`).
+    pub runtime: String,
+    /// gVisor's platform: `ptrace` (works everywhere), `systrap` (newer runsc), `kvm`.
+    pub platform: String,
+}
+
+impl Default for OciSettings {
+    fn default() -> Self {
+        OciSettings {
+            runtime: "runsc".into(),
+            platform: "ptrace".into(),
+        }
+    }
 }
 
 /// `[images]`: templates from container images (pulled or imported by admins).
@@ -359,6 +378,7 @@ impl Default for Config {
             snapshots: Snapshots::default(),
             e2b: E2b::default(),
             images: ImagesConfig::default(),
+            oci: OciSettings::default(),
             profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
         }
     }
@@ -439,6 +459,10 @@ impl Config {
                 max_image_mb: Some(self.images.max_image_mb),
                 insecure_registries: self.images.insecure_registries.clone(),
             }),
+            oci: Some(RawOci {
+                runtime: Some(self.oci.runtime.clone()),
+                platform: Some(self.oci.platform.clone()),
+            }),
             terminals: Some(RawTerminals {
                 max_message_bytes: Some(self.terminals.max_message_bytes),
                 max_per_ip: Some(self.terminals.max_per_ip),
@@ -502,8 +526,19 @@ pub struct RawConfig {
     e2b: Option<RawE2b>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     images: Option<RawImages>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oci: Option<RawOci>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOci {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -910,6 +945,22 @@ impl RawConfig {
                 }
             }
             config.images.insecure_registries = images.insecure_registries;
+        }
+        if let Some(oci) = self.oci {
+            if let Some(runtime) = oci.runtime {
+                if runtime.is_empty() || runtime.contains('\0') {
+                    return Err("oci.runtime: must name a program".into());
+                }
+                config.oci.runtime = runtime;
+            }
+            if let Some(platform) = oci.platform {
+                if !["ptrace", "systrap", "kvm"].contains(&platform.as_str()) {
+                    return Err(format!(
+                        "oci.platform: {platform:?} is not ptrace, systrap or kvm"
+                    ));
+                }
+                config.oci.platform = platform;
+            }
         }
         if let Some(reaper) = self.reaper {
             config.reaper.enabled = reaper.enabled.unwrap_or(true);

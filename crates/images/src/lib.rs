@@ -19,6 +19,7 @@
 //! its layers are in place, so a crash leaves at worst unreferenced layers (removed by the
 //! next removal's collection) and scratch under `tmp/`.
 
+pub mod host;
 pub mod unpack;
 
 mod archive;

@@ -152,6 +152,7 @@ pub struct Status {
     pub started_at: UnixMs,
     pub uptime_seconds: u64,
     pub backends: Vec<BackendStatus>,
+    pub profiles: Vec<ProfileStatus>,
     /// Sandboxes in each state (every state named, destroyed included).
     pub counts: BTreeMap<State, u64>,
     pub sandboxes: Vec<SandboxStatus>,
@@ -163,6 +164,19 @@ pub struct BackendStatus {
     pub healthy: bool,
     pub detail: String,
     pub capabilities: Vec<String>,
+    pub isolation: String,
+}
+
+/// A profile, its backend, and whether its sandboxes run under gVisor.
+#[derive(Debug, Clone)]
+pub struct ProfileStatus {
+    pub name: String,
+    pub backend: String,
+    pub isolation: String,
+    /// Its backend isolates with gVisor.
+    pub gvisor_requested: bool,
+    /// …and is running and healthy.
+    pub gvisor_available: bool,
 }
 
 /// A sandbox that may have traces on its host, with what its backend says of it.

@@ -35,7 +35,7 @@ pub use files::{
 pub use health::Health;
 pub use ops::{
     BackendStatus, CleanupReport, CleanupRequest, Event, EventList, ExpireRequest, ExpireResult,
-    ExtendRequest, ProfileInfo, ProfileList, SandboxStatus, Status,
+    ExtendRequest, GvisorStatus, ProfileInfo, ProfileList, ProfileStatus, SandboxStatus, Status,
 };
 pub use sandbox::{
     CreateSandboxRequest, Resources, ResourcesRequest, Sandbox, SandboxList, SandboxState,

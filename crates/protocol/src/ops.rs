@@ -71,6 +71,9 @@ pub struct Status {
     pub started_at: String,
     pub uptime_seconds: u64,
     pub backends: Vec<BackendStatus>,
+    /// Every profile, its backend, and whether its sandboxes run under gVisor.
+    #[serde(default)]
+    pub profiles: Vec<ProfileStatus>,
     /// Number of sandboxes in each state (destroyed ones included).
     pub counts: BTreeMap<String, u64>,
     /// Every sandbox that is not destroyed or failed, with what the host says of it.
@@ -83,6 +86,28 @@ pub struct BackendStatus {
     pub healthy: bool,
     pub detail: String,
     pub capabilities: Vec<String>,
+    /// What stands between its sandboxes and the host's kernel: `namespaces` (native),
+    /// `gvisor` (the oci backend), `none` (the test backend).
+    #[serde(default)]
+    pub isolation: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProfileStatus {
+    pub name: String,
+    pub backend: String,
+    /// Its backend's isolation (`unavailable` when the backend is not running).
+    pub isolation: String,
+    pub gvisor: GvisorStatus,
+}
+
+/// Whether a profile's sandboxes run under gVisor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GvisorStatus {
+    /// Its backend isolates with gVisor.
+    pub requested: bool,
+    /// …and is running and healthy now.
+    pub available: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -13,6 +13,8 @@ use sbx_backend::Backend;
 pub const AVAILABLE: &[&str] = &[
     #[cfg(feature = "native")]
     "native",
+    #[cfg(feature = "oci")]
+    "oci",
     #[cfg(feature = "backend-fake")]
     "fake",
 ];
@@ -101,6 +103,18 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
             })
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok(Arc::new(native))
+        }
+        #[cfg(feature = "oci")]
+        "oci" => {
+            let settings = &context.config.oci;
+            let oci = sbx_backend_oci::OciBackend::new(sbx_backend_oci::OciConfig {
+                data_dir: context.data_dir.to_owned(),
+                runtime: settings.runtime.clone().into(),
+                platform: settings.platform.clone(),
+                images: Some(context.images.clone()),
+            })
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            Ok(Arc::new(oci))
         }
         #[cfg(feature = "backend-fake")]
         "fake" => Ok(Arc::new(sbx_backend_fake::FakeBackend::new())),

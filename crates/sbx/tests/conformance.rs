@@ -64,3 +64,60 @@ impl sbx_backend_conformance::Subject for Native {
 mod native {
     sbx_backend_conformance::suite!(super::Native::new());
 }
+
+/// The OCI backend over gVisor's `runsc` (installed by `scripts/setup --test`), on a data
+/// directory of its own.
+#[cfg(feature = "oci")]
+struct Gvisor {
+    data: tempfile::TempDir,
+}
+
+#[cfg(feature = "oci")]
+impl Gvisor {
+    fn new() -> Gvisor {
+        Gvisor {
+            data: tempfile::Builder::new()
+                .prefix("sbx-conformance-")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        }
+    }
+}
+
+#[cfg(feature = "oci")]
+#[async_trait]
+impl sbx_backend_conformance::Subject for Gvisor {
+    async fn instance(&self) -> Arc<dyn Backend> {
+        let oci = sbx_backend_oci::OciBackend::new(sbx_backend_oci::OciConfig {
+            data_dir: self.data.path().to_owned(),
+            runtime: "runsc".into(),
+            platform: "ptrace".into(),
+            images: None,
+        })
+        .unwrap_or_else(|e| panic!("the oci backend cannot start: {}", e.chain()));
+        Arc::new(oci)
+    }
+
+    /// Checks that nothing was left: no container, bundle, mount or cgroup.
+    async fn finish(&self) {
+        let bundles: Vec<_> = std::fs::read_dir(self.data.path().join("oci/bundles"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(bundles.is_empty(), "left behind: {bundles:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let data = self.data.path().to_string_lossy().into_owned();
+        assert!(!mounts.contains(&data), "mounts left behind");
+        let instance = std::fs::read_to_string(self.data.path().join("oci/instance-id")).unwrap();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let dir = hierarchy.path().join("sbx-oci").join(instance.trim());
+            assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+        }
+    }
+}
+
+#[cfg(feature = "oci")]
+mod gvisor {
+    sbx_backend_conformance::suite!(super::Gvisor::new());
+}

@@ -32,6 +32,8 @@ mod exec;
 mod exhaustion;
 #[path = "e2e/files.rs"]
 mod files;
+#[path = "e2e/gvisor.rs"]
+mod gvisor;
 #[path = "e2e/http.rs"]
 mod http;
 #[path = "e2e/isolation.rs"]

@@ -214,6 +214,10 @@ impl Backend for NativeBackend {
         KIND
     }
 
+    fn isolation(&self) -> &'static str {
+        "namespaces"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             stdin: true,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{BackendStatus, SandboxStatus, Status};
+use crate::model::{BackendStatus, ProfileStatus, SandboxStatus, Status};
 
 use super::handle_of;
 use crate::{deadline, now_ms, view, Caller, Error, Service, State};
@@ -28,8 +28,26 @@ impl Service {
                     .into_iter()
                     .map(Into::into)
                     .collect(),
+                isolation: backend.isolation().into(),
             });
         }
+        let profiles = inner
+            .config
+            .profiles
+            .values()
+            .map(|profile| {
+                let backend = backends.iter().find(|b| b.name == profile.backend);
+                let isolation = backend.map_or("unavailable", |b| b.isolation.as_str());
+                let requested = isolation == "gvisor";
+                ProfileStatus {
+                    name: profile.name.clone(),
+                    backend: profile.backend.clone(),
+                    isolation: isolation.to_owned(),
+                    gvisor_requested: requested,
+                    gvisor_available: requested && backend.is_some_and(|b| b.healthy),
+                }
+            })
+            .collect();
         let mut counts: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
         match caller.scope() {
             None => {
@@ -82,6 +100,7 @@ impl Service {
             });
         }
         Ok(Status {
+            profiles,
             version: env!("CARGO_PKG_VERSION").into(),
             started_at: inner.started_at,
             uptime_seconds: u64::try_from((now_ms() - inner.started_at) / 1000).unwrap_or(0),

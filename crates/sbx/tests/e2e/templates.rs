@@ -56,7 +56,7 @@ fn layer(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// A static busybox and its applets: a real, tiny root file system.
-fn base_layer() -> Vec<u8> {
+pub(crate) fn base_layer() -> Vec<u8> {
     let busybox =
         std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/setup --test");
     let mut entries = vec![
@@ -90,7 +90,7 @@ fn config(layers: &[&[u8]]) -> Vec<u8> {
     .unwrap()
 }
 
-fn docker_save(layers: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn docker_save(layers: &[&[u8]]) -> Vec<u8> {
     let config = config(layers);
     let config_name = format!("{}.json", sha(&config));
     let names: Vec<String> = (0..layers.len())

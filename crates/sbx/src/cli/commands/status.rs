@@ -33,6 +33,19 @@ pub async fn run(context: &Context, _args: StatusArgs) -> anyhow::Result<u8> {
             backend.capabilities.join(", ")
         );
     }
+    for profile in &status.profiles {
+        say!(
+            "profile {}: backend {}, isolation {}{}",
+            profile.name,
+            profile.backend,
+            profile.isolation,
+            match (profile.gvisor.requested, profile.gvisor.available) {
+                (true, true) => ", gVisor in use",
+                (true, false) => ", gVisor UNAVAILABLE",
+                _ => "",
+            }
+        );
+    }
     let counts: Vec<String> = status
         .counts
         .iter()

@@ -1,0 +1,559 @@
+//! The OCI backend: each sandbox is a container of an OCI runtime binary — gVisor's `runsc`,
+//! whose user-space kernel stands between the sandbox and the host's — made from a bundle sbx
+//! writes (`bundle.rs`), its commands started through the runtime's `exec` (`exec.rs`).
+//!
+//! Owns, per sandbox: the runtime's container (named by the sandbox id, under this instance's
+//! runtime root `<data>/oci/state`), its bundle `<data>/oci/bundles/<id>/` (and, for a template
+//! from an image, the read-only overlay mounted at its `rootfs/`), and its cgroup
+//! `sbx-oci/<instance>/<id>` (made and removed by the runtime).
+//! Must never: give a sandbox a network (`--network=none`), a writable host path, or a
+//! command without a deadline on the runtime call that starts it.
+//!
+//! The sandbox's writes stay in the gVisor sentry's memory (`--overlay2=root:memory`), inside
+//! its memory limit: no host disk is written. Not offered yet: terminals, files, snapshots,
+//! ports (their capability says so).
+
+mod bundle;
+mod exec;
+mod runtime;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sbx_backend::{
+    Backend, BackendError, Bounds, Capabilities, ExecSession, ExecSpec, Handle, Health,
+    ImageConfig, Observed, PauseResume, SandboxId, SandboxSpec, StdinMode,
+};
+use sbx_images::ImageStore;
+
+use crate::bundle::Root;
+use crate::runtime::Runtime;
+
+const KIND: &str = "oci";
+
+/// Settings of the OCI backend.
+#[derive(Debug, Clone)]
+pub struct OciConfig {
+    /// The daemon's data directory: the backend uses `oci/` and the shared `templates/host`.
+    pub data_dir: PathBuf,
+    /// The runtime binary (`runsc`).
+    pub runtime: PathBuf,
+    /// gVisor's platform: `ptrace` works everywhere; `systrap` (newer runsc) and `kvm` are
+    /// faster where they work.
+    pub platform: String,
+    pub images: Option<Arc<ImageStore>>,
+}
+
+pub struct OciBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    version: String,
+    bundles: PathBuf,
+    skeleton: PathBuf,
+    host_root: PathBuf,
+    host_binds: Vec<sbx_images::host::Bind>,
+    images: Option<Arc<ImageStore>>,
+    instance: String,
+    serial: AtomicU64,
+    bounds: Bounds,
+    /// A static busybox whose `sleep` is every sandbox's init.
+    init: Option<PathBuf>,
+}
+
+impl OciBackend {
+    pub fn new(config: OciConfig) -> Result<OciBackend, BackendError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(BackendError::unavailable("the oci backend needs root"));
+        }
+        let base = config.data_dir.join("oci");
+        let state = base.join("state");
+        let bundles = base.join("bundles");
+        let skeleton = base.join("skeleton");
+        for dir in [&base, &state, &bundles] {
+            fs::create_dir_all(dir)
+                .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
+                .map_err(|e| BackendError::io(format!("cannot make {}", dir.display()), e))?;
+        }
+        bundle::ensure_skeleton(&skeleton)
+            .map_err(|e| BackendError::io("cannot make the mount points' directory", e))?;
+        let (host_root, host_binds) = sbx_images::host::ensure(&config.data_dir.join("templates"))
+            .map_err(|e| BackendError::io("cannot build the host template", e))?;
+        let instance = instance_id(&base.join("instance-id"))
+            .map_err(|e| BackendError::io("cannot read or create the instance id", e))?;
+        let runtime = Runtime {
+            binary: config.runtime.clone(),
+            state,
+            platform: config.platform.clone(),
+        };
+        let version = runtime.version()?;
+        Ok(OciBackend {
+            inner: Arc::new(Inner {
+                runtime,
+                version,
+                bundles,
+                skeleton,
+                host_root,
+                host_binds,
+                images: config.images,
+                instance,
+                serial: AtomicU64::new(0),
+                bounds: host_bounds(),
+                init: bundle::static_busybox(),
+            }),
+        })
+    }
+}
+
+fn instance_id(path: &Path) -> std::io::Result<String> {
+    if let Ok(text) = fs::read_to_string(path) {
+        let text = text.trim();
+        if !text.is_empty() {
+            return Ok(text.to_owned());
+        }
+    }
+    let mut bytes = [0u8; 6];
+    getrandom(&mut bytes);
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    fs::write(path, &id)?;
+    Ok(id)
+}
+
+fn getrandom(buf: &mut [u8]) {
+    // SAFETY: getrandom into a buffer of the length given.
+    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+}
+
+fn host_bounds() -> Bounds {
+    let memory = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kib| kib * 1024);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let tasks = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    Bounds {
+        memory_bytes: memory,
+        cpu_millis: cpus * 1000,
+        host_tasks: tasks,
+        disk_bytes: None,
+        max_command_bytes: 128 << 10,
+    }
+}
+
+fn io(context: &str, e: std::io::Error) -> BackendError {
+    BackendError::io(context.to_owned(), e)
+}
+
+impl Inner {
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.bundles.join(id)
+    }
+
+    fn cgroup(&self, id: &str) -> String {
+        format!("/sbx-oci/{}/{id}", self.instance)
+    }
+
+    fn root_of(&self, template: &str) -> Option<Root> {
+        if template == sbx_images::host::HOST {
+            return Some(Root::Directory {
+                path: self.host_root.clone(),
+                binds: self.host_binds.clone(),
+            });
+        }
+        let image = self.images.as_ref()?.resolve(template)?;
+        Some(Root::Layers {
+            layers: image.layers,
+            config: image.config,
+        })
+    }
+
+    /// Builds the sandbox; returns the nonce that tells this build from an earlier one with
+    /// the same id.
+    async fn build(&self, spec: &SandboxSpec) -> Result<String, BackendError> {
+        let id = spec.id.to_string();
+        let root = self
+            .root_of(&spec.template)
+            .ok_or_else(|| BackendError::TemplateNotFound(spec.template.clone()))?;
+        if spec.snapshot.is_some() {
+            return Err(BackendError::Unsupported {
+                backend: KIND,
+                operation: "snapshots",
+            });
+        }
+        let bundle = self.bundle(&id);
+        let rootfs = bundle.join("rootfs");
+        fs::create_dir_all(bundle.join("exec"))
+            .and_then(|()| fs::set_permissions(&bundle, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| io("cannot make the bundle", e))?;
+        fs::create_dir(&rootfs).map_err(|e| io("cannot make the bundle's root", e))?;
+        if let Root::Layers { config, .. } = &root {
+            let text = serde_json::to_vec(config).unwrap_or_default();
+            fs::write(bundle.join("image.json"), text)
+                .map_err(|e| io("cannot record the image's defaults", e))?;
+        }
+        let mut nonce = [0u8; 8];
+        getrandom(&mut nonce);
+        let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        fs::write(bundle.join("nonce"), &nonce).map_err(|e| io("cannot write the nonce", e))?;
+        bundle::mount_root(&root, &self.skeleton, &rootfs)?;
+        let config = bundle::config(spec, &root, &self.cgroup(&id), self.init.as_deref());
+        fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )
+        .map_err(|e| io("cannot write the bundle's config.json", e))?;
+        let bundle_arg = format!("--bundle={}", bundle.display());
+        self.runtime
+            .call(
+                &["create", &bundle_arg, &id],
+                Some(&bundle.join("create.log")),
+            )
+            .await?;
+        self.runtime.call(&["start", &id], None).await?;
+        Ok(nonce)
+    }
+
+    /// The container of `handle`, if it is still the one the handle was made for.
+    fn current(&self, handle: &Handle) -> Result<String, BackendError> {
+        let id = id_of(handle)?;
+        let nonce = handle.data.get("nonce").and_then(|v| v.as_str());
+        let stored = fs::read_to_string(self.bundle(&id).join("nonce")).ok();
+        match (nonce, stored) {
+            (Some(nonce), Some(stored)) if nonce == stored.trim() => Ok(id),
+            (None, Some(_)) => Ok(id),
+            _ => Err(BackendError::NotFound(format!("sandbox {id} is gone"))),
+        }
+    }
+
+    /// Pauses or resumes (already so: nothing to do).
+    async fn set_paused(&self, handle: &Handle, paused: bool) -> Result<(), BackendError> {
+        let id = self.current(handle)?;
+        let state = self
+            .runtime
+            .state(&id)
+            .await?
+            .ok_or_else(|| BackendError::NotFound(format!("sandbox {id} is gone")))?;
+        let (from, verb) = if paused {
+            ("running", "pause")
+        } else {
+            ("paused", "resume")
+        };
+        if state.status != from {
+            return if alive(&state.status) {
+                Ok(())
+            } else {
+                Err(BackendError::NotFound(format!("sandbox {id} has stopped")))
+            };
+        }
+        self.runtime.call(&[verb, &id], None).await.map(|_| ())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), BackendError> {
+        // runsc refuses (panics) to delete a paused container: resumed first, then killed.
+        if let Ok(Some(state)) = self.runtime.state(id).await {
+            if state.status == "paused" {
+                let _ = self.runtime.call(&["resume", id], None).await;
+            }
+        }
+        let _ = self.runtime.call(&["kill", id, "KILL"], None).await;
+        let deleted = self.runtime.call(&["delete", "--force", id], None).await;
+        if let Err(e) = deleted {
+            if self.runtime.state(id).await?.is_some() {
+                return Err(e);
+            }
+        }
+        let bundle = self.bundle(id);
+        bundle::unmount_root(&bundle.join("rootfs"));
+        match fs::remove_dir_all(&bundle) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove the bundle", e)),
+        }
+        // The runtime removes the sandbox's cgroup, or leaves it empty when its last process
+        // exits a moment after: removed here then; its parents go when empty.
+        let leaves: Vec<PathBuf> = cgroup_hierarchies()
+            .iter()
+            .map(|h| h.join("sbx-oci").join(&self.instance).join(id))
+            .collect();
+        for _ in 0..100 {
+            for leaf in &leaves {
+                let _ = fs::remove_dir(leaf);
+            }
+            if leaves.iter().all(|l| !l.exists()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.remove_cgroup_parents();
+        Ok(())
+    }
+}
+
+/// The cgroup hierarchies: each v1 controller's, or the v2 root.
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_owned()];
+    }
+    fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.is_symlink())
+        .collect()
+}
+
+impl Inner {
+    /// Removes this instance's cgroup parents where they are empty.
+    fn remove_cgroup_parents(&self) {
+        for hierarchy in cgroup_hierarchies() {
+            let parent = hierarchy.join("sbx-oci");
+            let _ = fs::remove_dir(parent.join(&self.instance));
+            let _ = fs::remove_dir(parent);
+        }
+    }
+}
+
+fn handle(id: &SandboxId, nonce: &str) -> Handle {
+    Handle {
+        backend: KIND.into(),
+        data: serde_json::json!({ "id": id.to_string(), "nonce": nonce }),
+    }
+}
+
+fn id_of(handle: &Handle) -> Result<String, BackendError> {
+    let id = handle
+        .data
+        .get("id")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| BackendError::other("a malformed handle of the oci backend"))?;
+    SandboxId::parse(id)
+        .map_err(|_| BackendError::other("a malformed handle of the oci backend"))?;
+    Ok(id.to_owned())
+}
+
+fn alive(status: &str) -> bool {
+    matches!(status, "running" | "paused")
+}
+
+#[async_trait]
+impl Backend for OciBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn isolation(&self) -> &'static str {
+        "gvisor"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            stdin: true,
+            pause: true,
+            adopt: true,
+            ..Capabilities::default()
+        }
+    }
+
+    fn bounds(&self) -> Bounds {
+        self.inner.bounds
+    }
+
+    async fn shutdown(&self) {
+        self.inner.remove_cgroup_parents();
+    }
+
+    async fn health(&self) -> Health {
+        let runtime = self.inner.runtime.clone();
+        let version = tokio::task::spawn_blocking(move || runtime.version())
+            .await
+            .unwrap_or_else(|e| Err(BackendError::other_from("the health check failed", e)));
+        match version {
+            Ok(version) => Health {
+                healthy: true,
+                detail: format!(
+                    "{} ({version}), platform {}, gVisor",
+                    self.inner.runtime.binary.display(),
+                    self.inner.runtime.platform
+                ),
+            },
+            Err(e) => Health {
+                healthy: false,
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn has_template(&self, name: &str) -> Result<bool, BackendError> {
+        Ok(self.inner.root_of(name).is_some())
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<Handle, BackendError> {
+        let id = spec.id.to_string();
+        self.inner.remove(&id).await?;
+        match self.inner.build(spec).await {
+            Ok(nonce) => Ok(handle(&spec.id, &nonce)),
+            Err(e) => {
+                if let Err(cleanup) = self.inner.remove(&id).await {
+                    tracing::warn!(sandbox = %id, error = %cleanup, "cannot remove a failed sandbox");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn inspect(&self, handle: &Handle) -> Result<Observed, BackendError> {
+        let id = self.inner.current(handle)?;
+        let state = self
+            .inner
+            .runtime
+            .state(&id)
+            .await?
+            .ok_or_else(|| BackendError::NotFound(format!("container {id} is gone")))?;
+        Ok(Observed {
+            alive: alive(&state.status),
+            main_pid: u32::try_from(state.pid).ok().filter(|p| *p > 0),
+            frozen: Some(state.status == "paused"),
+            ..Observed::default()
+        })
+    }
+
+    async fn adopt(&self, handle: &Handle) -> Result<(), BackendError> {
+        let observed = self.inspect(handle).await?;
+        if observed.alive {
+            Ok(())
+        } else {
+            Err(BackendError::NotFound("the container has stopped".into()))
+        }
+    }
+
+    async fn list_owned(&self) -> Result<Vec<SandboxId>, BackendError> {
+        let mut ids = self.inner.runtime.list().await?;
+        for entry in fs::read_dir(&self.inner.bundles)
+            .map_err(|e| io("cannot list bundles", e))?
+            .flatten()
+        {
+            ids.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids
+            .iter()
+            .filter_map(|id| SandboxId::parse(id).ok())
+            .collect())
+    }
+
+    async fn destroy(&self, id: &SandboxId, _handle: Option<&Handle>) -> Result<(), BackendError> {
+        self.inner.remove(&id.to_string()).await
+    }
+
+    async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {
+        let id = self.inner.current(handle)?;
+        let bundle = self.inner.bundle(&id);
+        let image: Option<ImageConfig> = fs::read(bundle.join("image.json"))
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok());
+        let root = match &image {
+            Some(config) => Root::Layers {
+                layers: Vec::new(),
+                config: config.clone(),
+            },
+            None => Root::Directory {
+                path: PathBuf::new(),
+                binds: Vec::new(),
+            },
+        };
+        let (home, user) = match spec.user.uid {
+            0 => ("/root".to_owned(), "root".to_owned()),
+            1000 => ("/home/user".to_owned(), "user".to_owned()),
+            uid => ("/".to_owned(), uid.to_string()),
+        };
+        let mut env = bundle::base_env(&root, &id);
+        for (key, value) in [
+            ("HOME".to_owned(), home.clone()),
+            ("USER".to_owned(), user.clone()),
+            ("LOGNAME".to_owned(), user),
+        ]
+        .into_iter()
+        .chain(spec.env)
+        {
+            match env.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => env.push((key, value)),
+            }
+        }
+        let cwd = spec
+            .cwd
+            .or_else(|| image.and_then(|i| i.working_dir))
+            .unwrap_or(home);
+        let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
+        exec::start(
+            &self.inner.runtime,
+            exec::Command {
+                container: id,
+                argv: spec.argv,
+                env,
+                cwd,
+                uid: spec.user.uid,
+                gid: spec.user.gid,
+                stdin: spec.stdin == StdinMode::Pipe,
+                pid_file: bundle.join("exec").join(format!("{serial}.pid")),
+            },
+        )
+        .await
+    }
+
+    async fn wait_exit(&self, handle: &Handle) -> Result<(), BackendError> {
+        let Ok(id) = self.inner.current(handle) else {
+            return Ok(());
+        };
+        loop {
+            if self.inner.current(handle).is_err() {
+                return Ok(());
+            }
+            match self.inner.runtime.state(&id).await {
+                Ok(Some(state)) if alive(&state.status) => {}
+                Ok(_) => return Ok(()),
+                Err(BackendError::Timeout { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn pause(&self) -> Option<&dyn PauseResume> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PauseResume for OciBackend {
+    async fn pause(&self, handle: &Handle) -> Result<(), BackendError> {
+        self.inner.set_paused(handle, true).await
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), BackendError> {
+        self.inner.set_paused(handle, false).await
+    }
+}
+
+impl OciBackend {
+    /// What status shows: the runtime and its version.
+    pub fn runtime_version(&self) -> &str {
+        &self.inner.version
+    }
+}

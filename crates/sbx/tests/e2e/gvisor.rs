@@ -1,0 +1,133 @@
+//! The OCI backend under gVisor (`runsc`, installed by `scripts/setup --test`) through the
+//! binary: a profile on it (`backend = "oci"`) reported as gVisor in status, `sbx create
+//! --profile gvisor` from the host template and from an image template, commands (in gVisor's
+//! kernel, with no network), pause and resume, destroy — and nothing of it left: no runtime
+//! process, bundle, mount or cgroup.
+
+use sbx_protocol::CreateSandboxRequest;
+
+use crate::daemon::{text, Options, TestDaemon};
+
+const CONFIG: &str = "[profiles.gvisor]\nbackend = \"oci\"\n";
+
+fn runtime_processes(data: &std::path::Path) -> Vec<String> {
+    let needle = data.display().to_string();
+    crate::daemon::processes_mentioning(&needle)
+        .into_iter()
+        .map(|(_, line)| line)
+        .filter(|line| line.contains("runsc"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gvisor_profile_runs_sandboxes_under_runsc_end_to_end() {
+    let d = TestDaemon::start_with(Options {
+        config: Some(CONFIG),
+        ..Default::default()
+    })
+    .await;
+    let status = d.client.status().await.unwrap();
+    let oci = status.backends.iter().find(|b| b.name == "oci").unwrap();
+    assert!(oci.healthy, "{}", oci.detail);
+    assert_eq!(oci.isolation, "gvisor");
+    assert!(oci.detail.contains("runsc"), "{}", oci.detail);
+    let gvisor = status.profiles.iter().find(|p| p.name == "gvisor").unwrap();
+    assert!(gvisor.gvisor.requested && gvisor.gvisor.available);
+    let default = status
+        .profiles
+        .iter()
+        .find(|p| p.name == "default")
+        .unwrap();
+    assert!(!default.gvisor.requested);
+    let shown = d.cli(&["status"]);
+    assert!(text(&shown.stdout)
+        .contains("profile gvisor: backend oci, isolation gvisor, gVisor in use"));
+
+    // From the host template, through the CLI.
+    let created = d.cli(&["create", "--profile", "gvisor"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let id = text(&created.stdout).trim().to_owned();
+    let sandbox = d.client.get(&id).await.unwrap();
+    assert_eq!(sandbox.backend, "oci");
+    let out = d.cli(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "dmesg | head -1; id -u; pwd; echo kept > f && cat f; python3 -c 'print(6*7)'",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("gVisor"), "not gVisor's kernel: {stdout}");
+    assert!(stdout.contains("1000\n/home/user\nkept\n42\n"), "{stdout}");
+    // No network: nothing but loopback.
+    let net = d
+        .sh(
+            &id,
+            "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
+        )
+        .await;
+    assert_ne!(net.exit_code, 0, "a gVisor sandbox reached the network");
+    // Root inside, exit codes, stdin.
+    let root = d.sh_as(&id, Some("root"), "id -u; exit 3").await;
+    assert_eq!((root.stdout.as_str(), root.exit_code), ("0\n", 3));
+    // Pause and resume.
+    let paused = d.cli(&["pause", &id]);
+    assert!(paused.status.success(), "{}", text(&paused.stderr));
+    assert_eq!(
+        d.client.get(&id).await.unwrap().state,
+        sbx_protocol::SandboxState::Paused
+    );
+    let resumed = d.cli(&["resume", &id]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(d.sh(&id, "echo back").await.stdout, "back\n");
+
+    // From an image template.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("app.tar");
+    std::fs::write(
+        &archive,
+        crate::templates::docker_save(&[&crate::templates::base_layer()]),
+    )
+    .unwrap();
+    let imported = d.cli(&["template", "import", "busy", archive.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let image = d
+        .create_with(CreateSandboxRequest {
+            profile: Some("gvisor".into()),
+            template: Some("busy".into()),
+            ..Default::default()
+        })
+        .await;
+    let out = d
+        .sh(&image.id, "pwd; echo $FROM_IMAGE; cat /etc/hello")
+        .await;
+    assert_eq!(
+        out.stdout, "/opt/app\nyes\nhello from the image\n",
+        "{}",
+        out.stderr
+    );
+
+    // Destroyed: nothing left.
+    for sandbox in [&id, &image.id] {
+        let removed = d.cli(&["rm", sandbox]);
+        assert!(removed.status.success(), "{}", text(&removed.stderr));
+    }
+    assert!(runtime_processes(d.data_dir()).is_empty());
+    let bundles = std::fs::read_dir(d.data_dir().join("oci/bundles"))
+        .unwrap()
+        .count();
+    assert_eq!(bundles, 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&d.data_dir().display().to_string()));
+    let instance = std::fs::read_to_string(d.data_dir().join("oci/instance-id")).unwrap();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        assert!(!hierarchy
+            .path()
+            .join("sbx-oci")
+            .join(instance.trim())
+            .exists());
+    }
+    d.finish().await;
+}
