@@ -520,9 +520,11 @@ pub fn import(input: impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<u8>, 
     fs::create_dir(dest)?;
     let mut archive = tar::Archive::new(input);
     let invalid = |m: String| ImportError::Invalid(m);
+    // Raw: see `Unpacker::all` (a long name before the manifest is refused unread).
     let mut entries = archive
         .entries()
-        .map_err(|e| invalid(format!("not a snapshot file: {e}")))?;
+        .map_err(|e| invalid(format!("not a snapshot file: {e}")))?
+        .raw(true);
     let manifest = {
         let mut first = entries
             .next()

@@ -77,7 +77,9 @@ pub fn mount_root(root: &Root, skeleton: &Path, rootfs: &Path) -> Result<(), Bac
         Some("overlay"),
         rootfs,
         Some("overlay"),
-        nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NODEV,
+        nix::mount::MsFlags::MS_RDONLY
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOSUID,
         Some(options.as_str()),
     )
     .map_err(|e| BackendError::io("cannot mount the image's layers", e.into()))

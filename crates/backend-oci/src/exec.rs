@@ -1,20 +1,31 @@
-//! Commands through the runtime's `exec`: one `exec` client process per command, its stdio
-//! piped to the session; signals and kills by the command's pid inside the sandbox (which the
-//! runtime writes to a file as the command starts).
+//! Commands through the runtime's `exec`: one `exec` client process per command, run from a
+//! `process.json` (owner-only, in the bundle, removed once the command runs: no environment
+//! value on any command line), moved into the sandbox's own cgroup before it runs (its
+//! memory and pids count against the sandbox's limits, however many a tenant leaves running);
+//! its stdio piped to the session, or a terminal made on the host. Signals and kills go by the
+//! command's pid inside the sandbox (the runtime writes it to a file as the command starts),
+//! and for a kill or a group signal to its whole process group too, through the static
+//! busybox bound in the sandbox.
 
+use std::ffi::CString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sbx_backend::{BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, Signal};
+use sbx_backend::{
+    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, Signal, SignalTarget,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::runtime::Runtime;
 
 /// How long the runtime may take to start a command.
 const START: Duration = Duration::from_secs(20);
+/// After the command's exit, how long output still in its pipes is waited for (a background
+/// child that keeps them open does not keep the command alive).
+const DRAIN: Duration = Duration::from_millis(200);
 
 pub struct Command {
     pub container: String,
@@ -24,52 +35,125 @@ pub struct Command {
     pub uid: u32,
     pub gid: u32,
     pub stdin: bool,
-    /// Where the runtime writes the command's pid inside the sandbox.
+    /// Where the runtime writes the command's pid inside the sandbox; `process.json` goes
+    /// beside it.
     pub pid_file: PathBuf,
+    /// `cgroup.procs` files of the sandbox's cgroup, which the exec client joins.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The static busybox inside the sandbox, when bound: group kills go through it.
+    pub busybox: Option<String>,
 }
 
-pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, BackendError> {
-    let mut process = runtime.command();
-    process
+/// Writes `process.json` (0600) for `command`.
+fn write_process(command: &Command, terminal: Option<(u16, u16)>) -> Result<PathBuf, BackendError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut env: Vec<String> = command
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if terminal.is_some() && !command.env.iter().any(|(k, _)| k == "TERM") {
+        env.push("TERM=xterm-256color".into());
+    }
+    let mut process = serde_json::json!({
+        "terminal": terminal.is_some(),
+        "user": {"uid": command.uid, "gid": command.gid},
+        "args": command.argv,
+        "env": env,
+        "cwd": command.cwd,
+        "noNewPrivileges": true,
+    });
+    if let Some((rows, cols)) = terminal {
+        process["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+    }
+    let path = command.pid_file.with_extension("json");
+    let _ = std::fs::remove_file(&command.pid_file);
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(&serde_json::to_vec(&process).unwrap_or_default())?;
+            Ok(f)
+        })
+        .map_err(|e| BackendError::io("cannot write the command's process.json", e))?;
+    let _ = file.flush();
+    Ok(path)
+}
+
+/// The client command for `command`: `exec --process`, joining the sandbox's cgroup first.
+fn client(
+    runtime: &Runtime,
+    command: &Command,
+    process: &std::path::Path,
+) -> tokio::process::Command {
+    let mut client = runtime.command();
+    client
         .arg("exec")
-        .arg(format!("--user={}:{}", command.uid, command.gid))
-        .arg(format!("--cwd={}", command.cwd))
+        .arg(format!("--process={}", process.display()))
         .arg(format!(
             "--internal-pid-file={}",
             command.pid_file.display()
-        ));
-    for (key, value) in &command.env {
-        process.arg(format!("--env={key}={value}"));
-    }
-    process
+        ))
         .arg(&command.container)
-        .args(&command.argv)
-        .stdin(if command.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         // A dropped session detaches: the command keeps running.
         .kill_on_drop(false);
-    let mut child = process.spawn().map_err(|e| {
-        BackendError::unavailable(format!("cannot run {}: {e}", runtime.binary.display()))
-    })?;
-    // The pid appears once the command runs; an exec that fails ends first.
-    let started = Instant::now();
-    let pid = loop {
-        if let Ok(text) = std::fs::read_to_string(&command.pid_file) {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                break pid;
+    let procs: Vec<CString> = command
+        .cgroup_procs
+        .iter()
+        .filter_map(|p| CString::new(p.as_os_str().as_encoded_bytes()).ok())
+        .collect();
+    // SAFETY: between fork and exec only async-signal-safe calls: getpid, open, write, close
+    // on buffers made before the fork.
+    unsafe {
+        client.pre_exec(move || {
+            let mut digits = [0u8; 12];
+            let mut at = digits.len();
+            let mut pid = libc::getpid() as u32;
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (pid % 10) as u8;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
             }
+            for path in &procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+    client
+}
+
+/// Waits for the pid file; `Err` with what the client said when it ends first.
+async fn wait_pid(
+    child: &mut tokio::process::Child,
+    command: &Command,
+    process: &std::path::Path,
+    operation: &'static str,
+) -> Result<u32, BackendError> {
+    let started = Instant::now();
+    let outcome = loop {
+        if let Some(pid) = std::fs::read_to_string(&command.pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            break Ok(pid);
         }
         if let Ok(Some(status)) = child.try_wait() {
             let mut said = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut said).await;
+            if let Some(stderr) = child.stderr.take() {
+                let _ = stderr.take(64 << 10).read_to_string(&mut said).await;
             }
-            let said = said.trim();
             // The runtime's last line says why, after its log prefix.
             let message = said
                 .lines()
@@ -77,81 +161,314 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
                 .map(|l| l.rsplit("ERROR: ").next().unwrap_or(l).trim().to_owned())
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| format!("the command could not start ({status})"));
-            return Err(BackendError::ExecFailed(message));
+            break Err(BackendError::ExecFailed(message));
         }
         if started.elapsed() > START {
             let _ = child.start_kill();
-            return Err(BackendError::Timeout {
-                operation: "exec",
+            break Err(BackendError::Timeout {
+                operation,
                 after: START,
             });
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let _ = std::fs::remove_file(&command.pid_file);
+    let _ = std::fs::remove_file(process);
+    outcome
+}
+
+/// What a session's input task needs to signal the command.
+#[derive(Clone)]
+struct Signaller {
+    runtime: Runtime,
+    container: String,
+    pid: u32,
+    busybox: Option<String>,
+    sent: Arc<Mutex<Vec<i32>>>,
+}
+
+impl Signaller {
+    async fn deliver(&self, signal: Signal, target: SignalTarget) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push(signal.number());
+        }
+        // The group first (what the command started and kept in it), then the command.
+        if let (Some(busybox), true) = (&self.busybox, target != SignalTarget::Process) {
+            let group = format!("-{}", self.pid);
+            let _ = self
+                .runtime
+                .call(&[
+                    "exec",
+                    "--user=0:0",
+                    &self.container,
+                    busybox,
+                    "kill",
+                    "-s",
+                    signal.name(),
+                    "--",
+                    &group,
+                ])
+                .await;
+        }
+        let pid = format!("--pid={}", self.pid);
+        let _ = self
+            .runtime
+            .call(&["kill", &pid, &self.container, signal.name()])
+            .await;
+    }
+
+    fn exit(&self, status: std::process::ExitStatus) -> ExitStatus {
+        let sent = self.sent.lock().map(|s| s.clone()).unwrap_or_default();
+        exit_of(status, &sent)
+    }
+}
+
+pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, BackendError> {
+    let process = write_process(&command, None)?;
+    let mut client = client(runtime, &command, &process);
+    client
+        .stdin(if command.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match client.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_file(&process);
+            return Err(BackendError::unavailable(format!(
+                "cannot run {}: {e}",
+                runtime.binary.display()
+            )));
+        }
+    };
+    let pid = wait_pid(&mut child, &command, &process, "exec").await?;
     let (events_tx, events) = tokio::sync::mpsc::channel(64);
     let (input, mut inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
-    let signalled: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let signaller = Signaller {
+        runtime: runtime.clone(),
+        container: command.container.clone(),
+        pid,
+        busybox: command.busybox.clone(),
+        sent: Arc::default(),
+    };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let mut stdin = child.stdin.take();
-    // Input: stdin, and signals by the command's pid inside.
+    // Stdin has a writer of its own: a command that does not read cannot hold up a signal.
+    let (stdin_tx, mut stdin_rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(16);
+    if let Some(mut pipe) = child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(Some(bytes)) = stdin_rx.recv().await {
+                if pipe.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     {
-        let runtime = runtime.clone();
-        let container = command.container.clone();
-        let signalled = signalled.clone();
+        let signaller = signaller.clone();
         tokio::spawn(async move {
             while let Some(message) = inputs.recv().await {
                 match message {
                     ExecInput::Stdin(bytes) => {
-                        if let Some(pipe) = stdin.as_mut() {
-                            if pipe.write_all(&bytes).await.is_err() {
-                                stdin = None;
-                            }
-                        }
+                        let _ = stdin_tx.send(Some(bytes)).await;
                     }
-                    ExecInput::CloseStdin => stdin = None,
-                    ExecInput::Signal { signal, .. } => {
-                        deliver(&runtime, &container, pid, signal, &signalled).await;
+                    ExecInput::CloseStdin => {
+                        let _ = stdin_tx.send(None).await;
+                    }
+                    ExecInput::Signal { signal, target } => {
+                        signaller.deliver(signal, target).await;
                     }
                     ExecInput::Kill => {
-                        deliver(&runtime, &container, pid, Signal::Kill, &signalled).await;
+                        signaller.deliver(Signal::Kill, SignalTarget::Group).await;
                     }
                     ExecInput::Resize(_) => {}
                 }
             }
         });
     }
-    // Output, then the exit.
     tokio::spawn(async move {
-        let out = pump(stdout, events_tx.clone(), ExecEvent::Stdout);
-        let err = pump(stderr, events_tx.clone(), ExecEvent::Stderr);
-        tokio::join!(out, err);
+        let mut out = tokio::spawn(pump(stdout, events_tx.clone(), ExecEvent::Stdout));
+        let mut err = tokio::spawn(pump(stderr, events_tx.clone(), ExecEvent::Stderr));
         let status = child.wait().await;
-        let sent = signalled.lock().map(|s| s.clone()).unwrap_or_default();
-        let exit = match status {
-            Ok(status) => exit_of(status, &sent),
-            Err(_) => return,
-        };
-        let _ = events_tx.send(ExecEvent::Exited(exit)).await;
+        // What is still in the pipes, for a moment: a background child may hold them open.
+        let drained = tokio::time::timeout(DRAIN, async {
+            let _ = (&mut out).await;
+            let _ = (&mut err).await;
+        })
+        .await;
+        if drained.is_err() {
+            out.abort();
+            err.abort();
+        }
+        if let Ok(status) = status {
+            let _ = events_tx
+                .send(ExecEvent::Exited(signaller.exit(status)))
+                .await;
+        }
     });
     Ok(ExecSession { pid, events, input })
 }
 
-async fn deliver(
+/// A command on a new pseudo-terminal: a terminal pair made on the host, its slave side the
+/// runtime's controlling terminal and stdio, the command run with `terminal: true` — gVisor
+/// gives the command that terminal, and the runtime forwards the `SIGWINCH` of a resize
+/// (`TIOCSWINSZ` on the master) to it.
+pub async fn start_terminal(
     runtime: &Runtime,
-    container: &str,
-    pid: u32,
-    signal: Signal,
-    signalled: &Mutex<Vec<i32>>,
-) {
-    if let Ok(mut sent) = signalled.lock() {
-        sent.push(signal.number());
+    command: Command,
+    rows: u16,
+    cols: u16,
+) -> Result<ExecSession, BackendError> {
+    let process = write_process(&command, Some((rows, cols)))?;
+    let size = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pair = nix::pty::openpty(Some(&size), None)
+        .map_err(|e| BackendError::io("cannot open a terminal", e.into()))?;
+    let slave = std::fs::File::from(pair.slave);
+    let stdio = |f: &std::fs::File| -> Result<Stdio, BackendError> {
+        f.try_clone()
+            .map(Stdio::from)
+            .map_err(|e| BackendError::io("cannot open a terminal", e))
+    };
+    let mut client = client(runtime, &command, &process);
+    client
+        .stdin(stdio(&slave)?)
+        .stdout(stdio(&slave)?)
+        .stderr(stdio(&slave)?);
+    // SAFETY: between fork and exec, only async-signal-safe calls (setsid, ioctl).
+    unsafe {
+        client.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
-    let pid = format!("--pid={pid}");
-    let _ = runtime
-        .call(&["kill", &pid, container, signal.name()], None)
-        .await;
+    let spawned = client.spawn();
+    drop(slave);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_file(&process);
+            return Err(BackendError::unavailable(format!(
+                "cannot run {}: {e}",
+                runtime.binary.display()
+            )));
+        }
+    };
+    let pid = wait_pid(&mut child, &command, &process, "open_terminal").await?;
+    let master = std::fs::File::from(pair.master);
+    let reader = master
+        .try_clone()
+        .map_err(|e| BackendError::io("cannot use the terminal", e))?;
+    let (events_tx, events) = tokio::sync::mpsc::channel(64);
+    let (input, mut inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
+    let signaller = Signaller {
+        runtime: runtime.clone(),
+        container: command.container.clone(),
+        pid,
+        busybox: command.busybox.clone(),
+        sent: Arc::default(),
+    };
+    // Output: a thread reads the master until no one holds the slave side; a detached
+    // session's reader stops (the terminal then blocks the command's writes).
+    let output = {
+        let events = events_tx.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut reader = reader;
+            let mut buffer = vec![0u8; 64 << 10];
+            loop {
+                match reader.read(&mut buffer) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let chunk = ExecEvent::Stdout(Bytes::copy_from_slice(&buffer[..n]));
+                        if events.blocking_send(chunk).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    // Input: typed bytes through a writer of their own, on a blocking thread.
+    let master = Arc::new(master);
+    let (keys_tx, keys_rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+    {
+        let master = master.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while let Ok(bytes) = keys_rx.recv() {
+                if (&*master).write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    {
+        let signaller = signaller.clone();
+        let master = master.clone();
+        tokio::spawn(async move {
+            while let Some(message) = inputs.recv().await {
+                match message {
+                    ExecInput::Stdin(bytes) => {
+                        let keys = keys_tx.clone();
+                        // Waits (off the runtime) while the writer is behind.
+                        if tokio::task::spawn_blocking(move || keys.send(bytes))
+                            .await
+                            .map_or(true, |sent| sent.is_err())
+                        {
+                            break;
+                        }
+                    }
+                    ExecInput::Resize(size) => {
+                        let winsize = libc::winsize {
+                            ws_row: size.rows,
+                            ws_col: size.cols,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        // SAFETY: TIOCSWINSZ on a terminal descriptor this task holds, with a
+                        // winsize that outlives the call.
+                        unsafe {
+                            libc::ioctl(
+                                std::os::fd::AsRawFd::as_raw_fd(&*master),
+                                libc::TIOCSWINSZ,
+                                &winsize,
+                            )
+                        };
+                    }
+                    ExecInput::CloseStdin => {}
+                    ExecInput::Signal { signal, target } => {
+                        signaller.deliver(signal, target).await;
+                    }
+                    ExecInput::Kill => {
+                        signaller.deliver(Signal::Kill, SignalTarget::Session).await;
+                    }
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        drop(master);
+        // The client is gone, so is the slave side: the reader ends after the last output.
+        let _ =
+            tokio::time::timeout(DRAIN, tokio::task::spawn_blocking(move || output.join())).await;
+        if let Ok(status) = status {
+            let _ = events_tx
+                .send(ExecEvent::Exited(signaller.exit(status)))
+                .await;
+        }
+    });
+    Ok(ExecSession { pid, events, input })
 }
 
 /// The runtime's exit code is the shell's (128 + n for a signal): a signal this session sent
@@ -169,6 +486,8 @@ fn exit_of(status: std::process::ExitStatus, signalled: &[i32]) -> ExitStatus {
     }
 }
 
+/// Output to the session; a detached session's pipe is left unread (the command then gets
+/// `EPIPE` or blocks, as natively), never drained for nothing.
 async fn pump<R: tokio::io::AsyncRead + Unpin>(
     source: Option<R>,
     events: tokio::sync::mpsc::Sender<ExecEvent>,
@@ -187,8 +506,7 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
                     .await
                     .is_err()
                 {
-                    // Detached: keep draining so the command is not blocked on a full pipe.
-                    continue;
+                    return;
                 }
             }
         }

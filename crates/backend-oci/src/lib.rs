@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sbx_backend::{
     Backend, BackendError, Bounds, Capabilities, ExecSession, ExecSpec, Handle, Health,
-    ImageConfig, Observed, PauseResume, SandboxId, SandboxSpec, StdinMode,
+    ImageConfig, Observed, PauseResume, SandboxId, SandboxSpec, StdinMode, TerminalSpec, Terminals,
 };
 use sbx_images::ImageStore;
 
@@ -216,14 +216,78 @@ impl Inner {
         )
         .map_err(|e| io("cannot write the bundle's config.json", e))?;
         let bundle_arg = format!("--bundle={}", bundle.display());
-        self.runtime
-            .call(
-                &["create", &bundle_arg, &id],
-                Some(&bundle.join("create.log")),
-            )
-            .await?;
-        self.runtime.call(&["start", &id], None).await?;
+        self.runtime.create(&[&bundle_arg, &id]).await?;
+        self.runtime.call(&["start", &id]).await?;
         Ok(nonce)
+    }
+
+    /// A command for the sandbox of `handle`: the base environment, the image's, the
+    /// request's; the working directory asked, else the image's, else the user's home.
+    fn command(
+        &self,
+        handle: &Handle,
+        argv: Vec<String>,
+        request_env: Vec<(String, String)>,
+        cwd: Option<String>,
+        user: sbx_backend::User,
+        stdin: bool,
+    ) -> Result<exec::Command, BackendError> {
+        let id = self.current(handle)?;
+        let bundle = self.bundle(&id);
+        let image: Option<ImageConfig> = fs::read(bundle.join("image.json"))
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok());
+        let root = match &image {
+            Some(config) => Root::Layers {
+                layers: Vec::new(),
+                config: config.clone(),
+            },
+            None => Root::Directory {
+                path: PathBuf::new(),
+                binds: Vec::new(),
+            },
+        };
+        let (home, name) = match user.uid {
+            0 => ("/root".to_owned(), "root".to_owned()),
+            1000 => ("/home/user".to_owned(), "user".to_owned()),
+            uid => ("/".to_owned(), uid.to_string()),
+        };
+        let mut env = bundle::base_env(&root, &id);
+        for (key, value) in [
+            ("HOME".to_owned(), home.clone()),
+            ("USER".to_owned(), name.clone()),
+            ("LOGNAME".to_owned(), name),
+        ]
+        .into_iter()
+        .chain(request_env)
+        {
+            match env.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => env.push((key, value)),
+            }
+        }
+        let cwd = cwd
+            .or_else(|| image.and_then(|i| i.working_dir))
+            .unwrap_or(home);
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let cgroup_procs = self
+            .cgroup_leaves(&id)
+            .into_iter()
+            .map(|leaf| leaf.join("cgroup.procs"))
+            .filter(|procs| procs.exists())
+            .collect();
+        Ok(exec::Command {
+            argv,
+            env,
+            cwd,
+            uid: user.uid,
+            gid: user.gid,
+            stdin,
+            pid_file: bundle.join("exec").join(format!("{serial}.pid")),
+            cgroup_procs,
+            busybox: self.init.as_ref().map(|_| bundle::INIT_PATH.to_owned()),
+            container: id,
+        })
     }
 
     /// The container of `handle`, if it is still the one the handle was made for.
@@ -258,18 +322,18 @@ impl Inner {
                 Err(BackendError::NotFound(format!("sandbox {id} has stopped")))
             };
         }
-        self.runtime.call(&[verb, &id], None).await.map(|_| ())
+        self.runtime.call(&[verb, &id]).await.map(|_| ())
     }
 
     async fn remove(&self, id: &str) -> Result<(), BackendError> {
         // runsc refuses (panics) to delete a paused container: resumed first, then killed.
         if let Ok(Some(state)) = self.runtime.state(id).await {
             if state.status == "paused" {
-                let _ = self.runtime.call(&["resume", id], None).await;
+                let _ = self.runtime.call(&["resume", id]).await;
             }
         }
-        let _ = self.runtime.call(&["kill", id, "KILL"], None).await;
-        let deleted = self.runtime.call(&["delete", "--force", id], None).await;
+        let _ = self.runtime.call(&["kill", id, "KILL"]).await;
+        let deleted = self.runtime.call(&["delete", "--force", id]).await;
         if let Err(e) = deleted {
             if self.runtime.state(id).await?.is_some() {
                 return Err(e);
@@ -284,10 +348,17 @@ impl Inner {
         }
         // The runtime removes the sandbox's cgroup, or leaves it empty when its last process
         // exits a moment after: removed here then; its parents go when empty.
-        let leaves: Vec<PathBuf> = cgroup_hierarchies()
-            .iter()
-            .map(|h| h.join("sbx-oci").join(&self.instance).join(id))
-            .collect();
+        let leaves = self.cgroup_leaves(id);
+        // Whatever is left in it (a create cut off half-way leaves its sandbox and gofer).
+        for leaf in &leaves {
+            let procs = fs::read_to_string(leaf.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         for _ in 0..100 {
             for leaf in &leaves {
                 let _ = fs::remove_dir(leaf);
@@ -318,6 +389,14 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
 }
 
 impl Inner {
+    /// The sandbox's cgroup in each hierarchy (made by the runtime).
+    fn cgroup_leaves(&self, id: &str) -> Vec<PathBuf> {
+        cgroup_hierarchies()
+            .iter()
+            .map(|h| h.join("sbx-oci").join(&self.instance).join(id))
+            .collect()
+    }
+
     /// Removes this instance's cgroup parents where they are empty.
     fn remove_cgroup_parents(&self) {
         for hierarchy in cgroup_hierarchies() {
@@ -363,6 +442,7 @@ impl Backend for OciBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             stdin: true,
+            terminals: true,
             pause: true,
             adopt: true,
             ..Capabilities::default()
@@ -462,59 +542,15 @@ impl Backend for OciBackend {
     }
 
     async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {
-        let id = self.inner.current(handle)?;
-        let bundle = self.inner.bundle(&id);
-        let image: Option<ImageConfig> = fs::read(bundle.join("image.json"))
-            .ok()
-            .and_then(|t| serde_json::from_slice(&t).ok());
-        let root = match &image {
-            Some(config) => Root::Layers {
-                layers: Vec::new(),
-                config: config.clone(),
-            },
-            None => Root::Directory {
-                path: PathBuf::new(),
-                binds: Vec::new(),
-            },
-        };
-        let (home, user) = match spec.user.uid {
-            0 => ("/root".to_owned(), "root".to_owned()),
-            1000 => ("/home/user".to_owned(), "user".to_owned()),
-            uid => ("/".to_owned(), uid.to_string()),
-        };
-        let mut env = bundle::base_env(&root, &id);
-        for (key, value) in [
-            ("HOME".to_owned(), home.clone()),
-            ("USER".to_owned(), user.clone()),
-            ("LOGNAME".to_owned(), user),
-        ]
-        .into_iter()
-        .chain(spec.env)
-        {
-            match env.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => env.push((key, value)),
-            }
-        }
-        let cwd = spec
-            .cwd
-            .or_else(|| image.and_then(|i| i.working_dir))
-            .unwrap_or(home);
-        let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
-        exec::start(
-            &self.inner.runtime,
-            exec::Command {
-                container: id,
-                argv: spec.argv,
-                env,
-                cwd,
-                uid: spec.user.uid,
-                gid: spec.user.gid,
-                stdin: spec.stdin == StdinMode::Pipe,
-                pid_file: bundle.join("exec").join(format!("{serial}.pid")),
-            },
-        )
-        .await
+        let command = self.inner.command(
+            handle,
+            spec.argv,
+            spec.env,
+            spec.cwd,
+            spec.user,
+            spec.stdin == StdinMode::Pipe,
+        )?;
+        exec::start(&self.inner.runtime, command).await
     }
 
     async fn wait_exit(&self, handle: &Handle) -> Result<(), BackendError> {
@@ -537,6 +573,24 @@ impl Backend for OciBackend {
 
     fn pause(&self) -> Option<&dyn PauseResume> {
         Some(self)
+    }
+
+    fn terminals(&self) -> Option<&dyn Terminals> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Terminals for OciBackend {
+    async fn open_terminal(
+        &self,
+        handle: &Handle,
+        spec: TerminalSpec,
+    ) -> Result<ExecSession, BackendError> {
+        let command = self
+            .inner
+            .command(handle, spec.argv, spec.env, spec.cwd, spec.user, true)?;
+        exec::start_terminal(&self.inner.runtime, command, spec.size.rows, spec.size.cols).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! The runtime binary: every call under a deadline, its errors with what it said.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -42,22 +42,13 @@ impl Runtime {
         command
     }
 
-    /// Runs `args`; its stdout when it succeeds, else `Err` with its stderr (`log`, when
-    /// given, receives stderr instead of a pipe and stdout is discarded: for calls that leave
-    /// processes behind which would hold a pipe open, as `create` does).
-    pub async fn call(&self, args: &[&str], log: Option<&Path>) -> Result<Vec<u8>, BackendError> {
+    /// Runs `args`; its stdout when it succeeds, else `Err` with its stderr.
+    pub async fn call(&self, args: &[&str]) -> Result<Vec<u8>, BackendError> {
         let mut command = self.command();
-        command.args(args);
-        match log {
-            Some(path) => {
-                let file = std::fs::File::create(path)
-                    .map_err(|e| BackendError::io("cannot open the runtime's log", e))?;
-                command.stdout(Stdio::null()).stderr(Stdio::from(file));
-            }
-            None => {
-                command.stdout(Stdio::piped()).stderr(Stdio::piped());
-            }
-        }
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let child = command.spawn().map_err(|e| {
             BackendError::unavailable(format!("cannot run {}: {e}", self.binary.display()))
         })?;
@@ -71,22 +62,57 @@ impl Runtime {
         if output.status.success() {
             return Ok(output.stdout);
         }
-        let said = match log {
-            Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
-            None => String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
         Err(BackendError::other(format!(
             "{} {} failed ({}): {}",
             self.binary.display(),
             args.first().copied().unwrap_or_default(),
             output.status,
-            last_lines(&said)
+            last_lines(&String::from_utf8_lossy(&output.stderr))
+        )))
+    }
+
+    /// `create`: the container's init inherits the client's stdio, so stdout is discarded and
+    /// stderr is a pipe read (a bounded amount) only once the client has exited, then closed —
+    /// never a host file the sandbox could keep writing to.
+    pub async fn create(&self, args: &[&str]) -> Result<(), BackendError> {
+        use tokio::io::AsyncReadExt;
+        let mut command = self.command();
+        command
+            .arg("create")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| {
+            BackendError::unavailable(format!("cannot run {}: {e}", self.binary.display()))
+        })?;
+        let status = tokio::time::timeout(CALL, child.wait())
+            .await
+            .map_err(|_| BackendError::Timeout {
+                operation: "the runtime",
+                after: CALL,
+            })?
+            .map_err(|e| BackendError::io("the runtime failed", e))?;
+        if status.success() {
+            return Ok(());
+        }
+        let mut said = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                stderr.take(64 << 10).read_to_end(&mut said),
+            )
+            .await;
+        }
+        Err(BackendError::other(format!(
+            "{} create failed ({status}): {}",
+            self.binary.display(),
+            last_lines(&String::from_utf8_lossy(&said))
         )))
     }
 
     /// The container's state; `None` when the runtime does not know it.
     pub async fn state(&self, id: &str) -> Result<Option<State>, BackendError> {
-        match self.call(&["state", id], None).await {
+        match self.call(&["state", id]).await {
             Ok(out) => serde_json::from_slice(&out)
                 .map(Some)
                 .map_err(|e| BackendError::other(format!("the runtime's state is malformed: {e}"))),
@@ -104,7 +130,7 @@ impl Runtime {
 
     /// Ids of the containers under this runtime root.
     pub async fn list(&self) -> Result<Vec<String>, BackendError> {
-        let out = self.call(&["list", "--quiet"], None).await?;
+        let out = self.call(&["list", "--quiet"]).await?;
         Ok(String::from_utf8_lossy(&out)
             .lines()
             .map(str::trim)

@@ -12,6 +12,7 @@ mod e2b;
 mod files;
 mod flood;
 mod images;
+mod oci;
 mod report;
 mod stats;
 mod terminal;
@@ -245,6 +246,7 @@ async fn run(args: Args) -> Result<bool> {
             rows.extend(overhead);
             rows.extend(e2b::rows(&daemon, n).await);
             rows.extend(images::rows(&daemon, n).await);
+            rows.extend(oci::rows(&sbx, n).await);
             Ok((rows, scale))
         }
         (Ok(_), Err(e)) => Err(e),

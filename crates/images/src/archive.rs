@@ -98,17 +98,52 @@ async fn receive(
     Ok(())
 }
 
-/// A reader of `file`'s bytes, decompressed when they start like gzip or zstd.
-pub(crate) fn decoded(file: fs::File) -> io::Result<Box<dyn Read + Send>> {
+/// A reader of `file`'s bytes, decompressed when they start like gzip or zstd; at most
+/// `limit` bytes come out (a decompression bomb ends there, with an error).
+pub(crate) fn decoded(file: fs::File, limit: u64) -> io::Result<Box<dyn Read + Send>> {
     let mut reader = BufReader::with_capacity(256 << 10, file);
     let head = reader.fill_buf()?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+    let decoded: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(reader))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
     } else {
         Box::new(reader)
-    })
+    };
+    Ok(Box::new(Bounded {
+        inner: decoded,
+        left: limit,
+    }))
+}
+
+/// Tar's own bytes (headers, padding) beside the data an unpacking counts.
+const TAR_SLACK: u64 = 1 << 30;
+
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more tells an end from a stream that goes on.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "it decompresses to more than the image may take",
+                )),
+            };
+        }
+        let most = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..most])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,12 +166,15 @@ fn unpack_error(e: UnpackError) -> ImageError {
 }
 
 /// What the archive is, from the names at its top level (headers only: data is skipped).
-fn sniff(path: &Path) -> Result<Kind, ImageError> {
-    let reader = decoded(open(path)?).map_err(|e| ImageError::io("cannot read the archive", e))?;
+fn sniff(path: &Path, max: u64) -> Result<Kind, ImageError> {
+    let reader = decoded(open(path)?, max.saturating_add(TAR_SLACK))
+        .map_err(|e| ImageError::io("cannot read the archive", e))?;
     let mut archive = tar::Archive::new(reader);
+    // Raw: a long name's data is never read here (nor held in memory).
     let entries = archive
         .entries()
-        .map_err(|e| ImageError::Invalid(format!("not a tar archive: {e}")))?;
+        .map_err(|e| ImageError::Invalid(format!("not a tar archive: {e}")))?
+        .raw(true);
     let (mut manifest, mut layout, mut index) = (false, false, false);
     let mut empty = true;
     for (n, entry) in entries.enumerate() {
@@ -178,8 +216,8 @@ fn from_file(
     path: &Path,
     progress: &ProgressSender,
 ) -> Result<ImageTemplate, ImageError> {
-    let kind = sniff(path)?;
     let max = store.config().max_image_bytes;
+    let kind = sniff(path, max)?;
     if kind == Kind::Rootfs {
         let (hex, bytes, setid) = layer_from(store, reservation, path, None, max, progress)?;
         return Ok(ImageTemplate {
@@ -195,8 +233,8 @@ fn from_file(
     let dir = store.scratch("unpacked");
     let made = (|| {
         fs::create_dir(&dir).map_err(|e| ImageError::io("cannot unpack the archive", e))?;
-        let reader =
-            decoded(open(path)?).map_err(|e| ImageError::io("cannot read the archive", e))?;
+        let reader = decoded(open(path)?, max.saturating_add(TAR_SLACK))
+            .map_err(|e| ImageError::io("cannot read the archive", e))?;
         let mut archive = tar::Archive::new(reader);
         let mut unpacker = Unpacker::new(&dir, None, max, "the archive")
             .map_err(|e| ImageError::io("cannot unpack the archive", e))?;
@@ -448,6 +486,9 @@ fn from_image(
 }
 
 pub(crate) fn check_layers(layers: usize, diff_ids: usize) -> Result<(), ImageError> {
+    if layers == 0 {
+        return Err(ImageError::Invalid("the image has no layers".into()));
+    }
     if layers != diff_ids {
         return Err(ImageError::Invalid(format!(
             "the image has {layers} layers but its configuration names {diff_ids}"
@@ -476,8 +517,8 @@ pub(crate) fn layer_from(
         expected,
         |dest| {
             let _ = progress.try_send(step("unpack", expected, 0, None));
-            let reader =
-                decoded(open(path)?).map_err(|e| ImageError::io("cannot read a layer", e))?;
+            let reader = decoded(open(path)?, max_bytes.saturating_add(TAR_SLACK))
+                .map_err(|e| ImageError::io("cannot read a layer", e))?;
             let mut hashing = Hashing::new(reader);
             let stats = {
                 let mut archive = tar::Archive::new(&mut hashing);

@@ -95,8 +95,11 @@ impl ImageStore {
             fs::create_dir_all(root.join(dir))?;
         }
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o711))?;
-        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o700))?;
+        // Host users have no business in layers (an image's files, some of them world-writable
+        // inside) nor in anything else here.
+        for dir in ["", "layers", "templates", "tmp"] {
+            fs::set_permissions(root.join(dir), fs::Permissions::from_mode(0o700))?;
+        }
         for entry in fs::read_dir(root.join("tmp"))? {
             let _ = remove_any(&entry?.path());
         }
@@ -175,6 +178,9 @@ impl ImageStore {
                 "template name {name:?} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )));
         }
+        if name == host::HOST {
+            return Err(ImageError::Exists(name.to_owned()));
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.makes >= MAX_MAKES {
             return Err(ImageError::Busy(format!(
@@ -234,6 +240,10 @@ impl ImageStore {
             let _ = remove_any(&scratch);
             return Ok((hex, read_bytes(&dir), stats.setid_cleared));
         }
+        // The layer's root: host root's, 0755, whatever the archive said of `./`.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::os::unix::fs::chown(&scratch, Some(0), Some(0));
+        let _ = fs::set_permissions(&scratch, fs::Permissions::from_mode(0o755));
         let bytes = stored_bytes(&scratch);
         let _ = fs::write(dir.with_extension("bytes"), bytes.to_string());
         if let Err(e) = fs::rename(&scratch, &dir) {

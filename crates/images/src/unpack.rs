@@ -153,6 +153,9 @@ fn make_room(
     shown: &str,
     replace_dirs: bool,
 ) -> Result<(), UnpackError> {
+    if name.as_bytes() == b"." || name.as_bytes() == b".." {
+        return Err(invalid(format!("{shown}: not a name")));
+    }
     match stat_at(dir, name) {
         Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(io::Error::from(e).into()),
@@ -295,13 +298,58 @@ impl Unpacker {
         })
     }
 
-    /// Every entry of `entries`.
+    /// Every entry of `entries`. The stream is read raw: GNU long names and links and PAX
+    /// headers are entries of their own here, read with a bound (the `tar` crate would read
+    /// them whole into memory, whatever their size) and applied to the entry after them.
     pub fn all<R: Read>(&mut self, entries: tar::Entries<'_, R>) -> Result<(), UnpackError> {
-        for item in entries {
+        let mut name: Option<Vec<u8>> = None;
+        let mut link: Option<Vec<u8>> = None;
+        for item in entries.raw(true) {
             let mut item = item.map_err(|e| invalid(format!("{} is malformed: {e}", self.what)))?;
-            self.entry(&mut item)?;
+            match item.header().entry_type() {
+                tar::EntryType::GNULongName => name = Some(self.metadata(&mut item)?),
+                tar::EntryType::GNULongLink => link = Some(self.metadata(&mut item)?),
+                tar::EntryType::XHeader => {
+                    let records = self.metadata(&mut item)?;
+                    for (key, value) in pax_records(&records) {
+                        match key {
+                            b"path" => name = Some(value.to_vec()),
+                            b"linkpath" => link = Some(value.to_vec()),
+                            _ => {}
+                        }
+                    }
+                }
+                tar::EntryType::XGlobalHeader => {
+                    self.metadata(&mut item)?;
+                }
+                _ => self.entry_named(&mut item, name.take(), link.take())?,
+            }
         }
         Ok(())
+    }
+
+    /// The data of a metadata entry (a long name, a PAX header), at most 64 KiB.
+    fn metadata<R: Read>(&mut self, item: &mut tar::Entry<'_, R>) -> Result<Vec<u8>, UnpackError> {
+        const MAX_METADATA: u64 = 64 << 10;
+        self.stats.entries += 1;
+        if self.stats.entries > MAX_ENTRIES {
+            return Err(self.too_many());
+        }
+        if item.size() > MAX_METADATA {
+            return Err(invalid(format!(
+                "{}: a long name or extended header of {} bytes (at most {MAX_METADATA})",
+                self.what,
+                item.size()
+            )));
+        }
+        let mut data = Vec::new();
+        item.take(MAX_METADATA)
+            .read_to_end(&mut data)
+            .map_err(|e| invalid(format!("{} is malformed: {e}", self.what)))?;
+        while data.last() == Some(&0) {
+            data.pop();
+        }
+        Ok(data)
     }
 
     fn too_many(&self) -> UnpackError {
@@ -324,16 +372,23 @@ impl Unpacker {
         }
     }
 
-    /// One entry.
-    pub fn entry<R: Read>(&mut self, item: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+    /// One entry (its path and link target as the header says, or as a long name or PAX
+    /// header before it said).
+    fn entry_named<R: Read>(
+        &mut self,
+        item: &mut tar::Entry<'_, R>,
+        name: Option<Vec<u8>>,
+        link: Option<Vec<u8>>,
+    ) -> Result<(), UnpackError> {
         let replace_dirs = self.prefix.is_none();
         self.stats.entries += 1;
         if self.stats.entries > MAX_ENTRIES {
             return Err(self.too_many());
         }
-        let raw = item.path_bytes().into_owned();
+        let raw = name.unwrap_or_else(|| item.path_bytes().into_owned());
+        let link = link.or_else(|| item.link_name_bytes().map(|l| l.into_owned()));
         let shown = String::from_utf8_lossy(&raw[..raw.len().min(256)]).into_owned();
-        let link_length = item.link_name_bytes().map_or(0, |l| l.len());
+        let link_length = link.as_ref().map_or(0, Vec::len);
         if raw.len() > MAX_PATH || link_length > MAX_PATH {
             return Err(invalid(format!(
                 "{shown}: a path or link target longer than {MAX_PATH} bytes"
@@ -369,7 +424,11 @@ impl Unpacker {
             return Ok(());
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX) {
-            if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX) {
+            if hidden.is_empty()
+                || hidden == b"."
+                || hidden == b".."
+                || hidden.starts_with(WHITEOUT_PREFIX)
+            {
                 return Err(invalid(format!("{shown}: a malformed whiteout")));
             }
             let hidden = OsStr::from_bytes(hidden);
@@ -427,20 +486,18 @@ impl Unpacker {
                 self.cleared(finish(&parent, name, &header, false));
             }
             tar::EntryType::Symlink => {
-                let target = item
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid(format!("{shown}: a symlink without a target")))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| invalid(format!("{shown}: a symlink without a target")))?;
                 make_room(&parent, name, &shown, replace_dirs)?;
                 nix::unistd::symlinkat(OsStr::from_bytes(&target), parent.as_fd(), *name)
                     .map_err(io::Error::from)?;
                 finish(&parent, name, &header, true);
             }
             tar::EntryType::Link => {
-                let target = item
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid(format!("{shown}: a hard link without a target")))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| invalid(format!("{shown}: a hard link without a target")))?;
                 let target_all = names(&target)
                     .ok_or_else(|| invalid(format!("{shown}: a hard link out of the layer")))?;
                 let target_names = self
@@ -497,5 +554,44 @@ impl Unpacker {
         if cleared {
             self.stats.setid_cleared += 1;
         }
+    }
+}
+
+/// The `key=value` records of a PAX extended header (`<length> <key>=<value>\n` each);
+/// malformed records end the list.
+fn pax_records(data: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut records = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some(space) = rest.iter().position(|b| *b == b' ') else {
+            break;
+        };
+        let Some(length) = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > space + 1 && *l <= rest.len())
+        else {
+            break;
+        };
+        let record = &rest[space + 1..length];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some(equals) = record.iter().position(|b| *b == b'=') {
+            records.push((&record[..equals], &record[equals + 1..]));
+        }
+        rest = &rest[length..];
+    }
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pax_records_are_parsed_and_bounded() {
+        let data = b"19 path=some/where\n16 linkpath=abc\n5 x=\n";
+        let records = super::pax_records(data);
+        assert_eq!(records[0], (&b"path"[..], &b"some/where"[..]));
+        assert_eq!(records[1], (&b"linkpath"[..], &b"abc"[..]));
+        assert!(super::pax_records(b"999 path=x\n").is_empty());
+        assert!(super::pax_records(b"x").is_empty());
     }
 }

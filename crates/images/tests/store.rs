@@ -234,6 +234,11 @@ async fn hostile_layers_are_refused_with_the_entry_named() {
             "goes through a symlink",
         ),
         (layer(&[E::Char("dev/null")]), "device nodes are refused"),
+        // A whiteout of `..` would empty the directory the layer is unpacked in.
+        (layer(&[E::File("a/.wh...", "")]), "malformed whiteout"),
+        (layer(&[E::File(".wh..", "")]), "malformed whiteout"),
+        // A long name is read with a bound, never whole.
+        (layer(&[E::File(&"n/".repeat(40_000), "x")]), "long name"),
     ];
     for (n, (bytes, expected)) in cases.into_iter().enumerate() {
         // As a root file system and as a layer of an image.

@@ -1,7 +1,7 @@
 //! The OCI backend under gVisor (`runsc`, installed by `scripts/setup --test`) through the
 //! binary: a profile on it (`backend = "oci"`) reported as gVisor in status, `sbx create
 //! --profile gvisor` from the host template and from an image template, commands (in gVisor's
-//! kernel, with no network), pause and resume, destroy — and nothing of it left: no runtime
+//! kernel, with no network), a terminal, pause and resume, destroy — and nothing of it left: no runtime
 //! process, bundle, mount or cgroup.
 
 use sbx_protocol::CreateSandboxRequest;
@@ -69,9 +69,61 @@ async fn a_gvisor_profile_runs_sandboxes_under_runsc_end_to_end() {
         )
         .await;
     assert_ne!(net.exit_code, 0, "a gVisor sandbox reached the network");
+    // A background child holding the pipes does not keep a command running.
+    let started = std::time::Instant::now();
+    let background = d.sh(&id, "sleep 100 & echo started").await;
+    assert_eq!(background.stdout, "started\n");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // A command's environment is on no host command line.
+    let running = {
+        let client = d.client.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            client
+                .exec(
+                    &id,
+                    &sbx_protocol::ExecRequest {
+                        cmd: vec!["sh".into(), "-c".into(), "sleep 2; echo $TOKEN".into()],
+                        env: [("TOKEN".to_owned(), "s3cr3t-value".to_owned())].into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let visible = crate::daemon::processes_mentioning("s3cr3t-value");
+    assert!(visible.is_empty(), "{visible:?}");
+    let out = running.await.unwrap().unwrap();
+    assert_eq!(out.stdout, "s3cr3t-value\n");
     // Root inside, exit codes, stdin.
     let root = d.sh_as(&id, Some("root"), "id -u; exit 3").await;
     assert_eq!((root.stdout.as_str(), root.exit_code), ("0\n", 3));
+    // A terminal: its size, a resize, its exit status.
+    {
+        use crate::terminal::{control, read_to_end, read_until, send_text, shell, started};
+        let mut terminal = d.client.terminal(&id, &shell()).await.unwrap();
+        assert!(started(&mut terminal).await > 1);
+        let mut output = String::new();
+        send_text(&mut terminal, "stty size\n").await;
+        read_until(&mut terminal, &mut output, "24 80").await;
+        control(
+            &mut terminal,
+            sbx_protocol::TerminalControl::Resize {
+                rows: 30,
+                cols: 100,
+            },
+        )
+        .await;
+        send_text(&mut terminal, "stty size\n").await;
+        read_until(&mut terminal, &mut output, "30 100").await;
+        send_text(&mut terminal, "exit 7\n").await;
+        let (exit, _) = read_to_end(&mut terminal).await;
+        match exit {
+            Some(sbx_protocol::TerminalEvent::Exit(info)) => assert_eq!(info.exit_code, 7),
+            other => panic!("expected exit, got {other:?}"),
+        }
+    }
     // Pause and resume.
     let paused = d.cli(&["pause", &id]);
     assert!(paused.status.success(), "{}", text(&paused.stderr));

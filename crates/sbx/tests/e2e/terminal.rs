@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::daemon::{text, Options, TestDaemon, SBX};
 
-fn shell() -> TerminalRequest {
+pub(crate) fn shell() -> TerminalRequest {
     TerminalRequest {
         cmd: vec!["sh".into()],
         rows: Some(24),
@@ -22,20 +22,20 @@ fn shell() -> TerminalRequest {
     }
 }
 
-async fn send_text(terminal: &mut Terminal, input: &str) {
+pub(crate) async fn send_text(terminal: &mut Terminal, input: &str) {
     terminal
         .send(Message::Binary(input.as_bytes().to_vec().into()))
         .await
         .unwrap();
 }
 
-async fn control(terminal: &mut Terminal, message: TerminalControl) {
+pub(crate) async fn control(terminal: &mut Terminal, message: TerminalControl) {
     let text = serde_json::to_string(&message).unwrap();
     terminal.send(Message::Text(text.into())).await.unwrap();
 }
 
 /// What the terminal says until `output` contains `needle` (or the terminal ends).
-async fn read_until(terminal: &mut Terminal, output: &mut String, needle: &str) {
+pub(crate) async fn read_until(terminal: &mut Terminal, output: &mut String, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !output.contains(needle) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -50,7 +50,7 @@ async fn read_until(terminal: &mut Terminal, output: &mut String, needle: &str) 
 }
 
 /// Reads to the end: the exit event and the close frame's code.
-async fn read_to_end(terminal: &mut Terminal) -> (Option<TerminalEvent>, Option<u16>) {
+pub(crate) async fn read_to_end(terminal: &mut Terminal) -> (Option<TerminalEvent>, Option<u16>) {
     let mut exit = None;
     loop {
         match tokio::time::timeout(Duration::from_secs(15), terminal.next())
@@ -71,7 +71,7 @@ async fn read_to_end(terminal: &mut Terminal) -> (Option<TerminalEvent>, Option<
     }
 }
 
-async fn started(terminal: &mut Terminal) -> u32 {
+pub(crate) async fn started(terminal: &mut Terminal) -> u32 {
     match terminal.next().await.unwrap().unwrap() {
         Message::Text(text) => match serde_json::from_str(&text).unwrap() {
             TerminalEvent::Started { pid } => pid,
