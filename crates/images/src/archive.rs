@@ -31,23 +31,19 @@ pub(crate) async fn import(
     mut stream: Pin<Box<dyn AsyncRead + Send>>,
     progress: &ProgressSender,
 ) -> Result<ImageTemplate, ImageError> {
-    let spool = store.scratch("archive");
-    let received = receive(
-        &spool,
+    let spool = crate::Scratch(store.scratch("archive"));
+    receive(
+        &spool.0,
         &mut stream,
         store.config().max_image_bytes,
         progress,
     )
-    .await;
-    if let Err(e) = received {
-        let _ = fs::remove_file(&spool);
-        return Err(e);
-    }
+    .await?;
     let store = store.clone();
     let progress = progress.clone();
     tokio::task::spawn_blocking(move || {
-        let made = from_file(&store, &reservation, &spool, &progress);
-        let _ = fs::remove_file(&spool);
+        let made = from_file(&store, &reservation, &spool.0, &progress);
+        drop(spool);
         store.finish(reservation, made?)
     })
     .await

@@ -404,6 +404,16 @@ fn stored_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// A scratch file or directory, removed when dropped (a pull or an import cut off by its
+/// deadline leaves nothing).
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = remove_any(&self.0);
+    }
+}
+
 pub(crate) fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -83,15 +83,15 @@ pub(crate) async fn pull(
         let (hex, bytes, cleared) = if store.layer_dir(hex).is_dir() {
             store.add_layer(&reservation, Some(hex), |_| unreachable_fill(), progress)?
         } else {
-            let blob = store.scratch("blob");
-            let received = receive(&client, &parsed, descriptor, &blob, progress).await;
+            let blob = crate::Scratch(store.scratch("blob"));
+            let received = receive(&client, &parsed, descriptor, &blob.0, progress).await;
             let outcome = match received {
                 Ok(()) => {
                     let (store, reservation, progress, blob, hex) = (
                         store.clone(),
                         reservation.clone(),
                         progress.clone(),
-                        blob.clone(),
+                        blob.0.clone(),
                         hex.clone(),
                     );
                     tokio::task::spawn_blocking(move || {
@@ -103,7 +103,7 @@ pub(crate) async fn pull(
                 }
                 Err(e) => Err(e),
             };
-            let _ = std::fs::remove_file(&blob);
+            drop(blob);
             outcome?
         };
         left = left.saturating_sub(bytes);

@@ -52,3 +52,7 @@ pub async fn run_raw<T>(
         .await
         .map_err(|_| Error::Timeout { operation })
 }
+
+/// A pull or an import of a template, whole (a registry that trickles cannot hold one of the
+/// store's two slots for ever).
+pub const TEMPLATE_MAKE: Duration = Duration::from_secs(30 * 60);

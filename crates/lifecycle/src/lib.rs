@@ -105,6 +105,8 @@ struct Inner {
     reaper_wake: Notify,
     /// The daemon's image store (templates from images), when it has one.
     images: std::sync::OnceLock<Arc<dyn sbx_backend::Images>>,
+    /// Templates whose removal is under way: no create of them is admitted.
+    images_removing: Mutex<std::collections::HashSet<String>>,
     stopping: AtomicBool,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Turns true when the daemon stops: long-lived streams end.
@@ -147,6 +149,7 @@ impl Service {
                 pending_disk: Mutex::new(HashMap::new()),
                 reaper_wake: Notify::new(),
                 images: std::sync::OnceLock::new(),
+                images_removing: Mutex::default(),
                 stopping: AtomicBool::new(false),
                 reaper: Mutex::new(None),
                 closing: tokio::sync::watch::Sender::new(false),

@@ -216,6 +216,15 @@ impl Service {
         let inner = &self.inner;
         let mut admission = inner.access.admission();
         self.admit_create(&mut admission, caller, params)?;
+        // Not a template being removed (its removal checked for users under this lock).
+        if inner
+            .images_removing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&params.template)
+        {
+            return Err(Error::TemplateNotFound(params.template.clone()));
+        }
         // Still there, under the lock the collection of deleted snapshots takes too.
         if let Some(snapshot) = &params.snapshot {
             let ready = inner

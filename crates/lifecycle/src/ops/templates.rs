@@ -82,7 +82,18 @@ impl Service {
             ImageSource::Registry { reference, .. } => reference.clone(),
             ImageSource::Archive(_) => "archive".into(),
         };
-        let made = self.images()?.make(name, source, progress).await;
+        let made = match tokio::time::timeout(
+            crate::deadline::TEMPLATE_MAKE,
+            self.images()?.make(name, source, progress),
+        )
+        .await
+        {
+            Ok(made) => made,
+            Err(_) => Err(ImageError::Registry(format!(
+                "the pull or import did not finish within {} minutes",
+                crate::deadline::TEMPLATE_MAKE.as_secs() / 60
+            ))),
+        };
         match &made {
             Ok(template) => {
                 self.inner.access.audit(
@@ -111,19 +122,48 @@ impl Service {
         if images.get(name).await?.is_none() {
             return Err(Error::TemplateNotFound(name.to_owned()));
         }
-        let users = self
-            .inner
-            .store
-            .list_sandboxes(&State::names_where(State::may_have_host_traces))?
-            .into_iter()
-            .filter(|row| row.template == name)
-            .count();
-        if users > 0 {
-            return Err(Error::Conflict(format!(
-                "template {name:?} is the root of {users} live sandbox(es); destroy them first"
-            )));
+        // Under the admission lock: no create of this template is admitted meanwhile (one
+        // admitted before has its row, counted here).
+        {
+            let _admission = self.inner.access.admission();
+            let users = self
+                .inner
+                .store
+                .list_sandboxes(&State::names_where(State::may_have_host_traces))?
+                .into_iter()
+                .filter(|row| row.template == name)
+                .count();
+            if users > 0 {
+                return Err(Error::Conflict(format!(
+                    "template {name:?} is the root of {users} live sandbox(es); destroy them first"
+                )));
+            }
+            // A snapshot's files are a layer above its template: without it they are no root.
+            let snapshots = self
+                .inner
+                .store
+                .snapshots(&["creating", "ready", "deleted"], None)?
+                .into_iter()
+                .filter(|row| row.template == name)
+                .count();
+            if snapshots > 0 {
+                return Err(Error::Conflict(format!(
+                    "template {name:?} is the base of {snapshots} snapshot(s); delete them first"
+                )));
+            }
+            self.inner
+                .images_removing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned());
         }
-        images.remove(name).await?;
+        let removed = images.remove(name).await;
+        self.inner
+            .images_removing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        removed?;
         self.inner.access.audit(
             caller,
             "template.removed",

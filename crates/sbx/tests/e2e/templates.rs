@@ -365,8 +365,18 @@ async fn templates_from_archives_and_a_registry_share_layers_and_make_sandboxes(
     );
     assert!(!Path::new("/etc/sbx-escape").exists());
 
-    // Removal: the shared layer stays with the template that still has it.
+    // Removal: not while a snapshot stands on it; the shared layer stays with the template
+    // that still has it.
+    let snapshot = d.client.create_snapshot(&s.id, None).await.unwrap();
     d.client.delete(&s.id).await.unwrap();
+    let based = d.cli(&["template", "rm", "app"]);
+    assert_eq!(based.status.code(), Some(1));
+    assert!(
+        text(&based.stderr).contains("snapshot"),
+        "{}",
+        text(&based.stderr)
+    );
+    d.client.delete_snapshot(&snapshot.id).await.unwrap();
     let removed = d.cli(&["template", "rm", "app"]);
     assert!(removed.status.success(), "{}", text(&removed.stderr));
     assert_eq!(layer_dirs(d.data_dir()).len(), 2);
