@@ -150,9 +150,20 @@ async fn wait_pid(
             break Ok(pid);
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // A command quick enough to end before this loop looked again ran all the same.
+            if let Some(pid) = std::fs::read_to_string(&command.pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                break Ok(pid);
+            }
             let mut said = String::new();
             if let Some(stderr) = child.stderr.take() {
-                let _ = stderr.take(64 << 10).read_to_string(&mut said).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    stderr.take(64 << 10).read_to_string(&mut said),
+                )
+                .await;
             }
             // The runtime's last line says why, after its log prefix.
             let message = said
@@ -246,7 +257,7 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
     };
     let pid = wait_pid(&mut child, &command, &process, "exec").await?;
     let (events_tx, events) = tokio::sync::mpsc::channel(64);
-    let (input, mut inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
+    let (input, inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
     let signaller = Signaller {
         runtime: runtime.clone(),
         container: command.container.clone(),
@@ -256,8 +267,9 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
     };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    // Stdin has a writer of its own: a command that does not read cannot hold up a signal.
-    let (stdin_tx, mut stdin_rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(16);
+    // Stdin has a writer of its own, fed from a backlog: a command that does not read its
+    // stdin cannot hold up a signal or a kill behind it.
+    let (stdin_tx, mut stdin_rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(4);
     if let Some(mut pipe) = child.stdin.take() {
         tokio::spawn(async move {
             while let Some(Some(bytes)) = stdin_rx.recv().await {
@@ -267,28 +279,7 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
             }
         });
     }
-    {
-        let signaller = signaller.clone();
-        tokio::spawn(async move {
-            while let Some(message) = inputs.recv().await {
-                match message {
-                    ExecInput::Stdin(bytes) => {
-                        let _ = stdin_tx.send(Some(bytes)).await;
-                    }
-                    ExecInput::CloseStdin => {
-                        let _ = stdin_tx.send(None).await;
-                    }
-                    ExecInput::Signal { signal, target } => {
-                        signaller.deliver(signal, target).await;
-                    }
-                    ExecInput::Kill => {
-                        signaller.deliver(Signal::Kill, SignalTarget::Group).await;
-                    }
-                    ExecInput::Resize(_) => {}
-                }
-            }
-        });
-    }
+    tokio::spawn(serve_input(inputs, signaller.clone(), stdin_tx, None));
     tokio::spawn(async move {
         let mut out = tokio::spawn(pump(stdout, events_tx.clone(), ExecEvent::Stdout));
         let mut err = tokio::spawn(pump(stderr, events_tx.clone(), ExecEvent::Stderr));
@@ -331,6 +322,14 @@ pub async fn start_terminal(
     };
     let pair = nix::pty::openpty(Some(&size), None)
         .map_err(|e| BackendError::io("cannot open a terminal", e.into()))?;
+    // Neither end may reach another process the daemon starts (the client gets the slave as
+    // its stdio, which dup2 leaves open).
+    for fd in [&pair.master, &pair.slave] {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
     let slave = std::fs::File::from(pair.slave);
     let stdio = |f: &std::fs::File| -> Result<Stdio, BackendError> {
         f.try_clone()
@@ -369,7 +368,7 @@ pub async fn start_terminal(
         .try_clone()
         .map_err(|e| BackendError::io("cannot use the terminal", e))?;
     let (events_tx, events) = tokio::sync::mpsc::channel(64);
-    let (input, mut inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
+    let (input, inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
     let signaller = Signaller {
         runtime: runtime.clone(),
         container: command.container.clone(),
@@ -398,64 +397,27 @@ pub async fn start_terminal(
             }
         })
     };
-    // Input: typed bytes through a writer of their own, on a blocking thread.
+    // Input: typed bytes through a writer thread of their own, fed from a backlog (see
+    // `serve_input`).
     let master = Arc::new(master);
-    let (keys_tx, keys_rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+    let (keys_tx, mut keys_rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(4);
     {
         let master = master.clone();
         std::thread::spawn(move || {
             use std::io::Write;
-            while let Ok(bytes) = keys_rx.recv() {
+            while let Some(Some(bytes)) = keys_rx.blocking_recv() {
                 if (&*master).write_all(&bytes).is_err() {
                     return;
                 }
             }
         });
     }
-    {
-        let signaller = signaller.clone();
-        let master = master.clone();
-        tokio::spawn(async move {
-            while let Some(message) = inputs.recv().await {
-                match message {
-                    ExecInput::Stdin(bytes) => {
-                        let keys = keys_tx.clone();
-                        // Waits (off the runtime) while the writer is behind.
-                        if tokio::task::spawn_blocking(move || keys.send(bytes))
-                            .await
-                            .map_or(true, |sent| sent.is_err())
-                        {
-                            break;
-                        }
-                    }
-                    ExecInput::Resize(size) => {
-                        let winsize = libc::winsize {
-                            ws_row: size.rows,
-                            ws_col: size.cols,
-                            ws_xpixel: 0,
-                            ws_ypixel: 0,
-                        };
-                        // SAFETY: TIOCSWINSZ on a terminal descriptor this task holds, with a
-                        // winsize that outlives the call.
-                        unsafe {
-                            libc::ioctl(
-                                std::os::fd::AsRawFd::as_raw_fd(&*master),
-                                libc::TIOCSWINSZ,
-                                &winsize,
-                            )
-                        };
-                    }
-                    ExecInput::CloseStdin => {}
-                    ExecInput::Signal { signal, target } => {
-                        signaller.deliver(signal, target).await;
-                    }
-                    ExecInput::Kill => {
-                        signaller.deliver(Signal::Kill, SignalTarget::Session).await;
-                    }
-                }
-            }
-        });
-    }
+    tokio::spawn(serve_input(
+        inputs,
+        signaller.clone(),
+        keys_tx,
+        Some(master.clone()),
+    ));
     tokio::spawn(async move {
         let status = child.wait().await;
         drop(master);
@@ -469,6 +431,67 @@ pub async fn start_terminal(
         }
     });
     Ok(ExecSession { pid, events, input })
+}
+
+/// Most chunks of input held while the command does not read (then input waits; signals and
+/// kills are still taken until then).
+const BACKLOG: usize = 64;
+
+/// A session's input: stdin to its writer through a backlog, signals and kills at once (a
+/// kill drops what the command never read), resizes to the terminal when there is one.
+async fn serve_input(
+    mut inputs: tokio::sync::mpsc::Receiver<ExecInput>,
+    signaller: Signaller,
+    keys: tokio::sync::mpsc::Sender<Option<Bytes>>,
+    terminal: Option<Arc<std::fs::File>>,
+) {
+    let mut backlog: std::collections::VecDeque<Option<Bytes>> = Default::default();
+    loop {
+        tokio::select! {
+            permit = keys.reserve(), if !backlog.is_empty() => match permit {
+                Ok(permit) => permit.send(backlog.pop_front().flatten()),
+                Err(_) => backlog.clear(),
+            },
+            message = inputs.recv(), if backlog.len() < BACKLOG => {
+                let Some(message) = message else { return };
+                match message {
+                    ExecInput::Stdin(bytes) => backlog.push_back(Some(bytes)),
+                    ExecInput::CloseStdin => backlog.push_back(None),
+                    ExecInput::Signal { signal, target } => {
+                        signaller.deliver(signal, target).await;
+                    }
+                    ExecInput::Kill => {
+                        backlog.clear();
+                        let target = if terminal.is_some() {
+                            SignalTarget::Session
+                        } else {
+                            SignalTarget::Group
+                        };
+                        signaller.deliver(Signal::Kill, target).await;
+                    }
+                    ExecInput::Resize(size) => {
+                        if let Some(master) = &terminal {
+                            let winsize = libc::winsize {
+                                ws_row: size.rows,
+                                ws_col: size.cols,
+                                ws_xpixel: 0,
+                                ws_ypixel: 0,
+                            };
+                            // SAFETY: TIOCSWINSZ on a terminal descriptor held here, with a
+                            // winsize that outlives the call.
+                            unsafe {
+                                libc::ioctl(
+                                    std::os::fd::AsRawFd::as_raw_fd(&**master),
+                                    libc::TIOCSWINSZ,
+                                    &winsize,
+                                )
+                            };
+                        }
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// The runtime's exit code is the shell's (128 + n for a signal): a signal this session sent

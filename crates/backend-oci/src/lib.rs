@@ -216,7 +216,9 @@ impl Inner {
         )
         .map_err(|e| io("cannot write the bundle's config.json", e))?;
         let bundle_arg = format!("--bundle={}", bundle.display());
-        self.runtime.create(&[&bundle_arg, &id]).await?;
+        self.runtime
+            .create(&[&bundle_arg, &id], &bundle.join("runsc.log"))
+            .await?;
         self.runtime.call(&["start", &id]).await?;
         Ok(nonce)
     }

@@ -71,17 +71,19 @@ impl Runtime {
         )))
     }
 
-    /// `create`: the container's init inherits the client's stdio, so stdout is discarded and
-    /// stderr is a pipe read (a bounded amount) only once the client has exited, then closed —
-    /// never a host file the sandbox could keep writing to.
-    pub async fn create(&self, args: &[&str]) -> Result<(), BackendError> {
-        use tokio::io::AsyncReadExt;
+    /// `create`: the container's init inherits the client's stdio, so all three are
+    /// `/dev/null` (nothing the sandbox could write to, nothing a runtime process could die
+    /// of writing to once read); the runtime's own messages go to `log` (`--log`), whose
+    /// last lines a failure reports.
+    pub async fn create(&self, args: &[&str], log: &std::path::Path) -> Result<(), BackendError> {
         let mut command = self.command();
         command
+            .arg(format!("--log={}", log.display()))
             .arg("create")
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::null());
+        // `--log` is a global flag: it goes before the subcommand.
         let mut child = command.spawn().map_err(|e| {
             BackendError::unavailable(format!("cannot run {}: {e}", self.binary.display()))
         })?;
@@ -95,18 +97,16 @@ impl Runtime {
         if status.success() {
             return Ok(());
         }
-        let mut said = Vec::new();
-        if let Some(stderr) = child.stderr.take() {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                stderr.take(64 << 10).read_to_end(&mut said),
-            )
-            .await;
-        }
+        let said = std::fs::read(log)
+            .map(|bytes| {
+                let tail = &bytes[bytes.len().saturating_sub(64 << 10)..];
+                String::from_utf8_lossy(tail).into_owned()
+            })
+            .unwrap_or_default();
         Err(BackendError::other(format!(
             "{} create failed ({status}): {}",
             self.binary.display(),
-            last_lines(&String::from_utf8_lossy(&said))
+            last_lines(&said)
         )))
     }
 

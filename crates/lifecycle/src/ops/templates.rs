@@ -34,6 +34,20 @@ impl From<ImageError> for Error {
     }
 }
 
+/// A template marked as being removed; unmarked when dropped.
+struct Removing<'a>(&'a Service, &'a str);
+
+impl Drop for Removing<'_> {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .images_removing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.1);
+    }
+}
+
 impl Service {
     /// Makes the daemon's image store available (once, at start).
     pub fn attach_images(&self, images: Arc<dyn Images>) {
@@ -151,19 +165,21 @@ impl Service {
                     "template {name:?} is the base of {snapshots} snapshot(s); delete them first"
                 )));
             }
-            self.inner
+            let taken = self
+                .inner
                 .images_removing
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(name.to_owned());
+            if !taken {
+                return Err(Error::Conflict(format!(
+                    "template {name:?} is being removed already"
+                )));
+            }
         }
-        let removed = images.remove(name).await;
-        self.inner
-            .images_removing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        removed?;
+        // Whatever becomes of this call (a client gone drops it), the mark goes.
+        let _removing = Removing(self, name);
+        images.remove(name).await?;
         self.inner.access.audit(
             caller,
             "template.removed",
