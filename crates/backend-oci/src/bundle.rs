@@ -116,22 +116,25 @@ pub fn ensure_skeleton(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The environment of the init and the base of every command's.
-pub fn base_env(root: &Root, id: &str) -> Vec<(String, String)> {
+/// Sets `key` in `env`, in place when it is there.
+pub fn set_env(env: &mut Vec<(String, String)>, key: String, value: String) {
+    match env.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => env.push((key, value)),
+    }
+}
+
+/// The environment of the init and the base of every command's: sbx's, then the image's.
+pub fn base_env(image: Option<&ImageConfig>, id: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
         ("LANG".into(), "C.UTF-8".into()),
         ("HOSTNAME".into(), id.into()),
         ("TMPDIR".into(), "/tmp".into()),
     ];
-    if let Root::Layers { config, .. } = root {
-        for entry in &config.env {
-            if let Some((key, value)) = entry.split_once('=') {
-                match env.iter_mut().find(|(k, _)| k == key) {
-                    Some(slot) => slot.1 = value.to_owned(),
-                    None => env.push((key.to_owned(), value.to_owned())),
-                }
-            }
+    for entry in image.map_or(&[][..], |i| &i.env) {
+        if let Some((key, value)) = entry.split_once('=') {
+            set_env(&mut env, key.to_owned(), value.to_owned());
         }
     }
     env
@@ -146,7 +149,11 @@ pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>
         ..
     } = spec.limits;
     let id = spec.id.to_string();
-    let env: Vec<String> = base_env(root, &id)
+    let image = match root {
+        Root::Layers { config, .. } => Some(config),
+        Root::Directory { .. } => None,
+    };
+    let env: Vec<String> = base_env(image, &id)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();

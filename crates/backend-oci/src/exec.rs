@@ -134,6 +134,24 @@ fn client(
     client
 }
 
+/// Starts the client; its `process.json` goes when it cannot start.
+fn spawn(
+    runtime: &Runtime,
+    client: &mut tokio::process::Command,
+    process: &std::path::Path,
+) -> Result<tokio::process::Child, BackendError> {
+    runtime.spawn(client).inspect_err(|_| {
+        let _ = std::fs::remove_file(process);
+    })
+}
+
+/// The pid the runtime wrote, once it has.
+fn read_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
 /// Waits for the pid file; `Err` with what the client said when it ends first.
 async fn wait_pid(
     child: &mut tokio::process::Child,
@@ -143,18 +161,12 @@ async fn wait_pid(
 ) -> Result<u32, BackendError> {
     let started = Instant::now();
     let outcome = loop {
-        if let Some(pid) = std::fs::read_to_string(&command.pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-        {
+        if let Some(pid) = read_pid(&command.pid_file) {
             break Ok(pid);
         }
         if let Ok(Some(status)) = child.try_wait() {
             // A command quick enough to end before this loop looked again ran all the same.
-            if let Some(pid) = std::fs::read_to_string(&command.pid_file)
-                .ok()
-                .and_then(|t| t.trim().parse::<u32>().ok())
-            {
+            if let Some(pid) = read_pid(&command.pid_file) {
                 break Ok(pid);
             }
             let mut said = String::new();
@@ -245,16 +257,7 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = match client.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            let _ = std::fs::remove_file(&process);
-            return Err(BackendError::unavailable(format!(
-                "cannot run {}: {e}",
-                runtime.binary.display()
-            )));
-        }
-    };
+    let mut child = spawn(runtime, &mut client, &process)?;
     let pid = wait_pid(&mut child, &command, &process, "exec").await?;
     let (events_tx, events) = tokio::sync::mpsc::channel(64);
     let (input, inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
@@ -350,18 +353,9 @@ pub async fn start_terminal(
             Ok(())
         });
     }
-    let spawned = client.spawn();
+    let spawned = spawn(runtime, &mut client, &process);
     drop(slave);
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            let _ = std::fs::remove_file(&process);
-            return Err(BackendError::unavailable(format!(
-                "cannot run {}: {e}",
-                runtime.binary.display()
-            )));
-        }
-    };
+    let mut child = spawned?;
     let pid = wait_pid(&mut child, &command, &process, "open_terminal").await?;
     let master = std::fs::File::from(pair.master);
     let reader = master

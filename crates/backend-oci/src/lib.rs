@@ -127,8 +127,7 @@ fn instance_id(path: &Path) -> std::io::Result<String> {
 }
 
 fn getrandom(buf: &mut [u8]) {
-    // SAFETY: getrandom into a buffer of the length given.
-    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    getrandom::fill(buf).expect("the OS random number generator is unavailable");
 }
 
 fn host_bounds() -> Bounds {
@@ -239,22 +238,12 @@ impl Inner {
         let image: Option<ImageConfig> = fs::read(bundle.join("image.json"))
             .ok()
             .and_then(|t| serde_json::from_slice(&t).ok());
-        let root = match &image {
-            Some(config) => Root::Layers {
-                layers: Vec::new(),
-                config: config.clone(),
-            },
-            None => Root::Directory {
-                path: PathBuf::new(),
-                binds: Vec::new(),
-            },
-        };
         let (home, name) = match user.uid {
             0 => ("/root".to_owned(), "root".to_owned()),
             1000 => ("/home/user".to_owned(), "user".to_owned()),
             uid => ("/".to_owned(), uid.to_string()),
         };
-        let mut env = bundle::base_env(&root, &id);
+        let mut env = bundle::base_env(image.as_ref(), &id);
         for (key, value) in [
             ("HOME".to_owned(), home.clone()),
             ("USER".to_owned(), name.clone()),
@@ -263,10 +252,7 @@ impl Inner {
         .into_iter()
         .chain(request_env)
         {
-            match env.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => env.push((key, value)),
-            }
+            bundle::set_env(&mut env, key, value);
         }
         let cwd = cwd
             .or_else(|| image.and_then(|i| i.working_dir))
@@ -555,21 +541,29 @@ impl Backend for OciBackend {
         exec::start(&self.inner.runtime, command).await
     }
 
+    /// Watches the sandbox's host process (a signal 0 every half second, no runtime call);
+    /// when it is gone, the runtime confirms.
     async fn wait_exit(&self, handle: &Handle) -> Result<(), BackendError> {
         let Ok(id) = self.inner.current(handle) else {
             return Ok(());
         };
         loop {
-            if self.inner.current(handle).is_err() {
-                return Ok(());
-            }
-            match self.inner.runtime.state(&id).await {
-                Ok(Some(state)) if alive(&state.status) => {}
+            let pid = match self.inner.runtime.state(&id).await {
+                Ok(Some(state)) if alive(&state.status) => state.pid,
                 Ok(_) => return Ok(()),
-                Err(BackendError::Timeout { .. }) => {}
+                Err(BackendError::Timeout { .. }) => 0,
                 Err(e) => return Err(e),
+            };
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if self.inner.current(handle).is_err() {
+                    return Ok(());
+                }
+                if pid.as_raw() <= 0 || nix::sys::signal::kill(pid, None).is_err() {
+                    break;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 

@@ -42,6 +42,13 @@ impl Runtime {
         command
     }
 
+    /// Starts `command` (one of [`Runtime::command`]'s).
+    pub fn spawn(&self, command: &mut Command) -> Result<tokio::process::Child, BackendError> {
+        command.spawn().map_err(|e| {
+            BackendError::unavailable(format!("cannot run {}: {e}", self.binary.display()))
+        })
+    }
+
     /// Runs `args`; its stdout when it succeeds, else `Err` with its stderr.
     pub async fn call(&self, args: &[&str]) -> Result<Vec<u8>, BackendError> {
         let mut command = self.command();
@@ -49,16 +56,7 @@ impl Runtime {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = command.spawn().map_err(|e| {
-            BackendError::unavailable(format!("cannot run {}: {e}", self.binary.display()))
-        })?;
-        let output = tokio::time::timeout(CALL, child.wait_with_output())
-            .await
-            .map_err(|_| BackendError::Timeout {
-                operation: "the runtime",
-                after: CALL,
-            })?
-            .map_err(|e| BackendError::io("the runtime failed", e))?;
+        let output = within(self.spawn(&mut command)?.wait_with_output()).await?;
         if output.status.success() {
             return Ok(output.stdout);
         }
@@ -84,16 +82,7 @@ impl Runtime {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // `--log` is a global flag: it goes before the subcommand.
-        let mut child = command.spawn().map_err(|e| {
-            BackendError::unavailable(format!("cannot run {}: {e}", self.binary.display()))
-        })?;
-        let status = tokio::time::timeout(CALL, child.wait())
-            .await
-            .map_err(|_| BackendError::Timeout {
-                operation: "the runtime",
-                after: CALL,
-            })?
-            .map_err(|e| BackendError::io("the runtime failed", e))?;
+        let status = within(self.spawn(&mut command)?.wait()).await?;
         if status.success() {
             return Ok(());
         }
@@ -154,6 +143,19 @@ impl Runtime {
             .unwrap_or_default()
             .to_owned())
     }
+}
+
+/// A runtime call's end, under [`CALL`].
+async fn within<T>(
+    call: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, BackendError> {
+    tokio::time::timeout(CALL, call)
+        .await
+        .map_err(|_| BackendError::Timeout {
+            operation: "the runtime",
+            after: CALL,
+        })?
+        .map_err(|e| BackendError::io("the runtime failed", e))
 }
 
 fn last_lines(text: &str) -> String {
