@@ -335,7 +335,8 @@ impl Inner {
             Err(e) => return Err(io("cannot remove the bundle", e)),
         }
         // The runtime removes the sandbox's cgroup, or leaves it empty when its last process
-        // exits a moment after: removed here then; its parents go when empty.
+        // exits a moment after: removed here then. Its parent stays until shutdown: removing
+        // it here would race the runtime making a sibling's (runsc does not retry its mkdir).
         let leaves = self.cgroup_leaves(id);
         // Whatever is left in it (a create cut off half-way leaves its sandbox and gofer).
         for leaf in &leaves {
@@ -356,7 +357,6 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.remove_cgroup_parents();
         Ok(())
     }
 }
@@ -385,12 +385,11 @@ impl Inner {
             .collect()
     }
 
-    /// Removes this instance's cgroup parents where they are empty.
+    /// Removes this instance's cgroup parent where it is empty (at shutdown only). The shared
+    /// `sbx-oci` above it stays: another daemon's runtime may be making a cgroup under it.
     fn remove_cgroup_parents(&self) {
         for hierarchy in cgroup_hierarchies() {
-            let parent = hierarchy.join("sbx-oci");
-            let _ = fs::remove_dir(parent.join(&self.instance));
-            let _ = fs::remove_dir(parent);
+            let _ = fs::remove_dir(hierarchy.join("sbx-oci").join(&self.instance));
         }
     }
 }

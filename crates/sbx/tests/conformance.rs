@@ -111,8 +111,16 @@ impl sbx_backend_conformance::Subject for Gvisor {
         assert!(!mounts.contains(&data), "mounts left behind");
         let instance = std::fs::read_to_string(self.data.path().join("oci/instance-id")).unwrap();
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            // The instance's parent stays until shutdown; no sandbox's own may stay.
             let dir = hierarchy.path().join("sbx-oci").join(instance.trim());
-            assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+            let leaves: Vec<_> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path())
+                .collect();
+            assert!(leaves.is_empty(), "cgroups left behind: {leaves:?}");
         }
     }
 }

@@ -174,12 +174,10 @@ async fn a_gvisor_profile_runs_sandboxes_under_runsc_end_to_end() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&d.data_dir().display().to_string()));
     let instance = std::fs::read_to_string(d.data_dir().join("oci/instance-id")).unwrap();
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        assert!(!hierarchy
-            .path()
-            .join("sbx-oci")
-            .join(instance.trim())
-            .exists());
-    }
     d.finish().await;
+    // The daemon's own cgroup parent goes with it.
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let parent = hierarchy.path().join("sbx-oci").join(instance.trim());
+        assert!(!parent.exists(), "{} left behind", parent.display());
+    }
 }
