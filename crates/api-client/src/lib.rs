@@ -478,6 +478,12 @@ impl Client {
         self.send(self.http.post(url)).await
     }
 
+    /// Checkpoints the sandbox's processes and memory to disk (`resume` restores them).
+    pub async fn hibernate(&self, id: &str) -> Result<Sandbox, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/hibernate", segment(id)));
+        self.send(self.http.post(url)).await
+    }
+
     /// The recorded history of one sandbox.
     pub async fn sandbox_events(&self, id: &str) -> Result<Vec<Event>, ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}/events", segment(id)));

@@ -33,6 +33,7 @@ use crate::routes;
         routes::sandboxes::extend,
         routes::sandboxes::recreate,
         routes::sandboxes::pause,
+        routes::sandboxes::hibernate,
         routes::files::download,
         routes::files::upload,
         routes::files::stat,

@@ -133,6 +133,7 @@ pub fn state(state: State) -> wire::SandboxState {
         State::Creating => wire::SandboxState::Creating,
         State::Running => wire::SandboxState::Running,
         State::Paused => wire::SandboxState::Paused,
+        State::Hibernated => wire::SandboxState::Hibernated,
         State::Expired => wire::SandboxState::Expired,
         State::Destroying => wire::SandboxState::Destroying,
         State::Destroyed => wire::SandboxState::Destroyed,

@@ -70,6 +70,7 @@ macro_rules! suite {
             exec_in_a_destroyed_sandbox_is_not_found,
             terminals_if_supported,
             pause_and_resume_if_supported,
+            hibernate_and_restore_if_supported,
             files_if_supported,
             snapshots_if_supported,
             capabilities_match_their_traits,
@@ -479,6 +480,77 @@ pub mod tests {
         assert!(gone.is_err(), "a destroyed sandbox cannot be paused");
     }
 
+    /// A hibernated sandbox's processes carry on from where they were once restored; what
+    /// held the host's end of a pipe was ended first; both calls are idempotent.
+    pub async fn hibernate_and_restore_if_supported(subject: &dyn Subject) {
+        let backend = subject.instance().await;
+        let Some(hibernation) = backend.hibernation() else {
+            assert!(!backend.capabilities().hibernate);
+            return;
+        };
+        let (id, handle) = create(subject, &*backend).await;
+        let counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done";
+        let detached = format!("({counter}) </dev/null >/dev/null 2>&1 &");
+        let started =
+            collect(&mut exec(&*backend, &handle, command(&["sh", "-c", &detached], false)).await)
+                .await;
+        assert_eq!(started.status, Some(ExitStatus::Code(0)));
+        let read = || async {
+            let out = collect(
+                &mut exec(&*backend, &handle, command(&["cat", "/tmp/counter"], false)).await,
+            )
+            .await;
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+        };
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut attached = exec(&*backend, &handle, command(&["sleep", "60"], false)).await;
+        let before = read().await;
+        assert!(before >= 2, "the counter counts: {before}");
+        let bytes = within("hibernate", hibernation.hibernate(&handle))
+            .await
+            .unwrap_or_else(|e| panic!("hibernate failed: {}", e.chain()));
+        assert!(bytes > 0, "a checkpoint takes room");
+        assert!(within("is_hibernated", hibernation.is_hibernated(&handle))
+            .await
+            .unwrap());
+        // The command on the host's pipes ended with it.
+        let ended = collect(&mut attached).await;
+        assert_ne!(ended.status, Some(ExitStatus::Code(0)));
+        // Again: nothing to do.
+        within("hibernate", hibernation.hibernate(&handle))
+            .await
+            .unwrap();
+        let refused = within("exec", backend.exec(&handle, command(&["true"], false))).await;
+        assert!(refused.is_err(), "a hibernated sandbox runs no command");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        within("restore", hibernation.restore(&handle))
+            .await
+            .unwrap_or_else(|e| panic!("restore failed: {}", e.chain()));
+        assert!(!within("is_hibernated", hibernation.is_hibernated(&handle))
+            .await
+            .unwrap());
+        within("restore", hibernation.restore(&handle))
+            .await
+            .unwrap();
+        let after = read().await;
+        assert!(
+            after >= before,
+            "the counter went on from {before}, not from 0: {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let later = read().await;
+        assert!(
+            later > after,
+            "the counter counts again: {after} then {later}"
+        );
+        destroy(&*backend, &id, Some(&handle)).await;
+        let gone = within("restore", hibernation.restore(&handle)).await;
+        assert!(gone.is_err(), "a destroyed sandbox cannot be restored");
+    }
+
     /// Files in and out, the directory verbs, and the errors each backend reports the same.
     pub async fn files_if_supported(subject: &dyn Subject) {
         let backend = subject.instance().await;
@@ -697,6 +769,7 @@ pub mod tests {
         assert_eq!(capabilities.pause, backend.pause().is_some());
         assert_eq!(capabilities.snapshots, backend.snapshots().is_some());
         assert_eq!(capabilities.ports, backend.ports().is_some());
+        assert_eq!(capabilities.hibernate, backend.hibernation().is_some());
         let names = capabilities.names();
         assert!(names.contains(&"exec"));
         assert_eq!(names.contains(&"terminal"), capabilities.terminals);

@@ -140,6 +140,11 @@ pub fn base_env(image: Option<&ImageConfig>, id: &str) -> Vec<(String, String)> 
     env
 }
 
+/// Host tasks the runtime itself takes in the sandbox's cgroup, over what the sandbox's
+/// `pids` limit gives its own processes: gVisor's sentry and gofer threads (about 60 at rest
+/// with the ptrace platform), a `runsc exec` client's threads per command.
+pub const RUNTIME_TASKS: u64 = 128;
+
 /// The OCI runtime configuration of the sandbox.
 pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>) -> Value {
     let Limits {
@@ -234,7 +239,7 @@ pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>
             "resources": {
                 "memory": {"limit": memory_bytes},
                 "cpu": {"quota": (cpu_millis * 100) as i64, "period": 100_000u64},
-                "pids": {"limit": pids as i64}
+                "pids": {"limit": pids.saturating_add(RUNTIME_TASKS) as i64}
             },
             "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",

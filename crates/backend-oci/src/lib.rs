@@ -16,6 +16,9 @@
 mod bundle;
 mod exec;
 mod runtime;
+mod shim;
+
+pub use shim::run_if_requested;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -27,7 +30,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sbx_backend::{
     Backend, BackendError, Bounds, Capabilities, ExecSession, ExecSpec, Handle, Health,
-    ImageConfig, Observed, PauseResume, SandboxId, SandboxSpec, StdinMode, TerminalSpec, Terminals,
+    Hibernation, ImageConfig, Observed, PauseResume, SandboxId, SandboxSpec, StdinMode,
+    TerminalSpec, Terminals,
 };
 use sbx_images::ImageStore;
 
@@ -47,6 +51,9 @@ pub struct OciConfig {
     /// faster where they work.
     pub platform: String,
     pub images: Option<Arc<ImageStore>>,
+    /// The program that is the shim when run with its argument (`shim.rs`); this binary when
+    /// `None`.
+    pub shim_program: Option<PathBuf>,
 }
 
 pub struct OciBackend {
@@ -92,6 +99,10 @@ impl OciBackend {
             binary: config.runtime.clone(),
             state,
             platform: config.platform.clone(),
+            shim: config
+                .shim_program
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
         };
         let version = runtime.version()?;
         Ok(OciBackend {
@@ -334,29 +345,7 @@ impl Inner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("cannot remove the bundle", e)),
         }
-        // The runtime removes the sandbox's cgroup, or leaves it empty when its last process
-        // exits a moment after: removed here then. Its parent stays until shutdown: removing
-        // it here would race the runtime making a sibling's (runsc does not retry its mkdir).
-        let leaves = self.cgroup_leaves(id);
-        // Whatever is left in it (a create cut off half-way leaves its sandbox and gofer).
-        for leaf in &leaves {
-            let procs = fs::read_to_string(leaf.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        for _ in 0..100 {
-            for leaf in &leaves {
-                let _ = fs::remove_dir(leaf);
-            }
-            if leaves.iter().all(|l| !l.exists()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.remove_cgroup_leaves(id).await;
         Ok(())
     }
 }
@@ -383,6 +372,34 @@ impl Inner {
             .iter()
             .map(|h| h.join("sbx-oci").join(&self.instance).join(id))
             .collect()
+    }
+
+    /// Removes the sandbox's cgroups, killing what is left in them first (a create cut off
+    /// half-way leaves its sandbox and gofer). The runtime removes them itself, or leaves them
+    /// empty when the last process exits a moment after. Their parent stays until shutdown:
+    /// removing it here would race the runtime making a sibling's (runsc does not retry its
+    /// mkdir).
+    async fn remove_cgroup_leaves(&self, id: &str) {
+        let leaves = self.cgroup_leaves(id);
+        // Whatever is left in it (a create cut off half-way leaves its sandbox and gofer).
+        for leaf in &leaves {
+            let procs = fs::read_to_string(leaf.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for _ in 0..100 {
+            for leaf in &leaves {
+                let _ = fs::remove_dir(leaf);
+            }
+            if leaves.iter().all(|l| !l.exists()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Removes this instance's cgroup parent where it is empty (at shutdown only). The shared
@@ -432,6 +449,7 @@ impl Backend for OciBackend {
             terminals: true,
             pause: true,
             adopt: true,
+            hibernate: self.inner.init.is_some(),
             ..Capabilities::default()
         }
     }
@@ -573,6 +591,13 @@ impl Backend for OciBackend {
     fn terminals(&self) -> Option<&dyn Terminals> {
         Some(self)
     }
+
+    fn hibernation(&self) -> Option<&dyn Hibernation> {
+        self.inner
+            .init
+            .is_some()
+            .then_some(self as &dyn Hibernation)
+    }
 }
 
 #[async_trait]
@@ -597,6 +622,142 @@ impl PauseResume for OciBackend {
 
     async fn resume(&self, handle: &Handle) -> Result<(), BackendError> {
         self.inner.set_paused(handle, false).await
+    }
+}
+
+/// Most a checkpoint or a restore may take (a sandbox's whole memory goes to disk or back).
+const HIBERNATION: Duration = Duration::from_secs(300);
+
+/// What cannot be saved ends first: every process (but init) holding a descriptor whose other
+/// end is on the host — a command's pipes, a terminal — that the runtime could not restore.
+/// The script's own descriptors are the sandbox's `/dev/null` before it looks.
+const END_UNSAVEABLE: &str = r#"exec </dev/null >/dev/null 2>&1
+for p in /proc/[0-9]*; do
+  n=${p#/proc/}
+  [ "$n" = 1 ] && continue
+  [ "$n" = $$ ] && continue
+  for f in $p/fd/*; do
+    case "$(/.sbx/busybox readlink "$f")" in host:*) kill -9 "$n"; break;; esac
+  done
+done
+exit 0"#;
+
+impl Inner {
+    /// A hibernated sandbox's checkpoint: in its bundle, so that it goes with it.
+    fn checkpoint_dir(&self, id: &str) -> PathBuf {
+        self.bundle(id).join("checkpoint")
+    }
+
+    async fn hibernate(&self, handle: &Handle) -> Result<u64, BackendError> {
+        let id = self.current(handle)?;
+        let checkpoint = self.checkpoint_dir(&id);
+        let state = self.runtime.state(&id).await?;
+        if state.is_none() && checkpoint.exists() {
+            return Ok(disk_usage(&checkpoint));
+        }
+        let state = state.ok_or_else(|| BackendError::NotFound(format!("sandbox {id} is gone")))?;
+        if state.status == "paused" {
+            self.runtime.call(&["resume", &id]).await?;
+        } else if !alive(&state.status) {
+            return Err(BackendError::NotFound(format!("sandbox {id} has stopped")));
+        }
+        self.runtime
+            .call(&[
+                "exec",
+                "--user=0:0",
+                &id,
+                bundle::INIT_PATH,
+                "sh",
+                "-c",
+                END_UNSAVEABLE,
+            ])
+            .await?;
+        let partial = self.bundle(&id).join("checkpoint.partial");
+        let _ = fs::remove_dir_all(&partial);
+        fs::create_dir(&partial)
+            .and_then(|()| fs::set_permissions(&partial, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| io("cannot make the checkpoint's directory", e))?;
+        let image_path = format!("--image-path={}", partial.display());
+        if let Err(e) = self
+            .runtime
+            .call_within(&["checkpoint", &image_path, &id], HIBERNATION)
+            .await
+        {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+        fs::rename(&partial, &checkpoint).map_err(|e| io("cannot keep the checkpoint", e))?;
+        // The stopped container's record goes (a restore makes it again); its bundle stays.
+        let _ = self.runtime.call(&["delete", "--force", &id]).await;
+        self.remove_cgroup_leaves(&id).await;
+        Ok(disk_usage(&checkpoint))
+    }
+
+    async fn restore(&self, handle: &Handle) -> Result<(), BackendError> {
+        let id = self.current(handle)?;
+        let checkpoint = self.checkpoint_dir(&id);
+        let state = self.runtime.state(&id).await?;
+        if !checkpoint.exists() {
+            return match state {
+                Some(state) if alive(&state.status) => Ok(()),
+                _ => Err(BackendError::NotFound(format!(
+                    "sandbox {id} has no checkpoint to restore"
+                ))),
+            };
+        }
+        if state.is_some() {
+            // What a restore cut off half-way left.
+            let _ = self.runtime.call(&["delete", "--force", &id]).await;
+            self.remove_cgroup_leaves(&id).await;
+        }
+        let bundle = self.bundle(&id);
+        let bundle_arg = format!("--bundle={}", bundle.display());
+        let image_path = format!("--image-path={}", checkpoint.display());
+        let restored = self
+            .runtime
+            .restore(
+                &["--detach", &image_path, &bundle_arg, &id],
+                &bundle.join("runsc.log"),
+            )
+            .await;
+        if let Err(e) = restored {
+            // The checkpoint stays: the sandbox is still hibernated, and can be tried again.
+            let _ = self.runtime.call(&["delete", "--force", &id]).await;
+            self.remove_cgroup_leaves(&id).await;
+            return Err(e);
+        }
+        if let Err(e) = fs::remove_dir_all(&checkpoint) {
+            tracing::warn!(sandbox = %id, error = %e, "cannot remove a restored checkpoint");
+        }
+        Ok(())
+    }
+}
+
+/// The bytes the files under `dir` take.
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| if m.is_dir() { 0 } else { m.blocks() * 512 })
+        .sum()
+}
+
+#[async_trait]
+impl Hibernation for OciBackend {
+    async fn hibernate(&self, handle: &Handle) -> Result<u64, BackendError> {
+        self.inner.hibernate(handle).await
+    }
+
+    async fn restore(&self, handle: &Handle) -> Result<(), BackendError> {
+        self.inner.restore(handle).await
+    }
+
+    async fn is_hibernated(&self, handle: &Handle) -> Result<bool, BackendError> {
+        let id = self.inner.current(handle)?;
+        Ok(self.inner.checkpoint_dir(&id).exists())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The runtime binary: every call under a deadline, its errors with what it said.
 
-use std::path::PathBuf;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub struct Runtime {
     pub state: PathBuf,
     /// gVisor's platform (`ptrace`, `systrap`, `kvm`).
     pub platform: String,
+    /// The program that becomes the shim (`shim.rs`) when it is run with its argument: this
+    /// binary, unless said otherwise.
+    pub shim: PathBuf,
 }
 
 /// `state` of a container.
@@ -28,15 +32,21 @@ pub struct State {
 }
 
 impl Runtime {
-    /// A command with the global flags: no network, the platform, an in-memory writable
-    /// layer over the root.
+    /// The global flags: no network, the platform, an in-memory writable layer over the root.
+    fn global_args(&self) -> [String; 4] {
+        [
+            format!("--root={}", self.state.display()),
+            "--network=none".into(),
+            format!("--platform={}", self.platform),
+            "--overlay2=root:memory".into(),
+        ]
+    }
+
+    /// A command with the global flags.
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
         command
-            .arg(format!("--root={}", self.state.display()))
-            .arg("--network=none")
-            .arg(format!("--platform={}", self.platform))
-            .arg("--overlay2=root:memory")
+            .args(self.global_args())
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command
@@ -51,12 +61,21 @@ impl Runtime {
 
     /// Runs `args`; its stdout when it succeeds, else `Err` with its stderr.
     pub async fn call(&self, args: &[&str]) -> Result<Vec<u8>, BackendError> {
+        self.call_within(args, CALL).await
+    }
+
+    /// [`Runtime::call`] with a deadline of its own.
+    pub async fn call_within(
+        &self,
+        args: &[&str],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, BackendError> {
         let mut command = self.command();
         command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let output = within(self.spawn(&mut command)?.wait_with_output()).await?;
+        let output = within_for(deadline, self.spawn(&mut command)?.wait_with_output()).await?;
         if output.status.success() {
             return Ok(output.stdout);
         }
@@ -73,17 +92,42 @@ impl Runtime {
     /// `/dev/null` (nothing the sandbox could write to, nothing a runtime process could die
     /// of writing to once read); the runtime's own messages go to `log` (`--log`), whose
     /// last lines a failure reports.
-    pub async fn create(&self, args: &[&str], log: &std::path::Path) -> Result<(), BackendError> {
-        let mut command = self.command();
-        command
-            .arg(format!("--log={}", log.display()))
-            .arg("create")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+    pub async fn create(&self, args: &[&str], log: &Path) -> Result<(), BackendError> {
+        self.long_lived("create", args, log).await
+    }
+
+    /// `restore`: a container made again from a checkpoint, as `create` makes one.
+    pub async fn restore(&self, args: &[&str], log: &Path) -> Result<(), BackendError> {
+        self.long_lived("restore", args, log).await
+    }
+
+    /// A call that leaves processes behind it (the sandbox, the gofer): run directly, or under
+    /// the shim when this process is a child subreaper (see `shim.rs`).
+    async fn long_lived(&self, verb: &str, args: &[&str], log: &Path) -> Result<(), BackendError> {
         // `--log` is a global flag: it goes before the subcommand.
-        let status = within(self.spawn(&mut command)?.wait()).await?;
-        if status.success() {
+        let mut runtime_args: Vec<String> = self.global_args().into();
+        runtime_args.push(format!("--log={}", log.display()));
+        runtime_args.push(verb.into());
+        runtime_args.extend(args.iter().map(|a| (*a).to_owned()));
+        let subreaper = nix::sys::prctl::get_child_subreaper().unwrap_or(false);
+        let status = if subreaper {
+            self.under_shim(&runtime_args).await?
+        } else {
+            let mut command = Command::new(&self.binary);
+            command
+                .args(&runtime_args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            let status = within(self.spawn(&mut command)?.wait()).await?;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => code.to_string(),
+                (None, Some(signal)) => format!("-{signal}"),
+                (None, None) => "-1".into(),
+            }
+        };
+        if status == "0" {
             return Ok(());
         }
         let said = std::fs::read(log)
@@ -93,10 +137,50 @@ impl Runtime {
             })
             .unwrap_or_default();
         Err(BackendError::other(format!(
-            "{} create failed ({status}): {}",
+            "{} {verb} failed (exit {status}): {}",
             self.binary.display(),
             last_lines(&said)
         )))
+    }
+
+    /// Runs the runtime under a shim; how the runtime call ended, as the shim reports it. The
+    /// shim is left to reap the call's orphans (tokio reaps the shim itself when it ends);
+    /// past the deadline, its process group is killed.
+    async fn under_shim(&self, runtime_args: &[String]) -> Result<String, BackendError> {
+        let mut command = Command::new(&self.shim);
+        command
+            .arg(crate::shim::SHIM_ARG)
+            .arg(&self.binary)
+            .args(runtime_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = command.spawn().map_err(|e| {
+            BackendError::unavailable(format!("cannot run the shim {}: {e}", self.shim.display()))
+        })?;
+        let pid = child.id();
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let read = async {
+            use tokio::io::AsyncReadExt as _;
+            let mut report = Vec::new();
+            (&mut stdout).take(256).read_to_end(&mut report).await?;
+            Ok(String::from_utf8_lossy(&report).trim().to_owned())
+        };
+        match within(read).await {
+            Ok(report) if !report.is_empty() => Ok(report),
+            outcome => {
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                outcome?;
+                Err(BackendError::other("the shim ended without a report"))
+            }
+        }
     }
 
     /// The container's state; `None` when the runtime does not know it.
@@ -149,11 +233,18 @@ impl Runtime {
 async fn within<T>(
     call: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> Result<T, BackendError> {
-    tokio::time::timeout(CALL, call)
+    within_for(CALL, call).await
+}
+
+async fn within_for<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, BackendError> {
+    tokio::time::timeout(deadline, call)
         .await
         .map_err(|_| BackendError::Timeout {
             operation: "the runtime",
-            after: CALL,
+            after: deadline,
         })?
         .map_err(|e| BackendError::io("the runtime failed", e))
 }

@@ -31,6 +31,9 @@ pub struct Capabilities {
     pub adopt: bool,
     /// Sandboxes are prepared ahead of time, so a create is quicker.
     pub warm_pool: bool,
+    /// Checkpointing a whole sandbox — processes and memory — to disk and restoring it
+    /// ([`Hibernation`]).
+    pub hibernate: bool,
 }
 
 impl Capabilities {
@@ -46,6 +49,7 @@ impl Capabilities {
             (self.ports, "ports"),
             (self.adopt, "adopt"),
             (self.warm_pool, "warm-pool"),
+            (self.hibernate, "hibernate"),
         ] {
             if present {
                 names.push(name);
@@ -72,6 +76,24 @@ pub trait Terminals: Send + Sync {
 pub trait PauseResume: Send + Sync {
     async fn pause(&self, handle: &Handle) -> Result<(), BackendError>;
     async fn resume(&self, handle: &Handle) -> Result<(), BackendError>;
+}
+
+/// Memory snapshots: a sandbox's processes, their memory and its files written to disk, the
+/// sandbox's host processes ended (it uses no memory or CPU), and the same processes restored
+/// later — by another daemon too: a hibernated sandbox survives a restart.
+#[async_trait]
+pub trait Hibernation: Send + Sync {
+    /// Checkpoints the sandbox and ends its host processes. What cannot be saved is ended
+    /// first (processes holding the host's end of a command's pipes or a terminal: their
+    /// clients go with the daemon's side of them). Returns the bytes the checkpoint takes on
+    /// disk. The handle stays the sandbox's.
+    async fn hibernate(&self, handle: &Handle) -> Result<u64, BackendError>;
+    /// Restores a hibernated sandbox: the same processes carry on where they were. The
+    /// checkpoint is removed once restored.
+    async fn restore(&self, handle: &Handle) -> Result<(), BackendError>;
+    /// Whether the sandbox has a checkpoint here to restore (what a restarted daemon asks of
+    /// a sandbox its store says is hibernated).
+    async fn is_hibernated(&self, handle: &Handle) -> Result<bool, BackendError>;
 }
 
 /// A stream of bytes in or out of a sandbox.

@@ -1,7 +1,7 @@
 //! The backend seam: what every isolation technology must offer sbx.
 //!
 //! Owns: the [`Backend`] trait and its optional capability traits ([`Terminals`], [`Files`],
-//! [`PauseResume`], [`Snapshots`], [`Ports`]), the validated inputs they take ([`SandboxSpec`],
+//! [`PauseResume`], [`Snapshots`], [`Ports`], [`Hibernation`]), the validated inputs they take ([`SandboxSpec`],
 //! [`ExecSpec`], [`TerminalSpec`]), the opaque [`Handle`] a backend returns, the exec event
 //! model, what a backend can give one sandbox ([`Bounds`]) and [`BackendError`].
 //! Must never: know about HTTP, SQL, TTLs, users or any particular technology.
@@ -26,7 +26,8 @@ use async_trait::async_trait;
 
 pub use capability::{
     ByteStream, Capabilities, Duplex, Extracted, FileEvent, FileEventKind, FileEvents, FileInfo,
-    FileKind, Files, Listing, PauseResume, Ports, SandboxPath, SnapshotName, Snapshots, Terminals,
+    FileKind, Files, Hibernation, Listing, PauseResume, Ports, SandboxPath, SnapshotName,
+    Snapshots, Terminals,
 };
 pub use error::{BackendError, BoxError, FileErrorKind, SharedResource};
 pub use exec::{
@@ -186,6 +187,10 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     fn ports(&self) -> Option<&dyn Ports> {
+        None
+    }
+
+    fn hibernation(&self) -> Option<&dyn Hibernation> {
         None
     }
 }

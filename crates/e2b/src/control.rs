@@ -163,7 +163,7 @@ impl E2b {
 
     /// What info and list answer.
     fn detail_json(&self, sandbox: &Sandbox, with_token: bool) -> Value {
-        let state = if sandbox.state == SandboxState::Paused {
+        let state = if sandbox.state.is_suspended() {
             "paused"
         } else {
             "running"
@@ -195,7 +195,14 @@ impl E2b {
     /// The caller's sandbox as E2B sees it: running or paused, else not found.
     fn visible(&self, caller: &Caller, id: &str) -> Result<Sandbox, Response> {
         match self.service().get(caller, id) {
-            Ok(s) if matches!(s.state, SandboxState::Running | SandboxState::Paused) => Ok(s),
+            Ok(s)
+                if matches!(
+                    s.state,
+                    SandboxState::Running | SandboxState::Paused | SandboxState::Hibernated
+                ) =>
+            {
+                Ok(s)
+            }
             Ok(_) | Err(sbx_lifecycle::Error::NotFound(_)) => Err(not_found(id)),
             Err(e) => Err(from_lifecycle(e)),
         }
@@ -258,16 +265,19 @@ fn list_filter(query: Option<&str>) -> Result<(ListFilter, usize, usize), Respon
         match key.as_str() {
             "state" => {
                 for state in value.split(',').filter(|s| !s.is_empty()) {
-                    filter.states.push(match state {
-                        "running" => SandboxState::Running,
-                        "paused" => SandboxState::Paused,
+                    match state {
+                        "running" => filter.states.push(SandboxState::Running),
+                        // A hibernated sandbox is paused to E2B's clients.
+                        "paused" => filter
+                            .states
+                            .extend([SandboxState::Paused, SandboxState::Hibernated]),
                         other => {
                             return Err(e2b_error(
                                 StatusCode::BAD_REQUEST,
                                 format!("state {other:?} is not running or paused"),
                             ))
                         }
-                    });
+                    }
                 }
             }
             "metadata" => {
@@ -297,7 +307,11 @@ fn list_filter(query: Option<&str>) -> Result<(ListFilter, usize, usize), Respon
         }
     }
     if filter.states.is_empty() {
-        filter.states = vec![SandboxState::Running, SandboxState::Paused];
+        filter.states = vec![
+            SandboxState::Running,
+            SandboxState::Paused,
+            SandboxState::Hibernated,
+        ];
     }
     Ok((filter, limit, offset))
 }
@@ -394,10 +408,12 @@ async fn kill(State(e2b): State<E2b>, Path(id): Path<String>, request: Request) 
                 Err(_) => e2b_error(StatusCode::INTERNAL_SERVER_ERROR, "the destroy failed"),
             };
         }
-        let usable = e2b
-            .service()
-            .get(&caller, &sandbox.id)
-            .is_ok_and(|s| matches!(s.state, SandboxState::Running | SandboxState::Paused));
+        let usable = e2b.service().get(&caller, &sandbox.id).is_ok_and(|s| {
+            matches!(
+                s.state,
+                SandboxState::Running | SandboxState::Paused | SandboxState::Hibernated
+            )
+        });
         if !usable {
             return StatusCode::NO_CONTENT.into_response();
         }
@@ -437,7 +453,7 @@ async fn connect(State(e2b): State<E2b>, Path(id): Path<String>, request: Reques
     };
     let mut status = StatusCode::OK;
     let mut sandbox = sandbox;
-    if sandbox.state == SandboxState::Paused {
+    if sandbox.state.is_suspended() {
         sandbox = match e2b.service().resume(&caller, &id).await {
             Ok(s) => s,
             Err(e) => return from_lifecycle(e),
@@ -467,7 +483,7 @@ async fn pause(State(e2b): State<E2b>, Path(id): Path<String>, request: Request)
         Err(r) => return r,
     };
     match e2b.visible(&caller, &id) {
-        Ok(s) if s.state == SandboxState::Paused => {
+        Ok(s) if s.state.is_suspended() => {
             return e2b_error(
                 StatusCode::CONFLICT,
                 format!("sandbox {id:?} is already paused"),
@@ -488,7 +504,7 @@ async fn resume(State(e2b): State<E2b>, Path(id): Path<String>, request: Request
         Err(response) => return response,
     };
     match e2b.visible(&caller, &id) {
-        Ok(s) if s.state != SandboxState::Paused => {
+        Ok(s) if !s.state.is_suspended() => {
             return e2b_error(
                 StatusCode::CONFLICT,
                 format!("sandbox {id:?} is not paused"),

@@ -263,6 +263,7 @@ async fn forget_ended(inner: std::sync::Weak<Inner>) {
                     event.to_state,
                     sbx_lifecycle::State::Running
                         | sbx_lifecycle::State::Paused
+                        | sbx_lifecycle::State::Hibernated
                         | sbx_lifecycle::State::Creating
                 ) {
                     e2b.forget(&event.sandbox_id);
@@ -279,7 +280,9 @@ async fn forget_ended(inner: std::sync::Weak<Inner>) {
                         .is_ok_and(|s| {
                             matches!(
                                 s.state,
-                                sbx_lifecycle::State::Running | sbx_lifecycle::State::Paused
+                                sbx_lifecycle::State::Running
+                                    | sbx_lifecycle::State::Paused
+                                    | sbx_lifecycle::State::Hibernated
                             )
                         });
                     if !live {

@@ -14,6 +14,9 @@ pub const LIST: Duration = Duration::from_secs(10);
 pub const FILES: Duration = Duration::from_secs(30);
 /// Freezing (which waits for every process to stop) and thawing.
 pub const PAUSE: Duration = Duration::from_secs(10);
+/// A checkpoint writes a sandbox's whole memory to disk (a restore reads it back), after
+/// ending what cannot be saved.
+pub const HIBERNATE: Duration = Duration::from_secs(330);
 /// A capture copies a sandbox's changes (its disk's worth at most) while it is frozen.
 pub const SNAPSHOT: Duration = Duration::from_secs(600);
 

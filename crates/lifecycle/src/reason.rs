@@ -11,6 +11,7 @@ pub const RECREATING: &str = "recreating";
 pub const RECREATED: &str = "recreated";
 pub const PAUSED: &str = "paused";
 pub const RESUMED: &str = "resumed";
+pub const HIBERNATED: &str = "hibernated";
 /// Creation failed, or the sandbox died on its own; the detail says which.
 pub const FAILED: &str = "failed";
 pub const DAEMON_SHUTDOWN: &str = "daemon-shutdown";

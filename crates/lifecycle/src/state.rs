@@ -7,9 +7,13 @@
 //!     │        │ ▲ │ └─────────────────▲  (deleted, idle, daemon-shutdown, daemon-cleanup)
 //!     │  pause │ │ resume              │
 //!     │        ▼ │                     │
-//!     │       paused ──────────────────┘  (expires too, unless its clock stopped)
+//!     │       paused ──────────────────┤  (expires too, unless its clock stopped)
+//!     │    hibernate │ ▲ resume          │
+//!     │        ▼     │                 │
+//!     │      hibernated ───────────────┘  (its processes on disk; the same rules as paused)
 //!     └──▶ failed ◀┘  (creation failed, or the sandbox died on its own; remains removed)
 //! ```
+//! A running sandbox hibernates too (`running ──▶ hibernated`).
 //! Every check of "may X happen now" is a `can_*` method here; nothing else compares states.
 
 use std::fmt;
@@ -20,6 +24,9 @@ pub enum State {
     Running,
     /// Frozen: its processes stop where they are and use no CPU until resumed.
     Paused,
+    /// Checkpointed to disk: its processes and memory are saved, its host processes gone
+    /// (no memory, no CPU); a resume restores them. Survives a daemon restart.
+    Hibernated,
     /// Past its deadline; the reaper (or `expire --apply`) destroys it.
     Expired,
     Destroying,
@@ -28,10 +35,11 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Creating,
         State::Running,
         State::Paused,
+        State::Hibernated,
         State::Expired,
         State::Destroying,
         State::Destroyed,
@@ -43,6 +51,7 @@ impl State {
             State::Creating => "creating",
             State::Running => "running",
             State::Paused => "paused",
+            State::Hibernated => "hibernated",
             State::Expired => "expired",
             State::Destroying => "destroying",
             State::Destroyed => "destroyed",
@@ -68,7 +77,23 @@ impl State {
     }
 
     pub fn can_extend(self) -> bool {
-        matches!(self, State::Running | State::Paused)
+        matches!(self, State::Running | State::Paused | State::Hibernated)
+    }
+
+    /// Paused or hibernated: stopped where it was until a resume (the pause mark, the clock
+    /// that may stop, `auto_resume` and idleness apply alike).
+    pub fn is_suspended(self) -> bool {
+        matches!(self, State::Paused | State::Hibernated)
+    }
+
+    /// Hibernating a hibernated sandbox changes nothing; a paused one is resumed first.
+    pub fn can_hibernate(self) -> bool {
+        matches!(self, State::Running | State::Paused | State::Hibernated)
+    }
+
+    /// Its host processes run (or are frozen): one of them ending unasked is a crash.
+    pub fn is_watched(self) -> bool {
+        matches!(self, State::Running | State::Paused | State::Expired)
     }
 
     /// Pausing a paused sandbox, like resuming a running one, changes nothing.
@@ -77,21 +102,24 @@ impl State {
     }
 
     pub fn can_resume(self) -> bool {
-        matches!(self, State::Running | State::Paused)
+        matches!(self, State::Running | State::Paused | State::Hibernated)
     }
 
     /// A destroyed sandbox is history; anything else can get a fresh instance.
     pub fn can_recreate(self) -> bool {
         matches!(
             self,
-            State::Running | State::Paused | State::Expired | State::Failed
+            State::Running | State::Paused | State::Hibernated | State::Expired | State::Failed
         )
     }
 
     /// Subject to its deadline (the reaper and `expire` look at these). A paused sandbox
     /// whose clock stopped has its deadline out of reach until it is resumed.
     pub fn has_deadline(self) -> bool {
-        matches!(self, State::Running | State::Paused | State::Expired)
+        matches!(
+            self,
+            State::Running | State::Paused | State::Hibernated | State::Expired
+        )
     }
 
     /// Destroy is idempotent: every state may ask; `Destroyed` answers at once.
@@ -103,7 +131,12 @@ impl State {
     pub fn may_have_host_traces(self) -> bool {
         matches!(
             self,
-            State::Creating | State::Running | State::Paused | State::Expired | State::Destroying
+            State::Creating
+                | State::Running
+                | State::Paused
+                | State::Hibernated
+                | State::Expired
+                | State::Destroying
         )
     }
 

@@ -31,8 +31,8 @@ impl<'a> Change<'a> {
             at: now_ms(),
             handle: (!to.may_have_host_traces()).then_some(None),
             lifetime: None,
-            // Only a paused sandbox has a pause mark: every other state clears it.
-            pause: (to != State::Paused).then_some(Pause::default()),
+            // Only a suspended sandbox has a pause mark: every other state clears it.
+            pause: (!to.is_suspended()).then_some(Pause::default()),
         }
     }
 

@@ -43,7 +43,7 @@ pub struct StoredSpec {
 /// A paused sandbox whose profile stops the clock: its deadline does not apply until it is
 /// resumed (the lifetime it had left is in its pause mark).
 pub fn clock_stopped(row: &SandboxRow) -> bool {
-    row.paused_remaining_ms.is_some() && state_of(row).ok() == Some(State::Paused)
+    row.paused_remaining_ms.is_some() && state_of(row).is_ok_and(State::is_suspended)
 }
 
 impl StoredSpec {
@@ -75,7 +75,7 @@ pub fn state_of(row: &SandboxRow) -> Result<State, Error> {
 /// `expired` even before the reaper (or `expire --apply`, when the reaper is off) records it.
 pub fn effective_state(row: &SandboxRow) -> Result<State, Error> {
     let state = state_of(row)?;
-    if matches!(state, State::Running | State::Paused)
+    if matches!(state, State::Running | State::Paused | State::Hibernated)
         && row.expires_at <= now_ms()
         && !clock_stopped(row)
     {
@@ -125,7 +125,7 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
         destroyed_at: row.destroyed_at,
         started_at: row.started_at,
         expires_at,
-        paused_at: row.paused_at.filter(|_| state == State::Paused),
+        paused_at: row.paused_at.filter(|_| state.is_suspended()),
         expires_in_seconds,
         warnings: Vec::new(),
     })

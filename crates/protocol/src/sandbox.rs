@@ -126,6 +126,9 @@ pub enum SandboxState {
     Running,
     /// Frozen: its processes keep their state and use no CPU until it is resumed.
     Paused,
+    /// Checkpointed to disk (processes and memory) with no host process left; a resume
+    /// restores it where it was.
+    Hibernated,
     /// Past its deadline; about to be destroyed (reason `expired`).
     Expired,
     /// Being torn down.
@@ -137,10 +140,11 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
-    pub const ALL: [SandboxState; 7] = [
+    pub const ALL: [SandboxState; 8] = [
         SandboxState::Creating,
         SandboxState::Running,
         SandboxState::Paused,
+        SandboxState::Hibernated,
         SandboxState::Expired,
         SandboxState::Destroying,
         SandboxState::Destroyed,
@@ -152,6 +156,7 @@ impl SandboxState {
             SandboxState::Creating => "creating",
             SandboxState::Running => "running",
             SandboxState::Paused => "paused",
+            SandboxState::Hibernated => "hibernated",
             SandboxState::Expired => "expired",
             SandboxState::Destroying => "destroying",
             SandboxState::Destroyed => "destroyed",

@@ -36,10 +36,12 @@ pub fn check(config: &sbx_config::Config) -> anyhow::Result<()> {
 }
 
 /// Becomes the helper a backend re-executed this binary as, if it did (and then never
-/// returns): the native backend's stage 1 and sandbox init.
+/// returns): the native backend's stage 1 and sandbox init, the oci backend's shim.
 pub fn run_helper_if_requested() {
     #[cfg(feature = "native")]
     sbx_backend_native::run_if_requested();
+    #[cfg(feature = "oci")]
+    sbx_backend_oci::run_if_requested();
 }
 
 /// What a backend may need to be made.
@@ -112,6 +114,7 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
                 runtime: settings.runtime.clone().into(),
                 platform: settings.platform.clone(),
                 images: Some(context.images.clone()),
+                shim_program: None,
             })
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok(Arc::new(oci))

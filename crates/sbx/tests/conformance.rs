@@ -93,6 +93,7 @@ impl sbx_backend_conformance::Subject for Gvisor {
             runtime: "runsc".into(),
             platform: "ptrace".into(),
             images: None,
+            shim_program: Some(env!("CARGO_BIN_EXE_sbx").into()),
         })
         .unwrap_or_else(|e| panic!("the oci backend cannot start: {}", e.chain()));
         Arc::new(oci)
@@ -121,6 +122,8 @@ impl sbx_backend_conformance::Subject for Gvisor {
                 .map(|e| e.path())
                 .collect();
             assert!(leaves.is_empty(), "cgroups left behind: {leaves:?}");
+            // What the backend's shutdown would have removed.
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sandboxes/{id}/recreate", post(recreate))
         .route("/v1/sandboxes/{id}/pause", post(pause))
         .route("/v1/sandboxes/{id}/resume", post(resume))
+        .route("/v1/sandboxes/{id}/hibernate", post(hibernate))
         .route("/v1/sandboxes/{id}/events", get(history))
 }
 
@@ -166,7 +167,7 @@ pub async fn pause(
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
     responses(
-        (status = 200, description = "The sandbox runs again, every process where it was (also when it was not paused)", body = Sandbox),
+        (status = 200, description = "The sandbox runs again, every process where it was: thawed when paused, restored from its checkpoint when hibernated (also when it was neither)", body = Sandbox),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "The sandbox is expired, destroyed or failed", body = ErrorBody),
         (status = 501, description = "The sandbox's backend cannot pause", body = ErrorBody),
@@ -178,6 +179,24 @@ pub async fn resume(
 ) -> Result<Json<Sandbox>, ApiError> {
     Ok(Json(wire::sandbox(
         state.service.resume(&caller, &id).await?,
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/hibernate", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "The sandbox is hibernated: its processes and memory are on disk, its host processes gone; `resume` restores them (also when it already was). Commands attached to a client and terminals end first", body = Sandbox),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running (expired, destroyed, failed), or stopped meanwhile", body = ErrorBody),
+        (status = 501, description = "The sandbox's backend cannot hibernate (only the oci backend under gVisor can)", body = ErrorBody),
+    ))]
+pub async fn hibernate(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(wire::sandbox(
+        state.service.hibernate(&caller, &id).await?,
     )))
 }
 

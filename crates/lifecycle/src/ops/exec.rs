@@ -21,7 +21,7 @@ use crate::access::ExecPermit;
 use crate::admission::OutputRate;
 use crate::validate::{ExecParams, TerminalParams};
 use crate::view::{self, StoredSpec};
-use crate::{deadline, validate, Caller, Error, Service, State};
+use crate::{deadline, validate, Caller, Error, Service};
 
 /// What a running command produces, in order; `Exit` or `Failed` comes last.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ impl Service {
         let row = self.resolve(caller, id_or_name)?;
         let state = view::effective_state(&row)?;
         let spec = StoredSpec::parse(&row)?;
-        if !(state.can_exec() || state == State::Paused && spec.auto_resume) {
+        if !(state.can_exec() || state.is_suspended() && spec.auto_resume) {
             return Err(Error::WrongState {
                 id: row.id.clone(),
                 state,
@@ -131,7 +131,7 @@ impl Service {
         let guard = lock.lock().await;
         let mut row = self.reread(&row.id)?;
         let state = view::effective_state(&row)?;
-        if state == State::Paused && spec.auto_resume {
+        if state.is_suspended() && spec.auto_resume {
             row = self.resume_locked(&row, caller).await?;
         } else if !state.can_exec() {
             return Err(Error::WrongState {

@@ -8,7 +8,7 @@ use sbx_store::Lifetime;
 use crate::transition::Change;
 
 use crate::view::{millis, StoredSpec};
-use crate::{now_ms, reason, view, Caller, Error, Service, State};
+use crate::{now_ms, reason, view, Caller, Error, Service};
 
 impl Service {
     pub async fn extend(
@@ -37,7 +37,7 @@ impl Service {
         let now = now_ms();
         // A paused sandbox whose clock stopped: its deadline is kept as the lifetime left, and
         // its start moves on by the time paused (see `pause.rs`).
-        let stopped = row.paused_remaining_ms.filter(|_| state == State::Paused);
+        let stopped = row.paused_remaining_ms.filter(|_| state.is_suspended());
         let paused_for = match stopped {
             Some(_) => (now - row.paused_at.unwrap_or(now)).max(0),
             None => 0,

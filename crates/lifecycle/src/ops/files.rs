@@ -13,7 +13,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::handle_of;
 use crate::access::ExecPermit;
-use crate::{deadline, view, Caller, Error, Service, State};
+use crate::{deadline, view, Caller, Error, Service};
 
 /// Who a file call acts as: the sandbox's user, `root`, or a uid.
 pub fn user_named(name: Option<&str>) -> Result<User, Error> {
@@ -75,7 +75,7 @@ impl Service {
         let lock = self.lock_for(&row.id).lock_owned().await;
         let mut row = self.reread(&row.id)?;
         let state = view::effective_state(&row)?;
-        if state == State::Paused && view::StoredSpec::parse(&row)?.auto_resume {
+        if state.is_suspended() && view::StoredSpec::parse(&row)?.auto_resume {
             row = self.resume_locked(&row, caller).await?;
         } else if !state.can_exec() {
             return Err(Error::WrongState {

@@ -7,8 +7,13 @@
 //! ([`view::clock_stopped`]), and a resume gives it back (the start of the instance moves by the time paused, so `ttl.max`
 //! counts running time too). A paused sandbox past its deadline expires and is destroyed like
 //! a running one.
+//!
+//! `hibernate` goes further, where the backend can ([`Hibernation`]): the sandbox's processes
+//! and memory go to disk and its host processes end; `resume` restores them. A hibernated
+//! sandbox follows a paused one's rules (clock, expiry, `auto_resume`, idleness) and survives
+//! a daemon restart (reconcile keeps it while its checkpoint is there).
 
-use sbx_backend::PauseResume;
+use sbx_backend::{Hibernation, PauseResume};
 use sbx_store::{Lifetime, SandboxRow};
 
 use super::handle_of;
@@ -44,6 +49,74 @@ impl Service {
             view::sandbox(&row)
         })
         .await
+    }
+
+    /// Hibernates a sandbox for `caller`.
+    pub async fn hibernate(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        let (service, caller) = (self.clone(), caller.clone());
+        self.to_completion("hibernate", async move {
+            let lock = service.lock_for(&row.id);
+            let _guard = lock.lock().await;
+            let row = service.reread(&row.id)?;
+            let row = service.hibernate_locked(&row, &caller).await?;
+            view::sandbox(&row)
+        })
+        .await
+    }
+
+    /// The hibernation itself; the caller holds the sandbox's lock.
+    pub(crate) async fn hibernate_locked(
+        &self,
+        row: &SandboxRow,
+        by: &Caller,
+    ) -> Result<SandboxRow, Error> {
+        let state = view::effective_state(row)?;
+        if state == State::Hibernated {
+            return Ok(row.clone());
+        }
+        if !state.can_hibernate() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "hibernate",
+            });
+        }
+        let (hibernation, handle) = self.hibernation(row)?;
+        let bytes = deadline::run_on(
+            &row.id,
+            deadline::HIBERNATE,
+            "hibernate",
+            hibernation.hibernate(&handle),
+        )
+        .await?;
+        let spec = StoredSpec::parse(row)?;
+        let now = now_ms();
+        // The lifetime left, kept where the profile stops the clock; a paused sandbox keeps
+        // the mark it had.
+        let (paused_at, remaining) = match (state, row.paused_at) {
+            (State::Paused, Some(at)) => (at, row.paused_remaining_ms),
+            _ => (
+                now,
+                spec.pause_stops_clock
+                    .then_some((row.expires_at - now).max(0)),
+            ),
+        };
+        let change = Change::to(&row.id, State::Hibernated, reason::HIBERNATED)
+            .at(now)
+            .paused(paused_at, remaining);
+        if let Err(e) = self.record(change) {
+            // The record says it runs: so must the sandbox.
+            let _ = hibernation.restore(&handle).await;
+            return Err(e);
+        }
+        self.inner.reaper_wake.notify_one();
+        self.inner.access.audit(
+            by,
+            "sandbox.hibernated",
+            serde_json::json!({ "sandbox_id": row.id, "checkpoint_bytes": bytes }),
+        );
+        self.reread(&row.id)
     }
 
     /// The pause itself; the caller holds the sandbox's lock.
@@ -116,8 +189,23 @@ impl Service {
                 operation: "resume",
             });
         }
-        let (pauser, handle) = self.pauser(row)?;
-        deadline::run_on(&row.id, deadline::PAUSE, "resume", pauser.resume(&handle)).await?;
+        if state == State::Hibernated {
+            let (hibernation, handle) = self.hibernation(row)?;
+            deadline::run_on(
+                &row.id,
+                deadline::HIBERNATE,
+                "resume",
+                hibernation.restore(&handle),
+            )
+            .await?;
+            // Its host processes are new: watched from here.
+            if let Ok(id) = super::sandbox_id(row) {
+                self.watch(id, handle);
+            }
+        } else {
+            let (pauser, handle) = self.pauser(row)?;
+            deadline::run_on(&row.id, deadline::PAUSE, "resume", pauser.resume(&handle)).await?;
+        }
         let now = now_ms();
         let mut change = Change::to(&row.id, State::Running, reason::RESUMED).at(now);
         if let Some(remaining) = row.paused_remaining_ms {
@@ -138,6 +226,25 @@ impl Service {
             serde_json::json!({ "sandbox_id": row.id }),
         );
         self.reread(&row.id)
+    }
+
+    /// The sandbox's backend's hibernation, and the sandbox's handle.
+    fn hibernation(
+        &self,
+        row: &SandboxRow,
+    ) -> Result<(&dyn Hibernation, sbx_backend::Handle), Error> {
+        let backend = self.backend_of(row)?;
+        let hibernation = backend.hibernation().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the {} backend of sandbox {} cannot hibernate sandboxes (memory snapshots need \
+                 gVisor: a profile with backend \"oci\")",
+                backend.kind(),
+                row.id
+            ))
+        })?;
+        let handle = handle_of(row)?
+            .ok_or_else(|| Error::internal(format!("live sandbox {} has no handle", row.id)))?;
+        Ok((hibernation, handle))
     }
 
     /// The freezer of the sandbox's backend, and the sandbox's handle.

@@ -126,7 +126,7 @@ impl Service {
                 continue;
             };
             let state = view::state_of(row).ok();
-            let paused = state == Some(State::Paused);
+            let paused = state.is_some_and(State::is_suspended);
             // A paused sandbox is idle since it was paused; where the profile destroys idle
             // sandboxes, pausing does not keep one (a pausing profile keeps it paused).
             if !(state == Some(State::Running) || paused && !spec.idle_pauses) {
@@ -188,7 +188,7 @@ impl Service {
         // the profile destroys idle sandboxes.
         let spec = StoredSpec::parse(&row)?;
         let state = view::state_of(&row)?;
-        let reapable = state == State::Running || (state == State::Paused && !spec.idle_pauses);
+        let reapable = state == State::Running || (state.is_suspended() && !spec.idle_pauses);
         if !reapable || now_ms() - self.last_activity(&row) < idle_ms {
             return Ok(());
         }
@@ -212,6 +212,7 @@ fn needs_idle_checks(row: &SandboxRow) -> bool {
     let state = view::state_of(row).ok();
     StoredSpec::parse(row).is_ok_and(|spec| {
         spec.idle_ms.is_some()
-            && (state == Some(State::Running) || state == Some(State::Paused) && !spec.idle_pauses)
+            && (state == Some(State::Running)
+                || state.is_some_and(State::is_suspended) && !spec.idle_pauses)
     })
 }

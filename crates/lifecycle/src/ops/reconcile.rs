@@ -2,6 +2,7 @@
 //!
 //! - a `running` (or `expired`) sandbox whose init is alive and answers is adopted: watched
 //!   again, usable again, under its deadline (the reaper destroys it at once if that passed);
+//! - a `hibernated` one whose checkpoint is still there is kept (a resume restores it);
 //! - one whose processes are gone is marked `failed` and its remains are removed;
 //! - one caught `creating` is removed and marked `failed` (its create was interrupted);
 //! - one caught `destroying` is finished;
@@ -62,7 +63,28 @@ impl Service {
                 report.failed.push(row.id);
                 continue;
             };
-            if state.has_deadline() {
+            if state == State::Hibernated {
+                // Nothing runs: kept while its checkpoint is there to restore.
+                if let (Some(handle), Some(hibernation)) = (&handle, backend.hibernation()) {
+                    let kept = deadline::run_raw(
+                        deadline::LIST,
+                        "adopt",
+                        hibernation.is_hibernated(handle),
+                    )
+                    .await?;
+                    match kept {
+                        Ok(true) => {
+                            tracing::info!(sandbox = %id, "kept a hibernated sandbox of a previous daemon");
+                            report.adopted.push(row.id.clone());
+                            continue;
+                        }
+                        Ok(false) | Err(BackendError::NotFound(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(sandbox = %id, error = %e.chain(), "cannot find a hibernated sandbox's checkpoint")
+                        }
+                    }
+                }
+            } else if state.has_deadline() {
                 if let Some(handle) = &handle {
                     let adopted =
                         deadline::run_raw(deadline::LIST, "adopt", backend.adopt(handle)).await?;

@@ -1,6 +1,7 @@
 //! `shutdown`: stop the reaper; unless told to keep them, destroy every sandbox this daemon
 //! runs (reason `daemon-shutdown`); stop the watchers. Kept sandboxes go on running and the
-//! next daemon adopts them.
+//! next daemon adopts them. A hibernated sandbox is always kept: it runs nothing, and its
+//! checkpoint is there for a later daemon to restore (what hibernating is for).
 
 use crate::{Caller, Error, Service, State};
 
@@ -16,6 +17,9 @@ impl Service {
                 .list_sandboxes(&State::names_where(State::may_have_host_traces))?;
             let mut tasks = tokio::task::JoinSet::new();
             for row in rows {
+                if row.state == State::Hibernated.as_str() {
+                    continue;
+                }
                 let service = self.clone();
                 tasks.spawn(async move {
                     let result = service

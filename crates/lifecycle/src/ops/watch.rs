@@ -43,7 +43,7 @@ impl Service {
             return;
         };
         // Only the instance this watcher watched: a recreate has already replaced it.
-        if !state.has_deadline() || handle_of(&row).ok().flatten().as_ref() != Some(handle) {
+        if !state.is_watched() || handle_of(&row).ok().flatten().as_ref() != Some(handle) {
             return;
         }
         tracing::warn!(sandbox = %id, "sandbox exited on its own");

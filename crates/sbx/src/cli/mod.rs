@@ -13,6 +13,7 @@ mod commands;
 mod output;
 
 use clap::{Parser, Subcommand};
+use commands::pause::Verb;
 use sbx_api_client::{Client, ClientError};
 
 #[derive(Debug, Parser)]
@@ -64,8 +65,11 @@ enum Command {
     Files(commands::files::FilesArgs),
     /// Freeze a sandbox's processes where they are (no CPU) until it is resumed.
     Pause(commands::pause::PauseArgs),
-    /// Let a paused sandbox's processes carry on.
+    /// Let a paused sandbox's processes carry on (a hibernated one's are restored first).
     Resume(commands::pause::PauseArgs),
+    /// Save a sandbox's processes and memory to disk and free them (gVisor sandboxes);
+    /// `sbx resume` restores them, also after a daemon restart.
+    Hibernate(commands::pause::PauseArgs),
     /// Filesystem snapshots: create, ls, inspect, rm, export, import.
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Templates from container images: pull, import, ls, inspect, rm.
@@ -117,8 +121,9 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Recreate(args) => commands::recreate::run(&context, args).await,
         Command::Cp(args) => commands::cp::run(&context, args).await,
         Command::Files(args) => commands::files::run(&context, args).await,
-        Command::Pause(args) => commands::pause::run(&context, args, true).await,
-        Command::Resume(args) => commands::pause::run(&context, args, false).await,
+        Command::Pause(args) => commands::pause::run(&context, args, Verb::Pause).await,
+        Command::Resume(args) => commands::pause::run(&context, args, Verb::Resume).await,
+        Command::Hibernate(args) => commands::pause::run(&context, args, Verb::Hibernate).await,
         Command::Snapshot(args) => commands::snapshot::run(&context, args).await,
         Command::Template(args) => commands::template::run(&context, args).await,
         Command::Status(args) => commands::status::run(&context, args).await,

@@ -169,6 +169,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ("GET", "/v1/sandboxes/{id}/pty", None),
         ("POST", "/v1/sandboxes/{id}/pause", None),
         ("POST", "/v1/sandboxes/{id}/resume", None),
+        ("POST", "/v1/sandboxes/{id}/hibernate", None),
         ("GET", "/v1/sandboxes/{id}/files", None),
         ("PUT", "/v1/sandboxes/{id}/files", None),
         ("DELETE", "/v1/sandboxes/{id}/files", None),
@@ -198,6 +199,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         (Method::POST, "/exec/stream", Some(r#"{"cmd":["true"]}"#)),
         (Method::POST, "/pause", None),
         (Method::POST, "/resume", None),
+        (Method::POST, "/hibernate", None),
         (Method::PUT, "/files?path=/tmp/x", Some("x")),
         (Method::GET, "/files?path=/tmp/x", None),
         (Method::GET, "/files/stat?path=/tmp/x", None),
@@ -244,8 +246,10 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         for (method, suffix, body) in &http_routes[..http_routes.len() - 1] {
             let path = format!("/v1/sandboxes/{}{suffix}", theirs.id);
             let (status, _, text) = call(&d, method.clone(), &path, Some(key), *body).await;
+            // The native backend cannot hibernate: reached, and refused as such.
+            let unsupported = *suffix == "/hibernate" && status == 501;
             assert!(
-                status.is_success(),
+                status.is_success() || unsupported,
                 "{who}: {method} {path}: {status} {text}"
             );
         }

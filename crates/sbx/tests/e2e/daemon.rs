@@ -570,7 +570,7 @@ pub fn assert_unprivileged_host_process_opens_files() {
 }
 
 /// Every state's name, for listings that must see every sandbox.
-pub fn all_states() -> [&'static str; 7] {
+pub fn all_states() -> [&'static str; 8] {
     SandboxState::ALL.map(SandboxState::as_str)
 }
 

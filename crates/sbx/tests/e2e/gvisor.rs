@@ -181,3 +181,124 @@ async fn a_gvisor_profile_runs_sandboxes_under_runsc_end_to_end() {
         assert!(!parent.exists(), "{} left behind", parent.display());
     }
 }
+
+/// Hibernation through the CLI: a Python process's memory (a random number it drew, a count
+/// it keeps) and working directory survive a checkpoint, a daemon restart and a restore; a
+/// native sandbox cannot hibernate (501) and is left running.
+#[tokio::test]
+async fn a_hibernated_gvisor_sandbox_survives_a_restart_and_carries_on() {
+    let mut d = TestDaemon::start_with(Options {
+        config: Some(CONFIG),
+        ..Default::default()
+    })
+    .await;
+    let status = d.client.status().await.unwrap();
+    let oci = status.backends.iter().find(|b| b.name == "oci").unwrap();
+    assert!(oci.capabilities.iter().any(|c| c == "hibernate"));
+
+    // Native: 501, untouched.
+    let native = d.create().await;
+    let refused = d.client.hibernate(&native.id).await.unwrap_err();
+    match &refused {
+        sbx_api_client::ClientError::Api {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 501, "{message}");
+            assert!(message.contains("cannot hibernate"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    let cli = d.cli(&["hibernate", &native.id]);
+    assert!(!cli.status.success());
+    assert!(text(&cli.stderr).contains("cannot hibernate"));
+    assert_eq!(
+        d.client.get(&native.id).await.unwrap().state,
+        sbx_protocol::SandboxState::Running
+    );
+    assert_eq!(d.sh(&native.id, "echo still").await.stdout, "still\n");
+
+    let created = d.cli(&["create", "--profile", "gvisor"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let id = text(&created.stdout).trim().to_owned();
+    let program = "import os, time\n\
+                   secret = int.from_bytes(os.urandom(4), 'big')\n\
+                   n = 0\n\
+                   while True:\n    \
+                       n += 1\n    \
+                       open('state.tmp', 'w').write(f'{secret} {n}')\n    \
+                       os.rename('state.tmp', 'state')\n    \
+                       time.sleep(0.05)\n";
+    let started = d
+        .sh(
+            &id,
+            &format!(
+                "mkdir -p /tmp/work && cd /tmp/work && \
+                 (python3 -c \"{program}\" </dev/null >/dev/null 2>&1 &)"
+            ),
+        )
+        .await;
+    assert_eq!(started.exit_code, 0, "{}", started.stderr);
+    let read = |d: &TestDaemon, id: &str| {
+        let out = d.cli(&["exec", id, "--", "cat", "/tmp/work/state"]);
+        let line = text(&out.stdout);
+        let mut parts = line.split_whitespace().map(|p| p.parse::<u64>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    };
+    let mut before = (0, 0);
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let out = d.cli(&["exec", &id, "--", "cat", "/tmp/work/state"]);
+        if out.status.success() {
+            before = read(&d, &id);
+            break;
+        }
+    }
+    assert!(before.1 > 0, "the program runs");
+
+    let hibernated = d.cli(&["hibernate", &id]);
+    assert!(hibernated.status.success(), "{}", text(&hibernated.stderr));
+    assert!(text(&hibernated.stdout).contains("hibernated"));
+    let sandbox = d.client.get(&id).await.unwrap();
+    assert_eq!(sandbox.state, sbx_protocol::SandboxState::Hibernated);
+    assert!(
+        runtime_processes(d.data_dir()).is_empty(),
+        "host processes are gone"
+    );
+    let refused = d.cli(&["exec", &id, "--", "true"]);
+    assert!(
+        !refused.status.success(),
+        "a hibernated sandbox runs nothing"
+    );
+
+    d.stop().await;
+    d.restart().await;
+    assert_eq!(
+        d.client.get(&id).await.unwrap().state,
+        sbx_protocol::SandboxState::Hibernated
+    );
+    let resumed = d.cli(&["resume", &id]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let after = read(&d, &id);
+    assert_eq!(after.0, before.0, "the same process, with the same memory");
+    assert!(
+        after.1 >= before.1,
+        "it counts on from {before:?}: {after:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let later = read(&d, &id);
+    assert!(
+        later.1 > after.1,
+        "and keeps counting: {after:?} then {later:?}"
+    );
+    let events = d.client.sandbox_events(&id).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("hibernated")));
+
+    for sandbox in [&id, &native.id] {
+        let removed = d.cli(&["rm", sandbox]);
+        assert!(removed.status.success(), "{}", text(&removed.stderr));
+    }
+    assert!(runtime_processes(d.data_dir()).is_empty());
+    d.finish().await;
+}

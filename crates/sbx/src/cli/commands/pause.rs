@@ -1,4 +1,5 @@
-//! `sbx pause ID…` and `sbx resume ID…`: freeze sandboxes' processes, and let them carry on.
+//! `sbx pause ID…`, `sbx hibernate ID…` and `sbx resume ID…`: freeze sandboxes' processes,
+//! or save them to disk, and let them carry on.
 
 use clap::Args;
 
@@ -12,14 +13,21 @@ pub struct PauseArgs {
     ids: Vec<String>,
 }
 
-pub async fn run(context: &Context, args: PauseArgs, pause: bool) -> anyhow::Result<u8> {
+#[derive(Debug, Clone, Copy)]
+pub enum Verb {
+    Pause,
+    Resume,
+    Hibernate,
+}
+
+pub async fn run(context: &Context, args: PauseArgs, verb: Verb) -> anyhow::Result<u8> {
     let mut failed = false;
     let mut done = Vec::new();
     for id in &args.ids {
-        let result = if pause {
-            context.client.pause(id).await
-        } else {
-            context.client.resume(id).await
+        let result = match verb {
+            Verb::Pause => context.client.pause(id).await,
+            Verb::Resume => context.client.resume(id).await,
+            Verb::Hibernate => context.client.hibernate(id).await,
         };
         match result {
             Ok(sandbox) => {
