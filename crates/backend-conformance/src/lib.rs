@@ -507,6 +507,13 @@ pub mod tests {
         };
         tokio::time::sleep(Duration::from_millis(600)).await;
         let mut attached = exec(&*backend, &handle, command(&["sleep", "60"], false)).await;
+        // A command that forks all the time, each child on the host's pipes too.
+        let mut forking = exec(
+            &*backend,
+            &handle,
+            command(&["sh", "-c", "while :; do sleep 0.02; done"], false),
+        )
+        .await;
         let before = read().await;
         assert!(before >= 2, "the counter counts: {before}");
         let bytes = within("hibernate", hibernation.hibernate(&handle))
@@ -517,8 +524,10 @@ pub mod tests {
             .await
             .unwrap());
         // The command on the host's pipes ended with it.
-        let ended = collect(&mut attached).await;
-        assert_ne!(ended.status, Some(ExitStatus::Code(0)));
+        for session in [&mut attached, &mut forking] {
+            let ended = collect(session).await;
+            assert_ne!(ended.status, Some(ExitStatus::Code(0)));
+        }
         // Again: nothing to do.
         within("hibernate", hibernation.hibernate(&handle))
             .await

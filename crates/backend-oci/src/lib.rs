@@ -564,6 +564,7 @@ impl Backend for OciBackend {
         let Ok(id) = self.inner.current(handle) else {
             return Ok(());
         };
+        let mut watched = 0;
         loop {
             let pid = match self.inner.runtime.state(&id).await {
                 Ok(Some(state)) if alive(&state.status) => state.pid,
@@ -571,6 +572,14 @@ impl Backend for OciBackend {
                 Err(BackendError::Timeout { .. }) => 0,
                 Err(e) => return Err(e),
             };
+            // Another process than the one watched: the sandbox was restored from a
+            // hibernation meanwhile, and whoever restored it watches it now.
+            if watched > 0 && pid > 0 && pid != watched {
+                return Ok(());
+            }
+            if pid > 0 {
+                watched = pid;
+            }
             let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -625,22 +634,36 @@ impl PauseResume for OciBackend {
     }
 }
 
-/// Most a checkpoint or a restore may take (a sandbox's whole memory goes to disk or back).
-const HIBERNATION: Duration = Duration::from_secs(300);
+/// Most a checkpoint or a restore may take (a sandbox's whole memory goes to disk or back);
+/// with ending what cannot be saved and deleting the stopped container, the whole stays under
+/// lifecycle's deadline for a hibernation.
+const HIBERNATION: Duration = Duration::from_secs(240);
+
+/// Free disk a checkpoint must leave, over the sandbox's memory limit (what it may write).
+const CHECKPOINT_RESERVE: u64 = 256 << 20;
 
 /// What cannot be saved ends first: every process (but init) holding a descriptor whose other
 /// end is on the host — a command's pipes, a terminal — that the runtime could not restore.
-/// The script's own descriptors are the sandbox's `/dev/null` before it looks.
+/// The script's own descriptors are the sandbox's `/dev/null` before it looks. Passes repeat
+/// until one finds nothing (a holder may fork between two looks, or hand a descriptor on);
+/// after 50 it gives up (exit 1), and the hibernation with it.
 const END_UNSAVEABLE: &str = r#"exec </dev/null >/dev/null 2>&1
-for p in /proc/[0-9]*; do
-  n=${p#/proc/}
-  [ "$n" = 1 ] && continue
-  [ "$n" = $$ ] && continue
-  for f in $p/fd/*; do
-    case "$(/.sbx/busybox readlink "$f")" in host:*) kill -9 "$n"; break;; esac
+pass=0
+while [ $pass -lt 50 ]; do
+  pass=$((pass+1))
+  found=0
+  for p in /proc/[0-9]*; do
+    n=${p#/proc/}
+    [ "$n" = 1 ] && continue
+    [ "$n" = $$ ] && continue
+    for f in $p/fd/*; do
+      case "$(/.sbx/busybox readlink "$f")" in host:*) kill -9 "$n"; found=1; break;; esac
+    done
   done
+  [ $found = 0 ] && exit 0
+  /.sbx/busybox sleep 0.05
 done
-exit 0"#;
+exit 1"#;
 
 impl Inner {
     /// A hibernated sandbox's checkpoint: in its bundle, so that it goes with it.
@@ -656,23 +679,72 @@ impl Inner {
             return Ok(disk_usage(&checkpoint));
         }
         let state = state.ok_or_else(|| BackendError::NotFound(format!("sandbox {id} is gone")))?;
-        if state.status == "paused" {
-            self.runtime.call(&["resume", &id]).await?;
-        } else if !alive(&state.status) {
+        let was_paused = state.status == "paused";
+        if !alive(&state.status) {
             return Err(BackendError::NotFound(format!("sandbox {id} has stopped")));
         }
-        self.runtime
+        self.room_for_checkpoint(&id)?;
+        if was_paused {
+            self.runtime.call(&["resume", &id]).await?;
+        }
+        let result = self.checkpoint(&id).await;
+        if result.is_err() && was_paused {
+            // Left as it was found: frozen (its record says paused).
+            if let Ok(Some(state)) = self.runtime.state(&id).await {
+                if state.status == "running" {
+                    let _ = self.runtime.call(&["pause", &id]).await;
+                }
+            }
+        }
+        result
+    }
+
+    /// Refuses a checkpoint the data directory's disk has no room for: as much as the
+    /// sandbox's memory limit, and a reserve.
+    fn room_for_checkpoint(&self, id: &str) -> Result<(), BackendError> {
+        let memory = fs::read(self.bundle(id).join("config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .and_then(|config| config.pointer("/linux/resources/memory/limit")?.as_u64())
+            .unwrap_or(0);
+        let free = nix::sys::statvfs::statvfs(&self.bundles)
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+            .unwrap_or(u64::MAX);
+        if free < memory.saturating_add(CHECKPOINT_RESERVE) {
+            return Err(BackendError::Capacity {
+                resource: sbx_backend::SharedResource::Disk,
+                detail: format!(
+                    "a checkpoint of sandbox {id} needs up to {} MiB of disk; {} MiB are free",
+                    (memory + CHECKPOINT_RESERVE) >> 20,
+                    free >> 20
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The checkpoint of a running sandbox, and the end of its host processes.
+    async fn checkpoint(&self, id: &str) -> Result<u64, BackendError> {
+        let ended = self
+            .runtime
             .call(&[
                 "exec",
                 "--user=0:0",
-                &id,
+                id,
                 bundle::INIT_PATH,
                 "sh",
                 "-c",
                 END_UNSAVEABLE,
             ])
-            .await?;
-        let partial = self.bundle(&id).join("checkpoint.partial");
+            .await;
+        if let Err(e) = ended {
+            tracing::warn!(sandbox = %id, error = %e.chain(), "cannot end what a checkpoint cannot save");
+            return Err(BackendError::unavailable(format!(
+                "sandbox {id} cannot be hibernated: the processes holding the host's end of a \
+                 pipe or terminal could not all be ended"
+            )));
+        }
+        let partial = self.bundle(id).join("checkpoint.partial");
         let _ = fs::remove_dir_all(&partial);
         fs::create_dir(&partial)
             .and_then(|()| fs::set_permissions(&partial, fs::Permissions::from_mode(0o700)))
@@ -680,16 +752,25 @@ impl Inner {
         let image_path = format!("--image-path={}", partial.display());
         if let Err(e) = self
             .runtime
-            .call_within(&["checkpoint", &image_path, &id], HIBERNATION)
+            .call_within(&["checkpoint", &image_path, id], HIBERNATION)
             .await
         {
             let _ = fs::remove_dir_all(&partial);
-            return Err(e);
+            tracing::warn!(sandbox = %id, error = %e.chain(), "checkpoint failed");
+            return Err(match (e, self.room_for_checkpoint(id)) {
+                (e @ BackendError::Timeout { .. }, _) => e,
+                // The disk filled up meanwhile.
+                (_, Err(full)) => full,
+                (_, Ok(())) => BackendError::unavailable(format!(
+                    "the runtime could not checkpoint sandbox {id} (the daemon's log says why)"
+                )),
+            });
         }
+        let checkpoint = self.checkpoint_dir(id);
         fs::rename(&partial, &checkpoint).map_err(|e| io("cannot keep the checkpoint", e))?;
         // The stopped container's record goes (a restore makes it again); its bundle stays.
-        let _ = self.runtime.call(&["delete", "--force", &id]).await;
-        self.remove_cgroup_leaves(&id).await;
+        let _ = self.runtime.call(&["delete", "--force", id]).await;
+        self.remove_cgroup_leaves(id).await;
         Ok(disk_usage(&checkpoint))
     }
 
@@ -718,13 +799,21 @@ impl Inner {
             .restore(
                 &["--detach", &image_path, &bundle_arg, &id],
                 &bundle.join("runsc.log"),
+                HIBERNATION,
             )
             .await;
         if let Err(e) = restored {
             // The checkpoint stays: the sandbox is still hibernated, and can be tried again.
             let _ = self.runtime.call(&["delete", "--force", &id]).await;
             self.remove_cgroup_leaves(&id).await;
-            return Err(e);
+            tracing::warn!(sandbox = %id, error = %e.chain(), "restore failed");
+            return Err(match e {
+                BackendError::Timeout { .. } | BackendError::Capacity { .. } => e,
+                _ => BackendError::unavailable(format!(
+                    "the runtime could not restore sandbox {id} from its checkpoint (the \
+                     daemon's log says why); it stays hibernated"
+                )),
+            });
         }
         if let Err(e) = fs::remove_dir_all(&checkpoint) {
             tracing::warn!(sandbox = %id, error = %e, "cannot remove a restored checkpoint");

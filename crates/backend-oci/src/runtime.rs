@@ -93,17 +93,29 @@ impl Runtime {
     /// of writing to once read); the runtime's own messages go to `log` (`--log`), whose
     /// last lines a failure reports.
     pub async fn create(&self, args: &[&str], log: &Path) -> Result<(), BackendError> {
-        self.long_lived("create", args, log).await
+        self.long_lived("create", args, log, CALL).await
     }
 
-    /// `restore`: a container made again from a checkpoint, as `create` makes one.
-    pub async fn restore(&self, args: &[&str], log: &Path) -> Result<(), BackendError> {
-        self.long_lived("restore", args, log).await
+    /// `restore`: a container made again from a checkpoint, as `create` makes one, under a
+    /// deadline of its own (a sandbox's whole memory is read back).
+    pub async fn restore(
+        &self,
+        args: &[&str],
+        log: &Path,
+        deadline: Duration,
+    ) -> Result<(), BackendError> {
+        self.long_lived("restore", args, log, deadline).await
     }
 
     /// A call that leaves processes behind it (the sandbox, the gofer): run directly, or under
     /// the shim when this process is a child subreaper (see `shim.rs`).
-    async fn long_lived(&self, verb: &str, args: &[&str], log: &Path) -> Result<(), BackendError> {
+    async fn long_lived(
+        &self,
+        verb: &str,
+        args: &[&str],
+        log: &Path,
+        deadline: Duration,
+    ) -> Result<(), BackendError> {
         // `--log` is a global flag: it goes before the subcommand.
         let mut runtime_args: Vec<String> = self.global_args().into();
         runtime_args.push(format!("--log={}", log.display()));
@@ -111,7 +123,7 @@ impl Runtime {
         runtime_args.extend(args.iter().map(|a| (*a).to_owned()));
         let subreaper = nix::sys::prctl::get_child_subreaper().unwrap_or(false);
         let status = if subreaper {
-            self.under_shim(&runtime_args).await?
+            self.under_shim(&runtime_args, deadline).await?
         } else {
             let mut command = Command::new(&self.binary);
             command
@@ -120,7 +132,7 @@ impl Runtime {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
-            let status = within(self.spawn(&mut command)?.wait()).await?;
+            let status = within_for(deadline, self.spawn(&mut command)?.wait()).await?;
             match (status.code(), status.signal()) {
                 (Some(code), _) => code.to_string(),
                 (None, Some(signal)) => format!("-{signal}"),
@@ -145,8 +157,13 @@ impl Runtime {
 
     /// Runs the runtime under a shim; how the runtime call ended, as the shim reports it. The
     /// shim is left to reap the call's orphans (tokio reaps the shim itself when it ends);
-    /// past the deadline, its process group is killed.
-    async fn under_shim(&self, runtime_args: &[String]) -> Result<String, BackendError> {
+    /// past the deadline, it is told (`SIGTERM`) to kill the runtime call, and goes on
+    /// reaping what that call left.
+    async fn under_shim(
+        &self,
+        runtime_args: &[String],
+        deadline: Duration,
+    ) -> Result<String, BackendError> {
         let mut command = Command::new(&self.shim);
         command
             .arg(crate::shim::SHIM_ARG)
@@ -168,17 +185,19 @@ impl Runtime {
             (&mut stdout).take(256).read_to_end(&mut report).await?;
             Ok(String::from_utf8_lossy(&report).trim().to_owned())
         };
-        match within(read).await {
+        match within_for(deadline, read).await {
             Ok(report) if !report.is_empty() => Ok(report),
             outcome => {
                 if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::killpg(
+                    let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
+                        nix::sys::signal::Signal::SIGTERM,
                     );
                 }
                 outcome?;
-                Err(BackendError::other("the shim ended without a report"))
+                Err(BackendError::unavailable(
+                    "the runtime's shim ended without a report",
+                ))
             }
         }
     }
@@ -229,13 +248,7 @@ impl Runtime {
     }
 }
 
-/// A runtime call's end, under [`CALL`].
-async fn within<T>(
-    call: impl std::future::Future<Output = std::io::Result<T>>,
-) -> Result<T, BackendError> {
-    within_for(CALL, call).await
-}
-
+/// A runtime call's end, under `deadline`.
 async fn within_for<T>(
     deadline: Duration,
     call: impl std::future::Future<Output = std::io::Result<T>>,

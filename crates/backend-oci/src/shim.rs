@@ -14,6 +14,7 @@
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// argv[1] that selects the shim in the `sbx` binary.
 pub const SHIM_ARG: &str = "__oci-shim";
@@ -31,14 +32,38 @@ pub fn run_if_requested() {
     std::process::exit(main(&program, args.collect()));
 }
 
+/// The runtime call's pid, for the `SIGTERM` handler.
+static CALL: AtomicI32 = AtomicI32::new(0);
+
+/// `SIGTERM` (the daemon's deadline passed): the runtime call is killed; the shim goes on
+/// reaping what it left.
+extern "C" fn on_term(_: libc::c_int) {
+    let pid = CALL.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 fn main(program: &OsStr, args: Vec<std::ffi::OsString>) -> i32 {
     let _ = nix::sys::prctl::set_child_subreaper(true);
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_term),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only reads an atomic and calls kill(2).
+    let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &action) };
     let status = std::process::Command::new(program)
         .args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status();
+        .spawn()
+        .and_then(|mut child| {
+            CALL.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+            child.wait()
+        });
     let report = match status {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => code.to_string(),

@@ -1,6 +1,7 @@
 //! The OCI backend under gVisor: create + first exec of a `gvisor` profile's sandbox through
 //! sbx's API, next to raw `runsc run` of `true` in a bundle written here (a static busybox
-//! root), in the same run. A daemon of its own (the measured one has no `oci` profile).
+//! root), in the same run; then hibernate and resume of a sandbox whose Python process holds
+//! 100 MB. A daemon of its own (the measured one has no `oci` profile).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,6 +14,8 @@ use crate::daemon::Daemon;
 use crate::report::Row;
 use crate::stats::{Stat, Summary, Target};
 use crate::Api;
+
+const HIBERNATE: Target = Target(&[(Stat::P50, 3000.0)]);
 
 const CONFIG: &str = "[limits]\ncreates_per_hour = 0\n[profiles.gvisor]\nbackend = \"oci\"\n";
 
@@ -86,6 +89,62 @@ async fn sbx_runs(daemon: &Daemon, n: usize) -> Result<Vec<std::time::Duration>>
     Ok(samples)
 }
 
+/// A Python process that holds 100 MB (every page touched) and keeps counting, detached from
+/// the command's pipes (what hibernation keeps).
+const RESIDENT: &str = "cd /tmp && (python3 -c \"
+import time
+block = bytearray(100 << 20)
+for i in range(0, len(block), 4096):
+    block[i] = 1
+open('ready', 'w').write('1')
+n = 0
+while True:
+    n += 1
+    time.sleep(0.05)
+\" </dev/null >/dev/null 2>&1 &); \
+for i in $(seq 200); do [ -e ready ] && exit 0; sleep 0.1; done; exit 1";
+
+/// Times `n` hibernations and resumes of one sandbox running [`RESIDENT`].
+async fn hibernations(
+    daemon: &Daemon,
+    n: usize,
+) -> Result<(Vec<std::time::Duration>, Vec<std::time::Duration>)> {
+    let api = Api(&daemon.client);
+    let request = CreateSandboxRequest {
+        profile: Some("gvisor".into()),
+        resources: Some(sbx_protocol::ResourcesRequest {
+            memory_mb: Some(512),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = api.create_from(&request).await?;
+    let measured = async {
+        api.sh(&id, RESIDENT).await?;
+        let (mut down, mut up) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            let started = Instant::now();
+            let sandbox = crate::call("hibernate", daemon.client.hibernate(&id)).await?;
+            down.push(started.elapsed());
+            anyhow::ensure!(
+                sandbox.state == sbx_protocol::SandboxState::Hibernated,
+                "hibernate answered {}",
+                sandbox.state
+            );
+            let started = Instant::now();
+            crate::call("resume", daemon.client.resume(&id)).await?;
+            up.push(started.elapsed());
+            // Still the same process, still counting.
+            api.sh(&id, "grep -qs bytearray /proc/[0-9]*/cmdline")
+                .await?;
+        }
+        Ok((down, up))
+    }
+    .await;
+    api.delete(&id).await?;
+    measured
+}
+
 pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
     let n = n.clamp(1, 20);
     eprintln!("gVisor: raw `runsc run true` ×{n}, then sbx create + first exec ×{n}…");
@@ -98,11 +157,24 @@ pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
     let measured = async {
         let mut daemon = Daemon::start(sbx, &[], CONFIG).await?;
         let samples = sbx_runs(&daemon, n).await;
+        eprintln!(
+            "gVisor: hibernate and resume of 100 MB of Python ×{}…",
+            n.min(5)
+        );
+        let hibernated = hibernations(&daemon, n.min(5)).await;
         daemon.stop()?;
-        samples
+        Ok::<_, anyhow::Error>((samples?, hibernated))
     }
     .await
     .map_err(|e| format!("{e:#}"));
+    let (measured, hibernated) = match measured {
+        Ok((samples, hibernated)) => (Ok(samples), hibernated.map_err(|e| format!("{e:#}"))),
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
+    let (down, up) = match hibernated {
+        Ok((down, up)) => (Ok(down), Ok(up)),
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
     // The target is relative: 1.2 × raw runsc run, measured just before.
     // (Targets are static; this one is made once per run.)
     let target = raw_p50.map(|p50| {
@@ -120,6 +192,17 @@ pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
             name: "oci (gVisor): create + first exec `true` (target ≤ 1.2 × raw runsc run)".into(),
             result: measured.and_then(|s| Summary::of(&s).ok_or_else(|| "no samples".into())),
             target,
+        },
+        Row {
+            name: "oci (gVisor): hibernate, a Python process with 100 MB resident (target ≤ 3 s)"
+                .into(),
+            result: down.and_then(|s| Summary::of(&s).ok_or_else(|| "no samples".into())),
+            target: Some(HIBERNATE),
+        },
+        Row {
+            name: "oci (gVisor): resume from hibernation, the same (target ≤ 3 s)".into(),
+            result: up.and_then(|s| Summary::of(&s).ok_or_else(|| "no samples".into())),
+            target: Some(HIBERNATE),
         },
     ]
 }

@@ -64,24 +64,34 @@ impl Service {
                 continue;
             };
             if state == State::Hibernated {
-                // Nothing runs: kept while its checkpoint is there to restore.
-                if let (Some(handle), Some(hibernation)) = (&handle, backend.hibernation()) {
-                    let kept = deadline::run_raw(
-                        deadline::LIST,
-                        "adopt",
-                        hibernation.is_hibernated(handle),
-                    )
-                    .await?;
-                    match kept {
-                        Ok(true) => {
-                            tracing::info!(sandbox = %id, "kept a hibernated sandbox of a previous daemon");
-                            report.adopted.push(row.id.clone());
-                            continue;
-                        }
-                        Ok(false) | Err(BackendError::NotFound(_)) => {}
-                        Err(e) => {
-                            tracing::warn!(sandbox = %id, error = %e.chain(), "cannot find a hibernated sandbox's checkpoint")
-                        }
+                // Nothing runs: kept while its checkpoint is there to restore. Only a
+                // checkpoint known to be gone fails it: a backend that cannot tell now (no
+                // hibernation this time, an error) keeps it for a later daemon.
+                let kept = match (&handle, backend.hibernation()) {
+                    (Some(handle), Some(hibernation)) => {
+                        deadline::run_raw(
+                            deadline::LIST,
+                            "adopt",
+                            hibernation.is_hibernated(handle),
+                        )
+                        .await?
+                    }
+                    (None, _) => Ok(false),
+                    (Some(_), None) => Err(BackendError::unavailable(
+                        "the backend cannot hibernate now",
+                    )),
+                };
+                match kept {
+                    Ok(true) => {
+                        tracing::info!(sandbox = %id, "kept a hibernated sandbox of a previous daemon");
+                        report.adopted.push(row.id.clone());
+                        continue;
+                    }
+                    Ok(false) | Err(BackendError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(sandbox = %id, error = %e.chain(), "cannot find a hibernated sandbox's checkpoint; kept as it is");
+                        report.adopted.push(row.id.clone());
+                        continue;
                     }
                 }
             } else if state.has_deadline() {
@@ -96,7 +106,15 @@ impl Service {
                             report.adopted.push(row.id.clone());
                             continue;
                         }
-                        Err(BackendError::NotFound(_)) => {}
+                        Err(BackendError::NotFound(_)) => {
+                            // Gone — unless it was hibernating when the last daemon stopped
+                            // short of recording it: then it is hibernated.
+                            if self.hibernated_unrecorded(backend, handle, &row).await? {
+                                tracing::warn!(sandbox = %id, "found hibernated; recorded so");
+                                report.adopted.push(row.id.clone());
+                                continue;
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(sandbox = %id, error = %e.chain(), "cannot adopt sandbox")
                         }
@@ -147,6 +165,31 @@ impl Service {
 }
 
 impl Service {
+    /// Whether a sandbox the store says runs has a complete checkpoint instead (a daemon
+    /// stopped between a checkpoint and its record); recorded hibernated if so.
+    async fn hibernated_unrecorded(
+        &self,
+        backend: &std::sync::Arc<dyn sbx_backend::Backend>,
+        handle: &sbx_backend::Handle,
+        row: &sbx_store::SandboxRow,
+    ) -> Result<bool, Error> {
+        let Some(hibernation) = backend.hibernation() else {
+            return Ok(false);
+        };
+        let found =
+            deadline::run_raw(deadline::LIST, "adopt", hibernation.is_hibernated(handle)).await?;
+        if !matches!(found, Ok(true)) {
+            return Ok(false);
+        }
+        let now = crate::now_ms();
+        self.record(
+            Change::to(&row.id, State::Hibernated, reason::HIBERNATED)
+                .at(now)
+                .paused(row.paused_at.unwrap_or(now), row.paused_remaining_ms),
+        )?;
+        Ok(true)
+    }
+
     /// Makes an adopted sandbox's freezer agree with its record (a crash between a freeze or
     /// a thaw and its record leaves them apart): paused stays frozen, anything else runs.
     async fn match_freezer(

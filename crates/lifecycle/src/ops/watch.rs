@@ -46,6 +46,17 @@ impl Service {
         if !state.is_watched() || handle_of(&row).ok().flatten().as_ref() != Some(handle) {
             return;
         }
+        // A watcher of an instance that hibernated and was restored meanwhile (same handle)
+        // sees the old process gone: the sandbox itself is alive, and watched by its restore.
+        if let Ok(backend) = self.backend_of(&row) {
+            if let Ok(observed) =
+                deadline::run(deadline::LIST, "inspect", backend.inspect(handle)).await
+            {
+                if observed.alive {
+                    return;
+                }
+            }
+        }
         tracing::warn!(sandbox = %id, "sandbox exited on its own");
         let removal = async {
             let backend = self.backend_of(&row)?;

@@ -11,7 +11,7 @@ pub struct LsArgs {
     /// Include destroyed sandboxes.
     #[arg(long, short = 'a')]
     all: bool,
-    /// Only these states (repeatable): creating, running, paused, expired, destroying, destroyed, failed.
+    /// Only these states (repeatable): creating, running, paused, hibernated, expired, destroying, destroyed, failed.
     #[arg(long)]
     state: Vec<String>,
     /// Only sandboxes with this metadata label (repeatable).
