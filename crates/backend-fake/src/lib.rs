@@ -143,6 +143,7 @@ impl Default for Engine {
                 host_tasks: None,
                 disk_bytes: None,
                 max_command_bytes: 128 * 1024,
+                tasks_per_sandbox: 0,
             }),
             storage: Mutex::new(None),
         }

@@ -160,6 +160,7 @@ fn host_bounds() -> Bounds {
         host_tasks: tasks,
         disk_bytes: None,
         max_command_bytes: 128 << 10,
+        tasks_per_sandbox: bundle::RUNTIME_TASKS,
     }
 }
 

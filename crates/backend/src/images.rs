@@ -47,6 +47,22 @@ pub struct ImageTemplate {
     /// Set-user-id and set-group-id bits the unpacking removed.
     #[serde(default)]
     pub setid_cleared: u64,
+    /// The image's `User` as ids (names looked up in its `/etc/passwd` and `/etc/group`):
+    /// who commands run as when they do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ids: Option<(u32, u32)>,
+}
+
+impl ImageTemplate {
+    /// What the image runs by default (`Entrypoint` then `Cmd`); empty when it says nothing.
+    pub fn command(&self) -> Vec<String> {
+        self.config
+            .entrypoint
+            .iter()
+            .chain(&self.config.cmd)
+            .cloned()
+            .collect()
+    }
 }
 
 /// Where a new template's image comes from.

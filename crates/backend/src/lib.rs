@@ -101,6 +101,9 @@ pub struct Bounds {
     pub disk_bytes: Option<u64>,
     /// argv and environment of one command together, at most.
     pub max_command_bytes: usize,
+    /// Host tasks each sandbox takes beyond its `pids` limit (a runtime's own threads in its
+    /// cgroup): counted against the host's task table with it.
+    pub tasks_per_sandbox: u64,
 }
 
 /// The contract every backend fulfils (see `sbx-backend-conformance` for it as tests).

@@ -224,6 +224,7 @@ fn from_file(
             config: ImageConfig::default(),
             created_ms: now_ms(),
             setid_cleared: setid,
+            user_ids: None,
         });
     }
     let dir = store.scratch("unpacked");
@@ -478,6 +479,7 @@ fn from_image(
         config: image.config.defaults(),
         created_ms: now_ms(),
         setid_cleared: setid,
+        user_ids: None,
     })
 }
 

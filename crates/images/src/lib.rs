@@ -21,6 +21,7 @@
 
 pub mod host;
 pub mod unpack;
+mod users;
 
 mod archive;
 mod registry;
@@ -255,12 +256,24 @@ impl ImageStore {
         Ok((hex, bytes, stats.setid_cleared))
     }
 
-    /// Records the template whose layers are all in place.
+    /// Records the template whose layers are all in place, its `User` resolved to ids.
     pub(crate) fn finish(
         &self,
         reservation: Reservation,
-        template: ImageTemplate,
+        mut template: ImageTemplate,
     ) -> Result<ImageTemplate, ImageError> {
+        template.user_ids = match template.config.user.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(user) => {
+                let layers: Vec<PathBuf> = template
+                    .layers
+                    .iter()
+                    .rev()
+                    .map(|l| self.layer_dir(hex_of(&l.digest)))
+                    .collect();
+                Some(users::resolve(user, &layers).map_err(ImageError::Invalid)?)
+            }
+        };
         let text = serde_json::to_vec_pretty(&template)
             .map_err(|e| ImageError::Invalid(format!("cannot record the template: {e}")))?;
         let scratch = self.scratch("template");

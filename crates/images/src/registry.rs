@@ -125,6 +125,7 @@ pub(crate) async fn pull(
         config: config.defaults(),
         created_ms: now_ms(),
         setid_cleared: setid,
+        user_ids: None,
     };
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.finish(reservation, template))

@@ -264,8 +264,23 @@ impl Service {
                 ..Scope::default()
             };
             let totals = self.inner.store.totals(&scope, &["pids"])?;
-            let promised = totals.sums[0] as u64;
-            let asked = resources.pids;
+            // Each sandbox's runtime takes tasks of its own beyond its limit.
+            let mut overhead = 0u64;
+            for kind in &local {
+                let per = backends.bounds(kind)?.tasks_per_sandbox;
+                if per == 0 {
+                    continue;
+                }
+                let kinds = [*kind];
+                let of_kind = Scope {
+                    states: &live,
+                    backends: Some(&kinds),
+                    ..Scope::default()
+                };
+                overhead += self.inner.store.totals(&of_kind, &[])?.count * per;
+            }
+            let promised = totals.sums[0] as u64 + overhead;
+            let asked = resources.pids + bounds.tasks_per_sandbox;
             if promised + asked > capacity {
                 let soonest = ceil_duration(totals.soonest_expiry.unwrap_or(now) - now);
                 return Err(Error::AtCapacity {

@@ -34,6 +34,8 @@ pub struct Bounds {
     pub disk_overcommit: f64,
     /// argv and environment of one command together, at most.
     pub max_command_bytes: usize,
+    /// Host tasks each sandbox takes beyond its `pids` limit.
+    pub tasks_per_sandbox: u64,
 }
 
 pub const MIN_MEMORY_MB: u64 = 32;
@@ -58,6 +60,7 @@ impl Bounds {
             disk_reserve_mb: capacity.disk_reserve_mb,
             disk_overcommit: capacity.disk_overcommit,
             max_command_bytes: backend.max_command_bytes,
+            tasks_per_sandbox: backend.tasks_per_sandbox,
         }
     }
 
@@ -91,6 +94,10 @@ pub struct CreateParams {
     pub snapshot: Option<String>,
     /// What was asked for but not granted.
     pub warnings: Vec<String>,
+    /// The image template's `User` as ids, and its `Entrypoint` + `Cmd` (set by the create
+    /// once it has looked the template up).
+    pub image_user: Option<(u32, u32)>,
+    pub image_command: Vec<String>,
 }
 
 impl CreateParams {
@@ -195,6 +202,8 @@ pub fn create(
         auto_resume: profile.auto_resume,
         snapshot: request.snapshot.clone(),
         warnings,
+        image_user: None,
+        image_command: Vec::new(),
     })
 }
 
@@ -359,14 +368,20 @@ impl TerminalParams {
 }
 
 pub fn exec(
-    request: ExecRequest,
-    sandbox_env: &BTreeMap<String, String>,
+    mut request: ExecRequest,
+    spec: &crate::view::StoredSpec,
     max_command_bytes: usize,
 ) -> Result<ExecParams, Error> {
+    let sandbox_env = &spec.env;
     if request.cmd.is_empty() {
-        return Err(invalid(
-            "cmd must not be empty: give the program and its arguments".into(),
-        ));
+        if spec.image_command.is_empty() {
+            return Err(invalid(
+                "cmd must not be empty: give the program and its arguments (the sandbox's \
+                 template has no default command)"
+                    .into(),
+            ));
+        }
+        request.cmd = spec.image_command.clone();
     }
     if request.cmd[0].is_empty() {
         return Err(invalid("cmd[0] must not be empty".into()));
@@ -393,7 +408,8 @@ pub fn exec(
         }
     }
     let user = match request.user.as_deref() {
-        None | Some("user") => User::DEFAULT,
+        None => spec.default_user(),
+        Some("user") => User::DEFAULT,
         Some("root") => User::ROOT,
         Some(other) => match other.parse::<u32>() {
             Ok(uid) if uid < 65536 => User { uid, gid: uid },
@@ -440,7 +456,7 @@ const MAX_TERMINAL_CELLS: u16 = 1000;
 /// A terminal request: an exec on a pseudo-terminal, without a timeout or stdin bytes.
 pub fn terminal(
     request: &TerminalRequest,
-    sandbox_env: &BTreeMap<String, String>,
+    spec: &crate::view::StoredSpec,
     max_command_bytes: usize,
 ) -> Result<TerminalParams, Error> {
     let cmd = if request.cmd.is_empty() {
@@ -455,7 +471,7 @@ pub fn terminal(
         user: request.user.clone(),
         ..Default::default()
     };
-    let params = exec(as_exec, sandbox_env, max_command_bytes)?;
+    let params = exec(as_exec, spec, max_command_bytes)?;
     let rows = request.rows.unwrap_or(24);
     let cols = request.cols.unwrap_or(80);
     for (name, value) in [("rows", rows), ("cols", cols)] {
@@ -531,6 +547,7 @@ mod tests {
             host_tasks: Some(32768),
             disk_bytes: Some(100_000 << 20),
             max_command_bytes: 128 * 1024,
+            tasks_per_sandbox: 0,
         };
         Bounds::new(&host, &sbx_config::Capacity::default())
     }
@@ -682,12 +699,38 @@ mod tests {
 
     #[test]
     fn exec_requests() {
-        let none = BTreeMap::new();
+        let none: crate::view::StoredSpec = serde_json::from_value(serde_json::json!({
+            "memory_mb": 64, "cpus": 1.0, "pids": 64, "env": {}, "ttl_max_ms": 1000
+        }))
+        .unwrap();
         let request = |cmd: &[&str]| ExecRequest {
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
         assert!(exec(request(&[]), &none, MAX_COMMAND).is_err());
+        // An image's defaults: its command when none is given, its user when none is named.
+        let image = crate::view::StoredSpec {
+            image_command: vec!["/bin/app".into(), "--serve".into()],
+            image_user: Some((1234, 1240)),
+            ..none.clone()
+        };
+        let defaulted = exec(request(&[]), &image, MAX_COMMAND).unwrap();
+        assert_eq!(defaulted.command.argv, ["/bin/app", "--serve"]);
+        assert_eq!(
+            defaulted.command.user,
+            User {
+                uid: 1234,
+                gid: 1240
+            }
+        );
+        let named = ExecRequest {
+            user: Some("user".into()),
+            ..request(&["id"])
+        };
+        assert_eq!(
+            exec(named, &image, MAX_COMMAND).unwrap().command.user,
+            User::DEFAULT
+        );
         assert!(exec(request(&[""]), &none, MAX_COMMAND).is_err());
         let ok = exec(request(&["true"]), &none, MAX_COMMAND).unwrap();
         assert_eq!(ok.command.user, User::DEFAULT);

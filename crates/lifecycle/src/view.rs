@@ -38,6 +38,12 @@ pub struct StoredSpec {
     /// The snapshot its files start from (a recreate starts from it again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// Who commands run as when they do not say: its image's `User`, else `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_user: Option<(u32, u32)>,
+    /// What an exec without a command runs: its image's `Entrypoint` + `Cmd`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_command: Vec<String>,
 }
 
 /// A paused sandbox whose profile stops the clock: its deadline does not apply until it is
@@ -50,6 +56,15 @@ impl StoredSpec {
     pub fn parse(row: &SandboxRow) -> Result<StoredSpec, Error> {
         serde_json::from_str(&row.spec)
             .map_err(|e| Error::internal(format!("sandbox {} has a malformed spec: {e}", row.id)))
+    }
+
+    /// Who a command that does not say runs as.
+    pub fn default_user(&self) -> sbx_backend::User {
+        self.image_user
+            .map_or(sbx_backend::User::DEFAULT, |(uid, gid)| sbx_backend::User {
+                uid,
+                gid,
+            })
     }
 
     pub fn resources(&self) -> Resources {

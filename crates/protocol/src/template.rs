@@ -30,9 +30,11 @@ pub struct Template {
     /// The image's working directory: commands start there unless they say otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    /// The image's user (shown; commands run as the request's user, `user` by default).
+    /// The image's user: commands that name none run as it (looked up in the image's
+    /// `/etc/passwd` when the template was made); `user` when the image has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// With `cmd`, what an exec that gives no `cmd` runs.
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     /// Set-user-id and set-group-id bits removed from the image's files while unpacking.

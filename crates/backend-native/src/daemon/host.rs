@@ -21,6 +21,7 @@ pub fn bounds(data_dir: &Path) -> Bounds {
         host_tasks: Some(task_limit()),
         disk_bytes: Some(disk_bytes(data_dir)),
         max_command_bytes: MAX_COMMAND_BYTES,
+        tasks_per_sandbox: 0,
     }
 }
 

@@ -37,7 +37,7 @@ impl Service {
             request.snapshot = Some(snapshot.id.clone());
         }
         let request = &request;
-        let params = validate::create(request, &inner.config.profiles, |kind| {
+        let mut params = validate::create(request, &inner.config.profiles, |kind| {
             backends.bounds(kind).cloned()
         })?;
         if let Some(snapshot) = &snapshot {
@@ -57,6 +57,13 @@ impl Service {
         .await?;
         if !known {
             return Err(Error::TemplateNotFound(params.template));
+        }
+        // An image's defaults go with the sandbox (its user, its command).
+        if let Some(images) = self.inner.images.get() {
+            if let Ok(Some(image)) = images.get(&params.template).await {
+                params.image_user = image.user_ids;
+                params.image_command = image.command();
+            }
         }
         let (id, row, inserted, promise) = self.admit_and_record(caller, &params)?;
         let event = inserted?;
@@ -249,6 +256,8 @@ impl Service {
             pause_stops_clock: params.pause_stops_clock,
             auto_resume: params.auto_resume,
             snapshot: params.snapshot.clone(),
+            image_user: params.image_user,
+            image_command: params.image_command.clone(),
         };
         let row = SandboxRow {
             id: id.to_string(),

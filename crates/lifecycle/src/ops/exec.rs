@@ -68,7 +68,7 @@ impl Service {
     ) -> Result<ExecStream, Error> {
         let (row, spec) = self.runnable(caller, id_or_name)?;
         let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
-        let params = validate::exec(request, &spec.env, max_command)?;
+        let params = validate::exec(request, &spec, max_command)?;
         self.inner.access.admit_command(caller)?;
         self.start(caller, row, spec, Command::Exec(params)).await
     }
@@ -90,7 +90,7 @@ impl Service {
             )));
         }
         let max_command = self.inner.backends.bounds(&row.backend)?.max_command_bytes;
-        let params = validate::terminal(request, &spec.env, max_command)?;
+        let params = validate::terminal(request, &spec, max_command)?;
         self.inner.access.admit_command(caller)?;
         self.start(caller, row, spec, Command::Terminal(params))
             .await

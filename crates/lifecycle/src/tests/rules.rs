@@ -402,6 +402,34 @@ async fn the_hosts_process_capacity_is_shared_by_every_local_backend() {
     h.service.shutdown(false).await.unwrap();
 }
 
+/// A runtime's own tasks in each sandbox (`tasks_per_sandbox`) count against the host's
+/// capacity with the sandboxes' `pids`.
+#[tokio::test(start_paused = true)]
+async fn a_runtimes_own_tasks_count_against_the_hosts_capacity() {
+    let engine = Engine::new();
+    let mut bounds = FakeBackend::on(engine.clone()).bounds();
+    bounds.host_tasks = Some(1000);
+    bounds.tasks_per_sandbox = 100;
+    engine.set_bounds(bounds);
+    let h = Harness::with(config(), engine.clone());
+    let pids = |pids| {
+        with_resources(ResourceRequest {
+            pids: Some(pids),
+            ..Default::default()
+        })
+    };
+    // 500 to share: (100 + 100) twice fits, a third does not, though its pids alone would.
+    h.create(pids(100)).await;
+    h.create(pids(100)).await;
+    let full = h
+        .service
+        .create(&Caller::system(), &pids(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(full, Error::AtCapacity { .. }), "{full:?}");
+    h.service.shutdown(false).await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn disks_promised_stay_within_the_free_space_even_while_being_made() {
     let engine = Engine::new();

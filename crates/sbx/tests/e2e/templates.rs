@@ -91,7 +91,10 @@ fn config(layers: &[&[u8]]) -> Vec<u8> {
 }
 
 pub(crate) fn docker_save(layers: &[&[u8]]) -> Vec<u8> {
-    let config = config(layers);
+    docker_save_with(layers, config(layers))
+}
+
+fn docker_save_with(layers: &[&[u8]], config: Vec<u8>) -> Vec<u8> {
     let config_name = format!("{}.json", sha(&config));
     let names: Vec<String> = (0..layers.len())
         .map(|i| format!("{i}/layer.tar"))
@@ -388,5 +391,92 @@ async fn templates_from_archives_and_a_registry_share_layers_and_make_sandboxes(
     let mut scratch = std::fs::read_dir(d.data_dir().join("images/tmp")).unwrap();
     assert!(scratch.next().is_none());
     let _ = std::io::stdout().flush();
+    d.finish().await;
+}
+
+/// An image's `User` (a name in its own `/etc/passwd`) and `Entrypoint` + `Cmd` become the
+/// sandbox's defaults: commands that name no user run as it, an exec without a command runs
+/// the image's; an image whose `User` is not in its `/etc/passwd` is refused.
+#[tokio::test]
+async fn an_images_user_and_command_are_the_sandboxes_defaults() {
+    let d = TestDaemon::start().await;
+    let base = base_layer();
+    let users = layer(&[
+        Entry::File(
+            "etc/passwd",
+            b"root:x:0:0::/root:/bin/sh\napp:x:1234:1240::/:/bin/sh\n",
+            0o644,
+        ),
+        Entry::File("etc/group", b"root:x:0:\napp:x:1240:\n", 0o644),
+    ]);
+    let image_config = |user: &str| {
+        let diff_ids: Vec<String> = [&base, &users]
+            .iter()
+            .map(|l| format!("sha256:{}", sha(l)))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "User": user,
+                       "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo from the image as $(id -u):$(id -g)"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}
+        }))
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.tar");
+    std::fs::write(
+        &good,
+        docker_save_with(&[&base, &users], image_config("app")),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.tar");
+    std::fs::write(
+        &bad,
+        docker_save_with(&[&base, &users], image_config("ghost")),
+    )
+    .unwrap();
+
+    let refused = d.cli(&["template", "import", "ghostly", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("not in its /etc/passwd"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(d.client.template("ghostly").await.is_err());
+
+    let imported = d.cli(&["template", "import", "withuser", good.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let shown = d.cli(&["template", "inspect", "withuser", "--json"]);
+    assert!(
+        text(&shown.stdout).contains("\"user\": \"app\""),
+        "{}",
+        text(&shown.stdout)
+    );
+    let s = d
+        .create_with(CreateSandboxRequest {
+            template: Some("withuser".into()),
+            ..Default::default()
+        })
+        .await;
+    // No user named: the image's; `user` and `root` still mean themselves.
+    assert_eq!(d.sh(&s.id, "id -u; id -g").await.stdout, "1234\n1240\n");
+    assert_eq!(d.sh_as(&s.id, Some("user"), "id -u").await.stdout, "1000\n");
+    assert_eq!(d.sh_as(&s.id, Some("root"), "id -u").await.stdout, "0\n");
+    // No command: the image's.
+    let out = d.cli(&["exec", &s.id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from the image as 1234:1240\n");
+    // A sandbox of a template without a command still needs one.
+    let plain = d.create().await;
+    let empty = d
+        .client
+        .exec(&plain.id, &sbx_protocol::ExecRequest::default())
+        .await
+        .unwrap_err();
+    assert!(
+        empty.to_string().contains("cmd must not be empty"),
+        "{empty}"
+    );
     d.finish().await;
 }

@@ -42,8 +42,9 @@ pub struct ExecArgs {
     env: Vec<(String, String)>,
     #[command(flatten)]
     options: ExecOptions,
-    /// The command and its arguments.
-    #[arg(last = true, required = true)]
+    /// The command and its arguments (none: the template's default, its image's Entrypoint
+    /// and Cmd).
+    #[arg(last = true)]
     cmd: Vec<String>,
 }
 
