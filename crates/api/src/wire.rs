@@ -33,6 +33,7 @@ pub fn new_sandbox(request: &wire::CreateSandboxRequest) -> Result<model::NewSan
         },
         metadata: request.metadata.clone(),
         snapshot: request.from_snapshot.clone(),
+        fork_of: request.fork_of.clone(),
     })
 }
 

@@ -108,6 +108,7 @@ fn spec(subject: &dyn Subject, id: &SandboxId) -> SandboxSpec {
         template: subject.template(),
         limits: subject.limits(),
         snapshot: None,
+        fork_of: None,
     }
 }
 

@@ -227,11 +227,62 @@ impl Inner {
         )
         .map_err(|e| io("cannot write the bundle's config.json", e))?;
         let bundle_arg = format!("--bundle={}", bundle.display());
+        if let Some(source) = &spec.fork_of {
+            self.restore_fork(&id, source, &bundle_arg).await?;
+            return Ok(nonce);
+        }
         self.runtime
             .create(&[&bundle_arg, &id], &bundle.join("runsc.log"))
             .await?;
         self.runtime.call(&["start", &id]).await?;
         Ok(nonce)
+    }
+
+    /// A fork: the container made from a hibernated sandbox's checkpoint, linked into this
+    /// bundle first (a resume of the source removes its own names, not these).
+    async fn restore_fork(
+        &self,
+        id: &str,
+        source: &Handle,
+        bundle_arg: &str,
+    ) -> Result<(), BackendError> {
+        let gone = |source: &str| BackendError::File {
+            // A conflict with the source's state (lifecycle answers 409).
+            kind: sbx_backend::FileErrorKind::Conflict,
+            message: format!("sandbox {source} is no longer hibernated"),
+        };
+        let source_id = self.current(source).map_err(|_| gone("the source"))?;
+        let image = self.checkpoint_dir(&source_id);
+        let linked = self.bundle(id).join("fork-image");
+        fs::create_dir(&linked).map_err(|e| io("cannot make the fork's image directory", e))?;
+        let entries = fs::read_dir(&image).map_err(|_| gone(&source_id))?;
+        for entry in entries {
+            let entry = entry.map_err(|_| gone(&source_id))?;
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                fs::hard_link(entry.path(), linked.join(entry.file_name()))
+                    .map_err(|_| gone(&source_id))?;
+            }
+        }
+        let image_path = format!("--image-path={}", linked.display());
+        let restored = self
+            .runtime
+            .restore(
+                &["--detach", &image_path, bundle_arg, id],
+                &self.bundle(id).join("runsc.log"),
+                HIBERNATION,
+            )
+            .await;
+        let _ = fs::remove_dir_all(&linked);
+        restored.map_err(|e| {
+            tracing::warn!(sandbox = %id, error = %e.chain(), "restore of a fork failed");
+            match e {
+                BackendError::Timeout { .. } | BackendError::Capacity { .. } => e,
+                _ => BackendError::unavailable(format!(
+                    "the runtime could not restore a fork of sandbox {source_id} (the daemon's \
+                     log says why)"
+                )),
+            }
+        })
     }
 
     /// A command for the sandbox of `handle`: the base environment, the image's, the

@@ -13,6 +13,9 @@ pub struct SandboxSpec {
     /// A snapshot (of this backend, taken from a sandbox of the same template) whose files
     /// the sandbox starts with.
     pub snapshot: Option<String>,
+    /// A hibernated sandbox of this backend (same template and limits) whose checkpoint the
+    /// sandbox is restored from, rather than started ([`crate::Hibernation`]).
+    pub fork_of: Option<crate::Handle>,
 }
 
 /// Resource limits, already checked against the host's bounds.

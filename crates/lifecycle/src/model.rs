@@ -23,6 +23,8 @@ pub struct NewSandbox {
     pub metadata: BTreeMap<String, String>,
     /// A snapshot (the caller's) whose files the sandbox starts with.
     pub snapshot: Option<String>,
+    /// A hibernated sandbox (the caller's) whose checkpoint the sandbox is restored from.
+    pub fork_of: Option<String>,
 }
 
 /// A filesystem snapshot.

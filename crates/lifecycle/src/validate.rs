@@ -98,6 +98,8 @@ pub struct CreateParams {
     /// once it has looked the template up).
     pub image_user: Option<(u32, u32)>,
     pub image_command: Vec<String>,
+    /// The hibernated sandbox it is forked from (set by the create once it checked it).
+    pub fork_of: Option<sbx_backend::Handle>,
 }
 
 impl CreateParams {
@@ -204,6 +206,7 @@ pub fn create(
         warnings,
         image_user: None,
         image_command: Vec::new(),
+        fork_of: None,
     })
 }
 

@@ -43,6 +43,12 @@ pub struct CreateSandboxRequest {
     /// template is the snapshot's; the profile must use the backend that stores it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_snapshot: Option<String>,
+    /// A hibernated sandbox of the caller's to fork: the new sandbox is restored from its
+    /// checkpoint — the same processes and memory, carrying on in a sandbox of their own —
+    /// with its profile, template and resources (asking for others is refused). Where the
+    /// backend can hibernate (gVisor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_of: Option<String>,
 }
 
 /// A nested request object, or null. Serde's derived `Deserialize` would also read a struct

@@ -13,6 +13,78 @@ use crate::view::{millis, StoredSpec};
 use crate::{deadline, now_ms, reason, validate, view, Caller, Error, Service, State};
 
 impl Service {
+    /// The hibernated sandbox a fork is made from (the caller's), its shape made the fork's:
+    /// the same profile, template, resources and environment (a checkpoint restores into the
+    /// sandbox it came from). Its handle.
+    fn fork_source(
+        &self,
+        caller: &Caller,
+        source: &str,
+        request: &mut crate::model::NewSandbox,
+    ) -> Result<sbx_backend::Handle, Error> {
+        if request.snapshot.is_some() {
+            return Err(Error::Invalid(
+                "fork_of and from_snapshot cannot go together: a fork's files are its source's"
+                    .into(),
+            ));
+        }
+        let row = self.resolve(caller, source)?;
+        let state = view::effective_state(&row)?;
+        if state != State::Hibernated {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation: "fork",
+            });
+        }
+        let backend = self.backend_of(&row)?;
+        if backend.hibernation().is_none() {
+            return Err(Error::Unsupported(format!(
+                "the {} backend of sandbox {} cannot fork sandboxes",
+                backend.kind(),
+                row.id
+            )));
+        }
+        for (asked, theirs, what) in [
+            (&request.profile, &row.profile, "profile"),
+            (&request.template, &row.template, "template"),
+        ] {
+            if let Some(asked) = asked {
+                if asked != theirs {
+                    return Err(Error::Invalid(format!(
+                        "fork_of: sandbox {} has {what} {theirs:?}, not {asked:?}",
+                        row.id
+                    )));
+                }
+            }
+        }
+        let asked = &request.resources;
+        if asked.memory_mb.is_some()
+            || asked.cpus.is_some()
+            || asked.pids.is_some()
+            || asked.disk_mb.is_some()
+        {
+            return Err(Error::Invalid(format!(
+                "fork_of: a fork has the resources of sandbox {}; resources cannot be asked",
+                row.id
+            )));
+        }
+        let spec = StoredSpec::parse(&row)?;
+        request.profile = Some(row.profile.clone());
+        request.template = Some(row.template.clone());
+        request.resources = crate::model::ResourceRequest {
+            memory_mb: Some(spec.memory_mb),
+            cpus: Some(spec.cpus),
+            pids: Some(spec.pids),
+            disk_mb: Some(spec.disk_mb),
+        };
+        if request.env.is_empty() {
+            request.env = spec.env.clone();
+        }
+        super::handle_of(&row)?
+            .ok_or_else(|| Error::internal(format!("live sandbox {} has no handle", row.id)))
+    }
+
     /// Creates a sandbox owned by the caller's user, within the caller's limits.
     pub async fn create(&self, caller: &Caller, request: &NewSandbox) -> Result<Sandbox, Error> {
         let inner = &self.inner;
@@ -22,6 +94,10 @@ impl Service {
             Some(id) => Some(self.snapshot_row_for(caller, id)?),
         };
         let mut request = request.clone();
+        let fork = match request.fork_of.clone() {
+            None => None,
+            Some(source) => Some(self.fork_source(caller, &source, &mut request)?),
+        };
         if let Some(snapshot) = &snapshot {
             // The snapshot's template unless another is asked for (which is refused).
             match &request.template {
@@ -65,6 +141,7 @@ impl Service {
                 params.image_command = image.command();
             }
         }
+        params.fork_of = fork;
         let (id, row, inserted, promise) = self.admit_and_record(caller, &params)?;
         let event = inserted?;
         self.publish(event);
@@ -119,6 +196,7 @@ impl Service {
             template: params.template.clone(),
             limits: params.limits(),
             snapshot: params.snapshot.clone(),
+            fork_of: params.fork_of.clone(),
         };
         let backend = inner.backends.get(&row.backend)?;
         let built = deadline::run(deadline::CREATE, "create", backend.create(&backend_spec)).await;

@@ -108,6 +108,7 @@ impl Service {
             template: row.template.clone(),
             limits: validate::limits(&spec.resources()),
             snapshot: spec.snapshot.clone(),
+            fork_of: None,
         };
         let built = deadline::run(deadline::CREATE, "create", backend.create(&backend_spec)).await;
         drop(promise);

@@ -189,6 +189,7 @@ async fn a_restart_adopts_settles_and_removes_orphans() {
                 disk_bytes: 1 << 28,
             },
             snapshot: None,
+            fork_of: None,
         })
         .await
         .unwrap();

@@ -276,6 +276,27 @@ async fn a_hibernated_gvisor_sandbox_survives_a_restart_and_carries_on() {
         d.client.get(&id).await.unwrap().state,
         sbx_protocol::SandboxState::Hibernated
     );
+    // A fork: a new sandbox restored from the checkpoint, the same process and memory in it;
+    // the source stays hibernated. Forking a running sandbox is refused.
+    let forked = d.cli(&["create", "--fork-of", &id]);
+    assert!(forked.status.success(), "{}", text(&forked.stderr));
+    let fork = text(&forked.stdout).trim().to_owned();
+    assert_ne!(fork, id);
+    let in_fork = read(&d, &fork);
+    assert_eq!(in_fork.0, before.0, "the fork holds the source's memory");
+    assert!(in_fork.1 >= before.1, "{before:?} then {in_fork:?}");
+    assert_eq!(
+        d.client.get(&id).await.unwrap().state,
+        sbx_protocol::SandboxState::Hibernated
+    );
+    let refused = d.cli(&["create", "--fork-of", &fork]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("running"),
+        "{}",
+        text(&refused.stderr)
+    );
+
     let resumed = d.cli(&["resume", &id]);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
     let after = read(&d, &id);
@@ -295,10 +316,13 @@ async fn a_hibernated_gvisor_sandbox_survives_a_restart_and_carries_on() {
         .iter()
         .any(|e| e.reason.as_deref() == Some("hibernated")));
 
-    for sandbox in [&id, &native.id] {
+    // Each its own: the fork counts on too.
+    assert!(read(&d, &fork).1 > in_fork.1);
+    for sandbox in [&id, &fork, &native.id] {
         let removed = d.cli(&["rm", sandbox]);
         assert!(removed.status.success(), "{}", text(&removed.stderr));
     }
-    assert!(runtime_processes(d.data_dir()).is_empty());
+    let left = runtime_processes(d.data_dir());
+    assert!(left.is_empty(), "{left:#?}\n{}", d.log());
     d.finish().await;
 }

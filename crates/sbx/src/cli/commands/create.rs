@@ -39,6 +39,10 @@ pub struct CreateArgs {
     /// Start from this snapshot's files (its template; the profile's backend must store it).
     #[arg(long, value_name = "SNAPSHOT")]
     pub from_snapshot: Option<String>,
+    /// Fork this hibernated sandbox: the new one carries on its processes and memory (its
+    /// profile, template and resources; gVisor).
+    #[arg(long, value_name = "SANDBOX")]
+    pub fork_of: Option<String>,
     /// Metadata label (repeatable).
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
@@ -65,6 +69,7 @@ impl CreateArgs {
             resources,
             metadata: self.labels.iter().cloned().collect(),
             from_snapshot: self.from_snapshot.clone(),
+            fork_of: self.fork_of.clone(),
         }
     }
 }
