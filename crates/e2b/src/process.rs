@@ -363,10 +363,12 @@ pub(crate) fn user_of(ctx: &RequestContext) -> Result<Option<String>, ConnectErr
     user_named(name)
 }
 
-/// A user E2B names, as sbx knows users: `user`, `root`, or a uid.
+/// A user E2B names, as sbx knows users: `user`, `root`, or a uid. None named is E2B's
+/// default, `user` (whatever an image template's `User`: the home and files E2B clients
+/// expect are `user`'s).
 pub(crate) fn user_named(name: &str) -> Result<Option<String>, ConnectError> {
     match name {
-        "" => Ok(None),
+        "" => Ok(Some("user".to_owned())),
         "user" | "root" => Ok(Some(name.to_owned())),
         uid if uid.len() <= 5 && uid.bytes().all(|b| b.is_ascii_digit()) => {
             Ok(Some(uid.to_owned()))

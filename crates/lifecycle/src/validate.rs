@@ -276,9 +276,13 @@ fn resources(
         default.pids as f64,
         MIN_PIDS as f64,
         max.pids as f64,
-        bounds
-            .pids_capacity
-            .map(|cap| (cap as f64, "this host's capacity for sandbox processes")),
+        bounds.pids_capacity.map(|cap| {
+            // The runtime's own tasks in the sandbox count against the capacity too.
+            (
+                cap.saturating_sub(bounds.tasks_per_sandbox) as f64,
+                "this host's capacity for sandbox processes",
+            )
+        }),
     )?;
     let disk_mb = check(
         "disk_mb",

@@ -94,6 +94,15 @@ impl Service {
             Some(id) => Some(self.snapshot_row_for(caller, id)?),
         };
         let mut request = request.clone();
+        // A fork holds its source's lock until it is built: a resume, a destroy or another
+        // hibernation of the source cannot come between the check and the restore.
+        let source_guard = match &request.fork_of {
+            Some(source) => {
+                let row = self.resolve(caller, source)?;
+                Some(self.lock_for(&row.id).lock_owned().await)
+            }
+            None => None,
+        };
         let fork = match request.fork_of.clone() {
             None => None,
             Some(source) => Some(self.fork_source(caller, &source, &mut request)?),
@@ -141,6 +150,14 @@ impl Service {
                 params.image_command = image.command();
             }
         }
+        if let Some(source) = &fork {
+            if source.backend != params.backend {
+                return Err(Error::Invalid(format!(
+                    "fork_of: the sandbox runs on the {} backend; profile {:?} now uses {}",
+                    source.backend, params.profile, params.backend
+                )));
+            }
+        }
         params.fork_of = fork;
         let (id, row, inserted, promise) = self.admit_and_record(caller, &params)?;
         let event = inserted?;
@@ -154,6 +171,8 @@ impl Service {
         let task_id = id.clone();
         let task_backend = row.backend.clone();
         let built = tokio::spawn(async move {
+            // Held until the fork is built, whatever becomes of the request.
+            let _source_guard = source_guard;
             // The build runs in a task of its own, so a panic in it ends only that task; the
             // failure is then settled here, in this task, which outlives any caller.
             let build = {
@@ -199,7 +218,13 @@ impl Service {
             fork_of: params.fork_of.clone(),
         };
         let backend = inner.backends.get(&row.backend)?;
-        let built = deadline::run(deadline::CREATE, "create", backend.create(&backend_spec)).await;
+        // A fork reads a whole checkpoint back: a restore's deadline.
+        let limit = if backend_spec.fork_of.is_some() {
+            deadline::HIBERNATE
+        } else {
+            deadline::CREATE
+        };
+        let built = deadline::run(limit, "create", backend.create(&backend_spec)).await;
         match built {
             Ok(handle) => {
                 let handle_json = serde_json::to_string(&handle).expect("handle serialises");
