@@ -259,8 +259,13 @@ impl Inner {
         for entry in entries {
             let entry = entry.map_err(|_| gone(&source_id))?;
             if entry.file_type().is_ok_and(|t| t.is_file()) {
-                fs::hard_link(entry.path(), linked.join(entry.file_name()))
-                    .map_err(|_| gone(&source_id))?;
+                fs::hard_link(entry.path(), linked.join(entry.file_name())).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        gone(&source_id)
+                    } else {
+                        io("cannot link the checkpoint into the fork's bundle", e)
+                    }
+                })?;
             }
         }
         let image_path = format!("--image-path={}", linked.display());

@@ -21,12 +21,12 @@ pub fn resolve(user: &str, layers_top_first: &[PathBuf]) -> Result<(u32, u32), S
     let passwd = || find(layers_top_first, "passwd");
     let (uid, primary) = match name.parse::<u32>() {
         Ok(uid) => {
-            let primary = passwd()
+            let primary = passwd()?
                 .and_then(|text| entry(&text, 2, &uid.to_string()).and_then(|f| f[3].parse().ok()));
             (uid, primary.unwrap_or(0))
         }
         Err(_) => {
-            let text = passwd().ok_or_else(|| {
+            let text = passwd()?.ok_or_else(|| {
                 format!("the image's User {user:?} names a user, and the image has no /etc/passwd")
             })?;
             let fields = entry(&text, 0, name)
@@ -48,7 +48,7 @@ pub fn resolve(user: &str, layers_top_first: &[PathBuf]) -> Result<(u32, u32), S
         Some(group) => match group.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => {
-                let text = find(layers_top_first, "group").ok_or_else(|| {
+                let text = find(layers_top_first, "group")?.ok_or_else(|| {
                     format!(
                         "the image's User {user:?} names a group, and the image has no /etc/group"
                     )
@@ -70,34 +70,57 @@ pub fn resolve(user: &str, layers_top_first: &[PathBuf]) -> Result<(u32, u32), S
 }
 
 /// `/etc/<name>` of the top-most layer that has it (a whiteout, or anything but a regular
-/// file, hides it).
-fn find(layers_top_first: &[PathBuf], name: &str) -> Option<String> {
+/// file, hides it; so does an opaque `etc` without it).
+fn find(layers_top_first: &[PathBuf], name: &str) -> Result<Option<String>, String> {
     for layer in layers_top_first {
         let etc = layer.join("etc");
         match std::fs::symlink_metadata(&etc) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return None,
+            Ok(_) => return Ok(None),
             Err(_) => continue,
         }
-        return match std::fs::symlink_metadata(etc.join(name)) {
-            Ok(meta) if meta.is_file() => read(&etc.join(name)),
-            Ok(_) => None,
+        match std::fs::symlink_metadata(etc.join(name)) {
+            Ok(meta) if meta.is_file() => return read(&etc.join(name), name).map(Some),
+            Ok(_) => return Ok(None),
+            Err(_) if opaque(&etc) => return Ok(None),
             Err(_) => continue,
-        };
+        }
     }
-    None
+    Ok(None)
 }
 
-fn read(path: &Path) -> Option<String> {
+/// Whether the unpacked directory hides what lower layers have there.
+fn opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (Ok(path), Ok(attribute)) = (
+        std::ffi::CString::new(dir.as_os_str().as_bytes()),
+        std::ffi::CString::new(crate::unpack::OPAQUE_XATTR),
+    ) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated; a zero-sized buffer only asks for the size.
+    unsafe { libc::lgetxattr(path.as_ptr(), attribute.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}
+
+fn read(path: &Path, name: &str) -> Result<String, String> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    let cannot = |e: std::io::Error| format!("cannot read the image's /etc/{name}: {e}");
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .ok()?;
-    let mut text = String::new();
-    file.take(MAX_FILE).read_to_string(&mut text).ok()?;
-    Some(text)
+        .map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!(
+            "the image's /etc/{name} is larger than {} KiB",
+            MAX_FILE >> 10
+        ));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The fields of the first line whose field `index` is `value` (at least 4 fields).
@@ -141,6 +164,27 @@ mod tests {
             .unwrap_err()
             .contains("no group"));
         assert!(resolve("70000", &layers).unwrap_err().contains("65535"));
+    }
+
+    #[test]
+    fn an_opaque_etc_hides_the_lower_layers_passwd() {
+        let base = layer(&[("passwd", "node:x:1001:1001::/:/bin/sh\n")]);
+        let top = layer(&[("hostname", "x\n")]);
+        let etc = std::ffi::CString::new(top.path().join("etc").to_str().unwrap()).unwrap();
+        let attribute = std::ffi::CString::new(crate::unpack::OPAQUE_XATTR).unwrap();
+        // SAFETY: NUL-terminated strings and a one-byte value.
+        let set = unsafe {
+            libc::lsetxattr(etc.as_ptr(), attribute.as_ptr(), b"y".as_ptr().cast(), 1, 0)
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+        let layers = [top.path().to_owned(), base.path().to_owned()];
+        assert!(resolve("node", &layers)
+            .unwrap_err()
+            .contains("no /etc/passwd"));
+        let big = layer(&[("passwd", &"x".repeat(2 << 20))]);
+        assert!(resolve("node", &[big.path().to_owned()])
+            .unwrap_err()
+            .contains("larger"));
     }
 
     #[test]
