@@ -459,6 +459,12 @@ impl Inner {
         }
     }
 
+    /// The runtime's record of a container and its cgroups go; its bundle stays.
+    async fn forget_container(&self, id: &str) {
+        let _ = self.runtime.call(&["delete", "--force", id]).await;
+        self.remove_cgroup_leaves(id).await;
+    }
+
     /// Removes this instance's cgroup parent where it is empty (at shutdown only). The shared
     /// `sbx-oci` above it stays: another daemon's runtime may be making a cgroup under it.
     fn remove_cgroup_parents(&self) {
@@ -826,8 +832,7 @@ impl Inner {
         let checkpoint = self.checkpoint_dir(id);
         fs::rename(&partial, &checkpoint).map_err(|e| io("cannot keep the checkpoint", e))?;
         // The stopped container's record goes (a restore makes it again); its bundle stays.
-        let _ = self.runtime.call(&["delete", "--force", id]).await;
-        self.remove_cgroup_leaves(id).await;
+        self.forget_container(id).await;
         Ok(disk_usage(&checkpoint))
     }
 
@@ -845,8 +850,7 @@ impl Inner {
         }
         if state.is_some() {
             // What a restore cut off half-way left.
-            let _ = self.runtime.call(&["delete", "--force", &id]).await;
-            self.remove_cgroup_leaves(&id).await;
+            self.forget_container(&id).await;
         }
         let bundle = self.bundle(&id);
         let bundle_arg = format!("--bundle={}", bundle.display());
@@ -861,8 +865,7 @@ impl Inner {
             .await;
         if let Err(e) = restored {
             // The checkpoint stays: the sandbox is still hibernated, and can be tried again.
-            let _ = self.runtime.call(&["delete", "--force", &id]).await;
-            self.remove_cgroup_leaves(&id).await;
+            self.forget_container(&id).await;
             tracing::warn!(sandbox = %id, error = %e.chain(), "restore failed");
             return Err(match e {
                 BackendError::Timeout { .. } | BackendError::Capacity { .. } => e,

@@ -1,6 +1,5 @@
 //! The runtime binary: every call under a deadline, its errors with what it said.
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -132,12 +131,7 @@ impl Runtime {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
-            let status = within_for(deadline, self.spawn(&mut command)?.wait()).await?;
-            match (status.code(), status.signal()) {
-                (Some(code), _) => code.to_string(),
-                (None, Some(signal)) => format!("-{signal}"),
-                (None, None) => "-1".into(),
-            }
+            crate::shim::report_of(within_for(deadline, self.spawn(&mut command)?.wait()).await?)
         };
         if status == "0" {
             return Ok(());

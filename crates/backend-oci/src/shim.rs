@@ -45,6 +45,15 @@ extern "C" fn on_term(_: libc::c_int) {
     }
 }
 
+/// How a runtime call ended, as the shim reports it: the exit code, or `-N` for signal N.
+pub fn report_of(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(signal)) => format!("-{signal}"),
+        (None, None) => "-1".into(),
+    }
+}
+
 fn main(program: &OsStr, args: Vec<std::ffi::OsString>) -> i32 {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let action = nix::sys::signal::SigAction::new(
@@ -65,11 +74,7 @@ fn main(program: &OsStr, args: Vec<std::ffi::OsString>) -> i32 {
             child.wait()
         });
     let report = match status {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => code.to_string(),
-            (None, Some(signal)) => format!("-{signal}"),
-            (None, None) => "-1".into(),
-        },
+        Ok(status) => report_of(status),
         Err(e) => format!("cannot run: {e}"),
     };
     {
