@@ -11,6 +11,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use sbx_backend::slots::ID_RANGE;
 use sbx_backend::{BackendError, ImageConfig, Limits, SandboxSpec};
 use sbx_images::host::Bind;
 use serde_json::{json, Value};
@@ -57,9 +58,27 @@ pub enum Root {
     },
 }
 
-/// Mounts the root at `rootfs`: a read-only overlay of the mount points' directory over the
-/// template's tree or the image's layers.
-pub fn mount_root(root: &Root, skeleton: &Path, rootfs: &Path) -> Result<(), BackendError> {
+/// The writable layer of a namespaces runtime's sandbox: a tmpfs of its own (`size` bytes,
+/// its pages charged to the sandbox's memory cgroup as it writes them), mounted at `dir`,
+/// holding the overlay's upper and work directories. The upper's root, `/root` and
+/// `/home/user` are made owned by the sandbox's root and user (host ids from `id_base`):
+/// the lower layers' owners are host ids outside the sandbox's range, which it sees as
+/// `nobody`.
+pub struct Writable<'a> {
+    pub dir: &'a Path,
+    pub id_base: u32,
+    pub size: u64,
+}
+
+/// Mounts the root at `rootfs`: an overlay of the mount points' directory over the template's
+/// tree or the image's layers — read-only (gVisor keeps the writes in its memory), or over
+/// the writable layer when there is one.
+pub fn mount_root(
+    root: &Root,
+    skeleton: &Path,
+    rootfs: &Path,
+    writable: Option<Writable<'_>>,
+) -> Result<(), BackendError> {
     let mut lower = vec![skeleton.display().to_string()];
     match root {
         Root::Directory { path, .. } => lower.push(path.display().to_string()),
@@ -67,7 +86,19 @@ pub fn mount_root(root: &Root, skeleton: &Path, rootfs: &Path) -> Result<(), Bac
             lower.extend(layers.iter().rev().map(|l| l.display().to_string()))
         }
     }
-    let options = format!("lowerdir={}", lower.join(":"));
+    let mut options = format!("lowerdir={}", lower.join(":"));
+    let mut flags = nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOSUID;
+    match writable {
+        Some(writable) => {
+            let (upper, work) = mount_writable(&writable)?;
+            options.push_str(&format!(
+                ",upperdir={},workdir={},volatile,redirect_dir=off,metacopy=off",
+                upper.display(),
+                work.display()
+            ));
+        }
+        None => flags |= nix::mount::MsFlags::MS_RDONLY,
+    }
     if options.len() > 4000 {
         return Err(BackendError::other(
             "the image has too many layers for this backend's mount options",
@@ -77,12 +108,40 @@ pub fn mount_root(root: &Root, skeleton: &Path, rootfs: &Path) -> Result<(), Bac
         Some("overlay"),
         rootfs,
         Some("overlay"),
-        nix::mount::MsFlags::MS_RDONLY
-            | nix::mount::MsFlags::MS_NODEV
-            | nix::mount::MsFlags::MS_NOSUID,
+        flags,
         Some(options.as_str()),
     )
     .map_err(|e| BackendError::io("cannot mount the image's layers", e.into()))
+}
+
+/// Mounts the writable layer's tmpfs; its upper and work directories.
+fn mount_writable(writable: &Writable<'_>) -> Result<(PathBuf, PathBuf), BackendError> {
+    let io = |what: &str, e: std::io::Error| BackendError::io(format!("cannot {what}"), e);
+    fs::create_dir_all(writable.dir).map_err(|e| io("make the writable layer", e))?;
+    let options = format!("size={},mode=0700", writable.size.max(1 << 20));
+    nix::mount::mount(
+        Some("tmpfs"),
+        writable.dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOSUID,
+        Some(options.as_str()),
+    )
+    .map_err(|e| io("mount the writable layer", e.into()))?;
+    let upper = writable.dir.join("upper");
+    let work = writable.dir.join("work");
+    let (root, user) = (writable.id_base, writable.id_base + 1000);
+    let owned = |path: &Path, mode: u32, owner: u32| -> std::io::Result<()> {
+        fs::create_dir_all(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        std::os::unix::fs::chown(path, Some(owner), Some(owner))
+    };
+    owned(&work, 0o700, 0)
+        .and_then(|()| owned(&upper, 0o755, root))
+        .and_then(|()| owned(&upper.join("home"), 0o755, root))
+        .and_then(|()| owned(&upper.join("home/user"), 0o700, user))
+        .and_then(|()| owned(&upper.join("root"), 0o700, root))
+        .map_err(|e| io("prepare the writable layer", e))?;
+    Ok((upper, work))
 }
 
 /// Unmounts `rootfs` if something is mounted there.
@@ -145,8 +204,365 @@ pub fn base_env(image: Option<&ImageConfig>, id: &str) -> Vec<(String, String)> 
 /// with the ptrace platform), a `runsc exec` client's threads per command.
 pub const RUNTIME_TASKS: u64 = 128;
 
+/// Host tasks `crun`/`runc` take in the sandbox's cgroup: a command's `exec` client.
+pub const NAMESPACE_RUNTIME_TASKS: u64 = 16;
+
+/// How the runtime isolates the sandbox.
+#[derive(Debug, Clone, Copy)]
+pub enum Isolation {
+    /// gVisor: its own flags say the rest.
+    Gvisor,
+    /// The host's kernel: a user namespace mapping the sandbox's ids 0–65535 to the host
+    /// range from `id_base` (from the host-wide registry), and the seccomp filter.
+    Namespaces { id_base: u32 },
+}
+
+/// System calls a sandbox of a namespaces runtime may make without argument checks: the
+/// native backend's allow-list (see its `stage1/seccomp.rs` for what is left out, and why).
+const SECCOMP_ALLOWED: &[&str] = &[
+    "accept",
+    "accept4",
+    "access",
+    "alarm",
+    "arch_prctl",
+    "bind",
+    "brk",
+    "cachestat",
+    "capget",
+    "capset",
+    "chdir",
+    "chmod",
+    "chown",
+    "clock_getres",
+    "clock_gettime",
+    "clock_nanosleep",
+    "close",
+    "close_range",
+    "connect",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "eventfd",
+    "eventfd2",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fallocate",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fdatasync",
+    "fgetxattr",
+    "flistxattr",
+    "flock",
+    "fork",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstatfs",
+    "fsync",
+    "ftruncate",
+    "futex",
+    "futex_waitv",
+    "futimesat",
+    "get_mempolicy",
+    "get_robust_list",
+    "get_thread_area",
+    "getcpu",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getegid",
+    "geteuid",
+    "getgid",
+    "getgroups",
+    "getitimer",
+    "getpeername",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getrandom",
+    "getresgid",
+    "getresuid",
+    "getrlimit",
+    "getrusage",
+    "getsid",
+    "getsockname",
+    "getsockopt",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getxattr",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "ioctl",
+    "ioprio_get",
+    "ioprio_set",
+    "kill",
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    "lchown",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listen",
+    "listxattr",
+    "llistxattr",
+    "lremovexattr",
+    "lseek",
+    "lsetxattr",
+    "lstat",
+    "madvise",
+    "map_shadow_stack",
+    "mbind",
+    "membarrier",
+    "memfd_create",
+    "mincore",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mprotect",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedsend",
+    "mq_unlink",
+    "mremap",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "nanosleep",
+    "newfstatat",
+    "open",
+    "openat",
+    "openat2",
+    "pause",
+    "pidfd_getfd",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pipe",
+    "pipe2",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    "poll",
+    "ppoll",
+    "prctl",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "prlimit64",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pselect6",
+    "ptrace",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmsg",
+    "remap_file_pages",
+    "removexattr",
+    "rename",
+    "renameat",
+    "renameat2",
+    "restart_syscall",
+    "rmdir",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_tgsigqueueinfo",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "select",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "sendfile",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "set_mempolicy",
+    "set_robust_list",
+    "set_thread_area",
+    "set_tid_address",
+    "setfsgid",
+    "setfsuid",
+    "setgid",
+    "setgroups",
+    "setitimer",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setresgid",
+    "setresuid",
+    "setreuid",
+    "setrlimit",
+    "setsid",
+    "setsockopt",
+    "setuid",
+    "setxattr",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    "shutdown",
+    "sigaltstack",
+    "signalfd",
+    "signalfd4",
+    "socketpair",
+    "splice",
+    "stat",
+    "statfs",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "sysinfo",
+    "tee",
+    "tgkill",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_settime",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_settime",
+    "times",
+    "tkill",
+    "truncate",
+    "umask",
+    "uname",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimes",
+    "vfork",
+    "vmsplice",
+    "wait4",
+    "waitid",
+    "write",
+    "writev",
+];
+
+/// Answered `ENOSYS`, as the native backend does: `clone3` (its flags are out of a filter's
+/// reach; libc falls back to `clone`) and native AIO (a host-wide pool no cgroup bounds).
+const SECCOMP_ENOSYS: &[&str] = &[
+    "clone3",
+    "io_setup",
+    "io_destroy",
+    "io_submit",
+    "io_cancel",
+    "io_getevents",
+    "io_pgetevents",
+];
+
+/// The seccomp filter of a namespaces runtime's sandbox: everything not allowed fails with
+/// `EPERM`. Argument checks: `clone` may not make namespaces; `socket` only families below
+/// `AF_PACKET` (no packet, vsock, …); `personality` only the values Docker allows. Unlike the
+/// native backend's filter, `ioctl` is not checked (OCI filters cannot refuse two values of
+/// one argument): `TIOCSTI` can only reach the sandbox's own terminals.
+fn seccomp() -> Value {
+    const ERRNO_EPERM: u32 = 1;
+    const ERRNO_ENOSYS: u32 = 38;
+    let namespaces = (libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP) as u64
+        | 0x80;
+    let mut syscalls = vec![
+        json!({"names": SECCOMP_ALLOWED, "action": "SCMP_ACT_ALLOW"}),
+        json!({"names": SECCOMP_ENOSYS, "action": "SCMP_ACT_ERRNO", "errnoRet": ERRNO_ENOSYS}),
+        json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+               "args": [{"index": 0, "value": namespaces, "valueTwo": 0,
+                         "op": "SCMP_CMP_MASKED_EQ"}]}),
+        json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+               "args": [{"index": 0, "value": libc::AF_PACKET, "op": "SCMP_CMP_LT"}]}),
+    ];
+    for personality in [0x0u64, 0x8, 0x20000, 0x20008, 0xffff_ffff] {
+        syscalls.push(json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                             "args": [{"index": 0, "value": personality, "op": "SCMP_CMP_EQ"}]}));
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": ERRNO_EPERM,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": syscalls,
+    })
+}
+
 /// The OCI runtime configuration of the sandbox.
-pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>) -> Value {
+pub fn config(
+    spec: &SandboxSpec,
+    root: &Root,
+    cgroup: &str,
+    init: Option<&Path>,
+    isolation: Isolation,
+    root_path: &Path,
+) -> Value {
     let Limits {
         memory_bytes,
         cpu_millis,
@@ -214,7 +630,11 @@ pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>
         "CAP_SYS_CHROOT",
         "CAP_AUDIT_WRITE",
     ];
-    json!({
+    let runtime_tasks = match isolation {
+        Isolation::Gvisor => RUNTIME_TASKS,
+        Isolation::Namespaces { .. } => NAMESPACE_RUNTIME_TASKS,
+    };
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -229,7 +649,7 @@ pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536u64, "soft": 65536u64}],
             "noNewPrivileges": true
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": root_path, "readonly": false},
         "hostname": id,
         "mounts": mounts,
         "linux": {
@@ -239,7 +659,7 @@ pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>
             "resources": {
                 "memory": {"limit": memory_bytes},
                 "cpu": {"quota": (cpu_millis * 100) as i64, "period": 100_000u64},
-                "pids": {"limit": pids.saturating_add(RUNTIME_TASKS) as i64}
+                "pids": {"limit": pids.saturating_add(runtime_tasks) as i64}
             },
             "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
@@ -247,5 +667,24 @@ pub fn config(spec: &SandboxSpec, root: &Root, cgroup: &str, init: Option<&Path>
             "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
                               "/proc/sys", "/proc/sysrq-trigger"]
         }
-    })
+    });
+    if let Isolation::Namespaces { id_base } = isolation {
+        // The host's kernel applies it, inside a user namespace that cannot raise a hard
+        // limit over the daemon's own.
+        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(_, hard)| hard)
+            .min(65536);
+        config["process"]["rlimits"] =
+            json!([{"type": "RLIMIT_NOFILE", "hard": hard, "soft": hard}]);
+        let map = json!([{"containerID": 0, "hostID": id_base, "size": ID_RANGE}]);
+        let linux = &mut config["linux"];
+        if let Some(namespaces) = linux["namespaces"].as_array_mut() {
+            namespaces.push(json!({"type": "user"}));
+            namespaces.push(json!({"type": "cgroup"}));
+        }
+        linux["uidMappings"] = map.clone();
+        linux["gidMappings"] = map;
+        linux["seccomp"] = seccomp();
+    }
+    config
 }

@@ -19,7 +19,7 @@ use sbx_backend::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::runtime::Runtime;
+use crate::runtime::{Flavor, Runtime};
 
 /// How long the runtime may take to start a command.
 const START: Duration = Duration::from_secs(20);
@@ -85,19 +85,28 @@ fn write_process(command: &Command, terminal: Option<(u16, u16)>) -> Result<Path
 }
 
 /// The client command for `command`: `exec --process`, joining the sandbox's cgroup first.
+/// gVisor writes the command's pid inside the sandbox; `crun` and `runc` its host pid.
 fn client(
     runtime: &Runtime,
     command: &Command,
     process: &std::path::Path,
+    console_socket: Option<&std::path::Path>,
 ) -> tokio::process::Command {
     let mut client = runtime.command();
+    let pid_flag = match runtime.flavor {
+        Flavor::Gvisor => "--internal-pid-file",
+        Flavor::Native => "--pid-file",
+    };
     client
         .arg("exec")
         .arg(format!("--process={}", process.display()))
-        .arg(format!(
-            "--internal-pid-file={}",
-            command.pid_file.display()
-        ))
+        .arg(format!("{pid_flag}={}", command.pid_file.display()))
+        .args(console_socket.into_iter().flat_map(|socket| {
+            [
+                "--tty".to_owned(),
+                format!("--console-socket={}", socket.display()),
+            ]
+        }))
         .arg(&command.container)
         // A dropped session detaches: the command keeps running.
         .kill_on_drop(false);
@@ -205,15 +214,102 @@ async fn wait_pid(
 struct Signaller {
     runtime: Runtime,
     container: String,
+    /// The command's pid: inside the sandbox (gVisor), or on the host (`crun`, `runc`).
     pid: u32,
     busybox: Option<String>,
     sent: Arc<Mutex<Vec<i32>>>,
+    /// On the host's kernel: the command's process group, the exec client (in that group
+    /// when the command has no terminal), and the sandbox's `cgroup.procs` files — only a
+    /// process listed there is ever signalled, so a pid the host reused is never hit.
+    host: Option<HostProcess>,
+}
+
+#[derive(Clone)]
+struct HostProcess {
+    group: i32,
+    client: i32,
+    cgroup_procs: Vec<PathBuf>,
+}
+
+impl HostProcess {
+    fn new(pid: u32, client: Option<u32>, cgroup_procs: &[PathBuf]) -> HostProcess {
+        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+            .map_or(0, |g| g.as_raw());
+        HostProcess {
+            group,
+            client: client.map_or(0, |c| c as i32),
+            cgroup_procs: cgroup_procs.to_vec(),
+        }
+    }
+
+    /// The sandbox's processes now.
+    fn members(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .cgroup_procs
+            .iter()
+            .flat_map(|procs| {
+                std::fs::read_to_string(procs)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    fn deliver(&self, pid: u32, signal: Signal, target: SignalTarget) {
+        use nix::unistd::Pid;
+        let Ok(number) = nix::sys::signal::Signal::try_from(signal.number()) else {
+            return;
+        };
+        let members = self.members();
+        if target != SignalTarget::Process && self.group > 1 {
+            for &member in &members {
+                let group = nix::unistd::getpgid(Some(Pid::from_raw(member)));
+                if member != self.client && group.is_ok_and(|g| g.as_raw() == self.group) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(member), number);
+                }
+            }
+        }
+        if members.contains(&(pid as i32)) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), number);
+        }
+    }
+}
+
+/// A host pid's pid in the innermost pid namespace it is in (`NSpid`'s last field).
+fn pid_inside(host_pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{host_pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|p| p.parse().ok())
+        })
+        .unwrap_or(host_pid)
 }
 
 impl Signaller {
+    /// The command's pid as the sandbox sees it.
+    fn pid_inside(&self) -> u32 {
+        match self.host {
+            Some(_) => pid_inside(self.pid),
+            None => self.pid,
+        }
+    }
+
     async fn deliver(&self, signal: Signal, target: SignalTarget) {
         if let Ok(mut sent) = self.sent.lock() {
             sent.push(signal.number());
+        }
+        if let Some(host) = &self.host {
+            host.deliver(self.pid, signal, target);
+            return;
         }
         // The group first (what the command started and kept in it), then the command.
         if let (Some(busybox), true) = (&self.busybox, target != SignalTarget::Process) {
@@ -248,7 +344,7 @@ impl Signaller {
 
 pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, BackendError> {
     let process = write_process(&command, None)?;
-    let mut client = client(runtime, &command, &process);
+    let mut client = client(runtime, &command, &process, None);
     client
         .stdin(if command.stdin {
             Stdio::piped()
@@ -257,17 +353,25 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if runtime.flavor == Flavor::Native {
+        // The command's group (it stays in its client's): what a group signal reaches.
+        client.process_group(0);
+    }
     let mut child = spawn(runtime, &mut client, &process)?;
     let pid = wait_pid(&mut child, &command, &process, "exec").await?;
     let (events_tx, events) = tokio::sync::mpsc::channel(64);
     let (input, inputs) = tokio::sync::mpsc::channel::<ExecInput>(16);
+    let host = (runtime.flavor == Flavor::Native)
+        .then(|| HostProcess::new(pid, child.id(), &command.cgroup_procs));
     let signaller = Signaller {
         runtime: runtime.clone(),
         container: command.container.clone(),
         pid,
         busybox: command.busybox.clone(),
         sent: Arc::default(),
+        host,
     };
+    let pid = signaller.pid_inside();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     // Stdin has a writer of its own, fed from a backlog: a command that does not read its
@@ -317,47 +421,13 @@ pub async fn start_terminal(
     cols: u16,
 ) -> Result<ExecSession, BackendError> {
     let process = write_process(&command, Some((rows, cols)))?;
-    let size = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
+    let (mut child, master, pid) = if runtime.console_socket {
+        console_socket_terminal(runtime, &command, &process).await?
+    } else {
+        host_terminal(runtime, &command, &process, rows, cols).await?
     };
-    let pair = nix::pty::openpty(Some(&size), None)
-        .map_err(|e| BackendError::io("cannot open a terminal", e.into()))?;
-    // Neither end may reach another process the daemon starts (the client gets the slave as
-    // its stdio, which dup2 leaves open).
-    for fd in [&pair.master, &pair.slave] {
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-    }
-    let slave = std::fs::File::from(pair.slave);
-    let stdio = |f: &std::fs::File| -> Result<Stdio, BackendError> {
-        f.try_clone()
-            .map(Stdio::from)
-            .map_err(|e| BackendError::io("cannot open a terminal", e))
-    };
-    let mut client = client(runtime, &command, &process);
-    client
-        .stdin(stdio(&slave)?)
-        .stdout(stdio(&slave)?)
-        .stderr(stdio(&slave)?);
-    // SAFETY: between fork and exec, only async-signal-safe calls (setsid, ioctl).
-    unsafe {
-        client.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let spawned = spawn(runtime, &mut client, &process);
-    drop(slave);
-    let mut child = spawned?;
-    let pid = wait_pid(&mut child, &command, &process, "open_terminal").await?;
-    let master = std::fs::File::from(pair.master);
+    let host = (runtime.flavor == Flavor::Native)
+        .then(|| HostProcess::new(pid, child.id(), &command.cgroup_procs));
     let reader = master
         .try_clone()
         .map_err(|e| BackendError::io("cannot use the terminal", e))?;
@@ -369,7 +439,9 @@ pub async fn start_terminal(
         pid,
         busybox: command.busybox.clone(),
         sent: Arc::default(),
+        host,
     };
+    let pid = signaller.pid_inside();
     // Output: a thread reads the master until no one holds the slave side; a detached
     // session's reader stops (the terminal then blocks the command's writes).
     let output = {
@@ -528,4 +600,148 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// gVisor's and `runc`'s terminal: a pair made on the host, its slave side the client's controlling
+/// terminal and stdio; the client, the terminal's master, the command's pid.
+async fn host_terminal(
+    runtime: &Runtime,
+    command: &Command,
+    process: &std::path::Path,
+    rows: u16,
+    cols: u16,
+) -> Result<(tokio::process::Child, std::fs::File, u32), BackendError> {
+    let size = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pair = nix::pty::openpty(Some(&size), None)
+        .map_err(|e| BackendError::io("cannot open a terminal", e.into()))?;
+    // Neither end may reach another process the daemon starts (the client gets the slave as
+    // its stdio, which dup2 leaves open).
+    for fd in [&pair.master, &pair.slave] {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    let slave = std::fs::File::from(pair.slave);
+    let stdio = |f: &std::fs::File| -> Result<Stdio, BackendError> {
+        f.try_clone()
+            .map(Stdio::from)
+            .map_err(|e| BackendError::io("cannot open a terminal", e))
+    };
+    let mut client = client(runtime, command, process, None);
+    client
+        .stdin(stdio(&slave)?)
+        .stdout(stdio(&slave)?)
+        .stderr(stdio(&slave)?);
+    // SAFETY: between fork and exec, only async-signal-safe calls (setsid, ioctl).
+    unsafe {
+        client.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = spawn(runtime, &mut client, process);
+    drop(slave);
+    let mut child = spawned?;
+    let pid = wait_pid(&mut child, command, process, "open_terminal").await?;
+    Ok((child, std::fs::File::from(pair.master), pid))
+}
+
+/// `crun`'s terminal: made by the runtime inside the sandbox, its master sent
+/// back over a console socket (in the command's exec directory, removed once used); the
+/// client, the master, the command's pid. A resize (`TIOCSWINSZ` on that master) reaches
+/// the command as `SIGWINCH` from the sandbox's own kernel side.
+async fn console_socket_terminal(
+    runtime: &Runtime,
+    command: &Command,
+    process: &std::path::Path,
+) -> Result<(tokio::process::Child, std::fs::File, u32), BackendError> {
+    let socket = command.pid_file.with_extension("sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| BackendError::io("cannot make the terminal's console socket", e))?;
+    let mut client = client(runtime, command, process, Some(&socket));
+    client
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let spawned = spawn(runtime, &mut client, process);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            return Err(e);
+        }
+    };
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(START, listener.accept()) => Some(accepted),
+        _ = child.wait() => None,
+    };
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    let master = match accepted {
+        Some(Ok(Ok((stream, _)))) => receive_master(stream).await,
+        Some(Err(_)) => {
+            let _ = child.start_kill();
+            Err(BackendError::Timeout {
+                operation: "open_terminal",
+                after: START,
+            })
+        }
+        Some(Ok(Err(e))) => Err(BackendError::io("the console socket failed", e)),
+        // The client ended first: what it said is the error (below).
+        None => Err(BackendError::ExecFailed(String::new())),
+    };
+    let pid = wait_pid(&mut child, command, process, "open_terminal").await;
+    // The client's own words first, when it ended before sending a terminal.
+    let pid = pid?;
+    let master = master?;
+    Ok((child, master, pid))
+}
+
+/// The terminal master the runtime sends (one descriptor in `SCM_RIGHTS`), close-on-exec.
+async fn receive_master(stream: tokio::net::UnixStream) -> Result<std::fs::File, BackendError> {
+    let stream = stream
+        .into_std()
+        .map_err(|e| BackendError::io("the console socket failed", e))?;
+    let received = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(START))?;
+        let mut buffer = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let message = nix::sys::socket::recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fds = Vec::new();
+        for cmsg in message.cmsgs()? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
+                fds.extend(received);
+            }
+        }
+        let mut fds = fds.into_iter();
+        let master = fds.next().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "no terminal was sent")
+        })?;
+        for extra in fds {
+            // SAFETY: a descriptor just received, owned by no one else.
+            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(extra) });
+        }
+        // SAFETY: as above.
+        Ok(unsafe { std::fs::File::from_raw_fd(master) })
+    })
+    .await
+    .map_err(|e| BackendError::other_from("the console socket failed", e))?;
+    received.map_err(|e| BackendError::io("cannot receive the sandbox's terminal", e))
 }

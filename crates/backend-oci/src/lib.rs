@@ -14,6 +14,7 @@
 //! ports (their capability says so).
 
 mod bundle;
+mod cgroups;
 mod exec;
 mod runtime;
 mod shim;
@@ -36,16 +37,22 @@ use sbx_backend::{
 use sbx_images::ImageStore;
 
 use crate::bundle::Root;
-use crate::runtime::Runtime;
+use crate::runtime::{Flavor, Runtime};
 
-const KIND: &str = "oci";
+/// The mount points of namespaces runtimes' sandbox roots.
+const ROOTS: &str = "/run/sbx/roots";
 
 /// Settings of the OCI backend.
 #[derive(Debug, Clone)]
 pub struct OciConfig {
-    /// The daemon's data directory: the backend uses `oci/` and the shared `templates/host`.
+    /// The backend's name (`oci`, `crun`, `runc`): its handles and profiles say it, and its
+    /// state lives in `<data>/<kind>/`.
+    pub kind: &'static str,
+    /// The daemon's data directory: the backend uses `<kind>/` and the shared
+    /// `templates/host`.
     pub data_dir: PathBuf,
-    /// The runtime binary (`runsc`).
+    /// The runtime binary: `runsc` (gVisor), `crun` or `runc` (the host's kernel behind a user
+    /// namespace of the sandbox's own and a seccomp filter).
     pub runtime: PathBuf,
     /// gVisor's platform: `ptrace` works everywhere; `systrap` (newer runsc) and `kvm` are
     /// faster where they work.
@@ -61,7 +68,10 @@ pub struct OciBackend {
 }
 
 struct Inner {
+    kind: &'static str,
     runtime: Runtime,
+    /// Host uid ranges, for a namespaces runtime (`None` for gVisor).
+    slots: Option<sbx_backend::slots::Slots>,
     version: String,
     bundles: PathBuf,
     skeleton: PathBuf,
@@ -80,7 +90,7 @@ impl OciBackend {
         if !nix::unistd::geteuid().is_root() {
             return Err(BackendError::unavailable("the oci backend needs root"));
         }
-        let base = config.data_dir.join("oci");
+        let base = config.data_dir.join(config.kind);
         let state = base.join("state");
         let bundles = base.join("bundles");
         let skeleton = base.join("skeleton");
@@ -95,8 +105,10 @@ impl OciBackend {
             .map_err(|e| BackendError::io("cannot build the host template", e))?;
         let instance = instance_id(&base.join("instance-id"))
             .map_err(|e| BackendError::io("cannot read or create the instance id", e))?;
-        let runtime = Runtime {
+        let mut runtime = Runtime {
             binary: config.runtime.clone(),
+            flavor: Flavor::Gvisor,
+            console_socket: false,
             state,
             platform: config.platform.clone(),
             shim: config
@@ -105,9 +117,47 @@ impl OciBackend {
                 .unwrap_or_else(|| PathBuf::from("/proc/self/exe")),
         };
         let version = runtime.version()?;
+        runtime.flavor = Runtime::flavor_of(&version);
+        runtime.console_socket = version.starts_with("crun");
+        let slots = match runtime.flavor {
+            Flavor::Gvisor => None,
+            Flavor::Native => {
+                if version.starts_with("crun") {
+                    cgroups::prepare_hybrid()?;
+                }
+                for dir in [
+                    Path::new(ROOTS).parent().unwrap_or(Path::new("/")),
+                    Path::new(ROOTS),
+                ] {
+                    fs::create_dir_all(dir)
+                        .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o711)))
+                        .map_err(|e| {
+                            BackendError::io(format!("cannot make {}", dir.display()), e)
+                        })?;
+                }
+                let own = bundle_slots(&bundles);
+                let slots = sbx_backend::slots::Slots::open(
+                    Path::new(sbx_backend::slots::REGISTRY),
+                    &instance,
+                    sbx_backend::slots::ID_SLOTS,
+                    own,
+                )
+                .map_err(|e| BackendError::io("cannot open the uid slot registry", e))?;
+                Some(slots)
+            }
+        };
+        let bounds = Bounds {
+            tasks_per_sandbox: match runtime.flavor {
+                Flavor::Gvisor => bundle::RUNTIME_TASKS,
+                Flavor::Native => bundle::NAMESPACE_RUNTIME_TASKS,
+            },
+            ..host_bounds()
+        };
         Ok(OciBackend {
             inner: Arc::new(Inner {
+                kind: config.kind,
                 runtime,
+                slots,
                 version,
                 bundles,
                 skeleton,
@@ -116,11 +166,25 @@ impl OciBackend {
                 images: config.images,
                 instance,
                 serial: AtomicU64::new(0),
-                bounds: host_bounds(),
+                bounds,
                 init: bundle::static_busybox(),
             }),
         })
     }
+}
+
+/// The uid slots the sandboxes in `bundles` hold (their `slot` files).
+fn bundle_slots(bundles: &Path) -> std::collections::BTreeMap<u32, SandboxId> {
+    fs::read_dir(bundles)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let id = SandboxId::parse(entry.file_name().to_str()?).ok()?;
+            let slot = fs::read_to_string(entry.path().join("slot")).ok()?;
+            Some((slot.trim().parse().ok()?, id))
+        })
+        .collect()
 }
 
 fn instance_id(path: &Path) -> std::io::Result<String> {
@@ -173,6 +237,16 @@ impl Inner {
         self.bundles.join(id)
     }
 
+    /// Where the sandbox's root is mounted: in its bundle for gVisor; for a namespaces
+    /// runtime, which enters the root from inside the sandbox's user namespace, under
+    /// [`ROOTS`], the one path on the host it can walk to (its parents are `0711`).
+    fn rootfs(&self, id: &str) -> PathBuf {
+        match self.runtime.flavor {
+            Flavor::Gvisor => self.bundle(id).join("rootfs"),
+            Flavor::Native => Path::new(ROOTS).join(format!("{}-{id}", self.instance)),
+        }
+    }
+
     fn cgroup(&self, id: &str) -> String {
         format!("/sbx-oci/{}/{id}", self.instance)
     }
@@ -200,16 +274,18 @@ impl Inner {
             .ok_or_else(|| BackendError::TemplateNotFound(spec.template.clone()))?;
         if spec.snapshot.is_some() {
             return Err(BackendError::Unsupported {
-                backend: KIND,
+                backend: self.kind,
                 operation: "snapshots",
             });
         }
         let bundle = self.bundle(&id);
-        let rootfs = bundle.join("rootfs");
+        let rootfs = self.rootfs(&id);
         fs::create_dir_all(bundle.join("exec"))
             .and_then(|()| fs::set_permissions(&bundle, fs::Permissions::from_mode(0o700)))
             .map_err(|e| io("cannot make the bundle", e))?;
-        fs::create_dir(&rootfs).map_err(|e| io("cannot make the bundle's root", e))?;
+        fs::create_dir_all(rootfs.parent().unwrap_or(&bundle))
+            .and_then(|()| fs::create_dir(&rootfs))
+            .map_err(|e| io("cannot make the sandbox's root", e))?;
         if let Root::Layers { config, .. } = &root {
             let text = serde_json::to_vec(config).unwrap_or_default();
             fs::write(bundle.join("image.json"), text)
@@ -219,8 +295,37 @@ impl Inner {
         getrandom(&mut nonce);
         let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
         fs::write(bundle.join("nonce"), &nonce).map_err(|e| io("cannot write the nonce", e))?;
-        bundle::mount_root(&root, &self.skeleton, &rootfs)?;
-        let config = bundle::config(spec, &root, &self.cgroup(&id), self.init.as_deref());
+        let isolation = match &self.slots {
+            None => bundle::Isolation::Gvisor,
+            Some(slots) => {
+                let slot = slots.allocate(&spec.id, sbx_backend::slots::sandbox_alive)?;
+                if let Err(e) = fs::write(bundle.join("slot"), slot.to_string()) {
+                    slots.free(slot, &spec.id);
+                    return Err(io("cannot record the sandbox's uid slot", e));
+                }
+                bundle::Isolation::Namespaces {
+                    id_base: sbx_backend::slots::id_base(slot),
+                }
+            }
+        };
+        let layer = bundle.join("layer");
+        let writable = match isolation {
+            bundle::Isolation::Gvisor => None,
+            bundle::Isolation::Namespaces { id_base } => Some(bundle::Writable {
+                dir: &layer,
+                id_base,
+                size: spec.limits.disk_bytes,
+            }),
+        };
+        bundle::mount_root(&root, &self.skeleton, &rootfs, writable)?;
+        let config = bundle::config(
+            spec,
+            &root,
+            &self.cgroup(&id),
+            self.init.as_deref(),
+            isolation,
+            &rootfs,
+        );
         fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&config).unwrap_or_default(),
@@ -396,13 +501,28 @@ impl Inner {
             }
         }
         let bundle = self.bundle(id);
-        bundle::unmount_root(&bundle.join("rootfs"));
+        let rootfs = self.rootfs(id);
+        bundle::unmount_root(&rootfs);
+        if rootfs.parent() != Some(bundle.as_path()) {
+            match fs::remove_dir(&rootfs) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("cannot remove the sandbox's root", e)),
+            }
+        }
+        bundle::unmount_root(&bundle.join("layer"));
+        let slot = fs::read_to_string(bundle.join("slot"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
         match fs::remove_dir_all(&bundle) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("cannot remove the bundle", e)),
         }
         self.remove_cgroup_leaves(id).await;
+        if let (Some(slots), Some(slot), Ok(sandbox)) = (&self.slots, slot, SandboxId::parse(id)) {
+            slots.free(slot, &sandbox);
+        }
         Ok(())
     }
 }
@@ -474,9 +594,9 @@ impl Inner {
     }
 }
 
-fn handle(id: &SandboxId, nonce: &str) -> Handle {
+fn handle(kind: &str, id: &SandboxId, nonce: &str) -> Handle {
     Handle {
-        backend: KIND.into(),
+        backend: kind.into(),
         data: serde_json::json!({ "id": id.to_string(), "nonce": nonce }),
     }
 }
@@ -499,11 +619,14 @@ fn alive(status: &str) -> bool {
 #[async_trait]
 impl Backend for OciBackend {
     fn kind(&self) -> &'static str {
-        KIND
+        self.inner.kind
     }
 
     fn isolation(&self) -> &'static str {
-        "gvisor"
+        match self.inner.runtime.flavor {
+            Flavor::Gvisor => "gvisor",
+            Flavor::Native => "namespaces",
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -512,7 +635,7 @@ impl Backend for OciBackend {
             terminals: true,
             pause: true,
             adopt: true,
-            hibernate: self.inner.init.is_some(),
+            hibernate: self.hibernation().is_some(),
             ..Capabilities::default()
         }
     }
@@ -533,11 +656,18 @@ impl Backend for OciBackend {
         match version {
             Ok(version) => Health {
                 healthy: true,
-                detail: format!(
-                    "{} ({version}), platform {}, gVisor",
-                    self.inner.runtime.binary.display(),
-                    self.inner.runtime.platform
-                ),
+                detail: match self.inner.runtime.flavor {
+                    Flavor::Gvisor => format!(
+                        "{} ({version}), platform {}, gVisor",
+                        self.inner.runtime.binary.display(),
+                        self.inner.runtime.platform
+                    ),
+                    Flavor::Native => format!(
+                        "{} ({version}), the host's kernel behind a user namespace and \
+                         seccomp",
+                        self.inner.runtime.binary.display()
+                    ),
+                },
             },
             Err(e) => Health {
                 healthy: false,
@@ -554,7 +684,7 @@ impl Backend for OciBackend {
         let id = spec.id.to_string();
         self.inner.remove(&id).await?;
         match self.inner.build(spec).await {
-            Ok(nonce) => Ok(handle(&spec.id, &nonce)),
+            Ok(nonce) => Ok(handle(self.inner.kind, &spec.id, &nonce)),
             Err(e) => {
                 if let Err(cleanup) = self.inner.remove(&id).await {
                     tracing::warn!(sandbox = %id, error = %cleanup, "cannot remove a failed sandbox");
@@ -664,10 +794,9 @@ impl Backend for OciBackend {
         Some(self)
     }
 
+    /// gVisor's checkpoints (`crun` and `runc` would need a `criu` that works here).
     fn hibernation(&self) -> Option<&dyn Hibernation> {
-        self.inner
-            .init
-            .is_some()
+        (self.inner.init.is_some() && self.inner.runtime.flavor == Flavor::Gvisor)
             .then_some(self as &dyn Hibernation)
     }
 }

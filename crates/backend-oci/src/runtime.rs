@@ -10,9 +10,25 @@ use tokio::process::Command;
 /// Most any one runtime call (but `exec`) may take.
 const CALL: Duration = Duration::from_secs(30);
 
+/// Which runtime a binary is: they differ in flags, in how a command's pid is reported, and
+/// in what they can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// gVisor's `runsc`: a user-space kernel between the sandbox and the host's.
+    Gvisor,
+    /// `crun` or `runc`: the host's kernel, behind namespaces (a user namespace of the
+    /// sandbox's own), cgroups, capabilities and a seccomp filter.
+    Native,
+}
+
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub binary: PathBuf,
+    pub flavor: Flavor,
+    /// A command's terminal comes back over a console socket (`crun`, which does not pass a
+    /// resize on otherwise), not through a terminal the client is given (gVisor, and `runc`,
+    /// which takes a console socket only for a detached command).
+    pub console_socket: bool,
     /// `--root`: where the runtime keeps its containers' state (this instance's alone).
     pub state: PathBuf,
     /// gVisor's platform (`ptrace`, `systrap`, `kvm`).
@@ -31,14 +47,18 @@ pub struct State {
 }
 
 impl Runtime {
-    /// The global flags: no network, the platform, an in-memory writable layer over the root.
-    fn global_args(&self) -> [String; 4] {
-        [
-            format!("--root={}", self.state.display()),
-            "--network=none".into(),
-            format!("--platform={}", self.platform),
-            "--overlay2=root:memory".into(),
-        ]
+    /// The global flags: the state root; for gVisor, no network, the platform and an
+    /// in-memory writable layer over the root (the others get theirs from the bundle).
+    fn global_args(&self) -> Vec<String> {
+        let mut args = vec![format!("--root={}", self.state.display())];
+        if self.flavor == Flavor::Gvisor {
+            args.extend([
+                "--network=none".into(),
+                format!("--platform={}", self.platform),
+                "--overlay2=root:memory".into(),
+            ]);
+        }
+        args
     }
 
     /// A command with the global flags.
@@ -116,7 +136,7 @@ impl Runtime {
         deadline: Duration,
     ) -> Result<(), BackendError> {
         // `--log` is a global flag: it goes before the subcommand.
-        let mut runtime_args: Vec<String> = self.global_args().into();
+        let mut runtime_args: Vec<String> = self.global_args();
         runtime_args.push(format!("--log={}", log.display()));
         runtime_args.push(verb.into());
         runtime_args.extend(args.iter().map(|a| (*a).to_owned()));
@@ -204,9 +224,9 @@ impl Runtime {
                 .map_err(|e| BackendError::other(format!("the runtime's state is malformed: {e}"))),
             Err(BackendError::Other {
                 context: message, ..
-            }) if message.contains("does not exist")
-                || message.contains("not found")
-                || message.contains("no such file or directory") =>
+            }) if ["does not exist", "not found", "no such file or directory"]
+                .iter()
+                .any(|gone| message.to_lowercase().contains(gone)) =>
             {
                 Ok(None)
             }
@@ -223,6 +243,15 @@ impl Runtime {
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
             .collect())
+    }
+
+    /// The flavor of the runtime whose `--version` said `version`: gVisor's says `runsc`.
+    pub fn flavor_of(version: &str) -> Flavor {
+        if version.starts_with("runsc") {
+            Flavor::Gvisor
+        } else {
+            Flavor::Native
+        }
     }
 
     /// `<runtime> --version`'s first line (it must run: the backend cannot start without it).

@@ -20,6 +20,7 @@ mod error;
 mod exec;
 mod id;
 mod images;
+pub mod slots;
 mod spec;
 
 use async_trait::async_trait;

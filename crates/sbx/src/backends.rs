@@ -15,6 +15,10 @@ pub const AVAILABLE: &[&str] = &[
     "native",
     #[cfg(feature = "oci")]
     "oci",
+    #[cfg(feature = "oci")]
+    "crun",
+    #[cfg(feature = "oci")]
+    "runc",
     #[cfg(feature = "backend-fake")]
     "fake",
 ];
@@ -106,12 +110,20 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok(Arc::new(native))
         }
+        // `oci` runs `[oci] runtime` (gVisor's `runsc` by default); `crun` and `runc` are the
+        // same backend over those runtimes, each with its own state.
         #[cfg(feature = "oci")]
-        "oci" => {
+        "oci" | "crun" | "runc" => {
             let settings = &context.config.oci;
+            let (kind, runtime) = match kind {
+                "crun" => ("crun", "crun".to_owned()),
+                "runc" => ("runc", "runc".to_owned()),
+                _ => ("oci", settings.runtime.clone()),
+            };
             let oci = sbx_backend_oci::OciBackend::new(sbx_backend_oci::OciConfig {
+                kind,
                 data_dir: context.data_dir.to_owned(),
-                runtime: settings.runtime.clone().into(),
+                runtime: runtime.into(),
                 platform: settings.platform.clone(),
                 images: Some(context.images.clone()),
                 shim_program: None,

@@ -67,19 +67,29 @@ mod native {
 
 /// The OCI backend over gVisor's `runsc` (installed by `scripts/setup --test`), on a data
 /// directory of its own.
+/// The OCI backend over a runtime: gVisor's `runsc`, `crun` or `runc` (all three installed by
+/// `scripts/setup --test`).
 #[cfg(feature = "oci")]
 struct Gvisor {
     data: tempfile::TempDir,
+    kind: &'static str,
+    runtime: &'static str,
 }
 
 #[cfg(feature = "oci")]
 impl Gvisor {
     fn new() -> Gvisor {
+        Gvisor::over("oci", "runsc")
+    }
+
+    fn over(kind: &'static str, runtime: &'static str) -> Gvisor {
         Gvisor {
             data: tempfile::Builder::new()
                 .prefix("sbx-conformance-")
                 .tempdir_in("/tmp")
                 .unwrap(),
+            kind,
+            runtime,
         }
     }
 }
@@ -89,8 +99,9 @@ impl Gvisor {
 impl sbx_backend_conformance::Subject for Gvisor {
     async fn instance(&self) -> Arc<dyn Backend> {
         let oci = sbx_backend_oci::OciBackend::new(sbx_backend_oci::OciConfig {
+            kind: self.kind,
             data_dir: self.data.path().to_owned(),
-            runtime: "runsc".into(),
+            runtime: self.runtime.into(),
             platform: "ptrace".into(),
             images: None,
             shim_program: Some(env!("CARGO_BIN_EXE_sbx").into()),
@@ -101,7 +112,8 @@ impl sbx_backend_conformance::Subject for Gvisor {
 
     /// Checks that nothing was left: no container, bundle, mount or cgroup.
     async fn finish(&self) {
-        let bundles: Vec<_> = std::fs::read_dir(self.data.path().join("oci/bundles"))
+        let base = self.data.path().join(self.kind);
+        let bundles: Vec<_> = std::fs::read_dir(base.join("bundles"))
             .unwrap()
             .flatten()
             .map(|e| e.path())
@@ -110,7 +122,7 @@ impl sbx_backend_conformance::Subject for Gvisor {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let data = self.data.path().to_string_lossy().into_owned();
         assert!(!mounts.contains(&data), "mounts left behind");
-        let instance = std::fs::read_to_string(self.data.path().join("oci/instance-id")).unwrap();
+        let instance = std::fs::read_to_string(base.join("instance-id")).unwrap();
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
             // The instance's parent stays until shutdown; no sandbox's own may stay.
             let dir = hierarchy.path().join("sbx-oci").join(instance.trim());
@@ -131,4 +143,14 @@ impl sbx_backend_conformance::Subject for Gvisor {
 #[cfg(feature = "oci")]
 mod gvisor {
     sbx_backend_conformance::suite!(super::Gvisor::new());
+}
+
+#[cfg(feature = "oci")]
+mod crun {
+    sbx_backend_conformance::suite!(super::Gvisor::over("crun", "crun"));
+}
+
+#[cfg(feature = "oci")]
+mod runc {
+    sbx_backend_conformance::suite!(super::Gvisor::over("runc", "runc"));
 }

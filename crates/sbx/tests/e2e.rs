@@ -46,6 +46,8 @@ mod lifecycle;
 mod limits;
 #[path = "e2e/pause.rs"]
 mod pause;
+#[path = "e2e/runtimes.rs"]
+mod runtimes;
 #[path = "e2e/snapshots.rs"]
 mod snapshots;
 #[path = "e2e/templates.rs"]

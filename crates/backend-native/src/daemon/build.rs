@@ -26,15 +26,10 @@ impl Inner {
         self.cgroups.sandbox(&self.instance, key.as_str())
     }
 
-    /// A uid range for `key`, free host-wide (see [`super::slots`]).
+    /// A uid range for `key`, free host-wide (see [`sbx_backend::slots`]).
     fn allocate_slot(&self, key: &SandboxId) -> Result<u32, BackendError> {
-        self.slots.allocate(key, |instance, sandbox| {
-            // Another instance's sandbox is alive while its cgroup exists.
-            let plausible = instance.len() == 12
-                && instance.bytes().all(|b| b.is_ascii_hexdigit())
-                && SandboxId::parse(sandbox).is_ok();
-            plausible && self.cgroups.sandbox(instance, sandbox).exists()
-        })
+        // Another instance's sandbox is alive while its cgroup exists.
+        self.slots.allocate(key, sbx_backend::slots::sandbox_alive)
     }
 
     pub(super) fn free_slot(&self, slot: u32, key: &SandboxId) {

@@ -256,11 +256,6 @@ impl SandboxCgroup {
         Ok(())
     }
 
-    /// Whether the cgroup exists (in any hierarchy).
-    pub fn exists(&self) -> bool {
-        self.dirs.iter().any(|dir| dir.is_dir())
-    }
-
     /// Writes the limits (also to a cgroup that processes already joined).
     pub fn set_limits(&self, limits: &Limits) -> io::Result<()> {
         let quota = limits.cpu_millis * CPU_PERIOD_US / 1000;

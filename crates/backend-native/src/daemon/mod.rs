@@ -19,7 +19,6 @@ mod host;
 mod keys;
 mod layout;
 mod pool;
-mod slots;
 mod snapshots;
 pub(crate) mod template;
 
@@ -36,14 +35,13 @@ use sbx_backend::{
     PauseResume, SandboxId, SandboxSpec, StdinMode, Storage, TerminalSpec, Terminals, User,
 };
 
-use crate::{init, stage1, wire};
+use crate::{init, wire};
 use keys::NativeHandle;
+use sbx_backend::slots;
 
-/// First host uid/gid of sandbox ranges: above systemd's container range (0x00080000–
-/// 0x6FFFFFFF) so a sandbox never shares ids with host users or other container managers.
-const ID_BASE: u32 = 0x7000_0000;
-/// Number of 65536-id ranges above [`ID_BASE`], hence of sandboxes alive at once.
-const ID_SLOTS: u32 = (u32::MAX - ID_BASE) / stage1::ID_RANGE - 1;
+/// First host uid/gid of sandbox ranges (the host-wide registry's, [`slots`]).
+const ID_BASE: u32 = slots::ID_BASE;
+const ID_SLOTS: u32 = slots::ID_SLOTS;
 const KIND: &str = "native";
 
 /// Settings of the native backend.

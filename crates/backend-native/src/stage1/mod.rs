@@ -46,7 +46,7 @@ mod seccomp;
 /// argv[1] that selects stage 1 in the `sbx` binary.
 pub const STAGE1_ARG: &str = "__native-stage1";
 /// Size of each sandbox's uid/gid range.
-pub const ID_RANGE: u32 = 65536;
+pub const ID_RANGE: u32 = sbx_backend::slots::ID_RANGE;
 
 /// What the daemon asks stage 1 to build (on stdin, as JSON): what depends on the create
 /// request, the sandbox's name included. Its uid range and disk came with [`Join`].

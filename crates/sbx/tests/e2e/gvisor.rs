@@ -99,6 +99,35 @@ async fn a_gvisor_profile_runs_sandboxes_under_runsc_end_to_end() {
     // Root inside, exit codes, stdin.
     let root = d.sh_as(&id, Some("root"), "id -u; exit 3").await;
     assert_eq!((root.stdout.as_str(), root.exit_code), ("0\n", 3));
+    let image = terminal_pause_and_an_image(&d, &id, "gvisor").await;
+
+    // Destroyed: nothing left.
+    for sandbox in [&id, &image] {
+        let removed = d.cli(&["rm", sandbox]);
+        assert!(removed.status.success(), "{}", text(&removed.stderr));
+    }
+    assert!(runtime_processes(d.data_dir()).is_empty());
+    let bundles = std::fs::read_dir(d.data_dir().join("oci/bundles"))
+        .unwrap()
+        .count();
+    assert_eq!(bundles, 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&d.data_dir().display().to_string()));
+    let instance = std::fs::read_to_string(d.data_dir().join("oci/instance-id")).unwrap();
+    d.finish().await;
+    // The daemon's own cgroup parent goes with it.
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let parent = hierarchy.path().join("sbx-oci").join(instance.trim());
+        assert!(!parent.exists(), "{} left behind", parent.display());
+    }
+}
+
+/// What every runtime's end-to-end test checks the same way, through the binary, on sandbox
+/// `id` of `profile`: a terminal (its size, a resize, its exit status), pause and resume
+/// through the CLI, and a sandbox of `profile` from an imported image (its working directory,
+/// environment and files); that sandbox's id.
+pub(crate) async fn terminal_pause_and_an_image(d: &TestDaemon, id: &str, profile: &str) -> String {
+    let id = id.to_owned();
     // A terminal: its size, a resize, its exit status.
     {
         use crate::terminal::{control, read_to_end, read_until, send_text, shell, started};
@@ -143,12 +172,13 @@ async fn a_gvisor_profile_runs_sandboxes_under_runsc_end_to_end() {
         crate::templates::docker_save(&[&crate::templates::base_layer()]),
     )
     .unwrap();
-    let imported = d.cli(&["template", "import", "busy", archive.to_str().unwrap()]);
+    let name = format!("busy-{profile}");
+    let imported = d.cli(&["template", "import", &name, archive.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", text(&imported.stderr));
     let image = d
         .create_with(CreateSandboxRequest {
-            profile: Some("gvisor".into()),
-            template: Some("busy".into()),
+            profile: Some(profile.into()),
+            template: Some(name.clone()),
             ..Default::default()
         })
         .await;
@@ -161,25 +191,7 @@ async fn a_gvisor_profile_runs_sandboxes_under_runsc_end_to_end() {
         out.stderr
     );
 
-    // Destroyed: nothing left.
-    for sandbox in [&id, &image.id] {
-        let removed = d.cli(&["rm", sandbox]);
-        assert!(removed.status.success(), "{}", text(&removed.stderr));
-    }
-    assert!(runtime_processes(d.data_dir()).is_empty());
-    let bundles = std::fs::read_dir(d.data_dir().join("oci/bundles"))
-        .unwrap()
-        .count();
-    assert_eq!(bundles, 0);
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&d.data_dir().display().to_string()));
-    let instance = std::fs::read_to_string(d.data_dir().join("oci/instance-id")).unwrap();
-    d.finish().await;
-    // The daemon's own cgroup parent goes with it.
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let parent = hierarchy.path().join("sbx-oci").join(instance.trim());
-        assert!(!parent.exists(), "{} left behind", parent.display());
-    }
+    image.id
 }
 
 /// Hibernation through the CLI: a Python process's memory (a random number it drew, a count

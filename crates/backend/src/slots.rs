@@ -16,6 +16,10 @@
 //! that). A stale claim is taken over. `/run` is a tmpfs: a reboot empties the registry, and
 //! the sandboxes with it.
 //!
+//! Every backend that gives sandboxes a user namespace of their own (native; oci with `crun`
+//! or `runc`) takes its ranges from this one registry: [`sandbox_alive`] knows the cgroups of
+//! each, so that no backend takes over another's live claim.
+//!
 //! Must never: give a slot that a live claim holds.
 
 use std::collections::BTreeMap;
@@ -27,10 +31,52 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use sbx_backend::{BackendError, SandboxId};
+use crate::{BackendError, SandboxId};
 
 /// Where the registry lives.
 pub const REGISTRY: &str = "/run/sbx/uid-slots";
+/// First host uid/gid of sandbox ranges: above systemd's container range (0x00080000–
+/// 0x6FFFFFFF) so a sandbox never shares ids with host users or other container managers.
+pub const ID_BASE: u32 = 0x7000_0000;
+/// Ids in one sandbox's range (its uids 0–65535).
+pub const ID_RANGE: u32 = 65536;
+/// Number of ranges above [`ID_BASE`], hence of such sandboxes alive at once on the host.
+pub const ID_SLOTS: u32 = (u32::MAX - ID_BASE) / ID_RANGE - 1;
+/// The cgroup parents (under each hierarchy) of the backends that take ranges from here:
+/// `<parent>/<instance>/<sandbox>`.
+const CGROUP_PARENTS: [&str; 2] = ["sbx", "sbx-oci"];
+
+/// The first host id of `slot`'s range.
+pub fn id_base(slot: u32) -> u32 {
+    ID_BASE + slot * ID_RANGE
+}
+
+/// Whether `sandbox` of daemon `instance` (a claim's words) still has a cgroup on the host,
+/// under any backend's parent and hierarchy: the liveness test [`Slots::allocate`] wants.
+pub fn sandbox_alive(instance: &str, sandbox: &str) -> bool {
+    let plausible = instance.len() == 12
+        && instance.bytes().all(|b| b.is_ascii_hexdigit())
+        && SandboxId::parse(sandbox).is_ok();
+    if !plausible {
+        return false;
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
+        vec![root.to_owned()]
+    } else {
+        fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    hierarchies.iter().any(|h| {
+        CGROUP_PARENTS
+            .iter()
+            .any(|parent| h.join(parent).join(instance).join(sandbox).is_dir())
+    })
+}
 /// How long a fresh claim of another instance counts as live without its cgroup.
 const CLAIM_GRACE: Duration = Duration::from_secs(120);
 
@@ -175,7 +221,7 @@ impl Slots {
             return Ok(slot);
         }
         Err(BackendError::Capacity {
-            resource: sbx_backend::SharedResource::Processes,
+            resource: crate::SharedResource::Processes,
             detail: "no free uid range for a new sandbox on this host".into(),
         })
     }

@@ -1,0 +1,155 @@
+//! The OCI backend over `crun` and `runc` (installed by `scripts/setup --test`) through the
+//! binary: profiles on them (`backend = "crun"`, `backend = "runc"`) reported in status with
+//! namespaces isolation, `sbx create --profile` from the host template and from an image,
+//! commands on the host's kernel inside a user namespace of the sandbox's own (its ids a host
+//! range no one else has), behind the seccomp filter, with no network; a writable root bounded
+//! by the sandbox's disk size; a terminal, pause and resume, destroy — and nothing left: no
+//! runtime process, bundle, mount, cgroup or uid range claim.
+
+use crate::daemon::{text, Options, TestDaemon};
+
+const CONFIG: &str = "[profiles.crun]\nbackend = \"crun\"\n[profiles.runc]\nbackend = \"runc\"\n";
+
+#[tokio::test]
+async fn crun_and_runc_profiles_run_sandboxes_end_to_end() {
+    let d = TestDaemon::start_with(Options {
+        config: Some(CONFIG),
+        ..Default::default()
+    })
+    .await;
+    let status = d.client.status().await.unwrap();
+    let mut ids = Vec::new();
+    for runtime in ["crun", "runc"] {
+        let backend = status.backends.iter().find(|b| b.name == runtime).unwrap();
+        assert!(backend.healthy, "{}", backend.detail);
+        assert_eq!(backend.isolation, "namespaces");
+        assert!(!backend.capabilities.iter().any(|c| c == "hibernate"));
+        let profile = status.profiles.iter().find(|p| p.name == runtime).unwrap();
+        assert!(!profile.gvisor.requested);
+
+        let created = d.cli(&["create", "--profile", runtime, "--disk", "64"]);
+        assert!(created.status.success(), "{}", text(&created.stderr));
+        let id = text(&created.stdout).trim().to_owned();
+        assert_eq!(d.client.get(&id).await.unwrap().backend, runtime);
+        let out = d.cli(&[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "id -u; pwd; echo kept > f && cat f; python3 -c 'print(6*7)'; \
+             grep -c '^Seccomp:.*2' /proc/self/status; cat /proc/self/uid_map",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.starts_with("1000\n/home/user\nkept\n42\n1\n"),
+            "{stdout}"
+        );
+        // The sandbox's ids are a host range of its own, far from the host's users.
+        let map: Vec<u64> = stdout
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(map[0], 0);
+        assert!(map[1] >= 0x7000_0000, "{map:?}");
+        assert_eq!(map[2], 65536);
+        // No network: nothing but loopback, which works.
+        let net = d
+            .sh(
+                &id,
+                "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
+            )
+            .await;
+        assert_ne!(net.exit_code, 0, "a {runtime} sandbox reached the network");
+        let loopback = d
+            .sh(
+                &id,
+                "python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
+                 c=socket.create_connection(s.getsockname()); print('loopback')\"",
+            )
+            .await;
+        assert_eq!(loopback.stdout, "loopback\n", "{}", loopback.stderr);
+        // Root inside writes the root's own files, not the template's (host-owned: nobody),
+        // and cannot mount, make namespaces or change the host's clock.
+        let root = d
+            .sh_as(
+                &id,
+                Some("root"),
+                "id -u; touch /made && echo made; touch /etc/x 2>/dev/null || echo etc-refused; \
+                 mount -t tmpfs t /mnt 2>/dev/null || echo mount-refused; \
+                 unshare -U true 2>/dev/null || echo unshare-refused; \
+                 date -s 2000-01-01 >/dev/null 2>&1 || echo clock-refused",
+            )
+            .await;
+        assert_eq!(
+            root.stdout, "0\nmade\netc-refused\nmount-refused\nunshare-refused\nclock-refused\n",
+            "{}",
+            root.stderr
+        );
+        // The writable layer is bounded by the sandbox's disk size (64 MiB).
+        let fill = d
+            .sh(
+                &id,
+                "head -c 100M /dev/zero > ~/big; echo $?; du -sm ~/big | cut -f1",
+            )
+            .await;
+        let mut lines = fill.stdout.lines();
+        assert_ne!(lines.next(), Some("0"), "{}", fill.stdout);
+        let written: u64 = lines.next().unwrap().parse().unwrap();
+        assert!(written <= 64, "{written} MiB written");
+        let _ = d.sh(&id, "rm -f ~/big").await;
+
+        let image = crate::gvisor::terminal_pause_and_an_image(&d, &id, runtime).await;
+        ids.push((runtime, id, image));
+    }
+
+    // Destroyed: nothing left.
+    let instances: Vec<String> = ["crun", "runc"]
+        .iter()
+        .map(|kind| {
+            std::fs::read_to_string(d.data_dir().join(kind).join("instance-id"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    for (runtime, id, image) in &ids {
+        for sandbox in [id, image] {
+            let removed = d.cli(&["rm", sandbox]);
+            assert!(removed.status.success(), "{}", text(&removed.stderr));
+        }
+        let bundles = std::fs::read_dir(d.data_dir().join(runtime).join("bundles"))
+            .unwrap()
+            .count();
+        assert_eq!(bundles, 0);
+    }
+    let runtimes: Vec<_> = crate::daemon::processes_mentioning(&d.data_dir().display().to_string())
+        .into_iter()
+        .filter(|(_, line)| line.contains("crun") || line.contains("runc"))
+        .collect();
+    assert!(runtimes.is_empty(), "{runtimes:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for instance in &instances {
+        assert!(!mounts.contains(instance.as_str()), "a root left mounted");
+        let claims: Vec<_> = std::fs::read_dir("/run/sbx/uid-slots")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(instance.as_str()))
+            })
+            .collect();
+        assert!(claims.is_empty(), "uid ranges still claimed: {claims:?}");
+    }
+    assert!(!mounts.contains(&d.data_dir().display().to_string()));
+    d.finish().await;
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for instance in &instances {
+            let parent = hierarchy.path().join("sbx-oci").join(instance);
+            assert!(!parent.exists(), "{} left behind", parent.display());
+        }
+    }
+}
