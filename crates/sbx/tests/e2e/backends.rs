@@ -105,7 +105,9 @@ fn a_backend_this_build_lacks_is_refused_at_start_with_the_list() {
     assert!(
         error.contains("sbx.toml")
             && error.contains("profiles.default.backend")
-            && error.contains("not available in this build of sbx (backends: native, oci, crun, runc, fake)"),
+            && error.contains(
+                "not available in this build of sbx (backends: native, oci, crun, runc, fake)"
+            ),
         "{error}"
     );
     let out = Command::new(SBX)
