@@ -103,7 +103,7 @@ impl OciBackend {
             .map_err(|e| BackendError::io("cannot make the mount points' directory", e))?;
         let (host_root, host_binds) = sbx_images::host::ensure(&config.data_dir.join("templates"))
             .map_err(|e| BackendError::io("cannot build the host template", e))?;
-        let instance = instance_id(&base.join("instance-id"))
+        let instance = sbx_backend::instance_id(&base.join("instance-id"))
             .map_err(|e| BackendError::io("cannot read or create the instance id", e))?;
         let mut runtime = Runtime {
             binary: config.runtime.clone(),
@@ -146,13 +146,10 @@ impl OciBackend {
                 Some(slots)
             }
         };
-        let bounds = Bounds {
-            tasks_per_sandbox: match runtime.flavor {
-                Flavor::Gvisor => bundle::RUNTIME_TASKS,
-                Flavor::Native => bundle::NAMESPACE_RUNTIME_TASKS,
-            },
-            ..host_bounds()
-        };
+        let bounds = Bounds::of_this_host(match runtime.flavor {
+            Flavor::Gvisor => bundle::RUNTIME_TASKS,
+            Flavor::Native => bundle::NAMESPACE_RUNTIME_TASKS,
+        });
         Ok(OciBackend {
             inner: Arc::new(Inner {
                 kind: config.kind,
@@ -167,7 +164,7 @@ impl OciBackend {
                 instance,
                 serial: AtomicU64::new(0),
                 bounds,
-                init: bundle::static_busybox(),
+                init: sbx_images::host::static_busybox(),
             }),
         })
     }
@@ -187,45 +184,8 @@ fn bundle_slots(bundles: &Path) -> std::collections::BTreeMap<u32, SandboxId> {
         .collect()
 }
 
-fn instance_id(path: &Path) -> std::io::Result<String> {
-    if let Ok(text) = fs::read_to_string(path) {
-        let text = text.trim();
-        if !text.is_empty() {
-            return Ok(text.to_owned());
-        }
-    }
-    let mut bytes = [0u8; 6];
-    getrandom(&mut bytes);
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    fs::write(path, &id)?;
-    Ok(id)
-}
-
 fn getrandom(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the OS random number generator is unavailable");
-}
-
-fn host_bounds() -> Bounds {
-    let memory = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(1 << 30, |kib| kib * 1024);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let tasks = fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|t| t.trim().parse().ok());
-    Bounds {
-        memory_bytes: memory,
-        cpu_millis: cpus * 1000,
-        host_tasks: tasks,
-        disk_bytes: None,
-        max_command_bytes: 128 << 10,
-        tasks_per_sandbox: bundle::RUNTIME_TASKS,
-    }
 }
 
 fn io(context: &str, e: std::io::Error) -> BackendError {

@@ -107,6 +107,50 @@ pub struct Bounds {
     pub tasks_per_sandbox: u64,
 }
 
+/// Reads a backend's instance id (twelve hex digits, at `path` in its data directory): what
+/// names this daemon's cgroups, containers and labels on a shared host or engine. Made on
+/// first use.
+pub fn instance_id(path: &std::path::Path) -> std::io::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let text = text.trim();
+        if text.len() == 12 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(text.to_owned());
+        }
+    }
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(path, &id)?;
+    Ok(id)
+}
+
+impl Bounds {
+    /// This host's: its memory, its CPUs, its task table (`kernel.pid_max`), for a local
+    /// backend whose runtime takes `tasks_per_sandbox` tasks of its own per sandbox.
+    pub fn of_this_host(tasks_per_sandbox: u64) -> Bounds {
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(1 << 30, |kib| kib * 1024);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let tasks = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        Bounds {
+            memory_bytes: memory,
+            cpu_millis: cpus * 1000,
+            host_tasks: tasks,
+            disk_bytes: None,
+            max_command_bytes: 128 << 10,
+            tasks_per_sandbox,
+        }
+    }
+}
+
 /// The contract every backend fulfils (see `sbx-backend-conformance` for it as tests).
 ///
 /// Every call may be cut off by lifecycle's deadline: a backend must leave nothing half-made

@@ -75,6 +75,7 @@ pub struct Config {
     pub e2b: E2b,
     pub images: ImagesConfig,
     pub oci: OciSettings,
+    pub docker: DockerSettings,
     pub profiles: BTreeMap<String, Profile>,
 }
 
@@ -92,6 +93,25 @@ impl Default for OciSettings {
         OciSettings {
             runtime: "runsc".into(),
             platform: "ptrace".into(),
+        }
+    }
+}
+
+/// `[docker]`: the Docker backend (a profile with `backend = "docker"`, or `"docker-gvisor"`
+/// for its containers under gVisor, starts it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerSettings {
+    /// The engine's API socket.
+    pub socket: PathBuf,
+    /// The name gVisor's `runsc` is registered under with the engine (`docker-gvisor`).
+    pub gvisor_runtime: String,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings {
+            socket: PathBuf::from("/var/run/docker.sock"),
+            gvisor_runtime: "runsc".into(),
         }
     }
 }
@@ -379,6 +399,7 @@ impl Default for Config {
             e2b: E2b::default(),
             images: ImagesConfig::default(),
             oci: OciSettings::default(),
+            docker: DockerSettings::default(),
             profiles: [(DEFAULT_PROFILE.to_owned(), Profile::builtin())].into(),
         }
     }
@@ -463,6 +484,10 @@ impl Config {
                 runtime: Some(self.oci.runtime.clone()),
                 platform: Some(self.oci.platform.clone()),
             }),
+            docker: Some(RawDocker {
+                socket: Some(self.docker.socket.clone()),
+                gvisor_runtime: Some(self.docker.gvisor_runtime.clone()),
+            }),
             terminals: Some(RawTerminals {
                 max_message_bytes: Some(self.terminals.max_message_bytes),
                 max_per_ip: Some(self.terminals.max_per_ip),
@@ -528,6 +553,8 @@ pub struct RawConfig {
     images: Option<RawImages>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     oci: Option<RawOci>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    docker: Option<RawDocker>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     profiles: BTreeMap<String, RawProfile>,
 }
@@ -539,6 +566,15 @@ struct RawOci {
     runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     platform: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gvisor_runtime: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -960,6 +996,29 @@ impl RawConfig {
                     ));
                 }
                 config.oci.platform = platform;
+            }
+        }
+        if let Some(docker) = self.docker {
+            if let Some(socket) = docker.socket {
+                if !socket.is_absolute() {
+                    return Err(format!(
+                        "docker.socket: {} is not an absolute path",
+                        socket.display()
+                    ));
+                }
+                config.docker.socket = socket;
+            }
+            if let Some(runtime) = docker.gvisor_runtime {
+                let valid = !runtime.is_empty()
+                    && runtime
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !valid {
+                    return Err(format!(
+                        "docker.gvisor_runtime: {runtime:?} is not a runtime name"
+                    ));
+                }
+                config.docker.gvisor_runtime = runtime;
             }
         }
         if let Some(reaper) = self.reaper {

@@ -200,6 +200,30 @@ fn copy_world_readable(source: &Path, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A statically linked busybox on the host (Debian's `busybox-static`), if there is one.
+pub fn static_busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| fs::read(path).is_ok_and(|elf| is_static_elf(&elf)))
+}
+
+/// An x86-64/arm64 ELF64 executable without a program interpreter.
+fn is_static_elf(elf: &[u8]) -> bool {
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
+        return false;
+    }
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let offset = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap_or_default()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).all(|i| {
+        let at = offset + i * size;
+        // PT_INTERP = 3.
+        elf.get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) != 3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

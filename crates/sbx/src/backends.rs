@@ -19,6 +19,10 @@ pub const AVAILABLE: &[&str] = &[
     "crun",
     #[cfg(feature = "oci")]
     "runc",
+    #[cfg(feature = "docker")]
+    "docker",
+    #[cfg(feature = "docker")]
+    "docker-gvisor",
     #[cfg(feature = "backend-fake")]
     "fake",
 ];
@@ -130,6 +134,25 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
             })
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok(Arc::new(oci))
+        }
+        // `docker` runs containers under the engine's default runtime, `docker-gvisor` under
+        // gVisor's runsc registered with the engine (`[docker] gvisor_runtime`).
+        #[cfg(feature = "docker")]
+        "docker" | "docker-gvisor" => {
+            let settings = &context.config.docker;
+            let (kind, runtime) = match kind {
+                "docker-gvisor" => ("docker-gvisor", Some(settings.gvisor_runtime.clone())),
+                _ => ("docker", None),
+            };
+            let docker = sbx_backend_docker::DockerBackend::new(sbx_backend_docker::DockerConfig {
+                kind,
+                data_dir: context.data_dir.to_owned(),
+                socket: settings.socket.clone(),
+                runtime,
+                images: Some(context.images.clone()),
+            })
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            Ok(Arc::new(docker))
         }
         #[cfg(feature = "backend-fake")]
         "fake" => Ok(Arc::new(sbx_backend_fake::FakeBackend::new())),

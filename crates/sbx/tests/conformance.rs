@@ -154,3 +154,70 @@ mod crun {
 mod runc {
     sbx_backend_conformance::suite!(super::Gvisor::over("runc", "runc"));
 }
+
+/// The Docker backend over the host's Docker Engine (`scripts/setup --test` installs and
+/// starts it, with gVisor's runsc registered as `runsc`), under its default runtime or runsc.
+#[cfg(feature = "docker")]
+struct Docker {
+    data: tempfile::TempDir,
+    kind: &'static str,
+    runtime: Option<&'static str>,
+}
+
+#[cfg(feature = "docker")]
+impl Docker {
+    fn over(kind: &'static str, runtime: Option<&'static str>) -> Docker {
+        Docker {
+            data: tempfile::Builder::new()
+                .prefix("sbx-conformance-")
+                .tempdir_in("/tmp")
+                .unwrap(),
+            kind,
+            runtime,
+        }
+    }
+}
+
+#[cfg(feature = "docker")]
+#[async_trait]
+impl sbx_backend_conformance::Subject for Docker {
+    async fn instance(&self) -> Arc<dyn Backend> {
+        let docker = sbx_backend_docker::DockerBackend::new(sbx_backend_docker::DockerConfig {
+            kind: self.kind,
+            data_dir: self.data.path().to_owned(),
+            socket: "/var/run/docker.sock".into(),
+            runtime: self.runtime.map(str::to_owned),
+            images: None,
+        })
+        .unwrap_or_else(|e| panic!("the docker backend cannot start: {}", e.chain()));
+        Arc::new(docker)
+    }
+
+    /// Checks that nothing was left: no container of the instance, no runtime process naming
+    /// one.
+    async fn finish(&self) {
+        let instance =
+            std::fs::read_to_string(self.data.path().join(self.kind).join("instance-id")).unwrap();
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=sbx.instance={}", instance.trim()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker ps failed");
+        assert!(
+            out.stdout.is_empty(),
+            "containers left behind: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[cfg(feature = "docker")]
+mod docker {
+    sbx_backend_conformance::suite!(super::Docker::over("docker", None));
+}
+
+#[cfg(feature = "docker")]
+mod docker_gvisor {
+    sbx_backend_conformance::suite!(super::Docker::over("docker-gvisor", Some("runsc")));
+}

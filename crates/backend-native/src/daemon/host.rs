@@ -2,7 +2,6 @@
 //! ([`bounds`]), this data directory's instance id, and the host's file table.
 
 use std::fs;
-use std::io;
 use std::path::Path;
 
 use sbx_backend::Bounds;
@@ -98,17 +97,4 @@ pub fn raise_file_max() {
     }
 }
 
-/// Reads this data directory's instance id, creating it on first use.
-pub fn instance_id(path: &Path) -> io::Result<String> {
-    if let Ok(text) = fs::read_to_string(path) {
-        let text = text.trim();
-        if text.len() == 12 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(text.to_owned());
-        }
-    }
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    fs::write(path, &id)?;
-    Ok(id)
-}
+pub use sbx_backend::instance_id;

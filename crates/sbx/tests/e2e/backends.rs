@@ -106,7 +106,7 @@ fn a_backend_this_build_lacks_is_refused_at_start_with_the_list() {
         error.contains("sbx.toml")
             && error.contains("profiles.default.backend")
             && error.contains(
-                "not available in this build of sbx (backends: native, oci, crun, runc, fake)"
+                "not available in this build of sbx (backends: native, oci, crun, runc, docker, docker-gvisor, fake)"
             ),
         "{error}"
     );

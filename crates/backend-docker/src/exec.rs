@@ -1,0 +1,327 @@
+//! Commands in a container, through the engine's exec API, as [`ExecSession`]s.
+//!
+//! Every command starts under a one-line wrapper run by the static busybox bound into each
+//! sandbox: it writes its own pid (ten digits) first on standard output and then becomes the
+//! command (`exec`), so the session knows the command's pid inside the sandbox — the engine's
+//! exec API tells only a host pid, and none at all under gVisor. The engine starts each exec
+//! as the leader of a session of its own, so that pid is also its process group's and its
+//! session's. The engine has no call to signal an exec: signals are sent by a second exec, as
+//! the command's own user, with busybox's `kill` and `pkill`.
+//!
+//! The engine reports a command killed by signal N as exit code 128 + N, as shells do; codes
+//! 129 to 159 are read back as signals.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::ResizeExecOptions;
+use bollard::Docker;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sbx_backend::{
+    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, Signal, SignalTarget, TtySize,
+};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::{engine_error, BUSYBOX, CALL};
+
+/// Writes the shell's pid, then becomes the command.
+const WRAPPER: &str = "printf '%010d' \"$$\"; exec \"$@\"";
+const PID_DIGITS: usize = 10;
+
+/// A command as the engine runs it.
+pub struct Command {
+    /// The container's full id.
+    pub container: String,
+    pub argv: Vec<String>,
+    /// `KEY=value` entries: the whole environment.
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `uid:gid`.
+    pub user: String,
+    pub stdin: bool,
+    /// On a pseudo-terminal of this size.
+    pub tty: Option<TtySize>,
+}
+
+type Output = Pin<
+    Box<dyn Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// Starts the command; returns once it runs, with its pid inside the sandbox.
+pub async fn start(docker: &Docker, command: Command) -> Result<ExecSession, BackendError> {
+    let mut argv = vec![
+        BUSYBOX.to_owned(),
+        "sh".to_owned(),
+        "-c".to_owned(),
+        WRAPPER.to_owned(),
+        "sbx".to_owned(),
+    ];
+    argv.extend(command.argv.iter().cloned());
+    let tty = command.tty.is_some();
+    let options = CreateExecOptions {
+        attach_stdin: Some(command.stdin || tty),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(tty),
+        env: Some(command.env.clone()),
+        cmd: Some(argv),
+        user: Some(command.user.clone()),
+        working_dir: Some(command.cwd.clone()),
+        ..Default::default()
+    };
+    let created = deadline(
+        "exec create",
+        docker.create_exec(&command.container, options),
+    )
+    .await?
+    .map_err(|e| engine_error("the engine could not make the command", e))?;
+    let started = deadline(
+        "exec start",
+        docker.start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty,
+                output_capacity: None,
+            }),
+        ),
+    )
+    .await?
+    .map_err(|e| engine_error("the engine could not start the command", e))?;
+    let StartExecResults::Attached { mut output, input } = started else {
+        return Err(BackendError::other(
+            "the engine started the command detached",
+        ));
+    };
+    // The wrapper's pid first; what the engine or the shell says instead is why it failed.
+    let mut header = Vec::new();
+    let mut early_stderr = Vec::new();
+    while header.len() < PID_DIGITS {
+        match deadline("the command's start", output.next()).await? {
+            Some(Ok(bollard::container::LogOutput::StdOut { message }))
+            | Some(Ok(bollard::container::LogOutput::Console { message })) => {
+                header.extend_from_slice(&message)
+            }
+            Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                early_stderr.extend_from_slice(&message)
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(engine_error("the command's output broke", e)),
+            None => {
+                let text = String::from_utf8_lossy(&[early_stderr, header].concat())
+                    .trim()
+                    .to_owned();
+                return Err(BackendError::ExecFailed(if text.is_empty() {
+                    "the command could not be started".into()
+                } else {
+                    text
+                }));
+            }
+        }
+    }
+    let pid: u32 = std::str::from_utf8(&header[..PID_DIGITS])
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| BackendError::other("the command's wrapper wrote no pid"))?;
+    let rest = Bytes::copy_from_slice(&header[PID_DIGITS..]);
+
+    let (events_tx, events_rx) = mpsc::channel(64);
+    let (input_tx, input_rx) = mpsc::channel(64);
+    let target = Target {
+        docker: docker.clone(),
+        container: command.container.clone(),
+        exec: created.id.clone(),
+        user: command.user.clone(),
+        pid,
+        tty,
+    };
+    if let Some(size) = command.tty {
+        target.resize(size).await;
+    }
+    if !early_stderr.is_empty() {
+        let _ = events_tx.send(ExecEvent::Stderr(early_stderr.into())).await;
+    }
+    if !rest.is_empty() {
+        let _ = events_tx.send(ExecEvent::Stdout(rest)).await;
+    }
+    tokio::spawn(pump(target.clone(), output, events_tx));
+    tokio::spawn(feed(target, input, input_rx));
+    Ok(ExecSession {
+        pid,
+        events: events_rx,
+        input: input_tx,
+    })
+}
+
+/// What signals and resizes reach.
+#[derive(Clone)]
+struct Target {
+    docker: Docker,
+    container: String,
+    exec: String,
+    user: String,
+    pid: u32,
+    tty: bool,
+}
+
+impl Target {
+    async fn resize(&self, size: TtySize) {
+        let options = ResizeExecOptions {
+            h: i32::from(size.rows),
+            w: i32::from(size.cols),
+        };
+        if let Ok(Err(e)) =
+            tokio::time::timeout(CALL, self.docker.resize_exec(&self.exec, options)).await
+        {
+            tracing::debug!(error = %e, "terminal resize failed");
+        }
+    }
+
+    /// Sends `signal` to the processes `target` names, from a second exec as the command's
+    /// user (who may signal its own processes and no one else's).
+    async fn signal(&self, signal: Signal, target: SignalTarget) {
+        let target = match (target, self.tty) {
+            (SignalTarget::Foreground, false) => SignalTarget::Group,
+            (target, _) => target,
+        };
+        let script = match target {
+            SignalTarget::Process => "$B kill -s \"$1\" \"$2\"",
+            SignalTarget::Group => "$B kill -s \"$1\" -- \"-$2\"",
+            SignalTarget::Foreground => {
+                "sig=$1 pid=$2; read -r s < /proc/$pid/stat || exit 1; s=${s##*) }; set -- $s; \
+                 fg=$6; [ \"$fg\" -gt 0 ] 2>/dev/null || fg=$pid; $B kill -s \"$sig\" -- \"-$fg\""
+            }
+            // Every process whose session (the fourth field after the command's name) is it.
+            SignalTarget::Session => {
+                "sig=$1 sid=$2; for f in /proc/[0-9]*/stat; do read -r s < $f || continue; \
+                 s=${s##*) }; set -- $s; [ \"$4\" = \"$sid\" ] || continue; p=${f#/proc/}; \
+                 $B kill -s \"$sig\" ${p%/stat}; done"
+            }
+        };
+        let argv = vec![
+            BUSYBOX.to_owned(),
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("B={BUSYBOX}; {script}"),
+            "sbx-signal".to_owned(),
+            signal.name().to_owned(),
+            self.pid.to_string(),
+        ];
+        let options = CreateExecOptions {
+            cmd: Some(argv),
+            user: Some(self.user.clone()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let sent = async {
+            let created = self.docker.create_exec(&self.container, options).await?;
+            // Attached, so that the signal has gone when this returns.
+            if let StartExecResults::Attached { mut output, .. } =
+                self.docker.start_exec(&created.id, None).await?
+            {
+                while output.next().await.is_some() {}
+            }
+            Ok::<(), bollard::errors::Error>(())
+        };
+        match tokio::time::timeout(CALL, sent).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "signal not sent"),
+            Err(_) => tracing::warn!("the engine did not send a signal within {CALL:?}"),
+        }
+    }
+
+    /// The command's exit status once the engine has it; `None` when the container is gone.
+    async fn status(&self) -> Option<ExitStatus> {
+        for _ in 0..500 {
+            match tokio::time::timeout(CALL, self.docker.inspect_exec(&self.exec)).await {
+                Ok(Ok(inspect)) if inspect.running != Some(true) => {
+                    let code = inspect.exit_code.unwrap_or(-1);
+                    return Some(match code {
+                        129..=159 => ExitStatus::Signal((code - 128) as i32),
+                        code => ExitStatus::Code(code as i32),
+                    });
+                }
+                Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+/// Output to the session until the command's streams close, then its status.
+async fn pump(target: Target, mut output: Output, events: mpsc::Sender<ExecEvent>) {
+    let mut attached = true;
+    while let Some(frame) = output.next().await {
+        let event = match frame {
+            Ok(bollard::container::LogOutput::StdOut { message })
+            | Ok(bollard::container::LogOutput::Console { message }) => ExecEvent::Stdout(message),
+            Ok(bollard::container::LogOutput::StdErr { message }) => ExecEvent::Stderr(message),
+            Ok(bollard::container::LogOutput::StdIn { .. }) => continue,
+            Err(_) => break,
+        };
+        // A dropped session detaches: the command keeps running, its output is drained.
+        if attached && events.send(event).await.is_err() {
+            attached = false;
+        }
+    }
+    if let Some(status) = target.status().await {
+        let _ = events.send(ExecEvent::Exited(status)).await;
+    }
+}
+
+/// Input from the session to the command, until the session is dropped.
+async fn feed(
+    target: Target,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    mut inputs: mpsc::Receiver<ExecInput>,
+) {
+    let mut stdin = Some(input);
+    while let Some(message) = inputs.recv().await {
+        match message {
+            ExecInput::Stdin(bytes) => {
+                if let Some(writer) = stdin.as_mut() {
+                    if writer.write_all(&bytes).await.is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            ExecInput::CloseStdin => {
+                if let Some(mut writer) = stdin.take() {
+                    let _ = writer.shutdown().await;
+                }
+            }
+            ExecInput::Signal { signal, target: to } => target.signal(signal, to).await,
+            ExecInput::Kill => {
+                let to = if target.tty {
+                    SignalTarget::Session
+                } else {
+                    SignalTarget::Group
+                };
+                target.signal(Signal::Kill, to).await;
+            }
+            ExecInput::Resize(size) => {
+                if target.tty {
+                    target.resize(size).await;
+                }
+            }
+        }
+    }
+}
+
+/// `call` under the engine's deadline.
+pub async fn deadline<T>(
+    operation: &'static str,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, BackendError> {
+    tokio::time::timeout(CALL, call)
+        .await
+        .map_err(|_| BackendError::Timeout {
+            operation,
+            after: CALL,
+        })
+}
