@@ -27,8 +27,13 @@ use tokio::sync::mpsc;
 
 use crate::{engine_error, BUSYBOX, CALL};
 
-/// Writes the shell's pid, then becomes the command.
-const WRAPPER: &str = "printf '%010d' \"$$\"; exec \"$@\"";
+/// Writes the shell's pid, then becomes the command — looked up in `PATH` here, as a path:
+/// busybox's shell would run its own applet for a bare name it knows (`sh`, `date`, …) rather
+/// than the sandbox's program.
+const WRAPPER: &str = "printf '%010d' \"$$\"; n=$1; shift; c=$n; case $n in */*) ;; *) c=; \
+    set -f; IFS=:; for d in $PATH; do [ -n \"$d\" ] && [ -f \"$d/$n\" ] && [ -x \"$d/$n\" ] && \
+    { c=$d/$n; break; }; done; unset IFS; [ -n \"$c\" ] || { echo \"sbx: $n: command not found\" >&2; \
+    exit 127; };; esac; exec -a \"$n\" \"$c\" \"$@\"";
 const PID_DIGITS: usize = 10;
 
 /// A command as the engine runs it.

@@ -580,16 +580,21 @@ impl Inner {
             .ok_or_else(|| BackendError::other("the engine told no state"))
     }
 
+    /// Runs `spec` (on a terminal of the size `tty` when given).
     async fn command(
         &self,
         handle: &Handle,
-        argv: Vec<String>,
-        request_env: Vec<(String, String)>,
-        cwd: Option<String>,
-        user: User,
-        stdin: bool,
+        spec: ExecSpec,
         tty: Option<sbx_backend::TtySize>,
     ) -> Result<ExecSession, BackendError> {
+        let ExecSpec {
+            argv,
+            env: request_env,
+            cwd,
+            user,
+            stdin,
+        } = spec;
+        let stdin = stdin == sbx_backend::StdinMode::Pipe;
         let state = self.state(handle).await?;
         if state.running != Some(true) {
             return Err(BackendError::gone());
@@ -826,12 +831,7 @@ impl Backend for DockerBackend {
     }
 
     async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {
-        let stdin = spec.stdin == sbx_backend::StdinMode::Pipe;
-        self.inner
-            .command(
-                handle, spec.argv, spec.env, spec.cwd, spec.user, stdin, None,
-            )
-            .await
+        self.inner.command(handle, spec, None).await
     }
 
     async fn wait_exit(&self, handle: &Handle) -> Result<(), BackendError> {
@@ -875,17 +875,15 @@ impl Terminals for DockerBackend {
         handle: &Handle,
         spec: TerminalSpec,
     ) -> Result<ExecSession, BackendError> {
-        self.inner
-            .command(
-                handle,
-                spec.argv,
-                spec.env,
-                spec.cwd,
-                spec.user,
-                true,
-                Some(spec.size),
-            )
-            .await
+        let size = spec.size;
+        let spec = ExecSpec {
+            argv: spec.argv,
+            env: spec.env,
+            cwd: spec.cwd,
+            user: spec.user,
+            stdin: sbx_backend::StdinMode::Pipe,
+        };
+        self.inner.command(handle, spec, Some(size)).await
     }
 }
 

@@ -22,6 +22,8 @@ mod backends;
 mod browser;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/docker.rs"]
+mod docker;
 #[path = "e2e/e2b.rs"]
 mod e2b;
 #[path = "e2e/escape.rs"]

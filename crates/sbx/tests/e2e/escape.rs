@@ -1268,3 +1268,130 @@ async fn one_sandbox_cannot_take_every_pseudo_terminal() {
     host.assert_unharmed(&d).await;
     d.finish().await;
 }
+
+/// The profiles of every backend this host runs (the default is native).
+const EVERY_BACKEND: &str = "[profiles.gvisor]\nbackend = \"oci\"\n\
+    [profiles.crun]\nbackend = \"crun\"\n[profiles.runc]\nbackend = \"runc\"\n\
+    [profiles.docker]\nbackend = \"docker\"\n\
+    [profiles.docker-gvisor]\nbackend = \"docker-gvisor\"\n";
+
+/// What no backend may let through, whatever kernel answers: the host's files (through
+/// `/proc/*/root`, `..` climbs and symlinks), the runtime's binary (CVE-2019-5736), kernel
+/// memory and the host's kernel knobs, cgroup release agents, the host's clock, modules,
+/// namespaces of other processes, the host's processes and the daemon's port, the network.
+/// Privileged calls must be refused (EPERM, EACCES or ENOSYS); the rest may fail any way.
+const ANY_BACKEND: &str = r#"
+markers, bystander, port = ARGS['markers'], ARGS['bystander'], ARGS['port']
+ANY = ('EPERM', 'EACCES', 'ENOSYS', 'ENOENT', 'EROFS', 'ETXTBSY', 'ESRCH', 'EXDEV', 'EINVAL',
+       'ECONNREFUSED', 'ENETUNREACH', 'EHOSTUNREACH', 'ETIMEDOUT', 'ENOTDIR', 'EBADF', 'ENODEV',
+       'ENXIO', 'EIO', 'timeout')
+def read(path):
+    with open(path, 'rb') as f:
+        f.read(1)
+def connect(host, p):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((host, p))
+    except socket.timeout:
+        raise OSError(errno.ETIMEDOUT, 'timeout')
+    finally:
+        s.close()
+home = os.path.expanduser('~')
+for pid in ['1', 'self'] + sorted(p for p in os.listdir('/proc') if p.isdigit())[:8]:
+    for marker in markers:
+        for path in (f'/proc/{pid}/root{marker}', f'/proc/{pid}/root' + '/..' * 8 + marker,
+                     f'/proc/{pid}/cwd' + '/..' * 8 + marker):
+            attempt(f'read {path}', lambda: read(path), *ANY)
+for n, marker in enumerate(markers):
+    link = f'{home}/escape-link-{n}'
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink('../' * 12 + marker.lstrip('/'), link)
+    attempt(f'read through a symlink to {marker}', lambda: read(link), *ANY)
+    attempt(f'plant a file next to {marker}', lambda: open(os.path.dirname(marker) + '/planted', 'w'), *ANY)
+for flags in (os.O_WRONLY, os.O_RDWR | os.O_TRUNC):
+    attempt(f'open /proc/self/exe with {flags}', lambda: os.open('/proc/self/exe', flags), *ANY)
+    attempt(f'open /proc/1/exe with {flags}', lambda: os.open('/proc/1/exe', flags), *ANY)
+for path in ('/dev/mem', '/dev/kmem', '/dev/port', '/proc/kcore', '/dev/sda', '/dev/vda'):
+    attempt(f'read {path}', lambda: read(path), *ANY)
+for path in ('/proc/sysrq-trigger', '/proc/sys/kernel/core_pattern', '/proc/sys/kernel/hostname',
+             '/sys/kernel/uevent_helper', '/proc/sys/vm/drop_caches'):
+    attempt(f'write {path}', lambda: write_file(path, b'x'), *ANY)
+for agent in ('/sys/fs/cgroup/release_agent', '/sys/fs/cgroup/memory/release_agent',
+              '/sys/fs/cgroup/pids/release_agent', '/sys/fs/cgroup/cpu/release_agent'):
+    attempt(f'write {agent}', lambda: write_file(agent, b'/tmp/x'), *ANY)
+# gVisor answers calls it does not implement with ENOTSUP.
+REFUSED = DENIED + ('ENOTSUP', 'EOPNOTSUPP')
+timeval = struct.pack('<qq', 946684800, 0)
+attempt('settimeofday', lambda: sys_(164, timeval, None), *REFUSED)
+attempt('init_module', lambda: sys_(175, b'\0' * 64, 64, b''), *REFUSED)
+attempt('kexec_load', lambda: sys_(246, 0, 0, None, 0), *REFUSED)
+attempt('open_by_handle_at', lambda: sys_(304, -100, b'\x08\0\0\0\x01\0\0\0' + b'\0' * 8, 0), *REFUSED)
+attempt('swapoff', lambda: sys_(168, b'/dev/sda'), *REFUSED + ('ENOENT',))
+for ns in ('mnt', 'pid', 'net', 'user', 'uts', 'ipc'):
+    try:
+        fd = os.open(f'/proc/1/ns/{ns}', os.O_RDONLY)
+    except OSError as e:
+        record(f'open /proc/1/ns/{ns}', errno.errorcode.get(e.errno, str(e.errno)), *ANY)
+        continue
+    # pid 1 is the sandbox's own init: joining its namespaces leaves nothing; what matters is
+    # that no host namespace is reachable, which the reads above show.
+    os.close(fd)
+attempt('kill the host process', lambda: os.kill(bystander, 9), *ANY)
+attempt('reach the daemon on the host loopback', lambda: connect('127.0.0.1', port), *ANY)
+attempt('reach the network', lambda: connect('1.1.1.1', 53), *ANY)
+"#;
+
+/// The escape attempts that make sense on any backend, as the user and as root, on a sandbox
+/// of every backend this host runs: native, oci over runsc, crun and runc, docker and docker
+/// over runsc. Each backend's own details (errnos, seccomp) are the other tests' business.
+#[tokio::test]
+async fn no_backend_lets_a_sandbox_reach_the_host() {
+    let d = TestDaemon::start_with(crate::daemon::Options {
+        config: Some(EVERY_BACKEND),
+        ..Default::default()
+    })
+    .await;
+    let host = Host::plant(&d);
+    let port: u16 = d.url.rsplit(':').next().unwrap().parse().unwrap();
+    let args = serde_json::json!({
+        "markers": host.marker_paths(),
+        "bystander": host.bystander_pid(),
+        "port": port,
+    });
+    for profile in [
+        "default",
+        "gvisor",
+        "crun",
+        "runc",
+        "docker",
+        "docker-gvisor",
+    ] {
+        let sandbox = d
+            .create_with(sbx_protocol::CreateSandboxRequest {
+                profile: Some(profile.into()),
+                ..Default::default()
+            })
+            .await;
+        for user in USERS {
+            let results = python(&d, &sandbox.id, user, ANY_BACKEND, &args).await;
+            assert_eq!(
+                results.exit_code, 0,
+                "{profile} as {user:?}: the attack script broke: {}{}",
+                results.stdout, results.stderr
+            );
+            let results: BTreeMap<String, (String, bool)> =
+                serde_json::from_str(results.stdout.trim()).unwrap();
+            let worked: Vec<_> = results.iter().filter(|(_, (_, ok))| !ok).collect();
+            assert!(
+                worked.is_empty(),
+                "{profile} as {user:?}: these attempts did not fail as they must: {worked:#?}"
+            );
+            assert!(results.len() > 40, "{profile}: too few attempts");
+        }
+        d.client.delete(&sandbox.id).await.unwrap();
+    }
+    host.assert_unharmed(&d).await;
+    d.finish().await;
+}
