@@ -34,3 +34,7 @@ mod wire;
 
 pub use daemon::{NativeBackend, NativeConfig};
 pub use stage1::run_if_requested;
+/// The system calls the sandbox's filter allows without argument checks (for the test that
+/// the OCI filter of `crun`/`runc` sandboxes allows the same).
+#[doc(hidden)]
+pub use stage1::seccomp::ALLOWED as SECCOMP_ALLOWED;

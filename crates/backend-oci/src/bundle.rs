@@ -196,7 +196,7 @@ pub enum Isolation {
 
 /// System calls a sandbox of a namespaces runtime may make without argument checks: the
 /// native backend's allow-list (see its `stage1/seccomp.rs` for what is left out, and why).
-const SECCOMP_ALLOWED: &[&str] = &[
+pub const SECCOMP_ALLOWED: &[&str] = &[
     "accept",
     "accept4",
     "access",
@@ -502,14 +502,7 @@ const SECCOMP_ENOSYS: &[&str] = &[
 fn seccomp() -> Value {
     const ERRNO_EPERM: u32 = 1;
     const ERRNO_ENOSYS: u32 = 38;
-    let namespaces = (libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWCGROUP) as u64
-        | 0x80;
+    let namespaces = sbx_backend::seccomp::CLONE_NAMESPACE_FLAGS;
     let mut syscalls = vec![
         json!({"names": SECCOMP_ALLOWED, "action": "SCMP_ACT_ALLOW"}),
         json!({"names": SECCOMP_ENOSYS, "action": "SCMP_ACT_ERRNO", "errnoRet": ERRNO_ENOSYS}),
@@ -519,7 +512,7 @@ fn seccomp() -> Value {
         json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
                "args": [{"index": 0, "value": libc::AF_PACKET, "op": "SCMP_CMP_LT"}]}),
     ];
-    for personality in [0x0u64, 0x8, 0x20000, 0x20008, 0xffff_ffff] {
+    for personality in sbx_backend::seccomp::PERSONALITIES {
         syscalls.push(json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                              "args": [{"index": 0, "value": personality, "op": "SCMP_CMP_EQ"}]}));
     }

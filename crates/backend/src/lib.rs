@@ -20,6 +20,7 @@ mod error;
 mod exec;
 mod id;
 mod images;
+pub mod seccomp;
 pub mod slots;
 mod spec;
 

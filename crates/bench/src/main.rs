@@ -14,6 +14,7 @@ mod flood;
 mod images;
 mod oci;
 mod report;
+mod runtimes;
 mod stats;
 mod terminal;
 
@@ -247,6 +248,7 @@ async fn run(args: Args) -> Result<bool> {
             rows.extend(e2b::rows(&daemon, n).await);
             rows.extend(images::rows(&daemon, n).await);
             rows.extend(oci::rows(&sbx, n).await);
+            rows.extend(runtimes::rows(&sbx, n).await);
             Ok((rows, scale))
         }
         (Ok(_), Err(e)) => Err(e),

@@ -19,10 +19,10 @@ const HIBERNATE: Target = Target(&[(Stat::P50, 3000.0)]);
 
 const CONFIG: &str = "[limits]\ncreates_per_hour = 0\n[profiles.gvisor]\nbackend = \"oci\"\n";
 
-/// Times `runsc run` of `true` in a fresh bundle, `n` times.
-fn raw_runsc(n: usize) -> Result<Vec<std::time::Duration>> {
+/// A bundle that runs `/bin/true` of a static busybox, in a fresh temporary directory.
+pub fn busybox_bundle() -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
-        .prefix("sbx-bench-runsc-")
+        .prefix("sbx-bench-bundle-")
         .tempdir_in("/tmp")?;
     let rootfs = dir.path().join("rootfs");
     for sub in ["bin", "proc", "dev", "tmp", "sys", "etc"] {
@@ -42,20 +42,27 @@ fn raw_runsc(n: usize) -> Result<Vec<std::time::Duration>> {
                                   {"type": "uts"}, {"type": "mount"}]}
     });
     std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&config)?)?;
+    Ok(dir)
+}
+
+/// Times `<runtime> <flags> run` of `true` in a fresh bundle, `n` times (after one unmeasured).
+pub fn raw_run(runtime: &str, flags: &[&str], n: usize) -> Result<Vec<std::time::Duration>> {
+    let dir = busybox_bundle()?;
     let state = dir.path().join("state");
     let run = |i: usize| -> Result<()> {
-        let status = Command::new("runsc")
+        let status = Command::new(runtime)
             .arg(format!("--root={}", state.display()))
-            .args(["--network=none", "--platform=ptrace", "run", "--bundle"])
+            .args(flags)
+            .args(["run", "--bundle"])
             .arg(dir.path())
             .arg(format!("bench-{i}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .context("cannot run runsc (apt-get install runsc)")?;
+            .with_context(|| format!("cannot run {runtime} (apt-get install {runtime})"))?;
         if !status.success() {
-            bail!("runsc run failed: {status}");
+            bail!("{runtime} run failed: {status}");
         }
         Ok(())
     };
@@ -69,10 +76,16 @@ fn raw_runsc(n: usize) -> Result<Vec<std::time::Duration>> {
     Ok(samples)
 }
 
-async fn sbx_runs(daemon: &Daemon, n: usize) -> Result<Vec<std::time::Duration>> {
+/// Times create + first exec of `true` in a sandbox of `profile`, `n` times (after one
+/// unmeasured).
+pub async fn create_and_exec(
+    daemon: &Daemon,
+    profile: &str,
+    n: usize,
+) -> Result<Vec<std::time::Duration>> {
     let api = Api(&daemon.client);
     let request = CreateSandboxRequest {
-        profile: Some("gvisor".into()),
+        profile: Some(profile.into()),
         ..Default::default()
     };
     let warm = api.create_from(&request).await?;
@@ -87,6 +100,35 @@ async fn sbx_runs(daemon: &Daemon, n: usize) -> Result<Vec<std::time::Duration>>
         api.delete(&id).await?;
     }
     Ok(samples)
+}
+
+/// A target of `factor` × the p50 of `baseline`, when it was measured.
+pub fn relative(
+    baseline: &Result<Vec<std::time::Duration>, String>,
+    factor: f64,
+) -> Option<Target> {
+    let p50 = baseline
+        .as_ref()
+        .ok()
+        .and_then(|s| Summary::of(s))
+        .map(|s| s.p50)?;
+    // Targets are static; this one is made once per run.
+    Some(Target(Box::leak(
+        vec![(Stat::P50, (p50 * factor * 10.0).round() / 10.0)].into_boxed_slice(),
+    )))
+}
+
+/// A row of samples.
+pub fn row(
+    name: impl Into<String>,
+    samples: Result<Vec<std::time::Duration>, String>,
+    target: Option<Target>,
+) -> Row {
+    Row {
+        name: name.into(),
+        result: samples.and_then(|s| Summary::of(&s).ok_or_else(|| "no samples".into())),
+        target,
+    }
 }
 
 /// A Python process that holds 100 MB (every page touched) and keeps counting, detached from
@@ -148,15 +190,12 @@ async fn hibernations(
 pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
     let n = n.clamp(1, 20);
     eprintln!("gVisor: raw `runsc run true` ×{n}, then sbx create + first exec ×{n}…");
-    let raw = raw_runsc(n).map_err(|e| format!("{e:#}"));
-    let raw_p50 = raw
-        .as_ref()
-        .ok()
-        .and_then(|s| Summary::of(s))
-        .map(|s| s.p50);
+    let raw =
+        raw_run("runsc", &["--network=none", "--platform=ptrace"], n).map_err(|e| format!("{e:#}"));
+    let target = relative(&raw, 1.2);
     let measured = async {
         let mut daemon = Daemon::start(sbx, &[], CONFIG).await?;
-        let samples = sbx_runs(&daemon, n).await;
+        let samples = create_and_exec(&daemon, "gvisor", n).await;
         eprintln!(
             "gVisor: hibernate and resume of 100 MB of Python ×{}…",
             n.min(5)
@@ -175,24 +214,17 @@ pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
         Ok((down, up)) => (Ok(down), Ok(up)),
         Err(e) => (Err(e.clone()), Err(e)),
     };
-    // The target is relative: 1.2 × raw runsc run, measured just before.
-    // (Targets are static; this one is made once per run.)
-    let target = raw_p50.map(|p50| {
-        Target(Box::leak(
-            vec![(Stat::P50, (p50 * 12.0).round() / 10.0)].into_boxed_slice(),
-        ))
-    });
     vec![
-        Row {
-            name: "baseline: `runsc run` of `true` (ptrace platform, a busybox bundle)".into(),
-            result: raw.and_then(|s| Summary::of(&s).ok_or_else(|| "no samples".into())),
-            target: None,
-        },
-        Row {
-            name: "oci (gVisor): create + first exec `true` (target ≤ 1.2 × raw runsc run)".into(),
-            result: measured.and_then(|s| Summary::of(&s).ok_or_else(|| "no samples".into())),
+        row(
+            "baseline: `runsc run` of `true` (ptrace platform, a busybox bundle)",
+            raw,
+            None,
+        ),
+        row(
+            "oci (gVisor): create + first exec `true` (target ≤ 1.2 × raw runsc run)",
+            measured,
             target,
-        },
+        ),
         Row {
             name: "oci (gVisor): hibernate, a Python process with 100 MB resident (target ≤ 3 s)"
                 .into(),

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::template::Bind;
 
-mod seccomp;
+pub(crate) mod seccomp;
 
 /// argv[1] that selects stage 1 in the `sbx` binary.
 pub const STAGE1_ARG: &str = "__native-stage1";

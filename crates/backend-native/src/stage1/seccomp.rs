@@ -34,7 +34,7 @@ const SYS_CACHESTAT: i64 = 451;
 const SYS_MAP_SHADOW_STACK: i64 = 453;
 
 /// System calls allowed without argument checks.
-const ALLOWED: &[i64] = &[
+pub const ALLOWED: &[i64] = &[
     libc::SYS_accept,
     libc::SYS_accept4,
     libc::SYS_access,
@@ -319,18 +319,7 @@ const ALLOWED: &[i64] = &[
     SYS_MAP_SHADOW_STACK,
 ];
 
-/// Namespace-creating `clone` flags (CLONE_NEWTIME included, though only clone3 takes it).
-const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWCGROUP) as u64
-    | 0x80;
-
-/// `personality(2)` values Docker allows: PER_LINUX, PER_LINUX32, UNAME26 variants, query.
-const PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+use sbx_backend::seccomp::{CLONE_NAMESPACE_FLAGS, PERSONALITIES};
 
 /// System calls answered `ENOSYS` (see the module's documentation).
 const ENOSYS: &[i64] = &[
