@@ -137,7 +137,7 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(error) = state.service.may_make_template(&caller, &name) {
+    if let Err(error) = state.service.may_import_template(&caller, &name).await {
         return super::files::closing(error.into());
     }
     let stream = body

@@ -83,6 +83,16 @@ impl Service {
         Ok(())
     }
 
+    /// What [`Service::may_make_template`] checks, and that the name is free: asked before an
+    /// import's upload is read (the store would refuse a taken name only at its end).
+    pub async fn may_import_template(&self, caller: &Caller, name: &str) -> Result<(), Error> {
+        self.may_make_template(caller, name)?;
+        if self.images()?.get(name).await?.is_some() {
+            return Err(ImageError::Exists(name.to_owned()).into());
+        }
+        Ok(())
+    }
+
     /// Pulls or imports template `name`, telling `progress` how it goes.
     pub async fn make_template(
         &self,

@@ -256,6 +256,14 @@ async fn templates_from_archives_and_a_registry_share_layers_and_make_sandboxes(
     let imported = d.cli(&["template", "import", "app", archive.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", text(&imported.stderr));
     assert!(text(&imported.stdout).starts_with("app\tsha256:"));
+    // The name is taken: refused before the upload is read, a clean message and status.
+    let again = d.cli(&["template", "import", "app", archive.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("template \"app\" already exists"),
+        "{}",
+        text(&again.stderr)
+    );
     let listed = cli_as(&d.url, Some(&key), &["template", "ls"], None);
     assert!(text(&listed.stdout).contains("docker save archive"));
     let app = d.client.template("app").await.unwrap();
