@@ -449,21 +449,41 @@ impl Inner {
         self.runtime.call(&[verb, &id]).await.map(|_| ())
     }
 
+    /// Whether the runtime keeps state for container `id` (runsc's `<id>_sandbox:<id>.state`,
+    /// crun's and runc's `<id>/`): what its `state`, `kill` and `delete` would act on.
+    fn runtime_knows(&self, id: &str) -> bool {
+        fs::read_dir(&self.runtime.state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().starts_with(id))
+    }
+
     async fn remove(&self, id: &str) -> Result<(), BackendError> {
-        // runsc refuses (panics) to delete a paused container: resumed first, then killed.
-        if let Ok(Some(state)) = self.runtime.state(id).await {
-            if state.status == "paused" {
-                let _ = self.runtime.call(&["resume", id]).await;
-            }
-        }
-        let _ = self.runtime.call(&["kill", id, "KILL"]).await;
-        let deleted = self.runtime.call(&["delete", "--force", id]).await;
-        if let Err(e) = deleted {
-            if self.runtime.state(id).await?.is_some() {
-                return Err(e);
-            }
-        }
         let bundle = self.bundle(id);
+        // Nothing of it (a create's first step, a destroy again): no runtime call, which is
+        // most of what this costs.
+        if !self.runtime_knows(id)
+            && !bundle.exists()
+            && self.cgroup_leaves(id).iter().all(|leaf| !leaf.exists())
+        {
+            return Ok(());
+        }
+        if self.runtime_knows(id) {
+            // runsc refuses (panics) to delete a paused container: resumed first, then killed.
+            if let Ok(Some(state)) = self.runtime.state(id).await {
+                if state.status == "paused" {
+                    let _ = self.runtime.call(&["resume", id]).await;
+                }
+            }
+            let _ = self.runtime.call(&["kill", id, "KILL"]).await;
+            let deleted = self.runtime.call(&["delete", "--force", id]).await;
+            if let Err(e) = deleted {
+                if self.runtime.state(id).await?.is_some() {
+                    return Err(e);
+                }
+            }
+        }
         let rootfs = self.rootfs(id);
         bundle::unmount_root(&rootfs);
         if rootfs.parent() != Some(bundle.as_path()) {
