@@ -23,7 +23,7 @@ pub struct Bind {
 }
 
 /// Bump when the content of the `host` template changes; an older build is rebuilt.
-pub const HOST_TEMPLATE_VERSION: &str = "1";
+pub const HOST_TEMPLATE_VERSION: &str = "2";
 pub const HOST: &str = "host";
 
 /// Top-level directories whose host copies may be bound in (when they are not symlinks).
@@ -98,6 +98,43 @@ const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
 user:x:1000:1000:sandbox user:/home/user:/bin/bash\n\
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\ntty:x:5:\nusers:x:100:\nuser:x:1000:\nnogroup:x:65534:\n";
+/// The login shells' `/etc/profile`: Debian's, but for the user's id, which it reads from
+/// `EUID` where the shell sets it (bash: every E2B command is a login shell) rather than from a
+/// subprocess (`id -u`, a third of a login shell's start here).
+const PROFILE: &str = r#"# /etc/profile: the host's system-wide .profile for Bourne shells, as sbx's host template
+# has it (the user's id from EUID when the shell sets it, without running `id`).
+
+if [ "${EUID:-$(id -u)}" -eq 0 ]; then
+  PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+else
+  PATH="/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
+fi
+export PATH
+
+if [ "${PS1-}" ]; then
+  if [ "${BASH-}" ] && [ "$BASH" != "/bin/sh" ]; then
+    if [ -f /etc/bash.bashrc ]; then
+      . /etc/bash.bashrc
+    fi
+  else
+    if [ "${EUID:-$(id -u)}" -eq 0 ]; then
+      PS1='# '
+    else
+      PS1='$ '
+    fi
+  fi
+fi
+
+if [ -d /etc/profile.d ]; then
+  for i in /etc/profile.d/*.sh; do
+    if [ -r $i ]; then
+      . $i
+    fi
+  done
+  unset i
+fi
+"#;
+
 pub const RESOLV: &str = "# sbx: this sandbox has no network\n";
 
 /// `<templates>/host`, built (or rebuilt when stale); returns its root file system and the
@@ -159,6 +196,7 @@ fn build_host(templates: &Path, host: &Path) -> io::Result<()> {
     fs::write(rootfs.join("etc/passwd"), PASSWD)?;
     fs::write(rootfs.join("etc/group"), GROUP)?;
     fs::write(rootfs.join("etc/resolv.conf"), RESOLV)?;
+    fs::write(rootfs.join("etc/profile"), PROFILE)?;
     fs::write(scratch.join("version"), HOST_TEMPLATE_VERSION)?;
     let old = templates.join(format!(".host-old-{}", std::process::id()));
     if host.exists() {
