@@ -1,9 +1,10 @@
 //! The built-in `host` template: a small directory tree built once per data directory —
 //! mount points, the merged-`/usr` symlinks of the host, a copy of the `/etc` files programs
-//! need (dynamic loader cache, alternatives, certificates, locale and shell setup) and
-//! synthesized `passwd`/`group` — over which the host's `/usr` (and, on hosts without merged
-//! `/usr`, `/bin`, `/sbin`, `/lib*`) is bound read-only when a sandbox starts, so `sh`, `bash`,
-//! `python3` and coreutils work with no download. Shared by every backend that runs sandboxes
+//! need (dynamic loader cache, alternatives, certificates, locale and shell setup),
+//! synthesized `passwd`/`group` and an `/etc/profile` of its own (no subprocess per login
+//! shell) — over which the host's `/usr` (and, on hosts without merged `/usr`, `/bin`, `/sbin`,
+//! `/lib*`) is bound read-only when a sandbox starts, so `sh`, `bash`, `python3` and coreutils
+//! work with no download. Shared by every backend that runs sandboxes
 //! on this host.
 //!
 //! Must never: expose more of the host than those directories and a curated, world-readable
