@@ -33,7 +33,7 @@ use crate::{engine_error, BUSYBOX, CALL};
 const WRAPPER: &str = "printf '%010d' \"$$\"; n=$1; shift; c=$n; case $n in */*) ;; *) c=; \
     set -f; IFS=:; for d in $PATH; do [ -n \"$d\" ] && [ -f \"$d/$n\" ] && [ -x \"$d/$n\" ] && \
     { c=$d/$n; break; }; done; unset IFS; [ -n \"$c\" ] || { echo \"sbx: $n: command not found\" >&2; \
-    exit 127; };; esac; exec -a \"$n\" \"$c\" \"$@\"";
+    exit 127; };; esac; exec -a \"$n\" -- \"$c\" \"$@\"";
 const PID_DIGITS: usize = 10;
 
 /// A command as the engine runs it.
@@ -111,7 +111,9 @@ pub async fn start(docker: &Docker, command: Command) -> Result<ExecSession, Bac
                 header.extend_from_slice(&message)
             }
             Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                early_stderr.extend_from_slice(&message)
+                if early_stderr.len() < 64 << 10 {
+                    early_stderr.extend_from_slice(&message)
+                }
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(engine_error("the command's output broke", e)),
@@ -127,10 +129,20 @@ pub async fn start(docker: &Docker, command: Command) -> Result<ExecSession, Bac
             }
         }
     }
-    let pid: u32 = std::str::from_utf8(&header[..PID_DIGITS])
+    // Not digits: the engine's own report that the command could not start (a working
+    // directory that is missing or not the user's, …), on the output stream.
+    let Some(pid) = std::str::from_utf8(&header[..PID_DIGITS])
         .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .ok_or_else(|| BackendError::other("the command's wrapper wrote no pid"))?;
+        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u32>().ok())
+    else {
+        let text = String::from_utf8_lossy(&[early_stderr, header].concat())
+            .trim()
+            .chars()
+            .take(1000)
+            .collect::<String>();
+        return Err(BackendError::ExecFailed(text));
+    };
     let rest = Bytes::copy_from_slice(&header[PID_DIGITS..]);
 
     let (events_tx, events_rx) = mpsc::channel(64);
@@ -193,17 +205,17 @@ impl Target {
             (target, _) => target,
         };
         let script = match target {
-            SignalTarget::Process => "$B kill -s \"$1\" \"$2\"",
-            SignalTarget::Group => "$B kill -s \"$1\" -- \"-$2\"",
+            SignalTarget::Process => "kill -s \"$1\" \"$2\"",
+            SignalTarget::Group => "kill -s \"$1\" -- \"-$2\"",
             SignalTarget::Foreground => {
                 "sig=$1 pid=$2; read -r s < /proc/$pid/stat || exit 1; s=${s##*) }; set -- $s; \
-                 fg=$6; [ \"$fg\" -gt 0 ] 2>/dev/null || fg=$pid; $B kill -s \"$sig\" -- \"-$fg\""
+                 fg=$6; [ \"$fg\" -gt 0 ] 2>/dev/null || fg=$pid; kill -s \"$sig\" -- \"-$fg\""
             }
             // Every process whose session (the fourth field after the command's name) is it.
             SignalTarget::Session => {
                 "sig=$1 sid=$2; for f in /proc/[0-9]*/stat; do read -r s < $f || continue; \
                  s=${s##*) }; set -- $s; [ \"$4\" = \"$sid\" ] || continue; p=${f#/proc/}; \
-                 $B kill -s \"$sig\" ${p%/stat}; done"
+                 kill -s \"$sig\" ${p%/stat}; done"
             }
         };
         let argv = vec![

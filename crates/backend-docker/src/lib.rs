@@ -265,17 +265,28 @@ impl Inner {
                 .await
                 .map_err(|e| BackendError::other_from("the archiver panicked", e))??;
             self.ensure_imported(&tag, move |tx| {
+                let (done, finished) = tokio::sync::oneshot::channel();
                 tokio::spawn(async move {
                     let _ = tx.send(bytes::Bytes::from(archive)).await;
+                    let _ = done.send(Ok(()));
                 });
-                Ok(())
+                Ok(finished)
             })
             .await?;
-            let binds = self
+            let mut binds: Vec<String> = self
                 .host_binds
                 .iter()
                 .map(|b| format!("{}:/{}:ro", b.source.display(), b.target))
                 .collect();
+            // The engine makes only a bind's top mount read-only: each mount under one (a
+            // separate /usr/local, say) is bound again, read-only itself.
+            binds.extend(
+                submounts(&self.host_binds)
+                    .into_iter()
+                    .map(|(source, target)| {
+                        format!("{}:{}:ro", source.display(), target.display())
+                    }),
+            );
             return Ok((format!("{}:{tag}", images::REPOSITORY), binds, None));
         }
         let resolved = self
@@ -287,16 +298,18 @@ impl Inner {
         let layers = resolved.layers.clone();
         let scratch = self.scratch.clone();
         self.ensure_imported(&tag, move |tx| {
+            static IMPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let empty = scratch.join("empty");
-            let mount = scratch.join(format!("mount-{}", std::process::id()));
+            // A mount point of its own: an import cut off by its caller still runs to its end.
+            let serial = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mount = scratch.join(format!("mount-{}-{serial}", std::process::id()));
             fs::create_dir_all(&empty)
                 .map_err(|e| BackendError::io("cannot make a scratch directory", e))?;
+            let (done, finished) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
-                if let Err(e) = images::archive_layers(&layers, &empty, &mount, tx) {
-                    tracing::warn!(error = %e.chain(), "cannot archive a template for the engine");
-                }
+                let _ = done.send(images::archive_layers(&layers, &empty, &mount, tx));
             });
-            Ok(())
+            Ok(finished)
         })
         .await?;
         Ok((
@@ -307,11 +320,16 @@ impl Inner {
     }
 
     /// Imports `tag` unless the engine has it: `produce` starts writing the archive to the
-    /// sender it is given.
+    /// sender it is given, and tells on the receiver it returns whether the archive is whole.
     async fn ensure_imported(
         &self,
         tag: &str,
-        produce: impl FnOnce(tokio::sync::mpsc::Sender<bytes::Bytes>) -> Result<(), BackendError>,
+        produce: impl FnOnce(
+            tokio::sync::mpsc::Sender<bytes::Bytes>,
+        ) -> Result<
+            tokio::sync::oneshot::Receiver<Result<(), BackendError>>,
+            BackendError,
+        >,
     ) -> Result<(), BackendError> {
         let mut imported = self.imported.lock().await;
         if imported.contains(tag) {
@@ -325,7 +343,7 @@ impl Inner {
             Ok(_) => {}
             Err(e) if is_missing(&e) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
-                produce(tx)?;
+                let finished = produce(tx)?;
                 let body = futures::stream::unfold(rx, |mut rx| async move {
                     rx.recv().await.map(|chunk| (chunk, rx))
                 });
@@ -335,7 +353,23 @@ impl Inner {
                         operation: "template import",
                         after: IMPORT,
                     })??;
-                // An archive cut short still imports: check that the tree is whole.
+                // An archive cut short still imports: the producer says whether it was whole.
+                let whole = finished.await.unwrap_or_else(|_| {
+                    Err(BackendError::other("the template's archiver ended early"))
+                });
+                if let Err(e) = whole {
+                    let _ = self
+                        .call(
+                            "image remove",
+                            self.docker.remove_image(
+                                &reference,
+                                None::<bollard::query_parameters::RemoveImageOptions>,
+                                None,
+                            ),
+                        )
+                        .await;
+                    return Err(e);
+                }
                 self.call("image inspect", self.docker.inspect_image(&reference))
                     .await?
                     .map_err(|e| engine_error("the imported template is missing", e))?;
@@ -383,11 +417,30 @@ impl Inner {
         {
             Ok(()) => {}
             Err(e) if is_missing(&e) => {}
-            // Already being removed (a concurrent destroy): wait for it below.
+            // Already being removed (a concurrent destroy): waited for below.
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             }) => {}
             Err(e) => return Err(engine_error("cannot remove a container", e)),
+        }
+        // Gone from the engine before anything of it is swept.
+        for attempt in 0.. {
+            match self
+                .call(
+                    "container inspect",
+                    self.docker
+                        .inspect_container(name, None::<InspectContainerOptions>),
+                )
+                .await?
+            {
+                Err(e) if is_missing(&e) => break,
+                _ if attempt >= 100 => {
+                    return Err(BackendError::other(format!(
+                        "the engine still has container {name} after removing it"
+                    )))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
         if let Some(id) = &id {
             self.sweep(id).await;
@@ -401,6 +454,10 @@ impl Inner {
     /// process whose command line names the container killed. Only for containers this
     /// backend made and the engine no longer knows.
     async fn sweep(&self, container: &str) {
+        // Only a full container id: anything shorter could name unrelated processes.
+        if container.len() != 64 || !container.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return;
+        }
         if let Some(program) = &self.runtime_program {
             for root in runtime_roots(container) {
                 let status = tokio::time::timeout(
@@ -532,8 +589,21 @@ impl Inner {
                 "container create",
                 self.docker.create_container(Some(options), body),
             )
-            .await?
-            .map_err(|e| engine_error("the engine could not make the container", e))?;
+            .await?;
+        let created = match created {
+            Ok(created) => created,
+            // Its image was removed from the engine (`docker image prune -a`): imported
+            // again at the next create.
+            Err(e) if is_missing(&e) => {
+                self.imported.lock().await.clear();
+                return Err(BackendError::other_from(
+                    "the template's image is gone from the engine; it is imported again at the \
+                     next create",
+                    e,
+                ));
+            }
+            Err(e) => return Err(engine_error("the engine could not make the container", e)),
+        };
         let started = self
             .call(
                 "container start",
@@ -630,6 +700,35 @@ impl Inner {
     }
 }
 
+/// Mounts of this host under the host template's bound directories: (host path, path inside).
+fn submounts(binds: &[sbx_images::host::Bind]) -> Vec<(PathBuf, PathBuf)> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found = Vec::new();
+    for line in mountinfo.lines() {
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        // Escaped names (spaces, …) are left out: no system directory has them.
+        if point.contains('\\') {
+            continue;
+        }
+        let point = PathBuf::from(point);
+        for bind in binds {
+            if let Ok(rest) = point.strip_prefix(&bind.source) {
+                if !rest.as_os_str().is_empty() {
+                    found.push((
+                        point.clone(),
+                        PathBuf::from("/").join(&bind.target).join(rest),
+                    ));
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// Runtime state directories (`/run/docker/runtime-*/<namespace>/`) that still hold state of
 /// `container`.
 fn runtime_roots(container: &str) -> Vec<PathBuf> {
@@ -656,7 +755,8 @@ fn runtime_roots(container: &str) -> Vec<PathBuf> {
     roots
 }
 
-/// Host processes whose command line names `container` (a full 64-digit id).
+/// Host processes of the engine's runtime (a containerd shim, runc, runsc and its sandbox,
+/// gofer and exec) whose command line names `container` (a full 64-digit id).
 fn processes_naming(container: &str) -> Vec<i32> {
     let own = std::process::id() as i32;
     fs::read_dir("/proc")
@@ -665,6 +765,14 @@ fn processes_naming(container: &str) -> Vec<i32> {
         .flatten()
         .filter_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let exe = fs::read_link(entry.path().join("exe")).ok()?;
+            let exe = exe.file_name()?.to_string_lossy().into_owned();
+            if !["containerd-shim", "runc", "runsc", "crun"]
+                .iter()
+                .any(|runtime| exe.starts_with(runtime))
+            {
+                return None;
+            }
             let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
             let names = cmdline
                 .split(|b| *b == 0)

@@ -64,6 +64,21 @@ async fn docker_profiles_run_sandboxes_end_to_end() {
             text(&out.stdout),
             format!("1000\n/home/user\nkept\n42\n{id}\n")
         );
+        // A working directory that is not there: a clean refusal naming it.
+        let request = sbx_protocol::ExecRequest {
+            cmd: vec!["true".into()],
+            cwd: Some("/nope".into()),
+            ..Default::default()
+        };
+        match d.client.exec(&id, &request).await {
+            Err(sbx_api_client::ClientError::Api {
+                status, message, ..
+            }) => assert!(
+                status == 400 && message.contains("/nope"),
+                "{status} {message}"
+            ),
+            other => panic!("exec in a missing directory: {other:?}"),
+        }
         // gVisor's kernel is the one the sandbox sees.
         let dmesg = d.sh(&id, "dmesg 2>/dev/null | head -1").await;
         assert_eq!(
