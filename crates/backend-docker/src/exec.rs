@@ -253,7 +253,10 @@ impl Target {
 
     /// The command's exit status once the engine has it; `None` when the container is gone.
     async fn status(&self) -> Option<ExitStatus> {
-        for _ in 0..500 {
+        // A command may close its output and run on: asked until it ends (or its container
+        // goes), less and less often.
+        let mut pause = Duration::from_millis(5);
+        loop {
             match tokio::time::timeout(CALL, self.docker.inspect_exec(&self.exec)).await {
                 Ok(Ok(inspect)) if inspect.running != Some(true) => {
                     let code = inspect.exit_code.unwrap_or(-1);
@@ -262,11 +265,13 @@ impl Target {
                         code => ExitStatus::Code(code as i32),
                     });
                 }
-                Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
-                Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) | Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Ok(Err(_)) => return None,
             }
         }
-        None
     }
 }
 
@@ -291,39 +296,90 @@ async fn pump(target: Target, mut output: Output, events: mpsc::Sender<ExecEvent
     }
 }
 
-/// Input from the session to the command, until the session is dropped.
+/// Stdin queued for the writer at most, beyond which the session's input waits: while it is
+/// not full, signals and `Kill` are taken even when the command does not read its stdin.
+const STDIN_QUEUE: usize = 1 << 20;
+
+/// Input from the session to the command, until the session is dropped. Stdin is written by
+/// a task of its own, so that a command that does not read it holds up no signal.
 async fn feed(
     target: Target,
     input: Pin<Box<dyn AsyncWrite + Send>>,
     mut inputs: mpsc::Receiver<ExecInput>,
 ) {
-    let mut stdin = Some(input);
-    while let Some(message) = inputs.recv().await {
-        match message {
-            ExecInput::Stdin(bytes) => {
-                if let Some(writer) = stdin.as_mut() {
+    // `None`: close stdin.
+    let (chunks, mut to_write) = mpsc::channel::<Option<Bytes>>(4);
+    tokio::spawn(async move {
+        let mut writer = input;
+        while let Some(chunk) = to_write.recv().await {
+            match chunk {
+                Some(bytes) => {
                     if writer.write_all(&bytes).await.is_err() {
-                        stdin = None;
+                        break;
                     }
                 }
-            }
-            ExecInput::CloseStdin => {
-                if let Some(mut writer) = stdin.take() {
+                None => {
                     let _ = writer.shutdown().await;
+                    break;
                 }
             }
-            ExecInput::Signal { signal, target: to } => target.signal(signal, to).await,
-            ExecInput::Kill => {
-                let to = if target.tty {
-                    SignalTarget::Session
-                } else {
-                    SignalTarget::Group
+        }
+    });
+    let mut queue: std::collections::VecDeque<Option<Bytes>> = Default::default();
+    let mut queued = 0usize;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            permit = chunks.reserve(), if !queue.is_empty() => match permit {
+                Ok(permit) => {
+                    let chunk = queue.pop_front().flatten();
+                    queued -= chunk.as_ref().map_or(0, Bytes::len);
+                    permit.send(chunk);
+                }
+                // The writer ended (stdin closed, or the command gone).
+                Err(_) => {
+                    queue.clear();
+                    queued = 0;
+                    open = false;
+                }
+            },
+            message = inputs.recv(), if queued < STDIN_QUEUE => {
+                let Some(message) = message else {
+                    // The session went: what it sent still goes in, in order.
+                    for chunk in queue {
+                        if chunks.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    return;
                 };
-                target.signal(Signal::Kill, to).await;
-            }
-            ExecInput::Resize(size) => {
-                if target.tty {
-                    target.resize(size).await;
+                match message {
+                    ExecInput::Stdin(bytes) => {
+                        if open {
+                            queued += bytes.len();
+                            queue.push_back(Some(bytes));
+                        }
+                    }
+                    ExecInput::CloseStdin => {
+                        if open {
+                            queue.push_back(None);
+                            open = false;
+                        }
+                    }
+                    ExecInput::Signal { signal, target: to } => target.signal(signal, to).await,
+                    ExecInput::Kill => {
+                        let to = if target.tty {
+                            SignalTarget::Session
+                        } else {
+                            SignalTarget::Group
+                        };
+                        target.signal(Signal::Kill, to).await;
+                    }
+                    ExecInput::Resize(size) => {
+                        if target.tty {
+                            target.resize(size).await;
+                        }
+                    }
                 }
             }
         }
