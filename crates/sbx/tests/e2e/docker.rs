@@ -87,22 +87,7 @@ async fn docker_profiles_run_sandboxes_end_to_end() {
             "{}",
             dmesg.stdout
         );
-        // No network: nothing but loopback, which works.
-        let net = d
-            .sh(
-                &id,
-                "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
-            )
-            .await;
-        assert_ne!(net.exit_code, 0, "a {kind} sandbox reached the network");
-        let loopback = d
-            .sh(
-                &id,
-                "python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
-                 c=socket.create_connection(s.getsockname()); print('loopback')\"",
-            )
-            .await;
-        assert_eq!(loopback.stdout, "loopback\n", "{}", loopback.stderr);
+        crate::runtimes::assert_no_network_but_loopback(&d, &id, kind).await;
         // Root inside has no capabilities: the root file system is read-only, mounts and the
         // clock are refused; /tmp is writable.
         let root = d
@@ -122,17 +107,7 @@ async fn docker_profiles_run_sandboxes_end_to_end() {
             root.stderr
         );
         // The home is bounded by the sandbox's disk size (64 MiB).
-        let fill = d
-            .sh(
-                &id,
-                "head -c 100M /dev/zero > ~/big; echo $?; du -sm ~/big | cut -f1",
-            )
-            .await;
-        let mut lines = fill.stdout.lines();
-        assert_ne!(lines.next(), Some("0"), "{}", fill.stdout);
-        let written: u64 = lines.next().unwrap().parse().unwrap();
-        assert!(written <= 64, "{written} MiB written");
-        let _ = d.sh(&id, "rm -f ~/big").await;
+        crate::runtimes::assert_64_mib_of_writes_at_most(&d, &id).await;
 
         let image = crate::gvisor::terminal_pause_and_an_image(&d, &id, kind).await;
         made.push((kind, id, image, containers_of(&d, kind)));

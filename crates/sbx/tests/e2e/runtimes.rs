@@ -57,22 +57,7 @@ async fn crun_and_runc_profiles_run_sandboxes_end_to_end() {
         assert_eq!(map[0], 0);
         assert!(map[1] >= 0x7000_0000, "{map:?}");
         assert_eq!(map[2], 65536);
-        // No network: nothing but loopback, which works.
-        let net = d
-            .sh(
-                &id,
-                "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
-            )
-            .await;
-        assert_ne!(net.exit_code, 0, "a {runtime} sandbox reached the network");
-        let loopback = d
-            .sh(
-                &id,
-                "python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
-                 c=socket.create_connection(s.getsockname()); print('loopback')\"",
-            )
-            .await;
-        assert_eq!(loopback.stdout, "loopback\n", "{}", loopback.stderr);
+        assert_no_network_but_loopback(&d, &id, runtime).await;
         // Root inside writes the root's own files, not the template's (host-owned: nobody),
         // and cannot mount, make namespaces or change the host's clock.
         let root = d
@@ -91,17 +76,7 @@ async fn crun_and_runc_profiles_run_sandboxes_end_to_end() {
             root.stderr
         );
         // The writable layer is bounded by the sandbox's disk size (64 MiB).
-        let fill = d
-            .sh(
-                &id,
-                "head -c 100M /dev/zero > ~/big; echo $?; du -sm ~/big | cut -f1",
-            )
-            .await;
-        let mut lines = fill.stdout.lines();
-        assert_ne!(lines.next(), Some("0"), "{}", fill.stdout);
-        let written: u64 = lines.next().unwrap().parse().unwrap();
-        assert!(written <= 64, "{written} MiB written");
-        let _ = d.sh(&id, "rm -f ~/big").await;
+        assert_64_mib_of_writes_at_most(&d, &id).await;
 
         let image = crate::gvisor::terminal_pause_and_an_image(&d, &id, runtime).await;
         ids.push((runtime, id, image));
@@ -152,4 +127,39 @@ async fn crun_and_runc_profiles_run_sandboxes_end_to_end() {
             assert!(!parent.exists(), "{} left behind", parent.display());
         }
     }
+}
+
+/// No network: nothing but loopback, which works.
+pub(crate) async fn assert_no_network_but_loopback(d: &TestDaemon, id: &str, kind: &str) {
+    let net = d
+        .sh(
+            id,
+            "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
+        )
+        .await;
+    assert_ne!(net.exit_code, 0, "a {kind} sandbox reached the network");
+    let loopback = d
+        .sh(
+            id,
+            "python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
+             c=socket.create_connection(s.getsockname()); print('loopback')\"",
+        )
+        .await;
+    assert_eq!(loopback.stdout, "loopback\n", "{}", loopback.stderr);
+}
+
+/// Writing 100 MiB to the home of a sandbox with a 64 MiB disk fails, with 64 MiB written at
+/// most; the file is removed after.
+pub(crate) async fn assert_64_mib_of_writes_at_most(d: &TestDaemon, id: &str) {
+    let fill = d
+        .sh(
+            id,
+            "head -c 100M /dev/zero > ~/big; echo $?; du -sm ~/big | cut -f1",
+        )
+        .await;
+    let mut lines = fill.stdout.lines();
+    assert_ne!(lines.next(), Some("0"), "{}", fill.stdout);
+    let written: u64 = lines.next().unwrap().parse().unwrap();
+    assert!(written <= 64, "{written} MiB written");
+    let _ = d.sh(id, "rm -f ~/big").await;
 }
