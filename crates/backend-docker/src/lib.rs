@@ -16,6 +16,8 @@
 mod exec;
 mod images;
 
+use sbx_backend::agent::exec::{Exec, ExecTransport, HostAgent};
+use sbx_backend::agent::FileService;
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
@@ -63,10 +65,15 @@ pub struct DockerConfig {
     /// A runtime registered with the engine (`runsc`); `None`: the engine's default.
     pub runtime: Option<String>,
     pub images: Option<Arc<ImageStore>>,
+    /// The program that is the file agent when run with its argument (`sbx __file-agent`);
+    /// this binary when `None`.
+    pub agent_program: Option<PathBuf>,
 }
 
 pub struct DockerBackend {
     inner: Arc<Inner>,
+    /// Files through the file agent (`sbx_backend::agent`), when it can run here.
+    files: Option<FileService<ExecTransport>>,
 }
 
 struct Inner {
@@ -86,6 +93,15 @@ struct Inner {
     /// Tags already imported into the engine, and the lock imports take turns under.
     imported: tokio::sync::Mutex<std::collections::HashSet<String>>,
     bounds: Bounds,
+    /// The file agent's program and libraries, bound into every sandbox.
+    agent: Option<HostAgent>,
+}
+
+#[async_trait]
+impl Exec for Inner {
+    async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {
+        self.command(handle, spec, None).await
+    }
 }
 
 impl DockerBackend {
@@ -126,24 +142,35 @@ impl DockerBackend {
             Some(_) => GVISOR_TASKS,
             None => CONTAINER_TASKS,
         };
-        Ok(DockerBackend {
-            inner: Arc::new(Inner {
-                kind: config.kind,
-                docker: connect()?,
-                socket: config.socket,
-                runtime: config.runtime,
-                runtime_program,
-                engine_version,
-                instance,
-                busybox,
-                host_root,
-                host_binds,
-                images: config.images,
-                scratch: base.join("scratch"),
-                imported: tokio::sync::Mutex::new(Default::default()),
-                bounds: Bounds::of_this_host(tasks),
-            }),
-        })
+        let agent = match HostAgent::prepare(&base.join("agent"), config.agent_program.as_deref()) {
+            Ok(agent) => Some(agent),
+            Err(e) => {
+                tracing::warn!(error = %e, "the file agent cannot run: no files API on {}", config.kind);
+                None
+            }
+        };
+        let inner = Arc::new(Inner {
+            kind: config.kind,
+            docker: connect()?,
+            socket: config.socket,
+            runtime: config.runtime,
+            runtime_program,
+            engine_version,
+            instance,
+            busybox,
+            host_root,
+            host_binds,
+            images: config.images,
+            scratch: base.join("scratch"),
+            imported: tokio::sync::Mutex::new(Default::default()),
+            bounds: Bounds::of_this_host(tasks),
+            agent,
+        });
+        let files = inner
+            .agent
+            .as_ref()
+            .map(|agent| FileService::new(ExecTransport::new(inner.clone(), agent)));
+        Ok(DockerBackend { inner, files })
     }
 }
 
@@ -500,6 +527,9 @@ impl Inner {
         self.remove(&name).await?;
         let (image, mut binds, config) = self.image_for(&spec.template).await?;
         binds.push(format!("{}:{BUSYBOX}:ro", self.busybox.display()));
+        for (source, target) in self.agent.iter().flat_map(HostAgent::binds) {
+            binds.push(format!("{}:{target}:ro", source.display()));
+        }
         let mut env = vec![
             format!("PATH={PATH}"),
             "LANG=C.UTF-8".to_owned(),
@@ -826,6 +856,7 @@ impl Backend for DockerBackend {
             terminals: true,
             pause: true,
             adopt: true,
+            files: self.files.is_some(),
             ..Capabilities::default()
         }
     }
@@ -940,6 +971,12 @@ impl Backend for DockerBackend {
 
     async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {
         self.inner.command(handle, spec, None).await
+    }
+
+    fn files(&self) -> Option<&dyn sbx_backend::Files> {
+        self.files
+            .as_ref()
+            .map(|files| files as &dyn sbx_backend::Files)
     }
 
     async fn wait_exit(&self, handle: &Handle) -> Result<(), BackendError> {

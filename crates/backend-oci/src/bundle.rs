@@ -7,6 +7,7 @@
 //! `/usr`, and non-merged system directories, bound read-only by the runtime) or a template's
 //! image layers.
 
+use sbx_backend::agent::exec as agent;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -149,6 +150,9 @@ pub fn ensure_skeleton(dir: &Path) -> std::io::Result<()> {
     // The init's mount point (a read-only root cannot get one made).
     fs::create_dir_all(dir.join(".sbx"))?;
     fs::write(dir.join(INIT_PATH.trim_start_matches('/')), b"")?;
+    // The file agent's.
+    fs::create_dir_all(dir.join(agent::LIB_DIR.trim_start_matches('/')))?;
+    fs::write(dir.join(agent::PROGRAM.trim_start_matches('/')), b"")?;
     Ok(())
 }
 
@@ -530,6 +534,7 @@ pub fn config(
     root: &Root,
     cgroup: &str,
     init: Option<&Path>,
+    agent: Option<&agent::HostAgent>,
     isolation: Isolation,
     root_path: &Path,
 ) -> Value {
@@ -577,6 +582,14 @@ pub fn config(
         }
         None => SLEEP.iter().map(|a| (*a).to_owned()).collect(),
     };
+    for (source, destination) in agent.into_iter().flat_map(agent::HostAgent::binds) {
+        mounts.push(json!({
+            "destination": destination,
+            "type": "bind",
+            "source": source,
+            "options": ["bind", "ro", "nosuid", "nodev"],
+        }));
+    }
     if let Root::Directory { binds, .. } = root {
         for bind in binds {
             mounts.push(json!({

@@ -24,6 +24,8 @@ mod shim;
 pub use bundle::SECCOMP_ALLOWED;
 pub use shim::run_if_requested;
 
+use sbx_backend::agent::exec::{Exec, ExecTransport, HostAgent};
+use sbx_backend::agent::FileService;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,8 @@ pub struct OciConfig {
 
 pub struct OciBackend {
     inner: Arc<Inner>,
+    /// Files through the file agent (`sbx_backend::agent`), when it can run here.
+    files: Option<FileService<ExecTransport>>,
 }
 
 struct Inner {
@@ -86,6 +90,23 @@ struct Inner {
     bounds: Bounds,
     /// A static busybox whose `sleep` is every sandbox's init.
     init: Option<PathBuf>,
+    /// The file agent's program and libraries, bound into every sandbox.
+    agent: Option<HostAgent>,
+}
+
+#[async_trait]
+impl Exec for Inner {
+    async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {
+        let command = self.command(
+            handle,
+            spec.argv,
+            spec.env,
+            spec.cwd,
+            spec.user,
+            spec.stdin == StdinMode::Pipe,
+        )?;
+        exec::start(&self.runtime, command).await
+    }
 }
 
 impl OciBackend {
@@ -153,23 +174,34 @@ impl OciBackend {
             Flavor::Gvisor => bundle::RUNTIME_TASKS,
             Flavor::Native => bundle::NAMESPACE_RUNTIME_TASKS,
         });
-        Ok(OciBackend {
-            inner: Arc::new(Inner {
-                kind: config.kind,
-                runtime,
-                slots,
-                version,
-                bundles,
-                skeleton,
-                host_root,
-                host_binds,
-                images: config.images,
-                instance,
-                serial: AtomicU64::new(0),
-                bounds,
-                init: sbx_images::host::static_busybox(),
-            }),
-        })
+        let agent = match HostAgent::prepare(&base.join("agent"), config.shim_program.as_deref()) {
+            Ok(agent) => Some(agent),
+            Err(e) => {
+                tracing::warn!(error = %e, "the file agent cannot run: no files API on {}", config.kind);
+                None
+            }
+        };
+        let inner = Arc::new(Inner {
+            kind: config.kind,
+            runtime,
+            slots,
+            version,
+            bundles,
+            skeleton,
+            host_root,
+            host_binds,
+            images: config.images,
+            instance,
+            serial: AtomicU64::new(0),
+            bounds,
+            init: sbx_images::host::static_busybox(),
+            agent,
+        });
+        let files = inner
+            .agent
+            .as_ref()
+            .map(|agent| FileService::new(ExecTransport::new(inner.clone(), agent)));
+        Ok(OciBackend { inner, files })
     }
 }
 
@@ -286,6 +318,7 @@ impl Inner {
             &root,
             &self.cgroup(&id),
             self.init.as_deref(),
+            self.agent.as_ref(),
             isolation,
             &rootfs,
         );
@@ -618,6 +651,7 @@ impl Backend for OciBackend {
             terminals: true,
             pause: true,
             adopt: true,
+            files: self.files.is_some(),
             hibernate: self.hibernation().is_some(),
             ..Capabilities::default()
         }
@@ -723,15 +757,13 @@ impl Backend for OciBackend {
     }
 
     async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {
-        let command = self.inner.command(
-            handle,
-            spec.argv,
-            spec.env,
-            spec.cwd,
-            spec.user,
-            spec.stdin == StdinMode::Pipe,
-        )?;
-        exec::start(&self.inner.runtime, command).await
+        Exec::exec(self.inner.as_ref(), handle, spec).await
+    }
+
+    fn files(&self) -> Option<&dyn sbx_backend::Files> {
+        self.files
+            .as_ref()
+            .map(|files| files as &dyn sbx_backend::Files)
     }
 
     /// Watches the sandbox's host process (a signal 0 every half second, no runtime call);

@@ -15,6 +15,7 @@
 //! passes `sbx-backend-conformance`, and gets one arm in the daemon's factory
 //! (`crates/sbx/src/backends.rs`). Nothing in lifecycle, api or store changes.
 
+pub mod agent;
 mod capability;
 mod error;
 mod exec;

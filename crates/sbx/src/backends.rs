@@ -150,6 +150,7 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
                 socket: settings.socket.clone(),
                 runtime,
                 images: Some(context.images.clone()),
+                agent_program: None,
             })
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok(Arc::new(docker))

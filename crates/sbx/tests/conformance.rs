@@ -188,6 +188,7 @@ impl sbx_backend_conformance::Subject for Docker {
             socket: "/var/run/docker.sock".into(),
             runtime: self.runtime.map(str::to_owned),
             images: None,
+            agent_program: Some(env!("CARGO_BIN_EXE_sbx").into()),
         })
         .unwrap_or_else(|e| panic!("the docker backend cannot start: {}", e.chain()));
         Arc::new(docker)

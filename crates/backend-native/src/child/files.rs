@@ -31,6 +31,62 @@ pub const MAX_LISTING_BYTES: usize = 2 << 20;
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const CHUNK: usize = 256 * 1024;
 
+/// Set in the file agent (`run_agent`): this process is a command of the sandbox, started by
+/// its runtime from a binary bound into it, so nothing it can open lies outside the sandbox's
+/// mounts, and it already runs as the requested user.
+static AGENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn is_agent() -> bool {
+    AGENT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The file agent of a sandbox run by another backend (`sbx __file-agent REQUEST`, see
+/// `sbx_backend::agent::exec`): the report, then any bytes, on stdout; an upload on stdin.
+/// Exits 0 when the operation succeeded; never returns.
+pub fn run_agent(request: &str) -> ! {
+    use std::os::fd::AsFd;
+    AGENT.store(true, std::sync::atomic::Ordering::Relaxed);
+    let request: FileRequest = match serde_json::from_str(request) {
+        Ok(request) => request,
+        Err(e) => {
+            let outcome = error("invalid", format!("malformed file request: {e}"));
+            let _ = report(
+                &mut fs::File::from(dup(std::io::stdout().as_fd())),
+                &outcome,
+            );
+            // SAFETY: _exit ends this single-threaded process at once.
+            unsafe { libc::_exit(1) }
+        }
+    };
+    let result = dup(std::io::stdout().as_fd());
+    let data = match request.action {
+        FileOp::Write { .. } | FileOp::Extract { .. } => Some(dup(std::io::stdin().as_fd())),
+        FileOp::Read { .. } | FileOp::Archive { .. } | FileOp::Watch { .. } => {
+            Some(dup(std::io::stdout().as_fd()))
+        }
+        _ => None,
+    };
+    // Only the copies stay open: closing them is the end of those streams.
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    let fds = [Some(result), data].into_iter().flatten().collect();
+    run(&request, fds)
+}
+
+fn dup(fd: std::os::fd::BorrowedFd<'_>) -> OwnedFd {
+    match fd.try_clone_to_owned() {
+        Ok(fd) => fd,
+        // SAFETY: _exit ends this single-threaded process at once.
+        Err(_) => unsafe { libc::_exit(1) },
+    }
+}
+
 /// Does the operation and exits; never returns.
 pub fn run(request: &FileRequest, fds: Vec<OwnedFd>) -> ! {
     let fds = keep_only(fds);
@@ -77,8 +133,13 @@ fn keep_only(fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
 
 fn perform(request: &FileRequest, result: OwnedFd, data: Option<OwnedFd>) -> bool {
     let mut result = fs::File::from(result);
-    if let Err(message) = super::become_user(request.uid, request.gid) {
-        return report(&mut result, &error("denied", message));
+    let already = is_agent()
+        && nix::unistd::getuid().as_raw() == request.uid
+        && nix::unistd::getgid().as_raw() == request.gid;
+    if !already {
+        if let Err(message) = super::become_user(request.uid, request.gid) {
+            return report(&mut result, &error("denied", message));
+        }
     }
     // No other process of the sandbox may ptrace this one or read its memory.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -182,8 +243,11 @@ fn perform(request: &FileRequest, result: OwnedFd, data: Option<OwnedFd>) -> boo
     }
 }
 
+/// Writes the report: one line of JSON (JSON text has no raw newline), which the daemon reads
+/// to the newline (the agent's stdout carries bytes after it) or to the pipe's end.
 fn report(result: &mut fs::File, outcome: &FileOutcome) -> bool {
-    let text = serde_json::to_vec(outcome).unwrap_or_default();
+    let mut text = serde_json::to_vec(outcome).unwrap_or_default();
+    text.push(b'\n');
     result.write_all(&text).is_ok()
 }
 
@@ -310,6 +374,9 @@ fn sandbox_mounts() -> Vec<u64> {
 /// this child names: the daemon's binary, on the host).
 pub(super) fn inside(path: &Path, file: &fs::File) -> Result<(), FileOutcome> {
     use std::os::fd::AsRawFd;
+    if is_agent() {
+        return Ok(());
+    }
     let info =
         fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap_or_default();
     let mount: Option<u64> = info

@@ -68,6 +68,7 @@ pub struct NativeConfig {
 
 pub struct NativeBackend {
     inner: Arc<Inner>,
+    files: sbx_backend::agent::FileService<files::NativeTransport>,
 }
 
 struct Inner {
@@ -127,6 +128,9 @@ impl NativeBackend {
         let keys = keys::Keys::load(&layout);
         let bounds = host::bounds(layout.data_dir());
         Ok(NativeBackend {
+            files: sbx_backend::agent::FileService::new(files::NativeTransport {
+                layout: layout.clone(),
+            }),
             inner: Arc::new(Inner {
                 layout,
                 cgroups,
@@ -442,7 +446,7 @@ impl Backend for NativeBackend {
     }
 
     fn files(&self) -> Option<&dyn sbx_backend::Files> {
-        Some(self)
+        Some(&self.files)
     }
 
     fn snapshots(&self) -> Option<&dyn sbx_backend::Snapshots> {

@@ -320,7 +320,7 @@ fn spawn(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<(Pid, Option<Owned
 
 /// Forks a child that does one file operation (see `child::files`); its pid.
 fn file_child(request: &FileRequest, fds: Vec<OwnedFd>) -> Result<Pid, String> {
-    if request.version != wire::PROTOCOL_VERSION {
+    if request.version != sbx_backend::agent::VERSION {
         return Err(format!(
             "protocol version {} is not supported",
             request.version

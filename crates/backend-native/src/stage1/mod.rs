@@ -118,6 +118,11 @@ pub fn run_if_requested() {
     if helper.as_deref() == Some(OsStr::new(crate::capture::CAPTURE_ARG)) {
         std::process::exit(crate::capture::main());
     }
+    if helper.as_deref() == Some(OsStr::new(sbx_backend::agent::AGENT_ARG)) {
+        // The file agent, in a sandbox of another backend: its request is the next argument.
+        let request = std::env::args().nth(2).unwrap_or_default();
+        crate::child::files::run_agent(&request);
+    }
 }
 
 fn main() -> i32 {

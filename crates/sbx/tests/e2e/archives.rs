@@ -11,7 +11,7 @@ fn code(error: sbx_api_client::ClientError) -> String {
     error.code().unwrap_or_else(|| panic!("{error}")).to_owned()
 }
 
-async fn archive_of(d: &TestDaemon, id: &str, path: &str) -> Vec<u8> {
+pub(crate) async fn archive_of(d: &TestDaemon, id: &str, path: &str) -> Vec<u8> {
     let mut stream = d.client.archive(id, path).await.unwrap();
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -484,7 +484,10 @@ async fn several_files_in_one_multipart_request_and_cp_with_directories() {
 }
 
 /// The SSE events of a watch, read until `until` is seen (or 20 s pass): (type, path) pairs.
-async fn watch_events(response: &mut reqwest::Response, until: &str) -> Vec<(String, String)> {
+pub(crate) async fn watch_events(
+    response: &mut reqwest::Response,
+    until: &str,
+) -> Vec<(String, String)> {
     let mut seen = Vec::new();
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
