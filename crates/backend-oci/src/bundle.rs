@@ -46,6 +46,12 @@ pub struct Writable<'a> {
     pub dir: &'a Path,
     pub id_base: u32,
     pub size: u64,
+    /// Where an image's layers are mounted idmapped (`lowers/<n>`), so that their files are
+    /// the sandbox's own ids (root's files its root's), not host ids outside its range.
+    pub lowers: &'a Path,
+    /// The host's static busybox, whose `sleep` holds the user namespace the idmapping is
+    /// taken from while it is made (the host's `sleep` without one).
+    pub busybox: Option<&'a Path>,
 }
 
 /// Mounts the root at `rootfs`: an overlay of the mount points' directory over the template's
@@ -58,10 +64,23 @@ pub fn mount_root(
     writable: Option<Writable<'_>>,
 ) -> Result<(), BackendError> {
     let mut lower = vec![skeleton.display().to_string()];
-    match root {
-        Root::Directory { path, .. } => lower.push(path.display().to_string()),
-        Root::Layers { layers, .. } => {
+    match (root, &writable) {
+        (Root::Directory { path, .. }, _) => lower.push(path.display().to_string()),
+        // Under gVisor the layers' ids are the sandbox's own already.
+        (Root::Layers { layers, .. }, None) => {
             lower.extend(layers.iter().rev().map(|l| l.display().to_string()))
+        }
+        (Root::Layers { layers, .. }, Some(writable)) => {
+            let userns = sbx_backend::idmap::user_namespace(writable.id_base, writable.busybox)
+                .map_err(|e| BackendError::io("cannot make the layers' id mapping", e))?;
+            for (index, layer) in layers.iter().enumerate().rev() {
+                let target = writable.lowers.join(index.to_string());
+                fs::create_dir_all(&target)
+                    .map_err(|e| BackendError::io("cannot make a layer's mount point", e))?;
+                sbx_backend::idmap::mount_idmapped(layer, &target, &userns)
+                    .map_err(|e| BackendError::io("cannot mount an image layer", e))?;
+                lower.push(target.display().to_string());
+            }
         }
     }
     let mut options = format!("lowerdir={}", lower.join(":"));
@@ -123,6 +142,13 @@ fn mount_writable(writable: &Writable<'_>) -> Result<(PathBuf, PathBuf), Backend
 }
 
 /// Unmounts `rootfs` if something is mounted there.
+/// Unmounts the idmapped layers under `lowers` (see [`Writable::lowers`]).
+pub fn unmount_lowers(lowers: &Path) {
+    for entry in fs::read_dir(lowers).into_iter().flatten().flatten() {
+        let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 pub fn unmount_root(rootfs: &Path) {
     let _ = nix::mount::umount2(rootfs, nix::mount::MntFlags::MNT_DETACH);
 }

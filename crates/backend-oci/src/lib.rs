@@ -304,12 +304,15 @@ impl Inner {
             }
         };
         let layer = bundle.join("layer");
+        let lowers = bundle.join("lowers");
         let writable = match isolation {
             bundle::Isolation::Gvisor => None,
             bundle::Isolation::Namespaces { id_base } => Some(bundle::Writable {
                 dir: &layer,
                 id_base,
                 size: spec.limits.disk_bytes,
+                lowers: &lowers,
+                busybox: self.init.as_deref(),
             }),
         };
         bundle::mount_root(&root, &self.skeleton, &rootfs, writable)?;
@@ -527,6 +530,7 @@ impl Inner {
             }
         }
         bundle::unmount_root(&bundle.join("layer"));
+        bundle::unmount_lowers(&bundle.join("lowers"));
         let slot = fs::read_to_string(bundle.join("slot"))
             .ok()
             .and_then(|t| t.trim().parse::<u32>().ok());

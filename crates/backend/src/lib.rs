@@ -20,6 +20,7 @@ mod capability;
 mod error;
 mod exec;
 mod id;
+pub mod idmap;
 mod images;
 pub mod seccomp;
 pub mod slots;

@@ -425,88 +425,10 @@ fn build_root(join: &Join, request: &Request) -> Result<(), String> {
 }
 
 /// Mounts `layer` read-only at `target`, its owners (the sandbox's own ids, 0–65535) seen
-/// as the sandbox's host range: an idmapped mount, so one stored layer serves every sandbox
-/// whatever range it maps to. The idmapping is taken from `userns`, a user namespace made for
-/// the purpose by a short-lived child ([`mapping_namespace`]).
+/// as the sandbox's host range (see [`sbx_backend::idmap::mount_idmapped`]); the idmapping is
+/// taken from `userns`, made for the purpose by a short-lived child ([`mapping_namespace`]).
 fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(), String> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let c_layer = CString::new(layer.as_os_str().as_encoded_bytes())
-        .map_err(|_| "snapshot path has a NUL byte".to_string())?;
-    // SAFETY: open_tree with a NUL-terminated path; returns a new descriptor or -1.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c_layer.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if tree < 0 {
-        return Err(format!(
-            "cannot open the layer {}: {}",
-            layer.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: the descriptor was just returned to this process.
-    let tree = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(tree as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    let empty = c"";
-    // SAFETY: mount_setattr on our descriptor with an empty path and a mount_attr of the size
-    // given, which outlives the call.
-    let set = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if set < 0 {
-        return Err(format!(
-            "cannot idmap a layer: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let c_target = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| "mount point has a NUL byte".to_string())?;
-    // SAFETY: move_mount from our descriptor (empty path) onto a NUL-terminated target.
-    let moved = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            c_target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if moved < 0 {
-        return Err(format!(
-            "cannot mount a layer: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    sbx_backend::idmap::mount_idmapped(layer, target, userns).map_err(|e| e.to_string())
 }
 
 /// A user namespace mapping ids 0–65535 to the host's from `base`, held by the descriptor

@@ -200,6 +200,26 @@ pub(crate) async fn terminal_pause_and_an_image(d: &TestDaemon, id: &str, profil
         "{}",
         out.stderr
     );
+    // The image's files are the sandbox's own: root's are its root's, which may change them
+    // (Docker's sandboxes have a read-only root: there, only the owner is checked).
+    let change = if profile.starts_with("docker") {
+        ""
+    } else {
+        "echo more >> /etc/hello && echo changed"
+    };
+    let owned = d
+        .sh_as(
+            &image.id,
+            Some("root"),
+            &format!("stat -c '%u %g' /etc/hello; {change}"),
+        )
+        .await;
+    let expected = if change.is_empty() {
+        "0 0\n"
+    } else {
+        "0 0\nchanged\n"
+    };
+    assert_eq!(owned.stdout, expected, "{}", owned.stderr);
     files_through_the_cli(d, &id, "/home/user").await;
     files_through_the_cli(d, &image.id, "/tmp").await;
 
