@@ -65,6 +65,7 @@ macro_rules! suite {
             exec_feeds_stdin,
             exec_streams_output_as_it_comes,
             exec_kill_ends_the_command,
+            exec_kill_is_not_held_up_by_unread_stdin,
             exec_signal_reaches_the_command,
             exec_of_a_missing_program_fails_cleanly,
             exec_in_a_destroyed_sandbox_is_not_found,
@@ -339,6 +340,34 @@ pub mod tests {
             outcome.status,
             Some(ExitStatus::Signal(Signal::Kill.number()))
         );
+        destroy(&*backend, &id, Some(&handle)).await;
+    }
+
+    /// The session's kill switch ends a command that does not read its stdin while more
+    /// stdin than any queue holds waits for it: the kill is not queued behind it.
+    pub async fn exec_kill_is_not_held_up_by_unread_stdin(subject: &dyn Subject) {
+        let backend = subject.instance().await;
+        let (id, handle) = create(subject, &*backend).await;
+        let mut sleeper = exec(&*backend, &handle, command(&["sleep", "60"], true)).await;
+        let input = sleeper.input.clone();
+        let flood = tokio::spawn(async move {
+            let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+            // 256 MiB: far more than any backend queues for a command.
+            for _ in 0..4096 {
+                if input.send(ExecInput::Stdin(chunk.clone())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Real backends stop taking it after a few MiB; a fake one may drop it as it comes.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        sleeper.kill.kill();
+        let outcome = collect(&mut sleeper).await;
+        assert_eq!(
+            outcome.status,
+            Some(ExitStatus::Signal(Signal::Kill.number()))
+        );
+        flood.abort();
         destroy(&*backend, &id, Some(&handle)).await;
     }
 

@@ -20,7 +20,8 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sbx_backend::{
-    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, Signal, SignalTarget, TtySize,
+    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, KillSwitch, Signal, SignalTarget,
+    TtySize,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -165,11 +166,13 @@ pub async fn start(docker: &Docker, command: Command) -> Result<ExecSession, Bac
         let _ = events_tx.send(ExecEvent::Stdout(rest)).await;
     }
     tokio::spawn(pump(target.clone(), output, events_tx));
-    tokio::spawn(feed(target, input, input_rx));
+    let kill = KillSwitch::new();
+    tokio::spawn(feed(target, input, input_rx, kill.clone()));
     Ok(ExecSession {
         pid,
         events: events_rx,
         input: input_tx,
+        kill,
     })
 }
 
@@ -299,6 +302,8 @@ async fn pump(target: Target, mut output: Output, events: mpsc::Sender<ExecEvent
 /// Stdin queued for the writer at most, beyond which the session's input waits: while it is
 /// not full, signals and `Kill` are taken even when the command does not read its stdin.
 const STDIN_QUEUE: usize = 1 << 20;
+/// And at most this many chunks of it (tiny chunks cost more than their bytes).
+const STDIN_CHUNKS: usize = 64;
 
 /// Input from the session to the command, until the session is dropped. Stdin is written by
 /// a task of its own, so that a command that does not read it holds up no signal.
@@ -306,6 +311,7 @@ async fn feed(
     target: Target,
     input: Pin<Box<dyn AsyncWrite + Send>>,
     mut inputs: mpsc::Receiver<ExecInput>,
+    kill: KillSwitch,
 ) {
     // `None`: close stdin.
     let (chunks, mut to_write) = mpsc::channel::<Option<Bytes>>(4);
@@ -328,8 +334,21 @@ async fn feed(
     let mut queue: std::collections::VecDeque<Option<Bytes>> = Default::default();
     let mut queued = 0usize;
     let mut open = true;
+    let mut killed = false;
+    let kill_target = if target.tty {
+        SignalTarget::Session
+    } else {
+        SignalTarget::Group
+    };
     loop {
         tokio::select! {
+            // Out of band: a full queue (a command that does not read) holds up no kill.
+            () = kill.fired(), if !killed => {
+                killed = true;
+                queue.clear();
+                queued = 0;
+                target.signal(Signal::Kill, kill_target).await;
+            },
             permit = chunks.reserve(), if !queue.is_empty() => match permit {
                 Ok(permit) => {
                     let chunk = queue.pop_front().flatten();
@@ -343,8 +362,13 @@ async fn feed(
                     open = false;
                 }
             },
-            message = inputs.recv(), if queued < STDIN_QUEUE => {
+            message = inputs.recv(), if queued < STDIN_QUEUE && queue.len() < STDIN_CHUNKS => {
                 let Some(message) = message else {
+                    // The session went: a kill fired on its way out still goes.
+                    if kill.is_fired() && !killed {
+                        target.signal(Signal::Kill, kill_target).await;
+                        return;
+                    }
                     // The session went: what it sent still goes in, in order.
                     for chunk in queue {
                         if chunks.send(chunk).await.is_err() {

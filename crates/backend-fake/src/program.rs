@@ -113,6 +113,8 @@ pub fn spawn(
 ) -> ExecSession {
     let (events, events_rx) = mpsc::channel(QUEUE);
     let (input_tx, input) = mpsc::channel(QUEUE);
+    let kill = sbx_backend::KillSwitch::new();
+    let killed = kill.clone();
     running.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
         let mut process = Process {
@@ -125,6 +127,7 @@ pub fn spawn(
         let status = tokio::select! {
             status = process.run(&program) => status,
             _ = alive.wait_for(|alive| !*alive) => None,
+            () = killed.fired() => Some(ExitStatus::Signal(Signal::Kill.number())),
         };
         running.fetch_sub(1, Ordering::SeqCst);
         if let Some(status) = status {
@@ -136,6 +139,7 @@ pub fn spawn(
         pid,
         events: events_rx,
         input: input_tx,
+        kill,
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sbx_backend::{
-    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, Signal, SignalTarget,
+    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, KillSwitch, Signal, SignalTarget,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -386,20 +386,59 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
             }
         });
     }
-    tokio::spawn(serve_input(inputs, signaller.clone(), stdin_tx, None));
+    let kill = KillSwitch::new();
+    tokio::spawn(serve_input(
+        inputs,
+        kill.clone(),
+        signaller.clone(),
+        stdin_tx,
+        None,
+    ));
     tokio::spawn(async move {
-        let mut out = tokio::spawn(pump(stdout, events_tx.clone(), ExecEvent::Stdout));
-        let mut err = tokio::spawn(pump(stderr, events_tx.clone(), ExecEvent::Stderr));
+        let out_waiting = Arc::new(PipeWait::of(
+            stdout.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        ));
+        let err_waiting = Arc::new(PipeWait::of(
+            stderr.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        ));
+        let mut out = tokio::spawn(pump(
+            stdout,
+            events_tx.clone(),
+            ExecEvent::Stdout,
+            out_waiting.clone(),
+        ));
+        let mut err = tokio::spawn(pump(
+            stderr,
+            events_tx.clone(),
+            ExecEvent::Stderr,
+            err_waiting.clone(),
+        ));
         let status = child.wait().await;
-        // What is still in the pipes, for a moment: a background child may hold them open.
-        let drained = tokio::time::timeout(DRAIN, async {
-            let _ = (&mut out).await;
-            let _ = (&mut err).await;
-        })
-        .await;
-        if drained.is_err() {
-            out.abort();
-            err.abort();
+        // What is still in the pipes goes on, however slowly its reader takes it: at most a
+        // pipe's capacity (more is a background child's). A pipe that stays open and silent
+        // for a moment is held by a background child, and left.
+        let read_at_exit = [out_waiting.read(), err_waiting.read()];
+        let (mut out_done, mut err_done) = (false, false);
+        while !(out_done && err_done) {
+            tokio::select! {
+                _ = &mut out, if !out_done => out_done = true,
+                _ = &mut err, if !err_done => err_done = true,
+                () = tokio::time::sleep(DRAIN) => {
+                    // A pipe's pump that ended holds it no more: only live ones are asked.
+                    let past_exit = out_waiting.read() - read_at_exit[0]
+                        + err_waiting.read() - read_at_exit[1];
+                    let out_quiet =
+                        out_done || out.is_finished() || out_waiting.silent_for(DRAIN);
+                    let err_quiet =
+                        err_done || err.is_finished() || err_waiting.silent_for(DRAIN);
+                    let silent = out_quiet && err_quiet;
+                    if silent || past_exit > AFTER_EXIT {
+                        out.abort();
+                        err.abort();
+                        break;
+                    }
+                }
+            }
         }
         if let Ok(status) = status {
             let _ = events_tx
@@ -407,7 +446,12 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
                 .await;
         }
     });
-    Ok(ExecSession { pid, events, input })
+    Ok(ExecSession {
+        pid,
+        events,
+        input,
+        kill,
+    })
 }
 
 /// A command on a new pseudo-terminal: a terminal pair made on the host, its slave side the
@@ -478,8 +522,10 @@ pub async fn start_terminal(
             }
         });
     }
+    let kill = KillSwitch::new();
     tokio::spawn(serve_input(
         inputs,
+        kill.clone(),
         signaller.clone(),
         keys_tx,
         Some(master.clone()),
@@ -496,7 +542,12 @@ pub async fn start_terminal(
                 .await;
         }
     });
-    Ok(ExecSession { pid, events, input })
+    Ok(ExecSession {
+        pid,
+        events,
+        input,
+        kill,
+    })
 }
 
 /// Most chunks of input held while the command does not read (then input waits; signals and
@@ -507,19 +558,49 @@ const BACKLOG: usize = 64;
 /// kill drops what the command never read), resizes to the terminal when there is one.
 async fn serve_input(
     mut inputs: tokio::sync::mpsc::Receiver<ExecInput>,
+    kill: KillSwitch,
     signaller: Signaller,
     keys: tokio::sync::mpsc::Sender<Option<Bytes>>,
     terminal: Option<Arc<std::fs::File>>,
 ) {
     let mut backlog: std::collections::VecDeque<Option<Bytes>> = Default::default();
+    let kill_target = if terminal.is_some() {
+        SignalTarget::Session
+    } else {
+        SignalTarget::Group
+    };
+    let mut killed = false;
     loop {
         tokio::select! {
+            // Out of band: a full backlog (a command that does not read) holds up no kill.
+            () = kill.fired(), if !killed => {
+                killed = true;
+                backlog.clear();
+                signaller.deliver(Signal::Kill, kill_target).await;
+            },
             permit = keys.reserve(), if !backlog.is_empty() => match permit {
                 Ok(permit) => permit.send(backlog.pop_front().flatten()),
                 Err(_) => backlog.clear(),
             },
             message = inputs.recv(), if backlog.len() < BACKLOG => {
-                let Some(message) = message else { return };
+                let Some(message) = message else {
+                    // The session went: a kill fired on its way out still goes; else what it
+                    // sent still goes in, in order (until the command ends or the kill comes).
+                    if kill.is_fired() && !killed {
+                        signaller.deliver(Signal::Kill, kill_target).await;
+                        return;
+                    }
+                    for chunk in backlog.drain(..) {
+                        tokio::select! {
+                            sent = keys.send(chunk) => if sent.is_err() { return },
+                            () = kill.fired(), if !killed => {
+                                signaller.deliver(Signal::Kill, kill_target).await;
+                                return;
+                            }
+                        }
+                    }
+                    return;
+                };
                 match message {
                     ExecInput::Stdin(bytes) => backlog.push_back(Some(bytes)),
                     ExecInput::CloseStdin => backlog.push_back(None),
@@ -577,17 +658,85 @@ fn exit_of(status: std::process::ExitStatus, signalled: &[i32]) -> ExitStatus {
 
 /// Output to the session; a detached session's pipe is left unread (the command then gets
 /// `EPIPE` or blocks, as natively), never drained for nothing.
+/// When a pump began waiting on its pipe (not on its reader), if it is waiting on it now.
+struct PipeWait {
+    /// The pipe, read only to ask how much it holds (`FIONREAD`), while its pump holds it.
+    fd: Option<i32>,
+    /// Milliseconds since `BASE` when the wait began, plus one; 0 when not waiting on the pipe.
+    since: std::sync::atomic::AtomicU64,
+    /// Bytes read from the pipe so far.
+    read: std::sync::atomic::AtomicU64,
+}
+
+/// Bytes of output still taken after the command's exit: more than its pipes can hold is
+/// output of a background child.
+const AFTER_EXIT: u64 = 2 << 20;
+
+static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+impl PipeWait {
+    fn of(fd: Option<i32>) -> PipeWait {
+        PipeWait {
+            fd,
+            since: Default::default(),
+            read: Default::default(),
+        }
+    }
+
+    /// Bytes waiting in the pipe.
+    fn pending(&self) -> i32 {
+        let Some(fd) = self.fd else { return 0 };
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; the pump task still holds the pipe open.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
+            return 0;
+        }
+        n
+    }
+
+    fn now() -> u64 {
+        BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    }
+
+    fn waiting(&self, waiting: bool) {
+        let value = if waiting { Self::now() } else { 0 };
+        self.since
+            .store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The pipe has given nothing for `period` while its pump waited on it, and holds nothing
+    /// now (a pump not scheduled for a while has not been silent).
+    fn silent_for(&self, period: Duration) -> bool {
+        let since = self.since.load(std::sync::atomic::Ordering::Relaxed);
+        since != 0
+            && Self::now().saturating_sub(since) >= period.as_millis() as u64
+            && self.pending() == 0
+    }
+}
+
 async fn pump<R: tokio::io::AsyncRead + Unpin>(
     source: Option<R>,
     events: tokio::sync::mpsc::Sender<ExecEvent>,
     wrap: fn(Bytes) -> ExecEvent,
+    wait: Arc<PipeWait>,
 ) {
     let Some(mut source) = source else {
         return;
     };
     let mut buffer = vec![0u8; 64 << 10];
     loop {
-        match source.read(&mut buffer).await {
+        wait.waiting(true);
+        let read = source.read(&mut buffer).await;
+        wait.waiting(false);
+        if let Ok(n) = read {
+            wait.read
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        match read {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 if events

@@ -72,6 +72,26 @@ pub struct OciBackend {
     inner: Arc<Inner>,
     /// Files through the file agent (`sbx_backend::agent`), when it can run here.
     files: Option<FileService<ExecTransport>>,
+    /// The task that reaps orphans of commands (namespaces runtimes).
+    reaper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Reaps orphans of sandboxes at each `SIGCHLD`, and every few seconds in case one was missed.
+async fn reap_orphans() {
+    let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+    loop {
+        let tick = tokio::time::sleep(std::time::Duration::from_secs(5));
+        match &mut children {
+            Some(children) => {
+                tokio::select! {
+                    _ = children.recv() => {}
+                    () = tick => {}
+                }
+            }
+            None => tick.await,
+        }
+        let _ = tokio::task::spawn_blocking(sbx_backend::reap::orphans).await;
+    }
 }
 
 struct Inner {
@@ -201,7 +221,11 @@ impl OciBackend {
             .agent
             .as_ref()
             .map(|agent| FileService::new(ExecTransport::new(inner.clone(), agent)));
-        Ok(OciBackend { inner, files })
+        Ok(OciBackend {
+            inner,
+            files,
+            reaper: Default::default(),
+        })
     }
 }
 
@@ -513,7 +537,15 @@ impl Inner {
                 }
             }
             let _ = self.runtime.call(&["kill", id, "KILL"]).await;
+            // A sandbox's init ends only once every process of its pid namespace is reaped,
+            // orphans that came to this daemon too.
+            if self.runtime.flavor == Flavor::Native {
+                let _ = tokio::task::spawn_blocking(sbx_backend::reap::orphans).await;
+            }
             let deleted = self.runtime.call(&["delete", "--force", id]).await;
+            if self.runtime.flavor == Flavor::Native {
+                let _ = tokio::task::spawn_blocking(sbx_backend::reap::orphans).await;
+            }
             if let Err(e) = deleted {
                 if self.runtime.state(id).await?.is_some() {
                     return Err(e);
@@ -665,7 +697,22 @@ impl Backend for OciBackend {
         self.inner.bounds
     }
 
+    /// A namespaces runtime's commands can leave orphans to this daemon (see
+    /// `sbx_backend::reap`): reaped as they come (each `SIGCHLD`, and every few seconds).
+    async fn start(&self) -> Result<(), BackendError> {
+        if self.inner.runtime.flavor == Flavor::Native {
+            let mut reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
+            if reaper.is_none() {
+                *reaper = Some(tokio::spawn(reap_orphans()));
+            }
+        }
+        Ok(())
+    }
+
     async fn shutdown(&self) {
+        if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            reaper.abort();
+        }
         self.inner.remove_cgroup_parents();
     }
 

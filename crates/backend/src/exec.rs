@@ -224,6 +224,57 @@ pub struct ExecSession {
     pub pid: u32,
     pub events: mpsc::Receiver<ExecEvent>,
     pub input: mpsc::Sender<ExecInput>,
+    /// Ends the command as [`ExecInput::Kill`] does, but never waits behind its input: a
+    /// command that does not read its stdin fills `input`, and a kill (its timeout, say) must
+    /// still reach it.
+    pub kill: KillSwitch,
+}
+
+/// A kill that does not queue: fired once, seen by whoever waits on it (the backend's side of
+/// a session), at once.
+#[derive(Debug, Clone, Default)]
+pub struct KillSwitch {
+    inner: std::sync::Arc<KillInner>,
+}
+
+#[derive(Debug, Default)]
+struct KillInner {
+    fired: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl KillSwitch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires (again is nothing).
+    pub fn kill(&self) {
+        if !self
+            .inner
+            .fired
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.inner.notify.notify_waiters();
+        }
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.inner.fired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once fired.
+    pub async fn fired(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_fired() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[cfg(test)]

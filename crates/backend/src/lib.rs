@@ -22,6 +22,7 @@ mod exec;
 mod id;
 pub mod idmap;
 mod images;
+pub mod reap;
 pub mod seccomp;
 pub mod slots;
 mod spec;
@@ -35,8 +36,8 @@ pub use capability::{
 };
 pub use error::{BackendError, BoxError, FileErrorKind, SharedResource};
 pub use exec::{
-    ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, Signal, SignalTarget, StdinMode,
-    TerminalSpec, TtySize,
+    ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, KillSwitch, Signal, SignalTarget,
+    StdinMode, TerminalSpec, TtySize,
 };
 pub use id::{InvalidSandboxId, SandboxId};
 pub use images::{

@@ -64,7 +64,7 @@ struct Kernel {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        let _ = self.stream.input.try_send(ExecInput::Kill);
+        self.stream.kill.kill();
     }
 }
 

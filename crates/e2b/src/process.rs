@@ -68,6 +68,8 @@ struct Proc {
     config: pb::ProcessConfig,
     pty: bool,
     input: mpsc::Sender<ExecInput>,
+    /// Its kill, which no queued input holds up.
+    kill: sbx_lifecycle::KillSwitch,
     /// Its stdin is a pipe that was not closed yet.
     stdin_open: AtomicBool,
     subscribers: Mutex<Vec<mpsc::Sender<Event>>>,
@@ -257,6 +259,10 @@ impl Proc {
     }
 
     async fn send(&self, input: ExecInput) -> Result<(), ConnectError> {
+        if input == ExecInput::Kill {
+            self.kill.kill();
+            return Ok(());
+        }
         match tokio::time::timeout(Duration::from_secs(10), self.input.send(input)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ConnectError::new(
@@ -628,6 +634,7 @@ impl ProcessService {
             config,
             pty: pty.is_some(),
             input: stream.input.clone(),
+            kill: stream.kill.clone(),
             stdin_open: AtomicBool::new(pty.is_none() && request.stdin != Some(false)),
             subscribers: Mutex::new(Vec::new()),
         });
@@ -667,7 +674,7 @@ async fn pump(
                 }
             }, if !killed => {
                 killed = true;
-                let _ = proc.input.send(ExecInput::Kill).await;
+                proc.kill.kill();
                 continue;
             }
         };

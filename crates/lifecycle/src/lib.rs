@@ -53,7 +53,7 @@ pub use sbx_backend::Signal;
 pub use sbx_backend::{
     ByteStream, FileEvent, FileEventKind, FileEvents, FileInfo, FileKind, Listing,
 };
-pub use sbx_backend::{ExecInput, ExitStatus, SignalTarget, TtySize};
+pub use sbx_backend::{ExecInput, ExitStatus, KillSwitch, SignalTarget, TtySize};
 pub use sbx_backend::{ImageProgress, ImageSource, ImageTemplate, ProgressSender};
 pub use state::State;
 pub use validate::Bounds;

@@ -184,14 +184,10 @@ struct Terminal(Option<ExecStream>);
 impl Drop for Terminal {
     fn drop(&mut self) {
         if let Some(stream) = &self.0 {
-            let _ = stream.input.try_send(kill_session());
+            // Out of band: keys still queued for a terminal that does not read hold it up not.
+            stream.kill.kill();
         }
     }
-}
-
-/// What closing a terminal does to it: every process of its session is killed.
-fn kill_session() -> ExecInput {
-    ExecInput::Kill
 }
 
 struct Limits {
@@ -307,7 +303,7 @@ async fn bridge(socket: WebSocket, mut terminal: Terminal, limits: Limits) {
     };
     if let End::Client = end {
         // Close the terminal's processes, and give them a moment to go before detaching.
-        let _ = stream.input.send(kill_session()).await;
+        stream.kill.kill();
         let _ = tokio::time::timeout(KILL_WAIT, async {
             while let Some(output) = stream.output.recv().await {
                 if matches!(output, ExecOutput::Exit { .. } | ExecOutput::Failed(_)) {

@@ -58,6 +58,18 @@ pub fn run_agent(request: &str) -> ! {
             unsafe { libc::_exit(1) }
         }
     };
+    if request.version != sbx_backend::agent::VERSION {
+        let outcome = error(
+            "invalid",
+            format!("file agent protocol {} is not supported", request.version),
+        );
+        let _ = report(
+            &mut fs::File::from(dup(std::io::stdout().as_fd())),
+            &outcome,
+        );
+        // SAFETY: _exit ends this single-threaded process at once.
+        unsafe { libc::_exit(1) }
+    }
     let result = dup(std::io::stdout().as_fd());
     let data = match request.action {
         FileOp::Write { .. } | FileOp::Extract { .. } => Some(dup(std::io::stdin().as_fd())),

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use nix::errno::Errno;
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use sbx_backend::{
-    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, Signal, SignalTarget,
+    BackendError, ExecEvent, ExecInput, ExecSession, ExitStatus, KillSwitch, Signal, SignalTarget,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,6 +160,7 @@ pub async fn spawn(path: &Path, request: SpawnRequest) -> Result<ExecSession, Ba
     };
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (input_tx, input_rx) = mpsc::channel(EVENT_QUEUE);
+    let kill = KillSwitch::new();
     tokio::spawn(pump(Pump {
         socket,
         buffer,
@@ -168,11 +169,13 @@ pub async fn spawn(path: &Path, request: SpawnRequest) -> Result<ExecSession, Ba
         stdin,
         events: events_tx,
         input: input_rx,
+        kill: kill.clone(),
     }));
     Ok(ExecSession {
         pid: pid as u32,
         events: events_rx,
         input: input_tx,
+        kill,
     })
 }
 
@@ -184,6 +187,15 @@ struct Pump {
     stdin: Option<pipe::Sender>,
     events: mpsc::Sender<ExecEvent>,
     input: mpsc::Receiver<ExecInput>,
+    kill: KillSwitch,
+}
+
+/// A permit to send on `sender`, when there is one; never resolves without.
+async fn room<T>(sender: &Option<mpsc::Sender<T>>) -> Option<mpsc::Permit<'_, T>> {
+    match sender {
+        Some(sender) => sender.reserve().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn pump(mut pump: Pump) {
@@ -194,12 +206,19 @@ async fn pump(mut pump: Pump) {
         .take()
         .map(|sender| tokio::spawn(feed_stdin(sender, stdin_rx)));
     let mut stdin_tx = stdin_task.as_ref().map(|_| stdin_tx);
+    // A chunk taken from the input while the writer's queue is full: no more input is taken
+    // until it has gone, and nothing else waits meanwhile (output, exits, kills).
+    let mut pending: Option<Bytes> = None;
+    let mut killed = false;
     let mut stdout_open = true;
     let mut stderr_open = true;
     let mut input_open = true;
     let mut out = BytesMut::with_capacity(CHUNK);
     let mut err = BytesMut::with_capacity(CHUNK);
     let status = loop {
+        // A copy for this turn's wait on the writer's queue (the branches below may drop the
+        // session's own).
+        let writer = stdin_tx.clone();
         tokio::select! {
             read = pump.stdout.read_buf(&mut out), if stdout_open => match read {
                 Ok(0) | Err(_) => stdout_open = false,
@@ -218,10 +237,23 @@ async fn pump(mut pump: Pump) {
                 // Init is gone: the sandbox died or was destroyed.
                 None => break None,
             },
-            input = pump.input.recv(), if input_open => match input {
+            permit = room(&writer), if pending.is_some() => match permit {
+                Some(permit) => permit.send(pending.take().unwrap_or_default()),
+                // The writer ended (the process closed its stdin): nothing more goes in.
+                None => {
+                    pending = None;
+                    stdin_tx = None;
+                }
+            },
+            () = pump.kill.fired(), if !killed => {
+                killed = true;
+                pending = None;
+                send_signal(&pump.socket, &ExecInput::Kill, SignalTarget::Group);
+            },
+            input = pump.input.recv(), if input_open && pending.is_none() => match input {
                 Some(ExecInput::Stdin(bytes)) => {
-                    if let Some(tx) = &stdin_tx {
-                        let _ = tx.send(bytes).await;
+                    if stdin_tx.is_some() && !killed {
+                        pending = Some(bytes);
                     }
                 }
                 Some(ExecInput::CloseStdin) => stdin_tx = None,
@@ -236,6 +268,9 @@ async fn pump(mut pump: Pump) {
             // come), so that stdin still queued for a process that does not read it is freed.
             // Signals sent before are delivered first (a kill on the way out, say).
             () = pump.events.closed() => {
+                if pump.kill.is_fired() && !killed {
+                    send_signal(&pump.socket, &ExecInput::Kill, SignalTarget::Group);
+                }
                 deliver_signals(&pump.socket, &mut pump.input, SignalTarget::Group);
                 break None;
             }
@@ -362,11 +397,20 @@ async fn spawn_terminal(path: &Path, request: SpawnRequest) -> Result<ExecSessio
     );
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (input_tx, input_rx) = mpsc::channel(EVENT_QUEUE);
-    tokio::spawn(pump_terminal(socket, buffer, master, events_tx, input_rx));
+    let kill = KillSwitch::new();
+    tokio::spawn(pump_terminal(
+        socket,
+        buffer,
+        master,
+        events_tx,
+        input_rx,
+        kill.clone(),
+    ));
     Ok(ExecSession {
         pid: pid as u32,
         events: events_rx,
         input: input_tx,
+        kill,
     })
 }
 
@@ -378,11 +422,15 @@ async fn pump_terminal(
     master: Terminal,
     events: mpsc::Sender<ExecEvent>,
     mut input: mpsc::Receiver<ExecInput>,
+    kill: KillSwitch,
 ) {
     // Keystrokes are written by their own task, so a command that does not read its terminal
     // cannot stall its output (nor the other way round).
     let (keys_tx, keys_rx) = mpsc::channel::<Bytes>(EVENT_QUEUE);
     let writer = tokio::spawn(type_keys(master.clone(), keys_rx));
+    let keys_tx = Some(keys_tx);
+    let mut pending: Option<Bytes> = None;
+    let mut killed = false;
     let mut output = vec![0u8; CHUNK];
     let mut open = true;
     let mut input_open = true;
@@ -405,9 +453,23 @@ async fn pump_terminal(
                 Some(_) => {}
                 None => break None,
             },
-            message = input.recv(), if input_open => match message {
+            permit = room(&keys_tx), if pending.is_some() => {
+                if let Some(permit) = permit {
+                    permit.send(pending.take().unwrap_or_default());
+                } else {
+                    pending = None;
+                }
+            },
+            () = kill.fired(), if !killed => {
+                killed = true;
+                pending = None;
+                send_signal(&socket, &ExecInput::Kill, SignalTarget::Session);
+            },
+            message = input.recv(), if input_open && pending.is_none() => match message {
                 Some(ExecInput::Stdin(bytes)) => {
-                    let _ = keys_tx.send(bytes).await;
+                    if !killed {
+                        pending = Some(bytes);
+                    }
                 }
                 Some(ExecInput::CloseStdin) => {}
                 Some(ExecInput::Resize(size)) => resize(&master, size),
@@ -417,6 +479,9 @@ async fn pump_terminal(
                 None => input_open = false,
             },
             () = events.closed() => {
+                if kill.is_fired() && !killed {
+                    send_signal(&socket, &ExecInput::Kill, SignalTarget::Session);
+                }
                 deliver_signals(&socket, &mut input, SignalTarget::Session);
                 break None;
             }

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Call, Control, Data, FileRequest, Transport, AGENT_ARG, MAX_REPORT, STALL};
 use crate::{
-    BackendError, ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, Handle, StdinMode, User,
+    BackendError, ExecEvent, ExecInput, ExecSession, ExecSpec, ExitStatus, Handle, KillSwitch,
+    StdinMode, User,
 };
 
 /// Where a sandbox sees the daemon's binary.
@@ -49,11 +50,14 @@ pub struct HostAgent {
 }
 
 impl HostAgent {
-    /// Copies the loader and libraries this process runs with into `dir` (made if missing;
-    /// files changed only when they differ). `program` answers [`AGENT_ARG`]; this process's
-    /// binary when `None`. The libraries are this process's, so `program` must be this binary
-    /// or one built alike (a test binary of the same build).
+    /// Copies the loader and libraries this process runs with into a directory of `dir` named
+    /// by their contents (made once; never changed after, so a sandbox bound to it keeps a
+    /// loader and libraries that match, whatever the host upgrades meanwhile). `program`
+    /// answers [`AGENT_ARG`]; this process's binary when `None`. The libraries are this
+    /// process's, so `program` must be this binary or one built alike (a test binary of the
+    /// same build).
     pub fn prepare(dir: &Path, program: Option<&Path>) -> std::io::Result<HostAgent> {
+        use std::hash::{Hash, Hasher};
         let program = match program {
             Some(program) => program.to_owned(),
             None => std::fs::canonicalize("/proc/self/exe")?,
@@ -65,23 +69,42 @@ impl HostAgent {
             )));
         }
         let maps = std::fs::read_to_string("/proc/self/maps")?;
-        let libraries = mapped_libraries(&maps);
+        let mut libraries = Vec::new();
+        for path in mapped_libraries(&maps) {
+            let Some(name) = path.file_name().map(ToOwned::to_owned) else {
+                continue;
+            };
+            libraries.push((name, std::fs::read(&path)?));
+        }
         let loader = libraries
             .iter()
-            .filter_map(|path| path.file_name()?.to_str())
+            .filter_map(|(name, _)| name.to_str())
             .find(|name| name.starts_with("ld-linux") || name.starts_with("ld64"))
             .map(str::to_owned)
             .ok_or_else(|| std::io::Error::other("this process has no dynamic loader mapped"))?;
-        std::fs::create_dir_all(dir)?;
-        for library in &libraries {
-            let Some(name) = library.file_name() else {
-                continue;
-            };
-            copy_if_changed(library, &dir.join(name))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        libraries.hash(&mut hasher);
+        let lib_dir = dir.join(format!("{:016x}", hasher.finish()));
+        if !lib_dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            let temporary = dir.join(format!(".new-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&temporary);
+            std::fs::create_dir(&temporary)?;
+            for (name, bytes) in &libraries {
+                use std::os::unix::fs::PermissionsExt;
+                let path = temporary.join(name);
+                std::fs::write(&path, bytes)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            }
+            std::fs::set_permissions(
+                &temporary,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+            std::fs::rename(&temporary, &lib_dir)?;
         }
         Ok(HostAgent {
             program,
-            lib_dir: dir.to_owned(),
+            lib_dir,
             loader,
         })
     }
@@ -123,20 +146,6 @@ fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
     libraries
 }
 
-fn copy_if_changed(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let bytes = std::fs::read(from)?;
-    if std::fs::read(to).is_ok_and(|old| old == bytes) {
-        return Ok(());
-    }
-    // A new file renamed into place: a sandbox running the old one keeps it whole.
-    let temporary = to.with_extension("new");
-    let _ = std::fs::remove_file(&temporary);
-    std::fs::write(&temporary, &bytes)?;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&temporary, to)
-}
-
 /// Starts the agent through a backend's `exec`.
 pub struct ExecTransport {
     exec: Arc<dyn Exec>,
@@ -170,7 +179,11 @@ impl Transport for ExecTransport {
         argv.push(request);
         let spec = ExecSpec {
             argv,
-            env: Vec::new(),
+            // Nothing of the image's environment may change how the loader runs the agent.
+            env: ["LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES"]
+                .into_iter()
+                .map(|name| (name.to_owned(), String::new()))
+                .collect(),
             cwd: Some("/".into()),
             user,
             stdin: if data == Data::In {
@@ -185,7 +198,12 @@ impl Transport for ExecTransport {
             }
             other => other,
         })?;
-        let ExecSession { events, input, .. } = session;
+        let ExecSession {
+            events,
+            input,
+            kill,
+            ..
+        } = session;
         let (report_tx, report_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = oneshot::channel();
         let (output, output_reader) = if data == Data::Out {
@@ -194,14 +212,11 @@ impl Transport for ExecTransport {
         } else {
             (None, None)
         };
-        let killer = Killer {
-            input: input.clone(),
-            done: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
+        let killer = Killer { kill };
         tokio::spawn(pump(events, report_tx, output, exit_tx, killer.clone()));
         let upload = if data == Data::In {
             let (writer, reader) = tokio::io::duplex(BUFFER);
-            tokio::spawn(feed(reader, input.clone()));
+            tokio::spawn(feed(reader, input, killer.clone()));
             Some(Box::new(writer) as Box<_>)
         } else {
             None
@@ -238,7 +253,13 @@ async fn pump(
     let mut report_tx = Some(report_tx);
     let mut line = Vec::new();
     let mut stderr = Vec::new();
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            // Killed: nothing more of it is wanted (its output is dropped with the session).
+            () = killer.kill.fired() => None,
+        };
+        let Some(event) = event else { break };
         match event {
             ExecEvent::Stdout(bytes) => {
                 let rest = if let Some(tx) = report_tx.take() {
@@ -284,8 +305,9 @@ async fn pump(
                 if let Some(tx) = report_tx.take() {
                     let said = String::from_utf8_lossy(&stderr);
                     let said = said.trim();
-                    let _ = tx.send(if said.is_empty() {
-                        Ok(Vec::new())
+                    let _ = tx.send(if !line.is_empty() || said.is_empty() {
+                        // A report without its newline is still a report.
+                        Ok(std::mem::take(&mut line))
                     } else {
                         Err(BackendError::other(format!(
                             "the file agent failed ({}): {said}",
@@ -293,7 +315,6 @@ async fn pump(
                         )))
                     });
                 }
-                killer.ended();
                 let _ = exit_tx.send(status);
                 return;
             }
@@ -301,40 +322,39 @@ async fn pump(
     }
 }
 
-/// Passes an upload to the agent's stdin, then closes it.
-async fn feed(mut reader: tokio::io::DuplexStream, input: mpsc::Sender<ExecInput>) {
+/// Passes an upload to the agent's stdin, then closes it; stops when the agent is killed.
+async fn feed(mut reader: tokio::io::DuplexStream, input: mpsc::Sender<ExecInput>, killer: Killer) {
+    let mut buffer = vec![0u8; BUFFER];
     loop {
-        let mut chunk = bytes::BytesMut::with_capacity(BUFFER);
-        match reader.read_buf(&mut chunk).await {
+        let read = tokio::select! {
+            read = reader.read(&mut buffer) => read,
+            () = killer.kill.fired() => return,
+        };
+        let chunk = match read {
             Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if input.send(ExecInput::Stdin(chunk.freeze())).await.is_err() {
-                    return;
-                }
-            }
+            // Each chunk holds only its own bytes, however small.
+            Ok(n) => Bytes::copy_from_slice(&buffer[..n]),
+        };
+        tokio::select! {
+            sent = input.send(ExecInput::Stdin(chunk)) => if sent.is_err() { return },
+            () = killer.kill.fired() => return,
         }
     }
-    let _ = input.send(ExecInput::CloseStdin).await;
+    tokio::select! {
+        _ = input.send(ExecInput::CloseStdin) => {}
+        () = killer.kill.fired() => {}
+    }
 }
 
-/// Ends an agent's command, once: a kill is a runtime call or two, and one that has ended
-/// needs none.
+/// Ends an agent's command: the session's kill, which no queued input holds up.
 #[derive(Clone)]
 struct Killer {
-    input: mpsc::Sender<ExecInput>,
-    done: Arc<std::sync::atomic::AtomicBool>,
+    kill: KillSwitch,
 }
 
 impl Killer {
     fn kill(&self) {
-        if !self.done.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            let _ = self.input.try_send(ExecInput::Kill);
-        }
-    }
-
-    /// The command ended by itself.
-    fn ended(&self) {
-        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.kill.kill();
     }
 }
 

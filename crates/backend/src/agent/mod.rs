@@ -223,14 +223,24 @@ impl<T: Transport> FileService<T> {
 
     /// Starts `op`, whose agent sends bytes after its report, and streams them. Dropping the
     /// stream (its caller left) or a stalled agent ends the agent.
+    /// A read's bytes are counted: exactly `min(size - offset, length)` of them, or the stream
+    /// ends with an error (never passing a short file for whole).
     async fn stream_out(
         &self,
         handle: &Handle,
         user: User,
         op: FileOp,
     ) -> Result<(FileInfo, ByteStream), BackendError> {
-        let (done, reading) = self.started_out(handle, user, op).await?;
+        let window = match &op {
+            FileOp::Read { offset, length, .. } => Some((*offset, *length)),
+            _ => None,
+        };
+        let (done, mut reading) = self.started_out(handle, user, op).await?;
         let info = one(done)?;
+        reading.expected = window.map(|(offset, length)| {
+            let size = info.size.saturating_sub(offset);
+            length.map_or(size, |l| l.min(size))
+        });
         let stream = futures::stream::unfold(reading, |mut reading| async move {
             if reading.ended {
                 return None;
@@ -242,7 +252,8 @@ impl<T: Transport> FileService<T> {
                 // error, never passing for whole.
                 Ok(Ok(0)) => {
                     reading.ended = true;
-                    if reading.control.succeeded().await {
+                    let whole = reading.expected.is_none_or(|n| n == reading.sent);
+                    if whole && reading.control.succeeded().await {
                         None
                     } else {
                         Some((
@@ -251,7 +262,20 @@ impl<T: Transport> FileService<T> {
                         ))
                     }
                 }
-                Ok(Ok(_)) => Some((Ok(chunk.freeze()), reading)),
+                Ok(Ok(n)) => {
+                    reading.sent += n as u64;
+                    if reading
+                        .expected
+                        .is_some_and(|expected| reading.sent > expected)
+                    {
+                        reading.ended = true;
+                        return Some((
+                            Err(std::io::Error::other("the sandbox sent more than the file")),
+                            reading,
+                        ));
+                    }
+                    Some((Ok(chunk.freeze()), reading))
+                }
                 Ok(Err(e)) => Some((Err(e), reading)),
                 Err(_) => Some((
                     Err(std::io::Error::new(
@@ -288,6 +312,8 @@ impl<T: Transport> FileService<T> {
             data,
             control,
             ended: false,
+            expected: None,
+            sent: 0,
         };
         // Dropping `reading` on an error kills the agent.
         Ok((done?, reading))
@@ -629,6 +655,9 @@ struct Reading {
     data: Box<dyn AsyncRead + Send + Unpin>,
     control: Box<dyn Control>,
     ended: bool,
+    /// Bytes the stream must carry, when known (a read).
+    expected: Option<u64>,
+    sent: u64,
 }
 
 impl AsyncRead for Reading {

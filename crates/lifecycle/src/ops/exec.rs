@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::model::{ExecRequest, TerminalRequest};
 use bytes::Bytes;
-use sbx_backend::{ExecEvent, ExecInput, ExecSession, ExitStatus};
+use sbx_backend::{ExecEvent, ExecInput, ExecSession, ExitStatus, KillSwitch};
 use sbx_store::SandboxRow;
 use tokio::sync::mpsc;
 
@@ -46,6 +46,9 @@ pub struct ExecStream {
     pub output: mpsc::Receiver<ExecOutput>,
     /// Keys, resizes and signals for the command (terminals).
     pub input: mpsc::Sender<ExecInput>,
+    /// Ends the command (its process group; a terminal's session) at once, whatever input is
+    /// still queued for it.
+    pub kill: KillSwitch,
     /// The command's place among those its user and sandbox may run at once: keep it for as
     /// long as the command costs the daemon anything (a response still being sent included).
     pub permit: ExecPermit,
@@ -178,6 +181,7 @@ impl Service {
         drop(guard);
         let pid = session.pid;
         let input = session.input.clone();
+        let kill = session.kill.clone();
         let audit = ExecAudit {
             caller: caller.clone(),
             sandbox_id: id.clone(),
@@ -206,6 +210,7 @@ impl Service {
             pid,
             output: receiver,
             input,
+            kill,
             permit,
         })
     }
@@ -253,7 +258,7 @@ impl Pump {
                 event = self.session.events.recv() => event,
                 _ = sleep_until(self.kill_at), if !timed_out => {
                     timed_out = true;
-                    let _ = self.session.input.send(ExecInput::Kill).await;
+                    self.session.kill.kill();
                     continue;
                 }
                 // The consumer went away: detach, the command keeps running.
@@ -273,7 +278,7 @@ impl Pump {
                     // A terminal's processes end with it, here: once this task returns,
                     // nothing would carry the bridge's kill to them.
                     if self.audit.terminal {
-                        let _ = self.session.input.send(ExecInput::Kill).await;
+                        self.session.kill.kill();
                     }
                     let _ = self.output.send(ExecOutput::Failed(Error::CredentialEnded)).await;
                     return;

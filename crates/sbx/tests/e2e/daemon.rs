@@ -427,6 +427,32 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 }
 
 /// Host pids whose command line mentions `needle`.
+/// [`processes_mentioning`] `needle` whose command line passes `keep`, once they have had a
+/// moment (five seconds at most) to end: a runtime's monitor or a signal's runtime call ends
+/// just after the call that ended its sandbox returns.
+pub async fn processes_left(needle: &str, keep: impl Fn(&str) -> bool) -> Vec<(u32, String)> {
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = processes_mentioning(needle)
+            .into_iter()
+            .filter(|(_, line)| keep(line))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if !left.is_empty() {
+        let tree = std::process::Command::new("ps")
+            .args(["-eo", "pid,ppid,stat,args", "--forest"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("processes left; the host's process tree:\n{tree}");
+    }
+    left
+}
+
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {

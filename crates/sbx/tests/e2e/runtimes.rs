@@ -78,6 +78,59 @@ async fn crun_and_runc_profiles_run_sandboxes_end_to_end() {
         // The writable layer is bounded by the sandbox's disk size (64 MiB).
         assert_64_mib_of_writes_at_most(&d, &id).await;
 
+        // A runtime's exec client that dies before its command hands the command to the
+        // daemon (a subreaper): when it ends, it is reaped, not left a zombie (which would
+        // also keep the sandbox's init from ever ending, and so the sandbox from going).
+        let sleeper = {
+            let d = &d;
+            let id = id.clone();
+            tokio::spawn({
+                let url = d.url.clone();
+                let key = d.admin_key.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        crate::daemon::cli_as(
+                            &url,
+                            Some(&key),
+                            &["exec", &id, "--", "sleep", "30"],
+                            None,
+                        )
+                    })
+                    .await
+                    .unwrap()
+                }
+            })
+        };
+        let mut client = None;
+        for _ in 0..200 {
+            client = crate::daemon::processes_mentioning(&id)
+                .into_iter()
+                .find(|(_, line)| {
+                    let program = line.split_whitespace().next().unwrap_or_default();
+                    program.ends_with(runtime) && line.contains(" exec ")
+                })
+                .map(|(pid, _)| pid);
+            if client.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let client = client.expect("the runtime's exec client runs");
+        // SAFETY: kill(2) of one pid.
+        unsafe { libc::kill(client as i32, libc::SIGKILL) };
+        let _ = sleeper.await;
+        let killed = d.sh(&id, "pkill -x sleep; echo done").await;
+        assert_eq!(killed.stdout, "done\n", "{}", killed.stderr);
+        let mut zombies = Vec::new();
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            zombies = zombies_of(d.pid());
+            if zombies.is_empty() {
+                break;
+            }
+        }
+        assert!(zombies.is_empty(), "zombies under the daemon: {zombies:?}");
+
         let image = crate::gvisor::terminal_pause_and_an_image(&d, &id, runtime).await;
         ids.push((runtime, id, image));
     }
@@ -102,10 +155,10 @@ async fn crun_and_runc_profiles_run_sandboxes_end_to_end() {
             .count();
         assert_eq!(bundles, 0);
     }
-    let runtimes: Vec<_> = crate::daemon::processes_mentioning(&d.data_dir().display().to_string())
-        .into_iter()
-        .filter(|(_, line)| line.contains("crun") || line.contains("runc"))
-        .collect();
+    let runtimes = crate::daemon::processes_left(&d.data_dir().display().to_string(), |line| {
+        line.contains("crun") || line.contains("runc")
+    })
+    .await;
     assert!(runtimes.is_empty(), "{runtimes:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for instance in &instances {
@@ -162,4 +215,23 @@ pub(crate) async fn assert_64_mib_of_writes_at_most(d: &TestDaemon, id: &str) {
     let written: u64 = lines.next().unwrap().parse().unwrap();
     assert!(written <= 64, "{written} MiB written");
     let _ = d.sh(id, "rm -f ~/big").await;
+}
+
+/// The zombie children of process `parent`.
+fn zombies_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+        })
+        .collect()
 }
