@@ -1,7 +1,9 @@
 //! The other engines' rows, each next to its baseline measured in the same run: oci over
 //! `crun` (create + first exec next to raw `crun run`), and the Docker backend under the
 //! engine's default runtime and under runsc (create + first exec next to `docker run --rm`,
-//! an exec next to `docker exec`). A daemon of its own, with a profile per engine.
+//! an exec next to `docker exec`); and the files API on each engine that runs the file agent
+//! as a command (a 1 KiB write, a 1 KiB read), next to an exec of `true` on the same sandbox.
+//! A daemon of its own, with a profile per engine.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,6 +18,7 @@ use crate::report::Row;
 use crate::Api;
 
 const CONFIG: &str = "[limits]\ncreates_per_hour = 0\n\
+    [profiles.gvisor]\nbackend = \"oci\"\n\
     [profiles.crun]\nbackend = \"crun\"\n\
     [profiles.docker]\nbackend = \"docker\"\n\
     [profiles.docker-gvisor]\nbackend = \"docker-gvisor\"\n";
@@ -113,6 +116,53 @@ async fn sbx_exec(daemon: &Daemon, profile: &str, n: usize) -> Result<Vec<Durati
     measured
 }
 
+/// On one running sandbox of `profile`, `n` times each: an exec of `true`, a write of 1 KiB
+/// (`PUT …/files`), a read of it (`GET …/files`).
+async fn sbx_files(
+    daemon: &Daemon,
+    profile: &str,
+    n: usize,
+) -> Result<[Vec<Duration>; 3]> {
+    use futures::StreamExt;
+    let api = Api(&daemon.client);
+    let request = CreateSandboxRequest {
+        profile: Some(profile.into()),
+        ..Default::default()
+    };
+    let id = api.create_from(&request).await?;
+    let client = &daemon.client;
+    let data = vec![b'x'; 1024];
+    let measured = async {
+        api.exec_true(&id).await?;
+        let mut samples: [Vec<Duration>; 3] = Default::default();
+        for _ in 0..n {
+            let started = Instant::now();
+            api.exec_true(&id).await?;
+            samples[0].push(started.elapsed());
+            let started = Instant::now();
+            client
+                .upload(&id, "bench.txt", None, None, data.clone())
+                .await
+                .context("a write")?;
+            samples[1].push(started.elapsed());
+            let started = Instant::now();
+            let mut stream = client.download(&id, "bench.txt", None).await?;
+            let mut read = 0;
+            while let Some(chunk) = stream.next().await {
+                read += chunk?.len();
+            }
+            samples[2].push(started.elapsed());
+            if read != data.len() {
+                bail!("read {read} bytes of {}", data.len());
+            }
+        }
+        Ok(samples)
+    }
+    .await;
+    api.delete(&id).await?;
+    measured
+}
+
 fn text<T>(result: Result<T>) -> Result<T, String> {
     result.map_err(|e| format!("{e:#}"))
 }
@@ -149,6 +199,11 @@ pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
     let sbx_docker = text(create_and_exec(&daemon, "docker", n).await);
     let sbx_docker_exec = text(sbx_exec(&daemon, "docker", n).await);
     let sbx_gvisor = text(create_and_exec(&daemon, "docker-gvisor", n).await);
+    eprintln!("files through the file agent: gvisor, crun, docker, docker-gvisor ×{n}…");
+    let mut files = Vec::new();
+    for profile in ["gvisor", "crun", "docker", "docker-gvisor"] {
+        files.push((profile, sbx_files(&daemon, profile, n).await));
+    }
     let stopped = daemon.stop();
     let mut rows = vec![
         row("baseline: `crun run` of `true` (a busybox bundle)", crun_raw.clone(), None),
@@ -184,6 +239,26 @@ pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
             relative(&docker_runsc, 1.1),
         ),
     ];
+    for (profile, measured) in files {
+        let [exec, write, read] = match measured {
+            Ok([exec, write, read]) => [Ok(exec), Ok(write), Ok(read)],
+            Err(e) => {
+                let e = format!("{e:#}");
+                [Err(e.clone()), Err(e.clone()), Err(e)]
+            }
+        };
+        rows.push(row(format!("{profile}: exec `true` (the files' baseline)"), exec, None));
+        rows.push(row(
+            format!("{profile}: write 1 KiB through the file agent"),
+            write,
+            None,
+        ));
+        rows.push(row(
+            format!("{profile}: read 1 KiB through the file agent"),
+            read,
+            None,
+        ));
+    }
     if let Err(e) = stopped {
         rows.push(row(
             "crun and docker: the daemon's stop",
