@@ -118,11 +118,7 @@ async fn sbx_exec(daemon: &Daemon, profile: &str, n: usize) -> Result<Vec<Durati
 
 /// On one running sandbox of `profile`, `n` times each: an exec of `true`, a write of 1 KiB
 /// (`PUT …/files`), a read of it (`GET …/files`).
-async fn sbx_files(
-    daemon: &Daemon,
-    profile: &str,
-    n: usize,
-) -> Result<[Vec<Duration>; 3]> {
+async fn sbx_files(daemon: &Daemon, profile: &str, n: usize) -> Result<[Vec<Duration>; 3]> {
     use futures::StreamExt;
     let api = Api(&daemon.client);
     let request = CreateSandboxRequest {
@@ -247,7 +243,11 @@ pub async fn rows(sbx: &Path, n: usize) -> Vec<Row> {
                 [Err(e.clone()), Err(e.clone()), Err(e)]
             }
         };
-        rows.push(row(format!("{profile}: exec `true` (the files' baseline)"), exec, None));
+        rows.push(row(
+            format!("{profile}: exec `true` (the files' baseline)"),
+            exec,
+            None,
+        ));
         rows.push(row(
             format!("{profile}: write 1 KiB through the file agent"),
             write,
