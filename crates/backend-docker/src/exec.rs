@@ -165,9 +165,11 @@ pub async fn start(docker: &Docker, command: Command) -> Result<ExecSession, Bac
     if !rest.is_empty() {
         let _ = events_tx.send(ExecEvent::Stdout(rest)).await;
     }
-    tokio::spawn(pump(target.clone(), output, events_tx));
     let kill = KillSwitch::new();
-    tokio::spawn(feed(target, input, input_rx, kill.clone()));
+    // Fired once the command has ended: kills stop then (its pid may be another's).
+    let exited = KillSwitch::new();
+    tokio::spawn(pump(target.clone(), output, events_tx, exited.clone()));
+    tokio::spawn(feed(target, input, input_rx, kill.clone(), exited));
     Ok(ExecSession {
         pid,
         events: events_rx,
@@ -279,7 +281,12 @@ impl Target {
 }
 
 /// Output to the session until the command's streams close, then its status.
-async fn pump(target: Target, mut output: Output, events: mpsc::Sender<ExecEvent>) {
+async fn pump(
+    target: Target,
+    mut output: Output,
+    events: mpsc::Sender<ExecEvent>,
+    exited: KillSwitch,
+) {
     let mut attached = true;
     while let Some(frame) = output.next().await {
         let event = match frame {
@@ -294,7 +301,9 @@ async fn pump(target: Target, mut output: Output, events: mpsc::Sender<ExecEvent
             attached = false;
         }
     }
-    if let Some(status) = target.status().await {
+    let status = target.status().await;
+    exited.kill();
+    if let Some(status) = status {
         let _ = events.send(ExecEvent::Exited(status)).await;
     }
 }
@@ -312,6 +321,7 @@ async fn feed(
     input: Pin<Box<dyn AsyncWrite + Send>>,
     mut inputs: mpsc::Receiver<ExecInput>,
     kill: KillSwitch,
+    exited: KillSwitch,
 ) {
     // `None`: close stdin.
     let (chunks, mut to_write) = mpsc::channel::<Option<Bytes>>(4);
@@ -342,6 +352,8 @@ async fn feed(
     };
     loop {
         tokio::select! {
+            // The command ended: nothing more is for it.
+            () = exited.fired() => return,
             // Out of band: a full queue (a command that does not read) holds up no kill.
             () = kill.fired(), if !killed => {
                 killed = true;
@@ -364,15 +376,22 @@ async fn feed(
             },
             message = inputs.recv(), if queued < STDIN_QUEUE && queue.len() < STDIN_CHUNKS => {
                 let Some(message) = message else {
-                    // The session went: a kill fired on its way out still goes.
-                    if kill.is_fired() && !killed {
-                        target.signal(Signal::Kill, kill_target).await;
-                        return;
-                    }
-                    // The session went: what it sent still goes in, in order.
+                    // The session went: what it sent still goes in, in order, and a kill is
+                    // still taken, until the command ends.
                     for chunk in queue {
-                        if chunks.send(chunk).await.is_err() {
-                            break;
+                        tokio::select! {
+                            sent = chunks.send(chunk) => if sent.is_err() { break },
+                            () = kill.fired(), if !killed => {
+                                target.signal(Signal::Kill, kill_target).await;
+                                return;
+                            }
+                            () = exited.fired() => return,
+                        }
+                    }
+                    if !killed {
+                        tokio::select! {
+                            () = kill.fired() => target.signal(Signal::Kill, kill_target).await,
+                            () = exited.fired() => {}
                         }
                     }
                     return;

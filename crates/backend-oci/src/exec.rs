@@ -387,9 +387,12 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
         });
     }
     let kill = KillSwitch::new();
+    // Fired once the command's client has exited: kills stop then (its pid is no longer its).
+    let exited = KillSwitch::new();
     tokio::spawn(serve_input(
         inputs,
         kill.clone(),
+        exited.clone(),
         signaller.clone(),
         stdin_tx,
         None,
@@ -414,25 +417,32 @@ pub async fn start(runtime: &Runtime, command: Command) -> Result<ExecSession, B
             err_waiting.clone(),
         ));
         let status = child.wait().await;
-        // What is still in the pipes goes on, however slowly its reader takes it: at most a
-        // pipe's capacity (more is a background child's). A pipe that stays open and silent
-        // for a moment is held by a background child, and left.
-        let read_at_exit = [out_waiting.read(), err_waiting.read()];
+        exited.kill();
+        // What was in the pipes when the command ended is read, however slowly its reader
+        // takes it; then the pipes have a moment to end. One a background child holds open
+        // is left after that, whatever it still writes.
+        let target = |pump: &tokio::task::JoinHandle<()>, wait: &PipeWait| {
+            if pump.is_finished() {
+                wait.read()
+            } else {
+                wait.target_at_exit()
+            }
+        };
+        let targets = [target(&out, &out_waiting), target(&err, &err_waiting)];
         let (mut out_done, mut err_done) = (false, false);
+        let mut caught_up_at: Option<Instant> = None;
         while !(out_done && err_done) {
             tokio::select! {
                 _ = &mut out, if !out_done => out_done = true,
                 _ = &mut err, if !err_done => err_done = true,
-                () = tokio::time::sleep(DRAIN) => {
-                    // A pipe's pump that ended holds it no more: only live ones are asked.
-                    let past_exit = out_waiting.read() - read_at_exit[0]
-                        + err_waiting.read() - read_at_exit[1];
-                    let out_quiet =
-                        out_done || out.is_finished() || out_waiting.silent_for(DRAIN);
-                    let err_quiet =
-                        err_done || err.is_finished() || err_waiting.silent_for(DRAIN);
-                    let silent = out_quiet && err_quiet;
-                    if silent || past_exit > AFTER_EXIT {
+                () = tokio::time::sleep(DRAIN / 4) => {
+                    let caught_up = (out_done || out_waiting.read() >= targets[0])
+                        && (err_done || err_waiting.read() >= targets[1]);
+                    if !caught_up {
+                        continue;
+                    }
+                    let since = *caught_up_at.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= DRAIN {
                         out.abort();
                         err.abort();
                         break;
@@ -523,15 +533,18 @@ pub async fn start_terminal(
         });
     }
     let kill = KillSwitch::new();
+    let exited = KillSwitch::new();
     tokio::spawn(serve_input(
         inputs,
         kill.clone(),
+        exited.clone(),
         signaller.clone(),
         keys_tx,
         Some(master.clone()),
     ));
     tokio::spawn(async move {
         let status = child.wait().await;
+        exited.kill();
         drop(master);
         // The client is gone, so is the slave side: the reader ends after the last output.
         let _ =
@@ -559,6 +572,7 @@ const BACKLOG: usize = 64;
 async fn serve_input(
     mut inputs: tokio::sync::mpsc::Receiver<ExecInput>,
     kill: KillSwitch,
+    exited: KillSwitch,
     signaller: Signaller,
     keys: tokio::sync::mpsc::Sender<Option<Bytes>>,
     terminal: Option<Arc<std::fs::File>>,
@@ -572,6 +586,8 @@ async fn serve_input(
     let mut killed = false;
     loop {
         tokio::select! {
+            // The command ended: nothing more is for it (its pid may be another's soon).
+            () = exited.fired() => return,
             // Out of band: a full backlog (a command that does not read) holds up no kill.
             () = kill.fired(), if !killed => {
                 killed = true;
@@ -584,19 +600,22 @@ async fn serve_input(
             },
             message = inputs.recv(), if backlog.len() < BACKLOG => {
                 let Some(message) = message else {
-                    // The session went: a kill fired on its way out still goes; else what it
-                    // sent still goes in, in order (until the command ends or the kill comes).
-                    if kill.is_fired() && !killed {
-                        signaller.deliver(Signal::Kill, kill_target).await;
-                        return;
-                    }
+                    // The session went: what it sent still goes in, in order, and a kill is
+                    // still taken, until the command ends.
                     for chunk in backlog.drain(..) {
                         tokio::select! {
-                            sent = keys.send(chunk) => if sent.is_err() { return },
+                            sent = keys.send(chunk) => if sent.is_err() { break },
                             () = kill.fired(), if !killed => {
                                 signaller.deliver(Signal::Kill, kill_target).await;
                                 return;
                             }
+                            () = exited.fired() => return,
+                        }
+                    }
+                    if !killed {
+                        tokio::select! {
+                            () = kill.fired() => signaller.deliver(Signal::Kill, kill_target).await,
+                            () = exited.fired() => {}
                         }
                     }
                     return;
@@ -658,63 +677,37 @@ fn exit_of(status: std::process::ExitStatus, signalled: &[i32]) -> ExitStatus {
 
 /// Output to the session; a detached session's pipe is left unread (the command then gets
 /// `EPIPE` or blocks, as natively), never drained for nothing.
-/// When a pump began waiting on its pipe (not on its reader), if it is waiting on it now.
+/// A pump's pipe and what it has read of it.
 struct PipeWait {
-    /// The pipe, read only to ask how much it holds (`FIONREAD`), while its pump holds it.
+    /// The pipe, only to ask how much it holds (`FIONREAD`) while its pump holds it open.
     fd: Option<i32>,
-    /// Milliseconds since `BASE` when the wait began, plus one; 0 when not waiting on the pipe.
-    since: std::sync::atomic::AtomicU64,
     /// Bytes read from the pipe so far.
     read: std::sync::atomic::AtomicU64,
 }
-
-/// Bytes of output still taken after the command's exit: more than its pipes can hold is
-/// output of a background child.
-const AFTER_EXIT: u64 = 2 << 20;
-
-static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 impl PipeWait {
     fn of(fd: Option<i32>) -> PipeWait {
         PipeWait {
             fd,
-            since: Default::default(),
             read: Default::default(),
         }
-    }
-
-    /// Bytes waiting in the pipe.
-    fn pending(&self) -> i32 {
-        let Some(fd) = self.fd else { return 0 };
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int; the pump task still holds the pipe open.
-        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
-            return 0;
-        }
-        n
-    }
-
-    fn now() -> u64 {
-        BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-    }
-
-    fn waiting(&self, waiting: bool) {
-        let value = if waiting { Self::now() } else { 0 };
-        self.since
-            .store(value, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn read(&self) -> u64 {
         self.read.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The pipe has given nothing for `period` while its pump waited on it, and holds nothing
-    /// now (a pump not scheduled for a while has not been silent).
-    fn silent_for(&self, period: Duration) -> bool {
-        let since = self.since.load(std::sync::atomic::Ordering::Relaxed);
-        since != 0
-            && Self::now().saturating_sub(since) >= period.as_millis() as u64
-            && self.pending() == 0
+    /// What its pump will have read once it has read what the pipe holds now. Asked only
+    /// while the pump runs (and so holds the pipe open).
+    fn target_at_exit(&self) -> u64 {
+        let mut pending: libc::c_int = 0;
+        if let Some(fd) = self.fd {
+            // SAFETY: FIONREAD writes one int; the pump still holds the pipe open.
+            if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut pending) } < 0 {
+                pending = 0;
+            }
+        }
+        self.read() + u64::try_from(pending).unwrap_or(0)
     }
 }
 
@@ -729,9 +722,7 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
     };
     let mut buffer = vec![0u8; 64 << 10];
     loop {
-        wait.waiting(true);
         let read = source.read(&mut buffer).await;
-        wait.waiting(false);
         if let Ok(n) = read {
             wait.read
                 .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);

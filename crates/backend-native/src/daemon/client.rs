@@ -277,6 +277,10 @@ async fn pump(mut pump: Pump) {
         }
     };
     drop(stdin_tx);
+    // A kill fired while the loop was busy elsewhere (a send to a reader that then left).
+    if status.is_none() && pump.kill.is_fired() && !killed {
+        send_signal(&pump.socket, &ExecInput::Kill, SignalTarget::Group);
+    }
     if let Some(status) = status {
         // Everything the process wrote before it exited is in the pipes already.
         if stdout_open {
@@ -488,6 +492,9 @@ async fn pump_terminal(
         }
     };
     writer.abort();
+    if status.is_none() && kill.is_fired() && !killed {
+        send_signal(&socket, &ExecInput::Kill, SignalTarget::Session);
+    }
     if let Some(status) = status {
         // What the command wrote before it exited is in the terminal's buffer already.
         if open {
