@@ -142,13 +142,11 @@ impl DockerBackend {
             Some(_) => GVISOR_TASKS,
             None => CONTAINER_TASKS,
         };
-        let agent = match HostAgent::prepare(&base.join("agent"), config.agent_program.as_deref()) {
-            Ok(agent) => Some(agent),
-            Err(e) => {
-                tracing::warn!(error = %e, "the file agent cannot run: no files API on {}", config.kind);
-                None
-            }
-        };
+        let agent = HostAgent::prepare_or_none(
+            &base.join("agent"),
+            config.agent_program.as_deref(),
+            config.kind,
+        );
         let inner = Arc::new(Inner {
             kind: config.kind,
             docker: connect()?,

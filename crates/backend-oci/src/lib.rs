@@ -194,13 +194,11 @@ impl OciBackend {
             Flavor::Gvisor => bundle::RUNTIME_TASKS,
             Flavor::Native => bundle::NAMESPACE_RUNTIME_TASKS,
         });
-        let agent = match HostAgent::prepare(&base.join("agent"), config.shim_program.as_deref()) {
-            Ok(agent) => Some(agent),
-            Err(e) => {
-                tracing::warn!(error = %e, "the file agent cannot run: no files API on {}", config.kind);
-                None
-            }
-        };
+        let agent = HostAgent::prepare_or_none(
+            &base.join("agent"),
+            config.shim_program.as_deref(),
+            config.kind,
+        );
         let inner = Arc::new(Inner {
             kind: config.kind,
             runtime,

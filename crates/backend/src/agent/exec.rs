@@ -109,6 +109,18 @@ impl HostAgent {
         })
     }
 
+    /// [`HostAgent::prepare`], or `None` (said in the log) when the agent cannot run here: the
+    /// backend `kind` then offers no files API.
+    pub fn prepare_or_none(dir: &Path, program: Option<&Path>, kind: &str) -> Option<HostAgent> {
+        match HostAgent::prepare(dir, program) {
+            Ok(agent) => Some(agent),
+            Err(e) => {
+                tracing::warn!(error = %e, "the file agent cannot run: no files API on {kind}");
+                None
+            }
+        }
+    }
+
     /// `(host path, sandbox path)` of each read-only bind a sandbox needs.
     pub fn binds(&self) -> [(PathBuf, &'static str); 2] {
         [

@@ -484,6 +484,22 @@ async fn several_files_in_one_multipart_request_and_cp_with_directories() {
 }
 
 /// The SSE events of a watch, read until `until` is seen (or 20 s pass): (type, path) pairs.
+/// A recursive watch of sandbox `id`'s directory `path`, as the admin; answered 200.
+pub(crate) async fn recursive_watch(d: &TestDaemon, id: &str, path: &str) -> reqwest::Response {
+    let url = format!(
+        "{}/v1/sandboxes/{id}/files/watch?path={path}&recursive=true",
+        d.url
+    );
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&d.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
+
 pub(crate) async fn watch_events(
     response: &mut reqwest::Response,
     until: &str,
@@ -517,17 +533,7 @@ async fn a_watch_tells_changes_as_they_happen_and_ends_with_the_sandbox() {
     let s = d.create().await;
     let id = &s.id;
     assert_eq!(d.sh(id, "mkdir -p w/old").await.exit_code, 0);
-    let url = format!(
-        "{}/v1/sandboxes/{id}/files/watch?path=w&recursive=true",
-        d.url
-    );
-    let mut response = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(&d.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let mut response = recursive_watch(&d, id, "w").await;
     // A new directory is watched as soon as it is told; what is made in it before then is
     // told as created (the rest of the test waits for it, so that every kind is seen).
     d.sh(id, "mkdir w/sub && echo early > w/sub/early").await;

@@ -291,17 +291,7 @@ async fn files_through_the_cli(d: &TestDaemon, id: &str, under: &str) {
         .await;
     assert_eq!(seen.stdout, "same\n", "{}", seen.stderr);
     // A watch tells what the sandbox's commands change.
-    let url = format!(
-        "{}/v1/sandboxes/{id}/files/watch?path={under}/copy&recursive=true",
-        d.url
-    );
-    let mut watch = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(&d.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(watch.status(), 200);
+    let mut watch = crate::archives::recursive_watch(d, id, &format!("{under}/copy")).await;
     d.sh(
         id,
         &format!("echo x > {under}/copy/work/new && touch {under}/copy/done"),
