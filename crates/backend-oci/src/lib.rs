@@ -76,11 +76,11 @@ pub struct OciBackend {
     reaper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// Reaps orphans of sandboxes at each `SIGCHLD`, and every few seconds in case one was missed.
+/// Reaps orphans of sandboxes at each `SIGCHLD`, and every second in case one was missed.
 async fn reap_orphans() {
     let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     loop {
-        let tick = tokio::time::sleep(std::time::Duration::from_secs(5));
+        let tick = tokio::time::sleep(std::time::Duration::from_secs(1));
         match &mut children {
             Some(children) => {
                 tokio::select! {
@@ -696,7 +696,7 @@ impl Backend for OciBackend {
     }
 
     /// A namespaces runtime's commands can leave orphans to this daemon (see
-    /// `sbx_backend::reap`): reaped as they come (each `SIGCHLD`, and every few seconds).
+    /// `sbx_backend::reap`): reaped as they come (each `SIGCHLD`, and every second).
     async fn start(&self) -> Result<(), BackendError> {
         if self.inner.runtime.flavor == Flavor::Native {
             let mut reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner());

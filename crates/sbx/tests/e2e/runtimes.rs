@@ -217,8 +217,10 @@ pub(crate) async fn assert_64_mib_of_writes_at_most(d: &TestDaemon, id: &str) {
     let _ = d.sh(id, "rm -f ~/big").await;
 }
 
-/// The zombie children of process `parent`.
+/// The zombie children of process `parent` that were sandbox processes (in another pid
+/// namespace than the host's): what the daemon inherits from a runtime's exec client.
 fn zombies_of(parent: u32) -> Vec<u32> {
+    let host = std::fs::read_link("/proc/self/ns/pid").unwrap();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -231,7 +233,9 @@ fn zombies_of(parent: u32) -> Vec<u32> {
                 return false;
             };
             let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+            fields.first() == Some(&"Z")
+                && fields.get(1) == Some(&parent.to_string().as_str())
+                && std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns != host)
         })
         .collect()
 }
