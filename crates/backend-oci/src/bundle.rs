@@ -575,8 +575,11 @@ pub fn config(
         Root::Layers { config, .. } => Some(config),
         Root::Directory { .. } => None,
     };
+    // The host name is the sandbox's (set once a warm container is taken): not in the init's
+    // environment, which a warm container keeps.
     let env: Vec<String> = base_env(image, &id)
         .into_iter()
+        .filter(|(k, _)| k != "HOSTNAME")
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let tmp_bytes = memory_bytes * 2 / 5;

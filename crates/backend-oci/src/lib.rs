@@ -2,10 +2,12 @@
 //! whose user-space kernel stands between the sandbox and the host's — made from a bundle sbx
 //! writes (`bundle.rs`), its commands started through the runtime's `exec` (`exec.rs`).
 //!
-//! Owns, per sandbox: the runtime's container (named by the sandbox id, under this instance's
-//! runtime root `<data>/oci/state`), its bundle `<data>/oci/bundles/<id>/` (and, for a template
-//! from an image, the read-only overlay mounted at its `rootfs/`), and its cgroup
-//! `sbx-oci/<instance>/<id>` (made and removed by the runtime).
+//! Owns, per sandbox: the runtime's container (named by the sandbox's *key*, under this
+//! instance's runtime root `<data>/oci/state`), its bundle `<data>/oci/bundles/<key>/` (and,
+//! for a template from an image, the read-only overlay mounted at its `rootfs/`), and its
+//! cgroup `sbx-oci/<instance>/<key>` (made and removed by the runtime). The key is the
+//! sandbox's id, or for a container the warm pool started ahead of time (`pool.rs`) the pool's
+//! own id, which the handle carries and `<bundle>/sandbox-id` maps back.
 //! Must never: give a sandbox a network (`--network=none`), a writable host path, or a
 //! command without a deadline on the runtime call that starts it.
 //!
@@ -16,6 +18,7 @@
 mod bundle;
 mod cgroups;
 mod exec;
+mod pool;
 mod runtime;
 mod shim;
 
@@ -36,7 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sbx_backend::{
     Backend, BackendError, Bounds, Capabilities, ExecSession, ExecSpec, Handle, Health,
-    Hibernation, ImageConfig, Observed, PauseResume, SandboxId, SandboxSpec, StdinMode,
+    Hibernation, ImageConfig, Limits, Observed, PauseResume, SandboxId, SandboxSpec, StdinMode,
     TerminalSpec, Terminals,
 };
 use sbx_images::ImageStore;
@@ -66,6 +69,9 @@ pub struct OciConfig {
     /// The program that is the shim when run with its argument (`shim.rs`); this binary when
     /// `None`.
     pub shim_program: Option<PathBuf>,
+    /// Containers to keep started ahead of time, per shape (the default resources of a
+    /// profile on the host template): see `pool.rs`.
+    pub warm: Vec<(Limits, usize)>,
 }
 
 pub struct OciBackend {
@@ -74,6 +80,29 @@ pub struct OciBackend {
     files: Option<FileService<ExecTransport>>,
     /// The task that reaps orphans of commands (namespaces runtimes).
     reaper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The task that keeps the warm pool full.
+    filler: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Keeps the warm pool full, one container at a time, until it closes; after a failure,
+/// tries again 5 s later.
+async fn keep_warm(inner: Arc<Inner>) {
+    loop {
+        let Some(limits) = inner.pool.wanted() else {
+            if inner.pool.is_closed() {
+                return;
+            }
+            inner.pool.wake.notified().await;
+            continue;
+        };
+        if let Err(e) = inner.warm_one(limits).await {
+            tracing::warn!(kind = inner.kind, error = %e.chain(), "cannot start a warm container");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = inner.pool.wake.notified() => {}
+            }
+        }
+    }
 }
 
 /// Reaps orphans of sandboxes at each `SIGCHLD`, and every second in case one was missed.
@@ -112,6 +141,9 @@ struct Inner {
     init: Option<PathBuf>,
     /// The file agent's program and libraries, bound into every sandbox.
     agent: Option<HostAgent>,
+    pool: pool::Pool,
+    /// The key of each sandbox whose container the pool started (its `sandbox-id`).
+    keys: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[async_trait]
@@ -199,7 +231,16 @@ impl OciBackend {
             config.shim_program.as_deref(),
             config.kind,
         );
+        let keys = std::sync::Mutex::new(pooled_sandboxes(&bundles));
+        let init = sbx_images::host::static_busybox();
         let inner = Arc::new(Inner {
+            keys,
+            // Under gVisor a warm container is renamed by a command of the static busybox.
+            pool: pool::Pool::new(if init.is_none() && runtime.flavor == Flavor::Gvisor {
+                &[]
+            } else {
+                &config.warm
+            }),
             kind: config.kind,
             runtime,
             slots,
@@ -212,7 +253,7 @@ impl OciBackend {
             instance,
             serial: AtomicU64::new(0),
             bounds,
-            init: sbx_images::host::static_busybox(),
+            init,
             agent,
         });
         let files = inner
@@ -223,6 +264,7 @@ impl OciBackend {
             inner,
             files,
             reaper: Default::default(),
+            filler: Default::default(),
         })
     }
 }
@@ -240,6 +282,24 @@ fn bundle_slots(bundles: &Path) -> std::collections::BTreeMap<u32, SandboxId> {
         })
         .collect()
 }
+
+/// Sandbox id → key, for the bundles in `bundles` that a pool started (their `sandbox-id`).
+fn pooled_sandboxes(bundles: &Path) -> std::collections::HashMap<String, String> {
+    fs::read_dir(bundles)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let key = SandboxId::parse(entry.file_name().to_str()?).ok()?;
+            let id = fs::read_to_string(entry.path().join(SANDBOX_ID)).ok()?;
+            let id = SandboxId::parse(id.trim()).ok()?;
+            Some((id.to_string(), key.to_string()))
+        })
+        .collect()
+}
+
+/// The file in a pooled container's bundle that names the sandbox it serves.
+const SANDBOX_ID: &str = "sandbox-id";
 
 fn getrandom(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the OS random number generator is unavailable");
@@ -427,8 +487,9 @@ impl Inner {
         user: sbx_backend::User,
         stdin: bool,
     ) -> Result<exec::Command, BackendError> {
-        let id = self.current(handle)?;
-        let bundle = self.bundle(&id);
+        let key = self.current(handle)?;
+        let id = id_of(handle)?;
+        let bundle = self.bundle(&key);
         let image: Option<ImageConfig> = fs::read(bundle.join("image.json"))
             .ok()
             .and_then(|t| serde_json::from_slice(&t).ok());
@@ -453,7 +514,7 @@ impl Inner {
             .unwrap_or(home);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let cgroup_procs = self
-            .cgroup_leaves(&id)
+            .cgroup_leaves(&key)
             .into_iter()
             .map(|leaf| leaf.join("cgroup.procs"))
             .filter(|procs| procs.exists())
@@ -468,19 +529,156 @@ impl Inner {
             pid_file: bundle.join("exec").join(format!("{serial}.pid")),
             cgroup_procs,
             busybox: self.init.as_ref().map(|_| bundle::INIT_PATH.to_owned()),
-            container: id,
+            container: key,
         })
     }
 
-    /// The container of `handle`, if it is still the one the handle was made for.
+    /// The key (container) of `handle`, if it is still the one the handle was made for.
     fn current(&self, handle: &Handle) -> Result<String, BackendError> {
-        let id = id_of(handle)?;
+        let key = key_of(handle)?;
         let nonce = handle.data.get("nonce").and_then(|v| v.as_str());
-        let stored = fs::read_to_string(self.bundle(&id).join("nonce")).ok();
+        let stored = fs::read_to_string(self.bundle(&key).join("nonce")).ok();
         match (nonce, stored) {
-            (Some(nonce), Some(stored)) if nonce == stored.trim() => Ok(id),
-            (None, Some(_)) => Ok(id),
-            _ => Err(BackendError::NotFound(format!("sandbox {id} is gone"))),
+            (Some(nonce), Some(stored)) if nonce == stored.trim() => Ok(key),
+            (None, Some(_)) => Ok(key),
+            _ => Err(BackendError::NotFound(format!(
+                "sandbox {} is gone",
+                id_of(handle)?
+            ))),
+        }
+    }
+
+    /// The key of sandbox `id` when no handle says it: the pool's, or its id.
+    fn key_for(&self, id: &str) -> String {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(id).cloned().unwrap_or_else(|| id.to_owned())
+    }
+
+    /// The sandbox a key's container serves: its `sandbox-id`, or the key itself.
+    fn sandbox_of(&self, key: &str) -> String {
+        fs::read_to_string(self.bundle(key).join(SANDBOX_ID))
+            .ok()
+            .and_then(|id| SandboxId::parse(id.trim()).ok())
+            .map_or_else(|| key.to_owned(), |id| id.to_string())
+    }
+
+    /// Builds a container for the pool and adds it: a sandbox of `limits` on the host
+    /// template, named by a fresh key (the pool's from the start: never an orphan).
+    async fn warm_one(&self, limits: Limits) -> Result<(), BackendError> {
+        let key = SandboxId::generate();
+        let busy = self.pool.busy(&key);
+        let spec = SandboxSpec {
+            id: key.clone(),
+            template: sbx_images::host::HOST.to_owned(),
+            limits,
+            snapshot: None,
+            fork_of: None,
+        };
+        let built = async {
+            let nonce = self.build(&spec).await?;
+            let init = match self.runtime.flavor {
+                Flavor::Gvisor => 0,
+                Flavor::Native => self
+                    .runtime
+                    .state(key.as_str())
+                    .await?
+                    .filter(|state| alive(&state.status))
+                    .and_then(|state| i32::try_from(state.pid).ok())
+                    .ok_or_else(|| BackendError::other("a warm container stopped at once"))?,
+            };
+            Ok::<_, BackendError>(pool::Warm {
+                key: key.clone(),
+                nonce,
+                limits,
+                init,
+            })
+        }
+        .await;
+        let result = match built {
+            // Added while still busy: never seen as neither.
+            Ok(warm) => match self.pool.add(warm) {
+                None => Ok(()),
+                // The pool closed meanwhile.
+                Some(_) => self.remove(key.as_str()).await,
+            },
+            Err(e) => {
+                if let Err(cleanup) = self.remove(key.as_str()).await {
+                    tracing::warn!(key = %key, error = %cleanup, "cannot remove a failed warm container");
+                }
+                Err(e)
+            }
+        };
+        drop(busy);
+        result
+    }
+
+    /// Sandbox `spec` from a warm container, when the pool has one of its shape: the
+    /// container is told whom it serves and takes its name. `None`: build one.
+    async fn take_warm(&self, spec: &SandboxSpec) -> Option<Handle> {
+        if spec.snapshot.is_some()
+            || spec.fork_of.is_some()
+            || spec.template != sbx_images::host::HOST
+        {
+            return None;
+        }
+        let (warm, busy) = self.pool.take(&spec.limits)?;
+        let key = warm.key.to_string();
+        let id = spec.id.to_string();
+        let handed = async {
+            fs::write(self.bundle(&key).join(SANDBOX_ID), &id)
+                .map_err(|e| format!("cannot record the sandbox it serves: {e}"))?;
+            self.keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), key.clone());
+            self.set_hostname(&warm, &id).await
+        }
+        .await;
+        match handed {
+            Ok(()) => {
+                drop(busy);
+                Some(Handle {
+                    backend: self.kind.into(),
+                    data: serde_json::json!({ "id": id, "key": key, "nonce": warm.nonce }),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, key = %key, error = %e, "a warm container could not be used; building one");
+                if let Err(e) = self.remove(&key).await {
+                    tracing::warn!(key = %key, error = %e, "cannot remove a warm container");
+                }
+                drop(busy);
+                None
+            }
+        }
+    }
+
+    /// Gives a warm container the host name of the sandbox it now serves: from the host for
+    /// a namespaces runtime; under gVisor, whose kernel is the sentry, by a command (root with
+    /// the one capability that needs, for that command alone).
+    async fn set_hostname(&self, warm: &pool::Warm, id: &str) -> Result<(), String> {
+        let key = warm.key.to_string();
+        match self.runtime.flavor {
+            Flavor::Native => {
+                let (init, id) = (warm.init, id.to_owned());
+                tokio::task::spawn_blocking(move || pool::set_hostname_from_host(init, &key, &id))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the naming task failed: {e}")))
+            }
+            Flavor::Gvisor => self
+                .runtime
+                .call(&[
+                    "exec",
+                    "--user=0:0",
+                    "--cap=CAP_SYS_ADMIN",
+                    &key,
+                    bundle::INIT_PATH,
+                    "hostname",
+                    id,
+                ])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -517,6 +715,7 @@ impl Inner {
             .any(|entry| entry.file_name().to_string_lossy().starts_with(id))
     }
 
+    /// Removes every trace of the container named `id` (a key).
     async fn remove(&self, id: &str) -> Result<(), BackendError> {
         let bundle = self.bundle(id);
         // Nothing of it (a create's first step, a destroy again): no runtime call, which is
@@ -573,6 +772,10 @@ impl Inner {
         if let (Some(slots), Some(slot), Ok(sandbox)) = (&self.slots, slot, SandboxId::parse(id)) {
             slots.free(slot, &sandbox);
         }
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, key| key != id);
         Ok(())
     }
 }
@@ -651,15 +854,29 @@ fn handle(kind: &str, id: &SandboxId, nonce: &str) -> Handle {
     }
 }
 
+/// The sandbox's id in `handle`.
 fn id_of(handle: &Handle) -> Result<String, BackendError> {
-    let id = handle
-        .data
-        .get("id")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| BackendError::other("a malformed handle of the oci backend"))?;
-    SandboxId::parse(id)
-        .map_err(|_| BackendError::other("a malformed handle of the oci backend"))?;
-    Ok(id.to_owned())
+    handle_field(handle, "id")?
+        .ok_or_else(|| BackendError::other("a malformed handle of the oci backend"))
+}
+
+/// The key its container is named by: the pool's (`key`), else the sandbox's id.
+fn key_of(handle: &Handle) -> Result<String, BackendError> {
+    match handle_field(handle, "key")? {
+        Some(key) => Ok(key),
+        None => id_of(handle),
+    }
+}
+
+fn handle_field(handle: &Handle, field: &str) -> Result<Option<String>, BackendError> {
+    let Some(value) = handle.data.get(field) else {
+        return Ok(None);
+    };
+    value
+        .as_str()
+        .and_then(|text| SandboxId::parse(text).ok())
+        .map(|id| Some(id.to_string()))
+        .ok_or_else(|| BackendError::other("a malformed handle of the oci backend"))
 }
 
 fn alive(status: &str) -> bool {
@@ -687,6 +904,7 @@ impl Backend for OciBackend {
             adopt: true,
             files: self.files.is_some(),
             hibernate: self.hibernation().is_some(),
+            warm_pool: self.inner.pool.is_enabled(),
             ..Capabilities::default()
         }
     }
@@ -697,6 +915,7 @@ impl Backend for OciBackend {
 
     /// A namespaces runtime's commands can leave orphans to this daemon (see
     /// `sbx_backend::reap`): reaped as they come (each `SIGCHLD`, and every second).
+    /// The warm pool starts filling (one container at a time).
     async fn start(&self) -> Result<(), BackendError> {
         if self.inner.runtime.flavor == Flavor::Native {
             let mut reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
@@ -704,10 +923,28 @@ impl Backend for OciBackend {
                 *reaper = Some(tokio::spawn(reap_orphans()));
             }
         }
+        if self.inner.pool.is_enabled() {
+            let mut filler = self.filler.lock().unwrap_or_else(|e| e.into_inner());
+            if filler.is_none() && !self.inner.pool.is_closed() {
+                *filler = Some(tokio::spawn(keep_warm(self.inner.clone())));
+            }
+        }
         Ok(())
     }
 
+    /// The pool closes: the container being built is finished and removed, the warm ones
+    /// are removed.
     async fn shutdown(&self) {
+        let warm = self.inner.pool.close();
+        let filler = self.filler.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(filler) = filler {
+            let _ = filler.await;
+        }
+        for warm in warm {
+            if let Err(e) = self.inner.remove(warm.key.as_str()).await {
+                tracing::warn!(key = %warm.key, error = %e, "cannot remove a warm container");
+            }
+        }
         if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             reaper.abort();
         }
@@ -719,6 +956,10 @@ impl Backend for OciBackend {
         let version = tokio::task::spawn_blocking(move || runtime.version())
             .await
             .unwrap_or_else(|e| Err(BackendError::other_from("the health check failed", e)));
+        let warm = match self.inner.pool.counts() {
+            (_, 0) => String::new(),
+            (ready, kept) => format!("; {ready}/{kept} warm"),
+        };
         match version {
             Ok(version) => Health {
                 healthy: true,
@@ -733,7 +974,7 @@ impl Backend for OciBackend {
                          seccomp",
                         self.inner.runtime.binary.display()
                     ),
-                },
+                } + &warm,
             },
             Err(e) => Health {
                 healthy: false,
@@ -746,8 +987,14 @@ impl Backend for OciBackend {
         Ok(self.inner.root_of(name).is_some())
     }
 
+    /// From the warm pool when it has a container of this shape, else built.
     async fn create(&self, spec: &SandboxSpec) -> Result<Handle, BackendError> {
         let id = spec.id.to_string();
+        // What an earlier life of this sandbox left (a recreate).
+        self.inner.remove(&self.inner.key_for(&id)).await?;
+        if let Some(handle) = self.inner.take_warm(spec).await {
+            return Ok(handle);
+        }
         self.inner.remove(&id).await?;
         match self.inner.build(spec).await {
             Ok(nonce) => Ok(handle(self.inner.kind, &spec.id, &nonce)),
@@ -785,24 +1032,34 @@ impl Backend for OciBackend {
         }
     }
 
+    /// The sandboxes whose containers or bundles are here: by the sandbox each serves; the
+    /// pool's own are not listed (a previous daemon's are: orphans now).
     async fn list_owned(&self) -> Result<Vec<SandboxId>, BackendError> {
-        let mut ids = self.inner.runtime.list().await?;
+        let mut keys = self.inner.runtime.list().await?;
         for entry in fs::read_dir(&self.inner.bundles)
             .map_err(|e| io("cannot list bundles", e))?
             .flatten()
         {
-            ids.push(entry.file_name().to_string_lossy().into_owned());
+            keys.push(entry.file_name().to_string_lossy().into_owned());
         }
-        ids.sort();
-        ids.dedup();
-        Ok(ids
+        keys.sort();
+        keys.dedup();
+        let mut ids: Vec<SandboxId> = keys
             .iter()
-            .filter_map(|id| SandboxId::parse(id).ok())
-            .collect())
+            .filter(|key| SandboxId::parse(key).is_ok() && !self.inner.pool.holds(key))
+            .filter_map(|key| SandboxId::parse(&self.inner.sandbox_of(key)).ok())
+            .collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.dedup();
+        Ok(ids)
     }
 
-    async fn destroy(&self, id: &SandboxId, _handle: Option<&Handle>) -> Result<(), BackendError> {
-        self.inner.remove(&id.to_string()).await
+    async fn destroy(&self, id: &SandboxId, handle: Option<&Handle>) -> Result<(), BackendError> {
+        let key = match handle.map(key_of) {
+            Some(Ok(key)) => key,
+            _ => self.inner.key_for(id.as_str()),
+        };
+        self.inner.remove(&key).await
     }
 
     async fn exec(&self, handle: &Handle, spec: ExecSpec) -> Result<ExecSession, BackendError> {

@@ -284,6 +284,10 @@ pub struct Profile {
     /// Extra limits on creating sandboxes of this profile, counted over this profile's
     /// sandboxes only (unlimited unless set).
     pub limits: Limits,
+    /// Sandboxes of this profile (its template and default resources) an `oci`, `crun` or
+    /// `runc` backend keeps started ahead of time; `None`: the daemon's `warm_pool`. (The
+    /// native backend's pool is the daemon's `warm_pool` alone.)
+    pub warm_pool: Option<usize>,
 }
 
 /// What the reaper does to a sandbox idle for `ttl.idle`.
@@ -361,6 +365,7 @@ impl Profile {
                 disk_mb: 16384,
             },
             limits: Limits::UNLIMITED,
+            warm_pool: None,
         }
     }
 }
@@ -516,6 +521,7 @@ impl Config {
                         }),
                         auto_resume: Some(p.auto_resume),
                         limits: (p.limits != Limits::UNLIMITED).then(|| p.limits.to_raw()),
+                        warm_pool: p.warm_pool,
                     };
                     (name.clone(), raw)
                 })
@@ -695,6 +701,8 @@ struct RawProfile {
     auto_resume: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<RawLimits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warm_pool: Option<usize>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -1164,6 +1172,12 @@ fn resolve_profile(name: &str, raw: RawProfile) -> Result<Profile, String> {
     }
     if let Some(limits) = raw.limits {
         profile.limits = limits.over(Limits::UNLIMITED, "limits")?;
+    }
+    if let Some(warm_pool) = raw.warm_pool {
+        if warm_pool > 64 {
+            return Err("warm_pool: at most 64".into());
+        }
+        profile.warm_pool = Some(warm_pool);
     }
     if profile.ttl.default > profile.ttl.max {
         return Err(format!(

@@ -56,6 +56,8 @@ pub use sbx_backend::{
 pub use sbx_backend::{ExecInput, ExitStatus, KillSwitch, SignalTarget, TtySize};
 pub use sbx_backend::{ImageProgress, ImageSource, ImageTemplate, ProgressSender};
 pub use state::State;
+/// The backend's limits for a sandbox of these resources.
+pub use validate::limits as sandbox_limits;
 pub use validate::Bounds;
 
 /// Settings lifecycle needs.

@@ -124,6 +124,18 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
                 "runc" => ("runc", "runc".to_owned()),
                 _ => ("oci", settings.runtime.clone()),
             };
+            // Each profile of this backend on the host template: its default resources, as
+            // many as it asks (the daemon's `warm_pool` unless it says).
+            let warm = context
+                .config
+                .profiles
+                .values()
+                .filter(|p| p.backend == kind && p.template == sbx_images::host::HOST)
+                .map(|p| {
+                    let count = p.warm_pool.unwrap_or(context.warm_pool);
+                    (sbx_lifecycle::sandbox_limits(&(&p.resources).into()), count)
+                })
+                .collect();
             let oci = sbx_backend_oci::OciBackend::new(sbx_backend_oci::OciConfig {
                 kind,
                 data_dir: context.data_dir.to_owned(),
@@ -131,6 +143,7 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
                 platform: settings.platform.clone(),
                 images: Some(context.images.clone()),
                 shim_program: None,
+                warm,
             })
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok(Arc::new(oci))

@@ -105,6 +105,7 @@ impl sbx_backend_conformance::Subject for Gvisor {
             platform: "ptrace".into(),
             images: None,
             shim_program: Some(env!("CARGO_BIN_EXE_sbx").into()),
+            warm: Vec::new(),
         })
         .unwrap_or_else(|e| panic!("the oci backend cannot start: {}", e.chain()));
         Arc::new(oci)

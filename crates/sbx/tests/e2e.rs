@@ -56,3 +56,5 @@ mod snapshots;
 mod templates;
 #[path = "e2e/terminal.rs"]
 mod terminal;
+#[path = "e2e/warm.rs"]
+mod warm;

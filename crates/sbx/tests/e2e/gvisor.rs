@@ -8,7 +8,8 @@ use sbx_protocol::CreateSandboxRequest;
 
 use crate::daemon::{text, Options, TestDaemon};
 
-const CONFIG: &str = "[profiles.gvisor]\nbackend = \"oci\"\n";
+/// No warm pool: the sandboxes here are built by their create (`warm.rs` tests the pool).
+const CONFIG: &str = "[profiles.gvisor]\nbackend = \"oci\"\nwarm_pool = 0\n";
 
 fn runtime_processes(data: &std::path::Path) -> Vec<String> {
     let needle = data.display().to_string();

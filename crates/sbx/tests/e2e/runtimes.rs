@@ -8,7 +8,9 @@
 
 use crate::daemon::{text, Options, TestDaemon};
 
-const CONFIG: &str = "[profiles.crun]\nbackend = \"crun\"\n[profiles.runc]\nbackend = \"runc\"\n";
+/// No warm pool: the sandboxes here are built by their create (`warm.rs` tests the pool).
+const CONFIG: &str = "[profiles.crun]\nbackend = \"crun\"\nwarm_pool = 0\n\
+                      [profiles.runc]\nbackend = \"runc\"\nwarm_pool = 0\n";
 
 #[tokio::test]
 async fn crun_and_runc_profiles_run_sandboxes_end_to_end() {
