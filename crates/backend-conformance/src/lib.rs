@@ -66,6 +66,7 @@ macro_rules! suite {
             exec_streams_output_as_it_comes,
             exec_kill_ends_the_command,
             exec_kill_is_not_held_up_by_unread_stdin,
+            exec_kill_is_not_held_up_by_unread_output,
             exec_signal_reaches_the_command,
             exec_of_a_missing_program_fails_cleanly,
             exec_in_a_destroyed_sandbox_is_not_found,
@@ -368,6 +369,53 @@ pub mod tests {
             Some(ExitStatus::Signal(Signal::Kill.number()))
         );
         flood.abort();
+        destroy(&*backend, &id, Some(&handle)).await;
+    }
+
+    /// A kill reaches a command whose output nobody reads (a timeout while the client is
+    /// slow): the backend does not wait for room for its output first. (A backend that cannot
+    /// run `yes`, the fake one, has nothing to show.)
+    pub async fn exec_kill_is_not_held_up_by_unread_output(subject: &dyn Subject) {
+        let backend = subject.instance().await;
+        let (id, handle) = create(subject, &*backend).await;
+        let flood = command(&["sh", "-c", "exec yes flood-of-output"], false);
+        let mut flood = match within("exec", backend.exec(&handle, flood)).await {
+            Ok(session) => session,
+            Err(BackendError::ExecFailed(_)) => {
+                destroy(&*backend, &id, Some(&handle)).await;
+                return;
+            }
+            Err(other) => panic!("exec of yes: {}", other.chain()),
+        };
+        let running = || async {
+            let check = command(
+                &[
+                    "sh",
+                    "-c",
+                    "pgrep -x yes >/dev/null && echo running || echo gone",
+                ],
+                false,
+            );
+            let mut check = exec(&*backend, &handle, check).await;
+            String::from_utf8_lossy(&collect(&mut check).await.stdout).into_owned()
+        };
+        // Its output queues fill while nobody reads.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(running().await, "running\n");
+        flood.kill.kill();
+        let started = std::time::Instant::now();
+        while running().await != "gone\n" {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the kill waited for the command's output to be read"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let outcome = collect(&mut flood).await;
+        assert_eq!(
+            outcome.status,
+            Some(ExitStatus::Signal(Signal::Kill.number()))
+        );
         destroy(&*backend, &id, Some(&handle)).await;
     }
 

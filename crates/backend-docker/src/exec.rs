@@ -168,7 +168,13 @@ pub async fn start(docker: &Docker, command: Command) -> Result<ExecSession, Bac
     let kill = KillSwitch::new();
     // Fired once the command has ended: kills stop then (its pid may be another's).
     let exited = KillSwitch::new();
-    tokio::spawn(pump(target.clone(), output, events_tx, exited.clone()));
+    tokio::spawn(pump(
+        target.clone(),
+        output,
+        events_tx,
+        exited.clone(),
+        kill.clone(),
+    ));
     tokio::spawn(feed(target, input, input_rx, kill.clone(), exited));
     Ok(ExecSession {
         pid,
@@ -281,11 +287,16 @@ impl Target {
 }
 
 /// Output to the session until the command's streams close, then its status.
+///
+/// Once the command is killed, output the session has no room for is dropped: the engine's
+/// stream must be drained for the engine to finish the command, and an engine waiting to hand
+/// out a killed command's output holds up the container's next commands.
 async fn pump(
     target: Target,
     mut output: Output,
     events: mpsc::Sender<ExecEvent>,
     exited: KillSwitch,
+    kill: KillSwitch,
 ) {
     let mut attached = true;
     while let Some(frame) = output.next().await {
@@ -296,9 +307,20 @@ async fn pump(
             Ok(bollard::container::LogOutput::StdIn { .. }) => continue,
             Err(_) => break,
         };
+        if !attached {
+            continue;
+        }
+        if kill.is_fired() {
+            if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(event) {
+                attached = false;
+            }
+            continue;
+        }
         // A dropped session detaches: the command keeps running, its output is drained.
-        if attached && events.send(event).await.is_err() {
-            attached = false;
+        tokio::select! {
+            sent = events.send(event) => attached = sent.is_ok(),
+            // Killed while the session is slow to take the output: this chunk goes.
+            () = kill.fired() => {}
         }
     }
     let status = target.status().await;

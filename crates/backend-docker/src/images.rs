@@ -78,6 +78,14 @@ pub fn layers_tag(name: &str, layers: &[PathBuf]) -> String {
     format!("{name}-{:016x}", hasher.finish())
 }
 
+/// Whether `tag` is one [`layers_tag`] made for template `name` (not for `name-3`, say).
+pub fn is_tag_of(tag: &str, name: &str) -> bool {
+    tag.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+
 /// Archives the merged layers (mounted read-only at a scratch directory under `scratch`) into
 /// `out`, in chunks; the mount is gone when this returns.
 pub fn archive_layers(
@@ -159,4 +167,20 @@ pub async fn import(
         step.map_err(|e| BackendError::other_from("the Docker Engine refused the import", e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_belongs_to_its_template_only() {
+        let tag = layers_tag("py", &[PathBuf::from("/layers/sha256-aa")]);
+        assert!(is_tag_of(&tag, "py"));
+        assert!(!is_tag_of(&tag, "p"));
+        let longer = layers_tag("py-3", &[PathBuf::from("/layers/sha256-aa")]);
+        assert!(!is_tag_of(&longer, "py"));
+        assert!(is_tag_of(&longer, "py-3"));
+        assert!(!is_tag_of("py-0123", "py"));
+    }
 }

@@ -405,6 +405,52 @@ impl Inner {
         Ok(())
     }
 
+    /// Removes the engine's images of template `name` (see `images::is_tag_of`).
+    async fn remove_images_of(&self, name: &str) -> Result<(), BackendError> {
+        if name == sbx_images::host::HOST {
+            return Ok(());
+        }
+        let filters = HashMap::from([("reference", vec![images::REPOSITORY])]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let listed = self
+            .call("image list", self.docker.list_images(Some(options)))
+            .await?
+            .map_err(|e| engine_error("cannot list the templates' images", e))?;
+        let mut imported = self.imported.lock().await;
+        for reference in listed.iter().flat_map(|image| &image.repo_tags) {
+            let Some(tag) = reference
+                .strip_prefix(images::REPOSITORY)
+                .and_then(|rest| rest.strip_prefix(':'))
+            else {
+                continue;
+            };
+            if !images::is_tag_of(tag, name) {
+                continue;
+            }
+            imported.remove(tag);
+            let removed = self
+                .call(
+                    "image remove",
+                    self.docker.remove_image(
+                        reference,
+                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        None,
+                    ),
+                )
+                .await?;
+            match removed {
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => {
+                    tracing::warn!(image = %reference, error = %e, "a removed template's image stays in the engine");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the sandbox's container, whatever its state; gone already is fine. Returns the
     /// container's id when there was one.
     async fn remove(&self, name: &str) -> Result<Option<String>, BackendError> {
@@ -899,6 +945,12 @@ impl Backend for DockerBackend {
                 .images
                 .as_ref()
                 .is_some_and(|store| store.template(name).is_some()))
+    }
+
+    /// The engine's copies of the template's image (`sbx-template:<name>-<hash>`) go; one a
+    /// container still uses (another daemon's on the same engine) stays.
+    async fn template_removed(&self, name: &str) -> Result<(), BackendError> {
+        self.inner.remove_images_of(name).await
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<Handle, BackendError> {

@@ -84,6 +84,10 @@ pub struct OciBackend {
     filler: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// How long after a create took a warm container the refill waits (each take starts it
+/// again): starting a container costs CPU the new sandbox's first commands want.
+const REFILL_PAUSE: Duration = Duration::from_millis(250);
+
 /// Keeps the warm pool full, one container at a time, until it closes; after a failure,
 /// tries again 5 s later.
 async fn keep_warm(inner: Arc<Inner>) {
@@ -95,6 +99,10 @@ async fn keep_warm(inner: Arc<Inner>) {
             inner.pool.wake.notified().await;
             continue;
         };
+        if let Some(wait) = inner.pool.until_quiet(REFILL_PAUSE) {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         if let Err(e) = inner.warm_one(limits).await {
             tracing::warn!(kind = inner.kind, error = %e.chain(), "cannot start a warm container");
             tokio::select! {

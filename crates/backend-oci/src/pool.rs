@@ -42,6 +42,8 @@ struct State {
     ready: Vec<Warm>,
     busy: BTreeSet<SandboxId>,
     closed: bool,
+    /// When a create last took a container.
+    last_take: Option<std::time::Instant>,
 }
 
 /// Marks a key as the pool's for as long as it lives.
@@ -100,6 +102,7 @@ impl Pool {
             let index = state.ready.iter().position(|w| w.limits == *limits)?;
             let warm = state.ready.swap_remove(index);
             state.busy.insert(warm.key.clone());
+            state.last_take = Some(std::time::Instant::now());
             warm
         };
         self.wake.notify_one();
@@ -150,6 +153,13 @@ impl Pool {
         drop(state);
         self.wake.notify_one();
         ready
+    }
+
+    /// How long until `pause` has passed since the last take (`None`: it has). A refill
+    /// waits for it: the sandbox just taken gets the host's CPU for its first commands.
+    pub fn until_quiet(&self, pause: std::time::Duration) -> Option<std::time::Duration> {
+        let since = self.lock().last_take?.elapsed();
+        pause.checked_sub(since).filter(|left| !left.is_zero())
     }
 
     /// How many are warm, and how many the pool keeps when full.
@@ -241,8 +251,14 @@ mod tests {
         assert!(pool.add(warm(limits(512))).is_none());
         assert_eq!(pool.wanted(), Some(limits(256)));
         assert!(pool.take(&limits(128)).is_none());
+        assert_eq!(pool.until_quiet(std::time::Duration::from_secs(60)), None);
         let (taken, busy) = pool.take(&limits(512)).unwrap();
         assert!(pool.holds(taken.key.as_str()));
+        // A refill waits a moment after a take.
+        assert!(pool
+            .until_quiet(std::time::Duration::from_secs(60))
+            .is_some());
+        assert_eq!(pool.until_quiet(std::time::Duration::ZERO), None);
         drop(busy);
         assert!(!pool.holds(taken.key.as_str()));
         assert_eq!(pool.wanted(), Some(limits(512)));

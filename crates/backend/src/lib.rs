@@ -190,6 +190,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether `name` is a template this backend can start from.
     async fn has_template(&self, name: &str) -> Result<bool, BackendError>;
 
+    /// Template `name` has left the image store (no live sandbox was made from it): what the
+    /// backend made of it for itself (an engine's copy of its image) may go too.
+    async fn template_removed(&self, name: &str) -> Result<(), BackendError> {
+        let _ = name;
+        Ok(())
+    }
+
     /// Builds and starts the sandbox. Idempotent on `spec.id`: remains of an earlier,
     /// interrupted attempt with the same id are removed first. On error nothing is left behind.
     async fn create(&self, spec: &SandboxSpec) -> Result<Handle, BackendError>;

@@ -222,11 +222,19 @@ async fn pump(mut pump: Pump) {
         tokio::select! {
             read = pump.stdout.read_buf(&mut out), if stdout_open => match read {
                 Ok(0) | Err(_) => stdout_open = false,
-                Ok(_) => if !forward(&pump.events, &mut out, ExecEvent::Stdout).await { break None },
+                Ok(_) => {
+                    let chunk = take_chunk(&mut out, ExecEvent::Stdout);
+                    let killer = Killer { kill: &pump.kill, killed: &mut killed, socket: &pump.socket, target: SignalTarget::Group };
+                    if !send_or_kill(&pump.events, chunk, killer).await { break None }
+                }
             },
             read = pump.stderr.read_buf(&mut err), if stderr_open => match read {
                 Ok(0) | Err(_) => stderr_open = false,
-                Ok(_) => if !forward(&pump.events, &mut err, ExecEvent::Stderr).await { break None },
+                Ok(_) => {
+                    let chunk = take_chunk(&mut err, ExecEvent::Stderr);
+                    let killer = Killer { kill: &pump.kill, killed: &mut killed, socket: &pump.socket, target: SignalTarget::Group };
+                    if !send_or_kill(&pump.events, chunk, killer).await { break None }
+                }
             },
             reply = next_reply(&pump.socket, &mut pump.buffer) => match reply {
                 Some(Reply::Exited { code, signal }) => break Some(match (code, signal) {
@@ -330,17 +338,41 @@ fn native_signal(signal: Signal) -> i32 {
     signal.number()
 }
 
-/// Sends the buffered chunk; false when nobody listens any more.
-async fn forward(
-    events: &mpsc::Sender<ExecEvent>,
-    buffer: &mut BytesMut,
-    wrap: fn(Bytes) -> ExecEvent,
-) -> bool {
+/// The buffered output as an event (the buffer keeps room for the next read).
+fn take_chunk(buffer: &mut BytesMut, wrap: fn(Bytes) -> ExecEvent) -> ExecEvent {
     let chunk = buffer.split().freeze();
     if buffer.capacity() < CHUNK / 4 {
         buffer.reserve(CHUNK);
     }
-    events.send(wrap(chunk)).await.is_ok()
+    wrap(chunk)
+}
+
+/// What delivers a command's kill: its switch, whether it was delivered, where to.
+struct Killer<'a> {
+    kill: &'a KillSwitch,
+    killed: &'a mut bool,
+    socket: &'a AsyncFd<OwnedFd>,
+    target: SignalTarget,
+}
+
+/// Sends an event; false when nobody listens any more. A kill fired while the reader is slow
+/// to take it (a timeout) is delivered at once, not after the send.
+async fn send_or_kill(
+    events: &mpsc::Sender<ExecEvent>,
+    event: ExecEvent,
+    killer: Killer<'_>,
+) -> bool {
+    let send = events.send(event);
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            sent = &mut send => return sent.is_ok(),
+            () = killer.kill.fired(), if !*killer.killed => {
+                *killer.killed = true;
+                send_signal(killer.socket, &ExecInput::Kill, killer.target);
+            }
+        }
+    }
 }
 
 async fn drain(
@@ -442,8 +474,9 @@ async fn pump_terminal(
         tokio::select! {
             read = read_terminal(&master, &mut output), if open => match read {
                 Some(n) => {
-                    let chunk = Bytes::copy_from_slice(&output[..n]);
-                    if events.send(ExecEvent::Stdout(chunk)).await.is_err() {
+                    let chunk = ExecEvent::Stdout(Bytes::copy_from_slice(&output[..n]));
+                    let killer = Killer { kill: &kill, killed: &mut killed, socket: &socket, target: SignalTarget::Session };
+                    if !send_or_kill(&events, chunk, killer).await {
                         break None;
                     }
                 }

@@ -251,19 +251,26 @@ impl Pump {
                 let _ = self.session.input.send(ExecInput::CloseStdin).await;
             }
         }
-        let mut timed_out = false;
+        // The timeout fires on its own, even while this task waits for a slow consumer (its
+        // output queue full, the sandbox's output rate spent); it goes with this task.
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _timer = self.kill_at.map(|at| {
+            let kill = self.session.kill.clone();
+            let fired = fired.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                fired.store(true, std::sync::atomic::Ordering::Release);
+                kill.kill();
+            }))
+        });
+        let timed_out = || fired.load(std::sync::atomic::Ordering::Acquire);
         let mut watching_credential = true;
         loop {
             let event = tokio::select! {
                 event = self.session.events.recv() => event,
-                _ = sleep_until(self.kill_at), if !timed_out => {
-                    timed_out = true;
-                    self.session.kill.kill();
-                    continue;
-                }
                 // The consumer went away: detach, the command keeps running.
                 _ = self.output.closed() => {
-                    self.audit.ended(&self.service, None, timed_out, self.started.elapsed());
+                    self.audit.ended(&self.service, None, timed_out(), self.started.elapsed());
                     return;
                 }
                 // Its key was revoked or its session ended: the stream closes now.
@@ -274,7 +281,7 @@ impl Pump {
                         watching_credential = false;
                         continue;
                     }
-                    self.audit.ended(&self.service, None, timed_out, self.started.elapsed());
+                    self.audit.ended(&self.service, None, timed_out(), self.started.elapsed());
                     // A terminal's processes end with it, here: once this task returns,
                     // nothing would carry the bridge's kill to them.
                     if self.audit.terminal {
@@ -289,7 +296,7 @@ impl Pump {
                     if !rate_allows(&self.rate, bytes.len(), &self.output).await =>
                 {
                     self.audit
-                        .ended(&self.service, None, timed_out, self.started.elapsed());
+                        .ended(&self.service, None, timed_out(), self.started.elapsed());
                     return;
                 }
                 Some(ExecEvent::Stdout(bytes)) => ExecOutput::Stdout(bytes),
@@ -299,14 +306,14 @@ impl Pump {
                     self.audit.ended(
                         &self.service,
                         Some(status),
-                        timed_out,
+                        timed_out(),
                         self.started.elapsed(),
                     );
                     let _ = self
                         .output
                         .send(ExecOutput::Exit {
                             status,
-                            timed_out,
+                            timed_out: timed_out(),
                             duration: self.started.elapsed(),
                         })
                         .await;
@@ -314,7 +321,7 @@ impl Pump {
                 }
                 None => {
                     self.audit
-                        .ended(&self.service, None, timed_out, self.started.elapsed());
+                        .ended(&self.service, None, timed_out(), self.started.elapsed());
                     let gone = Error::SandboxGone(self.id.clone());
                     let _ = self.output.send(ExecOutput::Failed(gone)).await;
                     return;
@@ -322,7 +329,7 @@ impl Pump {
             };
             if self.output.send(message).await.is_err() {
                 self.audit
-                    .ended(&self.service, None, timed_out, self.started.elapsed());
+                    .ended(&self.service, None, timed_out(), self.started.elapsed());
                 return;
             }
         }
@@ -423,9 +430,11 @@ const MIN_CHARGE: usize = 4096;
 const AUDITED_ARGS: usize = 32;
 const AUDITED_ARG_BYTES: usize = 256;
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// A task that ends when its owner drops it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

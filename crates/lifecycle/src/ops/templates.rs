@@ -190,6 +190,19 @@ impl Service {
         // Whatever becomes of this call (a client gone drops it), the mark goes.
         let _removing = Removing(self, name);
         images.remove(name).await?;
+        // What backends made of it (an engine's copy) goes too; one that cannot say so now
+        // leaves it, which its log says.
+        for backend in self.inner.backends.iter() {
+            let removed = crate::deadline::run(
+                crate::deadline::DESTROY,
+                "template removal",
+                backend.template_removed(name),
+            )
+            .await;
+            if let Err(e) = removed {
+                tracing::warn!(template = name, backend = backend.kind(), error = %e, "cannot remove the backend's copy of a removed template");
+            }
+        }
         self.inner.access.audit(
             caller,
             "template.removed",

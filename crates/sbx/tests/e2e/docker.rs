@@ -124,6 +124,26 @@ async fn docker_profiles_run_sandboxes_end_to_end() {
             let left = crate::daemon::processes_mentioning(container);
             assert!(left.is_empty(), "{left:?}");
         }
+        // The template's image goes from the engine with the template.
+        let name = format!("busy-{kind}");
+        let tags = || {
+            let out = std::process::Command::new("docker")
+                .args(["images", "sbx-template", "--format", "{{.Tag}}"])
+                .output()
+                .unwrap();
+            text(&out.stdout)
+                .lines()
+                .filter(|tag| {
+                    tag.strip_prefix(&format!("{name}-"))
+                        .is_some_and(|hash| hash.len() == 16)
+                })
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert!(!tags().is_empty(), "no image of {name} in the engine");
+        let removed = d.cli(&["template", "rm", &name]);
+        assert!(removed.status.success(), "{}", text(&removed.stderr));
+        assert_eq!(tags(), Vec::<String>::new());
     }
     d.finish().await;
 }

@@ -133,6 +133,34 @@ async fn timeout_kills_the_whole_process_group() {
     d.finish().await;
 }
 
+/// A streamed command whose client stops reading (its output queue full, the daemon waiting
+/// to hand it more) is still killed at its timeout.
+#[tokio::test]
+async fn timeout_fires_while_the_client_does_not_read() {
+    let d = TestDaemon::start().await;
+    let id = d.create().await.id;
+    let mut request = cmd(&["sh", "-c", "exec yes flood-of-output"]);
+    request.timeout = Some(1.0.into());
+    let stream = d.client.exec_stream(&id, &request).await.unwrap();
+    // Held, never read.
+    let running = || async {
+        d.sh(&id, "pgrep -x yes >/dev/null && echo running || echo gone")
+            .await
+            .stdout
+    };
+    assert_eq!(running().await, "running\n");
+    let started = std::time::Instant::now();
+    while running().await != "gone\n" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the command outlived its timeout while its client did not read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(stream);
+    d.finish().await;
+}
+
 #[tokio::test]
 async fn state_persists_across_execs() {
     let d = TestDaemon::start().await;
