@@ -85,7 +85,6 @@ pub fn is_tag_of(tag: &str, name: &str) -> bool {
         .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-
 /// Archives the merged layers (mounted read-only at a scratch directory under `scratch`) into
 /// `out`, in chunks; the mount is gone when this returns.
 pub fn archive_layers(

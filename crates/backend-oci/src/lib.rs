@@ -584,21 +584,22 @@ impl Inner {
         };
         let built = async {
             let nonce = self.build(&spec).await?;
-            let init = match self.runtime.flavor {
-                Flavor::Gvisor => 0,
-                Flavor::Native => self
-                    .runtime
-                    .state(key.as_str())
-                    .await?
-                    .filter(|state| alive(&state.status))
-                    .and_then(|state| i32::try_from(state.pid).ok())
-                    .ok_or_else(|| BackendError::other("a warm container stopped at once"))?,
-            };
+            let stopped = || BackendError::other("a warm container stopped at once");
+            let init = self
+                .runtime
+                .state(key.as_str())
+                .await?
+                .filter(|state| alive(&state.status))
+                .and_then(|state| i32::try_from(state.pid).ok())
+                .filter(|pid| *pid > 0)
+                .ok_or_else(stopped)?;
+            let start_time = sbx_backend::process::start_time(init).ok_or_else(stopped)?;
             Ok::<_, BackendError>(pool::Warm {
                 key: key.clone(),
                 nonce,
                 limits,
                 init,
+                start_time,
             })
         }
         .await;
@@ -647,7 +648,13 @@ impl Inner {
                 drop(busy);
                 Some(Handle {
                     backend: self.kind.into(),
-                    data: serde_json::json!({ "id": id, "key": key, "nonce": warm.nonce }),
+                    data: serde_json::json!({
+                        "id": id,
+                        "key": key,
+                        "nonce": warm.nonce,
+                        "pid": warm.init,
+                        "start_time": warm.start_time,
+                    }),
                 })
             }
             Err(e) => {
@@ -1087,6 +1094,23 @@ impl Backend for OciBackend {
             return Ok(());
         };
         let mut watched = 0;
+        // A warm container's process, known since the pool made it: watched with no runtime
+        // call (each starts a program, which a new sandbox's first commands would wait for)
+        // until it is gone; then the runtime confirms.
+        let known = (
+            handle.data.get("pid").and_then(|v| v.as_i64()),
+            handle.data.get("start_time").and_then(|v| v.as_u64()),
+        );
+        if let (Some(pid), Some(start_time)) = known {
+            let pid = i32::try_from(pid).unwrap_or(0);
+            while pid > 0 && sbx_backend::process::is_alive(pid, start_time) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if self.inner.current(handle).is_err() {
+                    return Ok(());
+                }
+            }
+            watched = i64::from(pid);
+        }
         loop {
             let pid = match self.inner.runtime.state(&id).await {
                 Ok(Some(state)) if alive(&state.status) => state.pid,

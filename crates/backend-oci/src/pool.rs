@@ -24,8 +24,10 @@ pub struct Warm {
     /// Its bundle's nonce (see `Inner::current`).
     pub nonce: String,
     pub limits: Limits,
-    /// Its init's host pid (for a namespaces runtime; 0 under gVisor).
+    /// Its init's host pid (under gVisor, the sandbox process's), and that process's start
+    /// time: what its sandbox is watched by, with no runtime call.
     pub init: i32,
+    pub start_time: u64,
 }
 
 /// The warm containers, and the keys being built or handed over.
@@ -237,6 +239,7 @@ mod tests {
             nonce: "n".into(),
             limits,
             init: 0,
+            start_time: 0,
         }
     }
 

@@ -106,13 +106,7 @@ fn pidfd(pid: i32) -> Option<OwnedFd> {
     rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok()
 }
 
-pub(super) fn is_alive(pid: i32, start_time: u64) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
-    state != Some('Z') && stage1::start_time(pid) == Some(start_time)
-}
+pub(super) use sbx_backend::process::is_alive;
 
 /// Whether `pid` is pid 1 of a pid namespace below ours (`NSpid: <host pid> 1`).
 fn is_namespace_init(pid: i32) -> bool {

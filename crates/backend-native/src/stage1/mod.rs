@@ -334,14 +334,7 @@ fn finish_parent(pid: i32, id_base: u32, go: OwnedFd, ready: OwnedFd) -> Result<
     start_time(pid).ok_or_else(|| "init vanished after setup".into())
 }
 
-/// Start time of a process in clock ticks since boot (`/proc/PID/stat` field 22): with the pid,
-/// it names one process for good, even after the pid is reused.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses; count after the last ')'.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
-}
+pub use sbx_backend::process::start_time;
 
 fn build_root(join: &Join, request: &Request) -> Result<(), String> {
     let root = &request.rootfs;

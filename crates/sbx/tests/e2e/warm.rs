@@ -151,6 +151,34 @@ async fn oci_warm_pools_hand_out_started_containers_under_the_sandboxes_names() 
             .exists());
         assert_eq!(d.sh(&other, "hostname").await.stdout, format!("{other}\n"));
 
+        // A pooled sandbox whose processes die is seen to (it is watched by the process the
+        // pool recorded).
+        let doomed = d.cli(&["create", "--profile", profile]);
+        assert!(doomed.status.success(), "{}", text(&doomed.stderr));
+        let doomed = text(&doomed.stdout).trim().to_owned();
+        let doomed_key = key_of(&d, kind, &doomed);
+        let runtime = if kind == "oci" { "runsc" } else { kind };
+        let state = std::process::Command::new(runtime)
+            .arg(format!(
+                "--root={}",
+                d.data_dir().join(kind).join("state").display()
+            ))
+            .args(["state", &doomed_key])
+            .output()
+            .unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&state.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&state.stderr)));
+        let pid = state["pid"].as_i64().unwrap();
+        assert!(pid > 0, "{state}");
+        crate::daemon::signal(pid as u32, libc::SIGKILL);
+        d.wait_for(&doomed, Duration::from_secs(15), |s| {
+            s.state == sbx_protocol::SandboxState::Failed
+        })
+        .await;
+        let removed = d.cli(&["rm", &doomed]);
+        assert!(removed.status.success(), "{}", text(&removed.stderr));
+        assert_key_gone(&d, kind, &doomed_key).await;
+
         // The pool refills; a destroy leaves nothing of the container.
         wait_warm(&d, kind, &full).await;
         for sandbox in [&id, &other] {
