@@ -503,6 +503,12 @@ impl Client {
             .await
     }
 
+    /// The TCP ports something listens on inside sandbox `id`.
+    pub async fn ports(&self, id: &str) -> Result<sbx_protocol::PortList, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/ports", segment(id)));
+        self.send(self.http.get(url)).await
+    }
+
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.send(self.http.get(self.url("/v1/status"))).await
     }

@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::maintenance::router())
         .merge(routes::status::router())
         .merge(routes::pty::router())
+        .merge(routes::ports::router())
         .merge(routes::profiles::router())
         .merge(routes::auth::router())
         .merge(routes::audit::router())

@@ -920,6 +920,7 @@ impl Backend for OciBackend {
             files: self.files.is_some(),
             hibernate: self.hibernation().is_some(),
             warm_pool: self.inner.pool.is_enabled(),
+            ports: self.inner.runtime.flavor == Flavor::Native,
             ..Capabilities::default()
         }
     }
@@ -1143,6 +1144,12 @@ impl Backend for OciBackend {
         Some(self)
     }
 
+    /// Under crun/runc, through the container's network namespace on the host; gVisor's
+    /// network stack is in its Sentry, out of the daemon's reach.
+    fn ports(&self) -> Option<&dyn sbx_backend::Ports> {
+        (self.inner.runtime.flavor == Flavor::Native).then_some(self as &dyn sbx_backend::Ports)
+    }
+
     fn terminals(&self) -> Option<&dyn Terminals> {
         Some(self)
     }
@@ -1151,6 +1158,53 @@ impl Backend for OciBackend {
     fn hibernation(&self) -> Option<&dyn Hibernation> {
         (self.inner.init.is_some() && self.inner.runtime.flavor == Flavor::Gvisor)
             .then_some(self as &dyn Hibernation)
+    }
+}
+
+#[async_trait]
+impl sbx_backend::Ports for OciBackend {
+    async fn connect(
+        &self,
+        handle: &Handle,
+        port: u16,
+    ) -> Result<Box<dyn sbx_backend::Duplex>, BackendError> {
+        let (pid, start_time) = self.inner.init_process(handle).await?;
+        let stream = sbx_backend::ports::connect_stream(pid, start_time, port).await?;
+        Ok(Box::new(stream))
+    }
+
+    async fn listening(&self, handle: &Handle) -> Result<Vec<u16>, BackendError> {
+        let (pid, start_time) = self.inner.init_process(handle).await?;
+        sbx_backend::ports::listening_ports(pid, start_time).await
+    }
+}
+
+impl Inner {
+    /// The container's init on the host, and its start time: the warm pool's record, else the
+    /// runtime's.
+    async fn init_process(&self, handle: &Handle) -> Result<(i32, u64), BackendError> {
+        let key = self.current(handle)?;
+        let recorded = (
+            handle.data.get("pid").and_then(|v| v.as_i64()),
+            handle.data.get("start_time").and_then(|v| v.as_u64()),
+        );
+        if let (Some(pid), Some(start_time)) = recorded {
+            let pid = i32::try_from(pid).unwrap_or(0);
+            if pid > 0 && sbx_backend::process::is_alive(pid, start_time) {
+                return Ok((pid, start_time));
+            }
+        }
+        let gone = || BackendError::NotFound(format!("sandbox {key} has stopped"));
+        let pid = self
+            .runtime
+            .state(&key)
+            .await?
+            .filter(|state| alive(&state.status))
+            .and_then(|state| i32::try_from(state.pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(gone)?;
+        let start_time = sbx_backend::process::start_time(pid).ok_or_else(gone)?;
+        Ok((pid, start_time))
     }
 }
 

@@ -319,6 +319,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for 
 /// Reaching services a sandbox runs.
 #[async_trait]
 pub trait Ports: Send + Sync {
-    /// A connection to TCP `port` inside the sandbox.
+    /// A connection to TCP `port` on the sandbox's own loopback, made by the daemon: the
+    /// sandbox gets no network. [`BackendError::PortUnreachable`] when nothing accepts it.
     async fn connect(&self, handle: &Handle, port: u16) -> Result<Box<dyn Duplex>, BackendError>;
+
+    /// The TCP ports something listens on inside the sandbox, in order.
+    async fn listening(&self, handle: &Handle) -> Result<Vec<u16>, BackendError>;
 }

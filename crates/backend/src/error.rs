@@ -48,6 +48,10 @@ pub enum BackendError {
         #[source]
         source: Option<BoxError>,
     },
+    /// Nothing inside the sandbox accepted a connection to the port (the message is for the
+    /// client).
+    #[error("{0}")]
+    PortUnreachable(String),
     /// A file operation was refused, for a reason the caller should hear (the message names
     /// the path inside the sandbox, never a host path).
     #[error("{message}")]

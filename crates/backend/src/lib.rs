@@ -22,6 +22,7 @@ mod exec;
 mod id;
 pub mod idmap;
 mod images;
+pub mod ports;
 pub mod process;
 pub mod reap;
 pub mod seccomp;

@@ -141,6 +141,7 @@ impl From<BackendError> for Error {
                     ),
                 }
             }
+            BackendError::PortUnreachable(message) => Error::Upstream(message),
             BackendError::File { kind, message } => match kind {
                 sbx_backend::FileErrorKind::NotFound => Error::FileNotFound(message),
                 sbx_backend::FileErrorKind::Conflict => Error::Conflict(message),

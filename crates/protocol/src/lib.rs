@@ -15,6 +15,7 @@ mod exec;
 mod files;
 mod health;
 mod ops;
+mod ports;
 mod sandbox;
 mod snapshot;
 mod template;
@@ -37,6 +38,7 @@ pub use ops::{
     BackendStatus, CleanupReport, CleanupRequest, Event, EventList, ExpireRequest, ExpireResult,
     ExtendRequest, GvisorStatus, ProfileInfo, ProfileList, ProfileStatus, SandboxStatus, Status,
 };
+pub use ports::PortList;
 pub use sandbox::{
     CreateSandboxRequest, Resources, ResourcesRequest, Sandbox, SandboxList, SandboxState,
 };

@@ -48,6 +48,8 @@ mod lifecycle;
 mod limits;
 #[path = "e2e/pause.rs"]
 mod pause;
+#[path = "e2e/ports.rs"]
+mod ports;
 #[path = "e2e/runtimes.rs"]
 mod runtimes;
 #[path = "e2e/snapshots.rs"]

@@ -8,6 +8,7 @@ pub mod files;
 pub mod health;
 pub mod maintenance;
 pub mod openapi;
+pub mod ports;
 pub mod profiles;
 pub mod pty;
 pub mod sandboxes;

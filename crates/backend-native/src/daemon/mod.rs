@@ -227,6 +227,7 @@ impl Backend for NativeBackend {
             pause: true,
             files: true,
             snapshots: true,
+            ports: true,
             adopt: true,
             warm_pool: self.inner.pool_size > 0,
             ..Capabilities::default()
@@ -449,6 +450,10 @@ impl Backend for NativeBackend {
         Some(&self.files)
     }
 
+    fn ports(&self) -> Option<&dyn sbx_backend::Ports> {
+        Some(self)
+    }
+
     fn snapshots(&self) -> Option<&dyn sbx_backend::Snapshots> {
         Some(self)
     }
@@ -580,6 +585,27 @@ impl Command {
             stdin_pipe,
             tty,
         }
+    }
+}
+
+/// Ports through the sandbox's own network namespace, joined by a thread of the daemon
+/// (`sbx_backend::ports`): the sandbox keeps its loopback-only network.
+#[async_trait]
+impl sbx_backend::Ports for NativeBackend {
+    async fn connect(
+        &self,
+        handle: &Handle,
+        port: u16,
+    ) -> Result<Box<dyn sbx_backend::Duplex>, BackendError> {
+        let native = NativeHandle::parse(handle)?;
+        let stream =
+            sbx_backend::ports::connect_stream(native.pid, native.start_time, port).await?;
+        Ok(Box::new(stream))
+    }
+
+    async fn listening(&self, handle: &Handle) -> Result<Vec<u16>, BackendError> {
+        let native = NativeHandle::parse(handle)?;
+        sbx_backend::ports::listening_ports(native.pid, native.start_time).await
     }
 }
 

@@ -11,6 +11,7 @@ pub mod files;
 pub mod get;
 pub mod list;
 pub mod pause;
+pub mod ports;
 pub mod profiles;
 pub mod reaper;
 pub mod reconcile;

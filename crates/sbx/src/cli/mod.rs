@@ -70,6 +70,9 @@ enum Command {
     /// Save a sandbox's processes and memory to disk and free them (gVisor sandboxes);
     /// `sbx resume` restores them, also after a daemon restart.
     Hibernate(commands::pause::PauseArgs),
+    /// List the TCP ports a sandbox listens on, with the URL each is reached at through the
+    /// daemon.
+    Ports(commands::ports::PortsArgs),
     /// Filesystem snapshots: create, ls, inspect, rm, export, import.
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Templates from container images: pull, import, ls, inspect, rm.
@@ -124,6 +127,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Pause(args) => commands::pause::run(&context, args, Verb::Pause).await,
         Command::Resume(args) => commands::pause::run(&context, args, Verb::Resume).await,
         Command::Hibernate(args) => commands::pause::run(&context, args, Verb::Hibernate).await,
+        Command::Ports(args) => commands::ports::run(&context, args).await,
         Command::Snapshot(args) => commands::snapshot::run(&context, args).await,
         Command::Template(args) => commands::template::run(&context, args).await,
         Command::Status(args) => commands::status::run(&context, args).await,

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod keys;
 pub mod ls;
 pub mod pause;
+pub mod ports;
 pub mod recreate;
 pub mod rm;
 pub mod run;

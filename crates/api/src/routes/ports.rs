@@ -1,0 +1,269 @@
+//! `/v1/sandboxes/{id}/ports…`: a sandbox's TCP services through the daemon (preview URLs).
+//! The daemon connects inside the sandbox (lifecycle's `connect_port`): the sandbox gets no
+//! network.
+//!
+//! - `GET /v1/sandboxes/{id}/ports`: the ports something listens on.
+//! - any request to `/v1/sandboxes/{id}/ports/{port}/{path}` is passed to that port as HTTP/1.1
+//!   for `/{path}` (and the query), WebSocket upgrades included. The caller's credentials
+//!   (`Authorization`, `X-API-Key`, the session cookie) and hop-by-hop headers stay here; the
+//!   answer comes back as the service gave it but for `Set-Cookie` (a service may not set
+//!   cookies on the daemon's origin) and with `Content-Security-Policy: sandbox …`, so that a
+//!   page it serves runs in an origin of its own, not the daemon's (its scripts cannot use the
+//!   visitor's session).
+//!
+//! Bounds: a request's headers within `HEADERS_DEADLINE` of being sent (else 504); bodies
+//! stream both ways (a request body ≤ the API's body limit); an upgraded connection lasts as
+//! long as both ends keep it, counted among the daemon's connections.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use hyper_util::rt::TokioIo;
+use sbx_protocol::{ErrorBody, PortList};
+
+use crate::context::{Auth, SESSION_COOKIE};
+use crate::{ApiError, AppState};
+
+/// Longest a sandbox's service may take to answer a request's headers.
+const HEADERS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What a proxied page may do in its own (opaque) origin.
+const PAGE_POLICY: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sandboxes/{id}/ports", get(list))
+        .route("/v1/sandboxes/{id}/ports/{port}", any(proxy_root))
+        .route("/v1/sandboxes/{id}/ports/{port}/", any(proxy_root))
+        .route("/v1/sandboxes/{id}/ports/{port}/{*path}", any(proxy))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/ports", tag = "ports",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 200, description = "The TCP ports something listens on inside the sandbox; each is reachable at `/v1/sandboxes/{id}/ports/{port}/`", body = PortList),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody),
+        (status = 501, description = "The sandbox's backend cannot reach its ports", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<PortList>, ApiError> {
+    let ports = state.service.listening_ports(&caller, &id).await?;
+    Ok(Json(PortList { ports }))
+}
+
+async fn proxy_root(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, port)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    forward(state, caller, id, port, String::new(), request).await
+}
+
+async fn proxy(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, port, path)): Path<(String, String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    forward(state, caller, id, port, path, request).await
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection, not the request.
+const HOP_BY_HOP: [&str; 7] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+async fn forward(
+    state: AppState,
+    caller: sbx_lifecycle::Caller,
+    id: String,
+    port: String,
+    path: String,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::invalid(format!("port {port:?} must be from 1 to 65535")))?;
+    let stream = state.service.connect_port(&caller, &id, port).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| upstream(port, e))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+
+    let upgrade = is_upgrade(request.headers());
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    *request.uri_mut() = Uri::try_from(format!("/{path}{query}"))
+        .map_err(|_| ApiError::invalid("the path cannot be passed on"))?;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(HeaderName::from_static("x-api-key"));
+    strip_session_cookie(headers);
+    // The service sees itself addressed as on its own loopback (dev servers check the host).
+    if let Ok(host) = HeaderValue::from_str(&format!("localhost:{port}")) {
+        headers.insert(header::HOST, host);
+    }
+    *request.version_mut() = axum::http::Version::HTTP_11;
+
+    let mut response = tokio::time::timeout(HEADERS_DEADLINE, sender.send_request(request))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("the service on port {port} did not answer within {HEADERS_DEADLINE:?}"),
+            )
+        })?
+        .map_err(|e| upstream(port, e))?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let service_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(service)) = (client_upgrade.await, service_upgrade.await) {
+                    let mut client = TokioIo::new(client);
+                    let mut service = TokioIo::new(service);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut service).await;
+                }
+            });
+        }
+    }
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    strip_hop_by_hop(headers, upgraded);
+    headers.remove(header::SET_COOKIE);
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    Ok(response.map(Body::new).into_response())
+}
+
+fn upstream(port: u16, e: hyper::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        format!("the service on port {port} broke off the exchange: {e}"),
+    )
+}
+
+/// A WebSocket (or other) upgrade: `Connection: upgrade` with an `Upgrade` header.
+fn is_upgrade(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, and those `Connection` names; an upgrade keeps `Connection:
+/// upgrade` and `Upgrade`.
+fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap, upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty() && token != "upgrade")
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes the daemon's session cookie from `Cookie`, keeping the others.
+fn strip_session_cookie(headers: &mut axum::http::HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| {
+            !c.is_empty()
+                && c.split_once('=')
+                    .is_none_or(|(name, _)| name.trim() != SESSION_COOKIE)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_stay_here() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sbx_session=secret; b=2"),
+        );
+        strip_hop_by_hop(&mut headers, false);
+        strip_session_cookie(&mut headers);
+        assert!(!headers.contains_key("x-secret"));
+        assert!(!headers.contains_key("keep-alive"));
+        assert!(!headers.contains_key(header::CONNECTION));
+        assert!(headers.contains_key("x-kept"));
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+
+        let mut upgrade = axum::http::HeaderMap::new();
+        upgrade.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        upgrade.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&upgrade));
+        strip_hop_by_hop(&mut upgrade, true);
+        assert_eq!(upgrade[header::CONNECTION], "upgrade");
+        assert_eq!(upgrade[header::UPGRADE], "websocket");
+    }
+}
