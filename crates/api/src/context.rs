@@ -294,9 +294,21 @@ pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next:
     let router = match request.extensions().get::<sbx_e2b::Target>() {
         Some(target) if target.port == sbx_e2b::ENVD_PORT => state.e2b.envd.clone(),
         Some(target) if target.port == sbx_e2b::INTERPRETER_PORT => state.e2b.interpreter.clone(),
+        // Any other port: the sandbox's own service, through the ports proxy.
         Some(target) => {
-            let port = target.port;
-            return crate::error::e2b_no_port(port);
+            let target = target.clone();
+            let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+                return unauthorized("credentials are required for this sandbox's ports")
+                    .into_response();
+            };
+            return crate::routes::ports::forward_host(
+                state,
+                caller,
+                target.sandbox,
+                target.port,
+                request,
+            )
+            .await;
         }
         None if sbx_e2b::E2b::is_control_path(request.uri().path()) => state.e2b.control.clone(),
         None => return next.run(request).await,

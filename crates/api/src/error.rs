@@ -155,14 +155,3 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
         format!("{method} is not allowed on {path}"),
     )
 }
-
-/// A request addressed to a sandbox port that sbx does not serve (E2B's SDKs name the port
-/// in `E2b-Sandbox-Port`).
-pub fn e2b_no_port(port: u16) -> Response {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "port_not_served",
-        format!("the sandbox's port {port} is not open: sbx serves envd (49983) and the code interpreter (49999) there"),
-    )
-    .into_response()
-}

@@ -11,6 +11,32 @@ use async_trait::async_trait;
 use sbx_backend::Backend;
 use sbx_backend_native::{NativeBackend, NativeConfig};
 
+/// After a test that panicked (its sandboxes were never destroyed): `sbx cleanup` of the
+/// subject's data directory, offline, with a profile on `kind`, so that a failing test leaves
+/// nothing on the host for the next run's leak check.
+fn clean_after_panic(data: &std::path::Path, kind: &str) {
+    if !std::thread::panicking() {
+        return;
+    }
+    let config = data.join("cleanup.toml");
+    if std::fs::write(
+        &config,
+        format!("[profiles.default]\nbackend = \"{kind}\"\n"),
+    )
+    .is_err()
+    {
+        return;
+    }
+    let _ = std::process::Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .args(["cleanup", "--data-dir"])
+        .arg(data)
+        .arg("--config")
+        .arg(&config)
+        .env("SBX_URL", "http://127.0.0.1:1")
+        .stdout(std::process::Stdio::null())
+        .status();
+}
+
 /// The native backend on a data directory of its own.
 struct Native {
     data: tempfile::TempDir,
@@ -58,6 +84,12 @@ impl sbx_backend_conformance::Subject for Native {
             let dir = hierarchy.path().join("sbx").join(instance.trim());
             assert!(!dir.exists(), "cgroup {} left behind", dir.display());
         }
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        clean_after_panic(self.data.path(), "native");
     }
 }
 
@@ -142,6 +174,13 @@ impl sbx_backend_conformance::Subject for Gvisor {
 }
 
 #[cfg(feature = "oci")]
+impl Drop for Gvisor {
+    fn drop(&mut self) {
+        clean_after_panic(self.data.path(), self.kind);
+    }
+}
+
+#[cfg(feature = "oci")]
 mod gvisor {
     sbx_backend_conformance::suite!(super::Gvisor::new());
 }
@@ -211,6 +250,13 @@ impl sbx_backend_conformance::Subject for Docker {
             "containers left behind: {}",
             String::from_utf8_lossy(&out.stdout)
         );
+    }
+}
+
+#[cfg(feature = "docker")]
+impl Drop for Docker {
+    fn drop(&mut self) {
+        clean_after_panic(self.data.path(), self.kind);
     }
 }
 

@@ -67,7 +67,7 @@ async fn proxy_root(
     Path((id, port)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    forward(state, caller, id, port, String::new(), request).await
+    forward(state, caller, id, port_number(&port)?, "", request).await
 }
 
 async fn proxy(
@@ -76,7 +76,33 @@ async fn proxy(
     Path((id, port, path)): Path<(String, String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    forward(state, caller, id, port, path, request).await
+    forward(state, caller, id, port_number(&port)?, &path, request).await
+}
+
+fn port_number(port: &str) -> Result<u16, ApiError> {
+    port.parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::invalid(format!("port {port:?} must be from 1 to 65535")))
+}
+
+/// A request addressed by its host to a port of a sandbox (`{port}-{id}.{domain}`, E2B's
+/// `get_host`) that is neither envd's nor the code interpreter's: the whole path goes to the
+/// port.
+pub async fn forward_host(
+    state: AppState,
+    caller: sbx_lifecycle::Caller,
+    id: String,
+    port: u16,
+    request: Request,
+) -> Response {
+    let path = request.uri().path().trim_start_matches('/').to_owned();
+    if port == 0 {
+        return ApiError::invalid("the port must be from 1 to 65535").into_response();
+    }
+    forward(state, caller, id, port, &path, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection, not the request.
@@ -94,15 +120,10 @@ async fn forward(
     state: AppState,
     caller: sbx_lifecycle::Caller,
     id: String,
-    port: String,
-    path: String,
+    port: u16,
+    path: &str,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| ApiError::invalid(format!("port {port:?} must be from 1 to 65535")))?;
     let stream = state.service.connect_port(&caller, &id, port).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

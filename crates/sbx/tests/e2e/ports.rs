@@ -72,7 +72,11 @@ ThreadingHTTPServer(('127.0.0.1', 8000), Handler).serve_forever()
 
 #[tokio::test]
 async fn a_sandboxs_port_answers_http_and_websocket_through_the_daemon_only() {
-    let d = TestDaemon::start().await;
+    let d = TestDaemon::start_with(crate::daemon::Options {
+        config: Some("[e2b]\ndomain = \"sbx.test\"\n"),
+        ..Default::default()
+    })
+    .await;
     let id = d.create().await.id;
     let started = d
         .sh(
@@ -142,6 +146,24 @@ async fn a_sandboxs_port_answers_http_and_websocket_through_the_daemon_only() {
     .await;
     let seen: serde_json::Value = root.json().await.unwrap();
     assert_eq!(seen["path"], "/");
+    // Addressed by host (`{port}-{id}.{domain}`, E2B's `get_host`): the whole path goes on.
+    let hosted = http
+        .get(format!("{}/by/host?y=2", d.url))
+        .header("host", format!("8000-{id}.sbx.test"))
+        .bearer_auth(&d.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hosted.status(), 200);
+    let seen: serde_json::Value = hosted.json().await.unwrap();
+    assert_eq!(seen["path"], "/by/host?y=2");
+    let anonymous = http
+        .get(format!("{}/by/host", d.url))
+        .header("host", format!("8000-{id}.sbx.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     // A request body streams through.
     let posted: serde_json::Value = http
         .post(format!("{}/v1/sandboxes/{id}/ports/8000/upload", d.url))
