@@ -311,6 +311,46 @@ def secure(s):
             assert e.code == 401, e.code
 
 
+@check("preview")
+def preview(s):
+    """Seed 004's preview: the project's files written, a dev server started from them, and
+    the URL `get_host` names answering through the daemon (to the owner's key only)."""
+    import urllib.request
+    import urllib.error
+
+    domain = os.environ.get("SBX_TEST_DOMAIN")
+    if not domain:
+        return
+    s.files.write("/home/user/app/index.html", "hello from the app")
+    s.commands.run(
+        "cd /home/user/app && python3 -m http.server 3000 --bind 127.0.0.1",
+        background=True,
+        timeout=0,
+    )
+    host = s.get_host(3000)
+    assert host == f"3000-{s.sandbox_id}.{domain}", host
+    base = os.environ["E2B_SANDBOX_URL"]
+    page = None
+    for _ in range(100):
+        request = urllib.request.Request(
+            base + "/index.html", headers={"Host": host, "X-API-Key": ALICE}
+        )
+        try:
+            with urllib.request.urlopen(request) as r:
+                page = r.read()
+                break
+        except urllib.error.HTTPError as e:
+            assert e.code == 502, e.code
+            time.sleep(0.1)
+    assert page == b"hello from the app", page
+    for headers in ({"Host": host, "X-API-Key": BOB}, {"Host": host}):
+        try:
+            urllib.request.urlopen(urllib.request.Request(base + "/index.html", headers=headers))
+            raise AssertionError(f"the preview answered {headers}")
+        except urllib.error.HTTPError as e:
+            assert e.code in (401, 404), e.code
+
+
 @check("errors")
 def errors():
     from e2b import NotFoundException
@@ -345,6 +385,7 @@ def main():
         pty(s)
         files(s)
         secure(s)
+        preview(s)
     finally:
         s.kill()
     errors()
