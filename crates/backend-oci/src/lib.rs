@@ -675,10 +675,12 @@ impl Inner {
         let key = warm.key.to_string();
         match self.runtime.flavor {
             Flavor::Native => {
-                let (init, id) = (warm.init, id.to_owned());
-                tokio::task::spawn_blocking(move || pool::set_hostname_from_host(init, &key, &id))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the naming task failed: {e}")))
+                let (init, start_time, id) = (warm.init, warm.start_time, id.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    pool::set_hostname_from_host(init, start_time, &id)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("the naming task failed: {e}")))
             }
             Flavor::Gvisor => self
                 .runtime
@@ -869,6 +871,13 @@ fn handle(kind: &str, id: &SandboxId, nonce: &str) -> Handle {
     }
 }
 
+/// The process a warm container's handle recorded (its pid and start time), if any.
+fn recorded_process(handle: &Handle) -> Option<(i32, u64)> {
+    let pid = handle.data.get("pid")?.as_i64()?;
+    let start_time = handle.data.get("start_time")?.as_u64()?;
+    Some((i32::try_from(pid).ok().filter(|pid| *pid > 0)?, start_time))
+}
+
 /// The sandbox's id in `handle`.
 fn id_of(handle: &Handle) -> Result<String, BackendError> {
     handle_field(handle, "id")?
@@ -1006,12 +1015,15 @@ impl Backend for OciBackend {
     /// From the warm pool when it has a container of this shape, else built.
     async fn create(&self, spec: &SandboxSpec) -> Result<Handle, BackendError> {
         let id = spec.id.to_string();
-        // What an earlier life of this sandbox left (a recreate).
-        self.inner.remove(&self.inner.key_for(&id)).await?;
+        // What an earlier life of this sandbox left (a recreate), under a warm key or its id.
+        let key = self.inner.key_for(&id);
+        self.inner.remove(&key).await?;
+        if key != id {
+            self.inner.remove(&id).await?;
+        }
         if let Some(handle) = self.inner.take_warm(spec).await {
             return Ok(handle);
         }
-        self.inner.remove(&id).await?;
         match self.inner.build(spec).await {
             Ok(nonce) => Ok(handle(self.inner.kind, &spec.id, &nonce)),
             Err(e) => {
@@ -1098,13 +1110,8 @@ impl Backend for OciBackend {
         // A warm container's process, known since the pool made it: watched with no runtime
         // call (each starts a program, which a new sandbox's first commands would wait for)
         // until it is gone; then the runtime confirms.
-        let known = (
-            handle.data.get("pid").and_then(|v| v.as_i64()),
-            handle.data.get("start_time").and_then(|v| v.as_u64()),
-        );
-        if let (Some(pid), Some(start_time)) = known {
-            let pid = i32::try_from(pid).unwrap_or(0);
-            while pid > 0 && sbx_backend::process::is_alive(pid, start_time) {
+        if let Some((pid, start_time)) = recorded_process(handle) {
+            while sbx_backend::process::is_alive(pid, start_time) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if self.inner.current(handle).is_err() {
                     return Ok(());
@@ -1184,13 +1191,8 @@ impl Inner {
     /// runtime's.
     async fn init_process(&self, handle: &Handle) -> Result<(i32, u64), BackendError> {
         let key = self.current(handle)?;
-        let recorded = (
-            handle.data.get("pid").and_then(|v| v.as_i64()),
-            handle.data.get("start_time").and_then(|v| v.as_u64()),
-        );
-        if let (Some(pid), Some(start_time)) = recorded {
-            let pid = i32::try_from(pid).unwrap_or(0);
-            if pid > 0 && sbx_backend::process::is_alive(pid, start_time) {
+        if let Some((pid, start_time)) = recorded_process(handle) {
+            if sbx_backend::process::is_alive(pid, start_time) {
                 return Ok((pid, start_time));
             }
         }

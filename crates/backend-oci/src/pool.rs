@@ -176,48 +176,14 @@ impl Pool {
 }
 
 /// Names the UTS namespace of a namespaces runtime's container `name`, from the host: a
-/// thread of its own joins the namespace of the container's init — checked to still be in the
-/// container's cgroup (named by `key`) — sets the name, and ends (a thread's namespaces are its
-/// own; this one is never reused).
-pub fn set_hostname_from_host(init: i32, key: &str, name: &str) -> Result<(), String> {
-    use nix::fcntl::{open, openat, OFlag};
-    use nix::sys::stat::Mode;
-    use std::io::Read as _;
-
-    let key = key.to_owned();
+/// thread of the daemon joins the namespace of the container's init (`init`, started at
+/// `start_time`) and sets it.
+pub fn set_hostname_from_host(init: i32, start_time: u64, name: &str) -> Result<(), String> {
     let name = name.to_owned();
-    let work = move || -> Result<(), String> {
-        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-        // The process directory stays this process's: a pid reused later makes reads of it
-        // fail rather than name another process.
-        let dir = open(
-            format!("/proc/{init}").as_str(),
-            flags | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .map_err(|e| format!("the container's init {init} is gone: {e}"))?;
-        let mut cgroups = String::new();
-        std::fs::File::from(
-            openat(&dir, "cgroup", flags, Mode::empty())
-                .map_err(|e| format!("the container's init {init} is gone: {e}"))?,
-        )
-        .read_to_string(&mut cgroups)
-        .map_err(|e| format!("cannot read the cgroups of {init}: {e}"))?;
-        if !cgroups
-            .lines()
-            .any(|line| line.ends_with(&format!("/{key}")))
-        {
-            return Err(format!("process {init} is not the container's init"));
-        }
-        let namespace = openat(&dir, "ns/uts", flags, Mode::empty())
-            .map_err(|e| format!("the container's init {init} is gone: {e}"))?;
-        nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWUTS)
-            .map_err(|e| format!("cannot join the container's UTS namespace: {e}"))?;
-        nix::unistd::sethostname(&name).map_err(|e| format!("cannot set the host name: {e}"))
-    };
-    std::thread::spawn(work)
-        .join()
-        .unwrap_or_else(|_| Err("the thread naming the container panicked".into()))
+    sbx_backend::process::in_namespace_of(init, start_time, "uts", libc::CLONE_NEWUTS, move || {
+        nix::unistd::sethostname(&name).map_err(std::io::Error::from)
+    })
+    .map_err(|e| format!("cannot name the container: {e}"))
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::process::is_alive;
@@ -23,21 +22,7 @@ const CONNECT: Duration = Duration::from_secs(5);
 /// A connection to `port` on the loopback of the network namespace of process `pid` (started
 /// at `start_time`: a pid reused meanwhile is refused), IPv4 first, then IPv6.
 pub fn connect(pid: i32, start_time: u64, port: u16) -> io::Result<TcpStream> {
-    let work = move || -> io::Result<TcpStream> {
-        let gone = || io::Error::new(io::ErrorKind::NotFound, "the sandbox's process is gone");
-        if !is_alive(pid, start_time) {
-            return Err(gone());
-        }
-        let namespace = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-        // Opened while that process was alive: still its namespace.
-        if !is_alive(pid, start_time) {
-            return Err(gone());
-        }
-        // SAFETY: setns(2) with a descriptor this thread holds open; it moves this thread
-        // alone, which ends after this call.
-        if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    crate::process::in_namespace_of(pid, start_time, "net", libc::CLONE_NEWNET, move || {
         let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         match TcpStream::connect_timeout(&v4, CONNECT) {
             Ok(stream) => Ok(stream),
@@ -47,12 +32,7 @@ pub fn connect(pid: i32, start_time: u64, port: u16) -> io::Result<TcpStream> {
             }
             Err(e) => Err(e),
         }
-    };
-    std::thread::Builder::new()
-        .name("sbx-port".into())
-        .spawn(work)?
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the connecting thread panicked")))
+    })
 }
 
 /// [`connect`] as a tokio stream, its failures as the backend errors lifecycle answers with:

@@ -257,7 +257,7 @@ impl Pump {
         let _timer = self.kill_at.map(|at| {
             let kill = self.session.kill.clone();
             let fired = fired.clone();
-            AbortOnDrop(tokio::spawn(async move {
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 tokio::time::sleep_until(at).await;
                 fired.store(true, std::sync::atomic::Ordering::Release);
                 kill.kill();
@@ -429,12 +429,3 @@ fn audited_argv(argv: &[String]) -> Vec<String> {
 const MIN_CHARGE: usize = 4096;
 const AUDITED_ARGS: usize = 32;
 const AUDITED_ARG_BYTES: usize = 256;
-
-/// A task that ends when its owner drops it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}

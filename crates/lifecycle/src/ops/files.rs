@@ -13,7 +13,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::handle_of;
 use crate::access::ExecPermit;
-use crate::{deadline, view, Caller, Error, Service};
+use crate::{deadline, Caller, Error, Service};
 
 /// Who a file call acts as: the sandbox's user, `root`, or a uid.
 pub fn user_named(name: Option<&str>) -> Result<User, Error> {
@@ -71,19 +71,7 @@ impl Service {
     /// The running sandbox a file call is for, with the sandbox's lock held (a pause, destroy
     /// or recreate cannot come between the check and the call's start).
     async fn file_call_for(&self, caller: &Caller, id_or_name: &str) -> Result<FileCall, Error> {
-        let row = self.resolve(caller, id_or_name)?;
-        let lock = self.lock_for(&row.id).lock_owned().await;
-        let mut row = self.reread(&row.id)?;
-        let state = view::effective_state(&row)?;
-        if state.is_suspended() && view::StoredSpec::parse(&row)?.auto_resume {
-            row = self.resume_locked(&row, caller).await?;
-        } else if !state.can_exec() {
-            return Err(Error::WrongState {
-                id: row.id.clone(),
-                state,
-                operation: "use files",
-            });
-        }
+        let (row, lock) = self.usable_locked(caller, id_or_name, "use files").await?;
         let backend = self.backend_of(&row)?.clone();
         if backend.files().is_none() {
             return Err(Error::Unsupported(format!(

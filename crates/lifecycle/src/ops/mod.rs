@@ -55,6 +55,30 @@ impl Service {
             .ok_or_else(|| Error::NotFound(id_or_name.to_owned()))
     }
 
+    /// A sandbox a call may use now, with its lock held: running, or paused and resumed here
+    /// when its profile says `auto_resume`; else `WrongState` for `operation`.
+    pub(crate) async fn usable_locked(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        operation: &'static str,
+    ) -> Result<(SandboxRow, tokio::sync::OwnedMutexGuard<()>), Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        let lock = self.lock_for(&row.id).lock_owned().await;
+        let mut row = self.reread(&row.id)?;
+        let state = crate::view::effective_state(&row)?;
+        if state.is_suspended() && crate::view::StoredSpec::parse(&row)?.auto_resume {
+            row = self.resume_locked(&row, caller).await?;
+        } else if !state.can_exec() {
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state,
+                operation,
+            });
+        }
+        Ok((row, lock))
+    }
+
     /// Re-reads a sandbox (under its lock, to see what a concurrent operation did).
     pub(crate) fn reread(&self, id: &str) -> Result<SandboxRow, Error> {
         self.inner

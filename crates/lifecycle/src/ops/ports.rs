@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sbx_backend::{Backend, Duplex, Handle};
 
 use super::handle_of;
-use crate::{deadline, view, Caller, Error, Service};
+use crate::{deadline, Caller, Error, Service};
 
 impl Service {
     /// The running sandbox whose ports a call reaches: its id, backend and handle.
@@ -18,19 +18,9 @@ impl Service {
         caller: &Caller,
         id_or_name: &str,
     ) -> Result<(String, Arc<dyn Backend>, Handle), Error> {
-        let row = self.resolve(caller, id_or_name)?;
-        let lock = self.lock_for(&row.id).lock_owned().await;
-        let mut row = self.reread(&row.id)?;
-        let state = view::effective_state(&row)?;
-        if state.is_suspended() && view::StoredSpec::parse(&row)?.auto_resume {
-            row = self.resume_locked(&row, caller).await?;
-        } else if !state.can_exec() {
-            return Err(Error::WrongState {
-                id: row.id.clone(),
-                state,
-                operation: "reach its ports",
-            });
-        }
+        let (row, lock) = self
+            .usable_locked(caller, id_or_name, "reach its ports")
+            .await?;
         drop(lock);
         let backend = self.backend_of(&row)?.clone();
         if backend.ports().is_none() {
