@@ -10,6 +10,8 @@ const page = {
   socket: null,       // its terminal WebSocket
   state: "idle",      // idle | starting | connected | expired | error
   sandboxes: [],
+  user: null,         // who the page acts as
+  active: null,       // the user's active sandbox (GET /v1/users/{user}/active)
 };
 
 // --- API ------------------------------------------------------------------------------------
@@ -109,6 +111,7 @@ function disconnect() {
 function connect(sandbox) {
   disconnect();
   page.current = sandbox;
+  $("preview-button").disabled = false;
   $("session-id").textContent = sandbox.name ? `${sandbox.name} (${sandbox.id})` : sandbox.id;
   setState("starting");
   term.reset();
@@ -279,6 +282,93 @@ async function loadProfiles() {
   }
 }
 
+// --- The active project: one sandbox per user, switched between projects ----------------------
+
+function showActive(active) {
+  page.active = active;
+  if (!active) {
+    $("active").textContent = "no active sandbox";
+    return;
+  }
+  const fragment = active.fragment_id ? ` @ ${active.fragment_id}` : "";
+  const state = active.alive ? active.sandbox.state : `${active.sandbox.state}: switch to start a new one`;
+  $("active").textContent =
+    `${active.project_name || active.project_id}${fragment} · ${active.sandbox.id} (${state}) · ${active.restored_files} file(s) restored`;
+  if (active.port) $("preview-port").value = active.port;
+}
+
+async function loadProjects() {
+  try {
+    const { projects } = await api("GET", "/v1/projects");
+    $("project").replaceChildren(...projects.map((p) => {
+      const option = document.createElement("option");
+      option.value = p.id;
+      option.textContent = p.owner === page.user ? p.name : `${p.owner}/${p.name}`;
+      return option;
+    }));
+    $("switch-button").disabled = projects.length === 0;
+  } catch (error) {
+    $("switch-error").hidden = false;
+    $("switch-error").textContent = error.message;
+  }
+  try {
+    // The list (the caller's own entry), not GET …/active: no 404 when there is none yet.
+    const { users } = await api("GET", "/v1/users");
+    const active = users.find((u) => u.user === page.user) || null;
+    showActive(active);
+    if (active && active.alive && active.sandbox.state === "running") {
+      $("project").value = active.project_id;
+      connect(active.sandbox);
+    }
+  } catch (error) {
+    $("switch-error").hidden = false;
+    $("switch-error").textContent = error.message;
+  }
+}
+
+$("switch-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const button = $("switch-button");
+  button.disabled = true;
+  $("switch-error").hidden = true;
+  setState("starting");
+  const body = { project: $("project").value };
+  const fragment = $("fragment").value.trim();
+  if (fragment) body.fragment = fragment;
+  try {
+    const active = await api("PUT", `/v1/users/${encodeURIComponent(page.user)}/active`, body);
+    showActive(active);
+    closePreview();
+    connect(active.sandbox);
+  } catch (error) {
+    setState("error", error.message);
+    $("switch-error").hidden = false;
+    $("switch-error").textContent = error.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// --- Preview: a port of the terminal's sandbox, through the daemon, beside the terminal -------
+
+function closePreview() {
+  $("preview").hidden = true;
+  $("preview").removeAttribute("src");
+  $("preview-link").hidden = true;
+  fit.fit();
+}
+
+$("preview-button").addEventListener("click", () => {
+  const port = Number($("preview-port").value);
+  if (!page.current || !(port >= 1 && port <= 65535)) return;
+  const path = `/v1/sandboxes/${page.current.id}/ports/${port}/`;
+  $("preview").hidden = false;
+  fit.fit(); // the terminal shares its column with the preview now
+  $("preview").src = path;
+  $("preview-link").href = path;
+  $("preview-link").hidden = false;
+});
+
 // --- Try it ---------------------------------------------------------------------------------
 
 async function loadLesson() {
@@ -344,12 +434,14 @@ function renderLesson(lesson) {
   }
   try {
     const me = await api("GET", "/v1/whoami");
+    page.user = me.user;
     $("identity").textContent = `${me.user}${me.admin ? " (admin)" : ""}`;
     $("logout").hidden = me.key_id === null;
   } catch (error) {
     return; // the login dialog is open; logging in reloads the page
   }
   await loadProfiles();
+  await loadProjects();
   try {
     renderLesson(await loadLesson());
   } catch (error) {
@@ -364,6 +456,7 @@ window.sbx = {
   term,
   state: () => page.state,
   sandbox: () => page.current,
+  active: () => page.active,
   text: () => {
     const buffer = term.buffer.active;
     const lines = [];

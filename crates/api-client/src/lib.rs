@@ -412,6 +412,157 @@ impl Client {
         self.send(request).await
     }
 
+    pub async fn create_project(
+        &self,
+        request: &sbx_protocol::CreateProjectRequest,
+    ) -> Result<sbx_protocol::Project, ClientError> {
+        self.send(self.http.post(self.url("/v1/projects")).json(request))
+            .await
+    }
+
+    pub async fn projects(&self) -> Result<Vec<sbx_protocol::Project>, ClientError> {
+        let list: sbx_protocol::ProjectList =
+            self.send(self.http.get(self.url("/v1/projects"))).await?;
+        Ok(list.projects)
+    }
+
+    pub async fn project(&self, project: &str) -> Result<sbx_protocol::Project, ClientError> {
+        let url = self.url(&format!("/v1/projects/{}", segment(project)));
+        self.send(self.http.get(url)).await
+    }
+
+    pub async fn delete_project(&self, project: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/projects/{}", segment(project)));
+        self.checked(self.http.delete(url)).await?;
+        Ok(())
+    }
+
+    /// Shares a project with `user` (`read`, `write`), or stops sharing it (`None`).
+    pub async fn share_project(
+        &self,
+        project: &str,
+        user: &str,
+        access: Option<&str>,
+    ) -> Result<sbx_protocol::Project, ClientError> {
+        let url = self.url(&format!(
+            "/v1/projects/{}/shares/{}",
+            segment(project),
+            segment(user)
+        ));
+        match access {
+            Some(access) => {
+                let request = sbx_protocol::ShareRequest {
+                    access: access.into(),
+                };
+                self.send(self.http.put(url).json(&request)).await
+            }
+            None => self.send(self.http.delete(url)).await,
+        }
+    }
+
+    pub async fn create_fragment(
+        &self,
+        project: &str,
+        request: &sbx_protocol::CreateFragmentRequest,
+    ) -> Result<sbx_protocol::Fragment, ClientError> {
+        let url = self.url(&format!("/v1/projects/{}/fragments", segment(project)));
+        self.send(self.http.post(url).json(request)).await
+    }
+
+    /// A fragment from a tar stream of paths relative to the project's root.
+    pub async fn upload_fragment(
+        &self,
+        project: &str,
+        tar: impl Into<reqwest::Body>,
+        message: Option<&str>,
+    ) -> Result<sbx_protocol::Fragment, ClientError> {
+        let url = self.url(&format!("/v1/projects/{}/fragments", segment(project)));
+        let query: Vec<_> = message.map(|m| ("message", m)).into_iter().collect();
+        let request = self
+            .http
+            .post(url)
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .body(tar);
+        self.send(request).await
+    }
+
+    pub async fn fragments(
+        &self,
+        project: &str,
+    ) -> Result<Vec<sbx_protocol::Fragment>, ClientError> {
+        let url = self.url(&format!("/v1/projects/{}/fragments", segment(project)));
+        let list: sbx_protocol::FragmentList = self.send(self.http.get(url)).await?;
+        Ok(list.fragments)
+    }
+
+    pub async fn fragment(
+        &self,
+        project: &str,
+        fragment: &str,
+    ) -> Result<sbx_protocol::FragmentDetail, ClientError> {
+        let url = self.url(&format!(
+            "/v1/projects/{}/fragments/{}",
+            segment(project),
+            segment(fragment)
+        ));
+        self.send(self.http.get(url)).await
+    }
+
+    pub async fn delete_fragment(&self, project: &str, fragment: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!(
+            "/v1/projects/{}/fragments/{}",
+            segment(project),
+            segment(fragment)
+        ));
+        self.checked(self.http.delete(url)).await?;
+        Ok(())
+    }
+
+    /// A fragment's files as a tar stream.
+    pub async fn fragment_archive(
+        &self,
+        project: &str,
+        fragment: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>>, ClientError> {
+        let url = self.url(&format!(
+            "/v1/projects/{}/fragments/{}/archive",
+            segment(project),
+            segment(fragment)
+        ));
+        let response = self.checked(self.http.get(url)).await?;
+        Ok(response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| ClientError::Protocol(e.to_string()))))
+    }
+
+    /// Switches `user`'s active sandbox to a project (`PUT /v1/users/{user}/active`).
+    pub async fn switch(
+        &self,
+        user: &str,
+        request: &sbx_protocol::SwitchRequest,
+    ) -> Result<sbx_protocol::ActiveSandbox, ClientError> {
+        let url = self.url(&format!("/v1/users/{}/active", segment(user)));
+        self.send(self.http.put(url).json(request)).await
+    }
+
+    pub async fn active(&self, user: &str) -> Result<sbx_protocol::ActiveSandbox, ClientError> {
+        let url = self.url(&format!("/v1/users/{}/active", segment(user)));
+        self.send(self.http.get(url)).await
+    }
+
+    pub async fn deactivate(&self, user: &str) -> Result<sbx_protocol::Deactivated, ClientError> {
+        let url = self.url(&format!("/v1/users/{}/active", segment(user)));
+        self.send(self.http.delete(url)).await
+    }
+
+    /// Users' active sandboxes (the caller's; an admin's: everyone's).
+    pub async fn users(&self) -> Result<Vec<sbx_protocol::ActiveSandbox>, ClientError> {
+        let list: sbx_protocol::ActiveList =
+            self.send(self.http.get(self.url("/v1/users"))).await?;
+        Ok(list.users)
+    }
+
     pub async fn templates(&self) -> Result<Vec<sbx_protocol::Template>, ClientError> {
         let list: sbx_protocol::TemplateList =
             self.send(self.http.get(self.url("/v1/templates"))).await?;

@@ -286,7 +286,7 @@ fn too_large() -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!(
-            "request body exceeds this route's limit ({} bytes; {} for exec; 4096 for login)",
+            "request body exceeds this route's limit ({} bytes; {} for exec and a project's files as JSON; 4096 for login)",
             crate::MAX_BODY_BYTES,
             crate::MAX_EXEC_BODY_BYTES
         ),

@@ -79,9 +79,14 @@ impl Clone for ClientIp {
     }
 }
 
-/// Paths open without a key: the health check, the web page, and the page's login.
+/// Paths open without a key: the health check, the web page, and the page's login; and the
+/// paths whose handler decides for itself — a sandbox's ports (a public port needs no key)
+/// and share links (their signed token is the credential).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/v1/login" | "/v1/logout") || sbx_web::asset(path).is_some()
+    matches!(path, "/healthz" | "/v1/login" | "/v1/logout")
+        || sbx_web::asset(path).is_some()
+        || path.starts_with("/v1/shares/")
+        || crate::routes::ports::is_port_path(path)
 }
 
 pub async fn middleware(
@@ -139,13 +144,11 @@ pub async fn middleware(
         request.extensions_mut().insert(Https(https));
         request.extensions_mut().insert(state.body_budget.clone());
         // A sandbox's health is open: it says 502 to whoever may not see the sandbox.
+        // Any other port of a sandbox is its own service: public ports need no key (the
+        // dispatch decides).
         let public = match &target {
-            Some(_) => {
-                path == "/health"
-                    && target
-                        .as_ref()
-                        .is_some_and(|t| t.port == sbx_e2b::ENVD_PORT)
-            }
+            Some(t) if t.port == sbx_e2b::ENVD_PORT => path == "/health",
+            Some(t) => t.port != sbx_e2b::INTERPRETER_PORT,
             None => is_public(&path),
         };
         if let Some(target) = &target {
@@ -297,9 +300,20 @@ pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next:
         // Any other port: the sandbox's own service, through the ports proxy.
         Some(target) => {
             let target = target.clone();
-            let Some(caller) = request.extensions().get::<Caller>().cloned() else {
-                return unauthorized("credentials are required for this sandbox's ports")
-                    .into_response();
+            let caller = match request.extensions().get::<Caller>().cloned() {
+                Some(caller) => caller,
+                None => match state
+                    .service
+                    .port_owner(&target.sandbox, target.port, false)
+                {
+                    Some(owner) => owner,
+                    None => {
+                        return unauthorized(
+                            "credentials are required for this sandbox's ports (this one is not public)",
+                        )
+                        .into_response()
+                    }
+                },
             };
             return crate::routes::ports::forward_host(
                 state,

@@ -30,7 +30,8 @@ pub use openapi::document as openapi_document;
 
 /// Largest request body of most routes.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// Largest request body of the exec routes (stdin travels in the body, base64 at worst).
+/// Largest request body of the exec routes (stdin travels in the body, base64 at worst), and
+/// of a project's files given as JSON.
 pub const MAX_EXEC_BODY_BYTES: usize = 32 << 20;
 
 /// Request bodies the daemon holds at once, all clients together (see [`body`]).
@@ -107,6 +108,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::exec::router())
         .merge(routes::files::router())
         .merge(routes::snapshots::router())
+        .merge(routes::projects::router())
+        .merge(routes::users::router())
         .merge(routes::templates::router())
         .merge(routes::events::router())
         .merge(routes::maintenance::router())

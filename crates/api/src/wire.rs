@@ -34,6 +34,7 @@ pub fn new_sandbox(request: &wire::CreateSandboxRequest) -> Result<model::NewSan
         metadata: request.metadata.clone(),
         snapshot: request.from_snapshot.clone(),
         fork_of: request.fork_of.clone(),
+        public_ports: request.public_ports.clone(),
     })
 }
 
@@ -165,6 +166,7 @@ pub fn sandbox(s: model::Sandbox) -> wire::Sandbox {
         resources: resources(&s.resources),
         env: s.env,
         metadata: s.metadata,
+        public_ports: s.public_ports,
         created_at: rfc3339(s.created_at),
         updated_at: rfc3339(s.updated_at),
         destroyed_at: s.destroyed_at.map(rfc3339),
@@ -364,6 +366,122 @@ pub fn template_progress(progress: sbx_lifecycle::ImageProgress) -> wire::Templa
         layer: progress.layer,
         done: progress.done,
         total: progress.total,
+    }
+}
+
+pub fn project(p: model::Project) -> wire::Project {
+    wire::Project {
+        id: p.id,
+        owner: p.owner,
+        name: p.name,
+        root: p.root,
+        port: p.port,
+        profile: p.profile,
+        created_at: rfc3339(p.created_at),
+        access: p.access.to_owned(),
+        shares: p
+            .shares
+            .into_iter()
+            .map(|(user, access)| wire::Share { user, access })
+            .collect(),
+        fragments: p.fragments,
+        latest_fragment: p.latest_fragment,
+    }
+}
+
+pub fn fragment(f: model::Fragment) -> wire::Fragment {
+    wire::Fragment {
+        id: f.id,
+        project_id: f.project_id,
+        created_by: f.created_by,
+        source: f.source,
+        message: f.message,
+        files: f.files,
+        bytes: f.bytes,
+        created_at: rfc3339(f.created_at),
+        latest: f.latest,
+    }
+}
+
+pub fn fragment_entry(e: model::FragmentEntry) -> wire::FragmentEntry {
+    wire::FragmentEntry {
+        path: e.path,
+        kind: e.kind,
+        mode: e.mode,
+        size: e.size,
+        target: e.target,
+    }
+}
+
+/// A JSON map of files: each content as text or base64.
+pub fn new_files(
+    files: std::collections::BTreeMap<String, wire::FileContent>,
+) -> Result<Vec<model::NewFile>, ApiError> {
+    files
+        .into_iter()
+        .map(|(path, content)| {
+            let (content, mode) = match content {
+                wire::FileContent::Text(text) => (text.into_bytes(), None),
+                wire::FileContent::Data { text, base64, mode } => {
+                    let content = match (text, base64) {
+                        (Some(text), None) => text.into_bytes(),
+                        (None, Some(data)) => wire::decode_data(&data, wire::Encoding::Base64)
+                            .map_err(|e| ApiError::invalid(format!("files: {path:?}: {e}")))?,
+                        _ => {
+                            return Err(ApiError::invalid(format!(
+                                "files: {path:?}: give its content as a string, or exactly one of \"text\" and \"base64\""
+                            )))
+                        }
+                    };
+                    if mode.is_some_and(|m| m > 0o7777) {
+                        return Err(ApiError::invalid(format!(
+                            "files: {path:?}: mode must be at most 0o7777"
+                        )));
+                    }
+                    (content, mode)
+                }
+            };
+            Ok(model::NewFile {
+                path,
+                content,
+                mode,
+            })
+        })
+        .collect()
+}
+
+pub fn switch(request: wire::SwitchRequest) -> model::Switch {
+    model::Switch {
+        project: request.project,
+        fragment: request.fragment,
+        profile: request.profile,
+        save_on_switch: request.save_on_switch,
+        exclude: request.exclude,
+    }
+}
+
+pub fn active(a: model::Active, domain: Option<&str>) -> wire::ActiveSandbox {
+    let preview_path = a
+        .port
+        .map(|port| format!("/v1/sandboxes/{}/ports/{port}/", a.sandbox.id));
+    let preview_host = a
+        .port
+        .zip(domain)
+        .map(|(port, domain)| format!("{port}-{}.{domain}", a.sandbox.id));
+    wire::ActiveSandbox {
+        user: a.user,
+        project_id: a.project_id,
+        project_name: a.project_name,
+        fragment_id: a.fragment_id,
+        sandbox: sandbox(a.sandbox),
+        alive: a.alive,
+        restored_files: a.restored_files,
+        port: a.port,
+        preview_path,
+        preview_host,
+        created_at: rfc3339(a.created_at),
+        last_used_at: rfc3339(a.last_used_at),
+        saved_fragment: a.saved_fragment,
     }
 }
 

@@ -13,6 +13,7 @@ mod files;
 mod flood;
 mod images;
 mod oci;
+mod projects;
 mod report;
 mod runtimes;
 mod stats;
@@ -246,6 +247,7 @@ async fn run(args: Args) -> Result<bool> {
         (Ok((mut rows, scale)), Ok(overhead)) => {
             rows.extend(overhead);
             rows.extend(e2b::rows(&daemon, n).await);
+            rows.extend(projects::rows(&daemon, n).await);
             rows.extend(images::rows(&daemon, n).await);
             rows.extend(oci::rows(&sbx, n).await);
             rows.extend(runtimes::rows(&sbx, n).await);

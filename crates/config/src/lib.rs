@@ -72,6 +72,7 @@ pub struct Config {
     pub exec: Exec,
     pub files: Files,
     pub snapshots: Snapshots,
+    pub projects: Projects,
     pub e2b: E2b,
     pub images: ImagesConfig,
     pub oci: OciSettings,
@@ -172,6 +173,35 @@ pub struct Snapshots {
 impl Default for Snapshots {
     fn default() -> Snapshots {
         Snapshots { max_per_user: 20 }
+    }
+}
+
+/// `[projects]`: projects, their fragments (stored versions of their files) and each
+/// user's active sandbox.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Projects {
+    /// Most projects one user may own (429 above).
+    pub max_per_user: u32,
+    /// Most fragments one project may keep (429 above: delete old ones).
+    pub max_fragments_per_project: u32,
+    /// The most files (and directories and links) one fragment may hold (413 above).
+    pub max_fragment_files: u32,
+    /// The most bytes of file content one fragment may hold (413 above).
+    pub max_fragment_bytes: u64,
+    /// The most bytes of content one user's fragments may hold together, counted as written
+    /// (before blobs shared between fragments are counted once; 429 above).
+    pub max_bytes_per_user: u64,
+}
+
+impl Default for Projects {
+    fn default() -> Projects {
+        Projects {
+            max_per_user: 50,
+            max_fragments_per_project: 200,
+            max_fragment_files: 20_000,
+            max_fragment_bytes: 128 << 20,
+            max_bytes_per_user: 2 << 30,
+        }
     }
 }
 
@@ -401,6 +431,7 @@ impl Default for Config {
             exec: Exec::default(),
             files: Files::default(),
             snapshots: Snapshots::default(),
+            projects: Projects::default(),
             e2b: E2b::default(),
             images: ImagesConfig::default(),
             oci: OciSettings::default(),
@@ -476,6 +507,13 @@ impl Config {
             }),
             snapshots: Some(RawSnapshots {
                 max_per_user: Some(self.snapshots.max_per_user),
+            }),
+            projects: Some(RawProjects {
+                max_per_user: Some(self.projects.max_per_user),
+                max_fragments_per_project: Some(self.projects.max_fragments_per_project),
+                max_fragment_files: Some(self.projects.max_fragment_files),
+                max_fragment_bytes: Some(self.projects.max_fragment_bytes),
+                max_bytes_per_user: Some(self.projects.max_bytes_per_user),
             }),
             e2b: Some(RawE2b {
                 domain: self.e2b.domain.clone(),
@@ -554,6 +592,8 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     snapshots: Option<RawSnapshots>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    projects: Option<RawProjects>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     e2b: Option<RawE2b>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     images: Option<RawImages>,
@@ -606,6 +646,21 @@ struct RawE2b {
 struct RawSnapshots {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_per_user: Option<u32>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProjects {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_per_user: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_fragments_per_project: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_fragment_files: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_fragment_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_bytes_per_user: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -945,6 +1000,27 @@ impl RawConfig {
         if let Some(snapshots) = self.snapshots {
             if let Some(most) = snapshots.max_per_user {
                 config.snapshots.max_per_user = most;
+            }
+        }
+        if let Some(projects) = self.projects {
+            let p = &mut config.projects;
+            if let Some(most) = projects.max_per_user {
+                p.max_per_user = most;
+            }
+            if let Some(most) = projects.max_fragments_per_project {
+                p.max_fragments_per_project = most;
+            }
+            if let Some(most) = projects.max_fragment_files {
+                if most == 0 {
+                    return Err("projects.max_fragment_files: must be above 0".into());
+                }
+                p.max_fragment_files = most;
+            }
+            if let Some(most) = projects.max_fragment_bytes {
+                p.max_fragment_bytes = most;
+            }
+            if let Some(most) = projects.max_bytes_per_user {
+                p.max_bytes_per_user = most;
             }
         }
         if let Some(e2b) = self.e2b {

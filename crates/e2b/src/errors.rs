@@ -17,11 +17,14 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         Error::OverLimit(_) => StatusCode::BAD_REQUEST,
         Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::AtCapacity { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::NotFound(_) | Error::FileNotFound(_) | Error::SnapshotNotFound(_) => {
-            StatusCode::NOT_FOUND
-        }
+        Error::NotFound(_)
+        | Error::FileNotFound(_)
+        | Error::SnapshotNotFound(_)
+        | Error::ProjectNotFound(_)
+        | Error::FragmentNotFound(_)
+        | Error::UserNotFound(_) => StatusCode::NOT_FOUND,
         Error::KeyNotFound(_) => StatusCode::NOT_FOUND,
-        Error::FileDenied(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::FileDenied(_) | Error::Forbidden(_) | Error::ReadOnly(_) => StatusCode::FORBIDDEN,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NameTaken(_) | Error::WrongState { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::SandboxGone(_) | Error::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -73,13 +76,18 @@ pub(crate) fn connect_error(error: Error) -> ConnectError {
         Error::Invalid(_) | Error::ExecFailed(_) | Error::OverLimit(_) => {
             ErrorCode::InvalidArgument
         }
-        Error::NotFound(_) | Error::FileNotFound(_) | Error::SnapshotNotFound(_) => {
-            ErrorCode::NotFound
-        }
+        Error::NotFound(_)
+        | Error::FileNotFound(_)
+        | Error::SnapshotNotFound(_)
+        | Error::ProjectNotFound(_)
+        | Error::FragmentNotFound(_)
+        | Error::UserNotFound(_) => ErrorCode::NotFound,
         Error::KeyNotFound(_) | Error::TemplateNotFound(_) | Error::ProfileNotFound(_) => {
             ErrorCode::NotFound
         }
-        Error::FileDenied(_) | Error::Forbidden(_) => ErrorCode::PermissionDenied,
+        Error::FileDenied(_) | Error::Forbidden(_) | Error::ReadOnly(_) => {
+            ErrorCode::PermissionDenied
+        }
         Error::TooLarge(_) | Error::Limited(_) | Error::InsufficientStorage(_) => {
             ErrorCode::ResourceExhausted
         }

@@ -103,6 +103,22 @@ impl E2b {
         &self.inner.service
     }
 
+    /// A share link's token for `port` of `sandbox` until `expires` (Unix ms), signed with
+    /// the daemon's secret.
+    pub fn share_token(&self, sandbox: &str, port: u16, expires: i64) -> String {
+        self.inner.tokens.share_token(sandbox, port, expires)
+    }
+
+    /// The sandbox, port and expiry (Unix ms) of a share link's token whose signature holds.
+    pub fn share_of(&self, token: &str) -> Option<(String, u16, i64)> {
+        self.inner.tokens.share_of(token)
+    }
+
+    /// The domain of host-based routing, when one is configured.
+    pub fn domain(&self) -> Option<&str> {
+        self.inner.config.domain.as_deref()
+    }
+
     /// The sandbox port a request is addressed to: the `E2b-Sandbox-Id` header (with
     /// `E2b-Sandbox-Port`, envd's by default), or a `{port}-{id}.{domain}` host under the
     /// configured domain.

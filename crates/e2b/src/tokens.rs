@@ -41,6 +41,32 @@ impl Tokens {
         format!("sbxt_{}", self.derive("traffic", sandbox))
     }
 
+    /// A share link's token: port `port` of `sandbox` until `expires` (Unix ms), as
+    /// `{sandbox}.{port}.{expires}.{mac}`.
+    pub(crate) fn share_token(&self, sandbox: &str, port: u16, expires: i64) -> String {
+        let terms = format!("{sandbox}.{port}.{expires}");
+        let mac = self.derive("share", &terms);
+        format!("{terms}.{mac}")
+    }
+
+    /// The terms of a share link's token whose signature holds (expired or not).
+    pub(crate) fn share_of(&self, token: &str) -> Option<(String, u16, i64)> {
+        let mut parts = token.split('.');
+        let (sandbox, port, expires, mac) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || sandbox.len() > 64 {
+            return None;
+        }
+        let port: u16 = port.parse().ok()?;
+        let expires: i64 = expires.parse().ok()?;
+        let expected = self.share_token(sandbox, port, expires);
+        let presented = format!("{sandbox}.{port}.{expires}.{mac}");
+        // The terms as parsed, re-signed: a token whose numbers were written another way
+        // (leading zeros) does not match.
+        (same(&expected, &presented) && presented == token)
+            .then(|| (sandbox.to_owned(), port, expires))
+    }
+
     pub(crate) fn is_access_token(&self, sandbox: &str, presented: &str) -> bool {
         same(&self.access_token(sandbox), presented)
     }
@@ -169,6 +195,27 @@ mod tests {
             signature_of("/home/user/x.txt", "read", "", "tok123", None),
             "v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y"
         );
+    }
+
+    #[test]
+    fn share_tokens_are_signed() {
+        let tokens = Tokens::new([7; 32]);
+        let token = tokens.share_token("sb-abc", 3000, 1_700_000_000_000);
+        assert_eq!(
+            tokens.share_of(&token),
+            Some(("sb-abc".to_owned(), 3000, 1_700_000_000_000))
+        );
+        let other = Tokens::new([8; 32]);
+        assert_eq!(other.share_of(&token), None);
+        for forged in [
+            token.replace("3000", "3001"),
+            token.replace("1700000000000", "1800000000000"),
+            token.replace(".3000.", ".03000."),
+            format!("{token}.x"),
+            "sb-abc.3000.1".into(),
+        ] {
+            assert_eq!(tokens.share_of(&forged), None, "{forged}");
+        }
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub enum Error {
     TemplateNotFound(String),
     #[error("no snapshot {0:?}")]
     SnapshotNotFound(String),
+    #[error("no project {0:?}")]
+    ProjectNotFound(String),
+    #[error("no fragment {0:?}")]
+    FragmentNotFound(String),
+    /// A user the caller may not act for, or one with no active sandbox.
+    #[error("{0}")]
+    UserNotFound(String),
     /// The message lists the profiles there are.
     #[error("{0}")]
     ProfileNotFound(String),
@@ -72,6 +79,9 @@ pub enum Error {
     /// The caller may not do this (only admins may); the message says why.
     #[error("{0}")]
     Forbidden(String),
+    /// A project shared with the caller read-only, asked to change.
+    #[error("{0}")]
+    ReadOnly(String),
     #[error("no key {0:?}")]
     KeyNotFound(String),
     /// A service outside sbx (an image registry) refused or could not be reached; the
@@ -158,6 +168,9 @@ impl From<sbx_store::StoreError> for Error {
     fn from(error: sbx_store::StoreError) -> Self {
         match error {
             sbx_store::StoreError::NameTaken(name) => Error::NameTaken(name),
+            sbx_store::StoreError::ProjectNameTaken(name) => {
+                Error::Conflict(format!("a project of yours is already named {name:?}"))
+            }
             other => Error::internal_from("store call failed", other),
         }
     }

@@ -17,6 +17,7 @@ mod admission;
 mod backends;
 mod deadline;
 mod error;
+mod fragments;
 pub mod model;
 mod ops;
 pub mod reason;
@@ -75,6 +76,8 @@ pub struct Config {
     pub exec: sbx_config::Exec,
     /// How many snapshots each user may keep.
     pub snapshots: sbx_config::Snapshots,
+    /// Projects, fragments and their bounds.
+    pub projects: sbx_config::Projects,
 }
 
 /// The sandbox service: every operation the API offers, on one shared object.
@@ -92,6 +95,8 @@ struct Inner {
     started_at: i64,
     /// Serialises state-changing operations per sandbox (create, destroy, extend, recreate).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises switches of each user's active sandbox (see `ops::active`).
+    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Watchers of running sandboxes (see `ops::watch`).
     watchers: Mutex<JoinSet<()>>,
     /// Every recorded event, as it happens.
@@ -144,6 +149,7 @@ impl Service {
                 config,
                 started_at: now_ms(),
                 locks: Mutex::new(HashMap::new()),
+                user_locks: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(JoinSet::new()),
                 events,
                 activity: Mutex::new(HashMap::new()),

@@ -25,6 +25,8 @@ pub struct NewSandbox {
     pub snapshot: Option<String>,
     /// A hibernated sandbox (the caller's) whose checkpoint the sandbox is restored from.
     pub fork_of: Option<String>,
+    /// Ports anyone may reach through the daemon without a key (preview URLs made public).
+    pub public_ports: Vec<u16>,
 }
 
 /// A filesystem snapshot.
@@ -93,6 +95,8 @@ pub struct Sandbox {
     /// Names of the variables set in its environment (values are not shown).
     pub env: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Ports anyone may reach through the daemon without a key.
+    pub public_ports: Vec<u16>,
     pub created_at: UnixMs,
     pub updated_at: UnixMs,
     pub destroyed_at: Option<UnixMs>,
@@ -277,4 +281,118 @@ pub fn shown(duration: Duration) -> String {
     } else {
         sbx_config::duration::format(duration)
     }
+}
+
+/// A project: files kept as fragments, owned by a user, shared read-only or read-write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    /// The directory of a sandbox its fragments' paths are relative to.
+    pub root: String,
+    /// The port its preview URL names.
+    pub port: Option<u16>,
+    /// The profile its sandboxes are made with (`None`: the daemon's default).
+    pub profile: Option<String>,
+    pub created_at: UnixMs,
+    /// What the caller may do with it: `owner`, `write` or `read` (admins: `owner`).
+    pub access: &'static str,
+    /// Users it is shared with, and how (`read`, `write`); its owner and admins see them.
+    pub shares: Vec<(String, String)>,
+    /// Its ready fragments, and the newest of them.
+    pub fragments: u64,
+    pub latest_fragment: Option<String>,
+}
+
+/// What a new project is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewProject {
+    pub name: String,
+    pub root: Option<String>,
+    pub port: Option<u16>,
+    pub profile: Option<String>,
+}
+
+/// A fragment: one immutable version of a project's files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fragment {
+    pub id: String,
+    pub project_id: String,
+    pub created_by: String,
+    /// `files`, `tar` or `sandbox:<id>`.
+    pub source: String,
+    pub message: Option<String>,
+    /// Regular files in it (directories and links not counted), and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    pub created_at: UnixMs,
+    /// Whether it is its project's newest.
+    pub latest: bool,
+}
+
+/// One entry of a fragment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FragmentEntry {
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub mode: u32,
+    pub size: u64,
+    pub target: Option<String>,
+}
+
+/// One file of a fragment made from a map of paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: Option<u32>,
+}
+
+/// Where a new fragment's files come from.
+pub enum FragmentSource {
+    /// Paths and their contents.
+    Files(Vec<NewFile>),
+    /// A tar stream (paths relative to the project's root).
+    Tar(sbx_backend::ByteStream),
+    /// The project's root directory in a running sandbox the caller may use, without the
+    /// entries named in `exclude` (names of files or directories, at any depth).
+    Sandbox {
+        sandbox: String,
+        exclude: Vec<String>,
+    },
+}
+
+/// A switch of a user's active sandbox.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Switch {
+    pub project: String,
+    /// `None`: the project's newest fragment (none at all: the sandbox starts empty).
+    pub fragment: Option<String>,
+    /// `None`: the project's profile, else the daemon's default.
+    pub profile: Option<String>,
+    /// Save the old active sandbox's files into its project as a new fragment first.
+    pub save_on_switch: bool,
+    /// What a save leaves out (as [`FragmentSource::Sandbox`]).
+    pub exclude: Vec<String>,
+}
+
+/// A user's active sandbox.
+#[derive(Debug, Clone)]
+pub struct Active {
+    pub user: String,
+    pub project_id: String,
+    /// `None` once the project was deleted.
+    pub project_name: Option<String>,
+    pub fragment_id: Option<String>,
+    pub sandbox: Sandbox,
+    /// Whether the sandbox still runs (`false`: it died or expired; the next switch replaces it).
+    pub alive: bool,
+    pub port: Option<u16>,
+    pub restored_files: u64,
+    pub created_at: UnixMs,
+    pub last_used_at: UnixMs,
+    /// The fragment the switch saved the old sandbox's files as (`save_on_switch`).
+    pub saved_fragment: Option<String>,
 }

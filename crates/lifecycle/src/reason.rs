@@ -14,6 +14,8 @@ pub const RESUMED: &str = "resumed";
 pub const HIBERNATED: &str = "hibernated";
 /// Creation failed, or the sandbox died on its own; the detail says which.
 pub const FAILED: &str = "failed";
+/// Its user switched their active sandbox to another project (or cleaned it up).
+pub const SWITCHED: &str = "switched";
 pub const DAEMON_SHUTDOWN: &str = "daemon-shutdown";
 /// Settled by a daemon starting after a crash; the detail says how.
 pub const DAEMON_RESTART: &str = "daemon-restart";

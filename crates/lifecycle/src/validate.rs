@@ -42,6 +42,8 @@ pub const MIN_MEMORY_MB: u64 = 32;
 pub const MIN_CPUS: f64 = 0.01;
 pub const MIN_PIDS: u64 = 8;
 pub const MIN_DISK_MB: u64 = 64;
+/// Most ports one sandbox may make public.
+const MAX_PUBLIC_PORTS: usize = 16;
 const MAX_ENV: usize = 256;
 const MAX_METADATA: usize = 64;
 const MAX_VALUE: usize = 4096;
@@ -98,6 +100,8 @@ pub struct CreateParams {
     /// once it has looked the template up).
     pub image_user: Option<(u32, u32)>,
     pub image_command: Vec<String>,
+    /// Ports anyone may reach through the daemon without a key.
+    pub public_ports: Vec<u16>,
     /// The hibernated sandbox it is forked from (set by the create once it checked it).
     pub fork_of: Option<sbx_backend::Handle>,
 }
@@ -168,6 +172,14 @@ pub fn create(
             )));
         }
     }
+    let mut public_ports = request.public_ports.clone();
+    public_ports.sort_unstable();
+    public_ports.dedup();
+    if public_ports.len() > MAX_PUBLIC_PORTS || public_ports.contains(&0) {
+        return Err(invalid(format!(
+            "public_ports: at most {MAX_PUBLIC_PORTS} ports from 1 to 65535"
+        )));
+    }
     let resources = resources(&request.resources, profile, &bounds(&profile.backend)?)?;
     let mut warnings = Vec::new();
     let ttl = match &request.ttl {
@@ -207,6 +219,7 @@ pub fn create(
         image_user: None,
         image_command: Vec::new(),
         fork_of: None,
+        public_ports,
     })
 }
 

@@ -44,6 +44,9 @@ pub struct StoredSpec {
     /// What an exec without a command runs: its image's `Entrypoint` + `Cmd`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_command: Vec<String>,
+    /// Ports anyone may reach through the daemon without a key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_ports: Vec<u16>,
 }
 
 /// A paused sandbox whose profile stops the clock: its deadline does not apply until it is
@@ -135,6 +138,7 @@ pub fn sandbox(row: &SandboxRow) -> Result<Sandbox, Error> {
         resources: spec.resources(),
         env: spec.env.keys().cloned().collect(),
         metadata,
+        public_ports: spec.public_ports.clone(),
         created_at: row.created_at,
         updated_at: row.updated_at,
         destroyed_at: row.destroyed_at,

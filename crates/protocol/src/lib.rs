@@ -16,6 +16,7 @@ mod files;
 mod health;
 mod ops;
 mod ports;
+mod project;
 mod sandbox;
 mod snapshot;
 mod template;
@@ -38,7 +39,12 @@ pub use ops::{
     BackendStatus, CleanupReport, CleanupRequest, Event, EventList, ExpireRequest, ExpireResult,
     ExtendRequest, GvisorStatus, ProfileInfo, ProfileList, ProfileStatus, SandboxStatus, Status,
 };
-pub use ports::PortList;
+pub use ports::{PortList, PortShare, PortShareRequest};
+pub use project::{
+    ActiveList, ActiveSandbox, CreateFragmentRequest, CreateProjectRequest, Deactivated,
+    FileContent, Fragment, FragmentDetail, FragmentEntry, FragmentList, Project, ProjectList,
+    Share, ShareRequest, SwitchRequest,
+};
 pub use sandbox::{
     CreateSandboxRequest, Resources, ResourcesRequest, Sandbox, SandboxList, SandboxState,
 };

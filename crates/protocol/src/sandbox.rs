@@ -49,6 +49,11 @@ pub struct CreateSandboxRequest {
     /// backend can hibernate (gVisor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork_of: Option<String>,
+    /// Ports anyone may reach through the daemon without a key
+    /// (`/v1/sandboxes/{id}/ports/{port}/…`, `{port}-{id}.{domain}`); every other port needs the
+    /// owner's key or a share link.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_ports: Vec<u16>,
 }
 
 /// A nested request object, or null. Serde's derived `Deserialize` would also read a struct
@@ -209,6 +214,9 @@ pub struct Sandbox {
     /// Names of the sandbox's environment variables (values are not echoed back).
     pub env: Vec<String>,
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Ports anyone may reach through the daemon without a key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_ports: Vec<u16>,
     /// RFC 3339, UTC.
     pub created_at: String,
     /// RFC 3339, UTC; the last state change.

@@ -131,6 +131,7 @@ pub fn open(
         audit: Some((data_dir.join(AUDIT_LOG_FILE), config.audit)),
         exec: config.exec,
         snapshots: config.snapshots,
+        projects: config.projects,
     };
     let service =
         Service::new(store, backends, lifecycle).map_err(|e| anyhow::anyhow!(e.detail()))?;

@@ -50,6 +50,8 @@ mod limits;
 mod pause;
 #[path = "e2e/ports.rs"]
 mod ports;
+#[path = "e2e/projects.rs"]
+mod projects;
 #[path = "e2e/runtimes.rs"]
 mod runtimes;
 #[path = "e2e/snapshots.rs"]

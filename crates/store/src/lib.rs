@@ -8,6 +8,9 @@
 //! spans a backend operation (lifecycle's invariant), so the lock is never held for long.
 
 mod migrations;
+mod projects;
+
+pub use projects::{ActiveRow, EntryRow, FragmentRow, ProjectRow};
 
 /// The states whose sandbox no longer holds its name: the partial unique index on names
 /// (`migrations.rs`) lists them literally, as SQL must; lifecycle's state machine is the
@@ -24,6 +27,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 pub enum StoreError {
     #[error("a live sandbox is already named {0:?}")]
     NameTaken(String),
+    #[error("a project is already named {0:?}")]
+    ProjectNameTaken(String),
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this sbx understands ({known})")]

@@ -79,6 +79,71 @@ const MIGRATIONS: &[&str] = &[
         deleted_at  INTEGER
      );
      CREATE INDEX snapshots_owner ON snapshots (owner, state);",
+    // 6: projects, their fragments (immutable versions of their files, content in blobs shared
+    // between fragments and counted by reference), and each user's one active sandbox.
+    // A fragment is `writing` while its blobs go in (each blob reference is recorded with it,
+    // so a crash mid-write leaves references a start-up collection gives back), then `ready`.
+    "CREATE TABLE projects (
+        id          TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        root        TEXT NOT NULL,
+        port        INTEGER,
+        profile     TEXT,
+        created_at  INTEGER NOT NULL,
+        UNIQUE (owner, name)
+     );
+     CREATE TABLE project_shares (
+        project_id  TEXT NOT NULL,
+        user        TEXT NOT NULL,
+        access      TEXT NOT NULL,
+        PRIMARY KEY (project_id, user)
+     );
+     CREATE INDEX project_shares_user ON project_shares (user);
+     CREATE TABLE fragments (
+        id          TEXT PRIMARY KEY,
+        project_id  TEXT NOT NULL,
+        owner       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        message     TEXT,
+        files       INTEGER NOT NULL DEFAULT 0,
+        bytes       INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+     );
+     CREATE INDEX fragments_project ON fragments (project_id, created_at);
+     CREATE INDEX fragments_owner ON fragments (owner, state);
+     CREATE TABLE fragment_entries (
+        fragment_id TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        mode        INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        target      TEXT,
+        chunks      TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (fragment_id, path)
+     ) WITHOUT ROWID;
+     CREATE TABLE blobs (
+        digest      TEXT PRIMARY KEY,
+        refs        INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        data        BLOB NOT NULL
+     );
+     CREATE TABLE fragment_blobs (
+        fragment_id TEXT NOT NULL,
+        digest      TEXT NOT NULL
+     );
+     CREATE INDEX fragment_blobs_fragment ON fragment_blobs (fragment_id);
+     CREATE TABLE active_sandboxes (
+        user        TEXT PRIMARY KEY,
+        project_id  TEXT NOT NULL,
+        fragment_id TEXT,
+        sandbox_id  TEXT NOT NULL,
+        port        INTEGER,
+        restored    INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+     );",
 ];
 
 pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {

@@ -24,17 +24,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
-use sbx_protocol::{ErrorBody, PortList};
+use sbx_protocol::{ErrorBody, PortList, PortShare, PortShareRequest};
 
+use crate::body::JsonBody;
 use crate::context::{Auth, SESSION_COOKIE};
-use crate::{ApiError, AppState};
+use crate::{wire, ApiError, AppState};
 
 /// Longest a sandbox's service may take to answer a request's headers.
 const HEADERS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What a proxied page may do in its own (opaque) origin.
 const PAGE_POLICY: &str =
-    "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+    "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads; frame-ancestors 'self'";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,6 +43,119 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sandboxes/{id}/ports/{port}", any(proxy_root))
         .route("/v1/sandboxes/{id}/ports/{port}/", any(proxy_root))
         .route("/v1/sandboxes/{id}/ports/{port}/{*path}", any(proxy))
+        .route("/v1/sandboxes/{id}/shares", axum::routing::post(share))
+        .route("/v1/shares/{token}", any(shared_root))
+        .route("/v1/shares/{token}/", any(shared_root))
+        .route("/v1/shares/{token}/{*path}", any(shared))
+}
+
+/// Whether a path is one of a sandbox's ports' (where a request without a key may reach a
+/// public port): `/v1/sandboxes/{id}/ports/{port}` and below, not the list itself.
+pub(crate) fn is_port_path(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("v1"), Some("sandboxes"), Some(_), Some("ports"), Some(port)) if !port.is_empty()
+    )
+}
+
+/// The caller a request to a port acts as: its own, or without a key the sandbox's owner when
+/// the port is public.
+fn caller_for_port(
+    state: &AppState,
+    caller: Option<axum::Extension<sbx_lifecycle::Caller>>,
+    id: &str,
+    port: u16,
+) -> Result<sbx_lifecycle::Caller, ApiError> {
+    match caller {
+        Some(axum::Extension(caller)) => Ok(caller),
+        None => state.service.port_owner(id, port, false).ok_or_else(|| {
+            crate::context::unauthorized(
+                "an API key is required: this port is not public (a share link reaches it without one)",
+            )
+        }),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/shares", tag = "ports",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    request_body = PortShareRequest,
+    responses(
+        (status = 201, description = "A link that reaches the port without a key until it expires: `/v1/shares/{token}/…` (signed; it dies with the sandbox)", body = PortShare),
+        (status = 400, description = "A port outside 1-65535, a ttl outside 1 s - 7 days", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is destroyed", body = ErrorBody),
+    ))]
+pub async fn share(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<PortShareRequest>,
+) -> Result<(StatusCode, Json<PortShare>), ApiError> {
+    let ttl = match &request.ttl {
+        Some(ttl) => wire::duration(ttl, "ttl")?,
+        None => Duration::from_secs(3600),
+    };
+    let (sandbox_id, expires_at) = state.service.share_port(&caller, &id, request.port, ttl)?;
+    let token = state
+        .e2b
+        .e2b
+        .share_token(&sandbox_id, request.port, expires_at);
+    Ok((
+        StatusCode::CREATED,
+        Json(PortShare {
+            path: format!("/v1/shares/{token}/"),
+            sandbox_id,
+            port: request.port,
+            token,
+            expires_at: wire::rfc3339(expires_at),
+        }),
+    ))
+}
+
+async fn shared_root(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    through_share(state, token, "", request).await
+}
+
+async fn shared(
+    State(state): State<AppState>,
+    Path((token, path)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    through_share(state, token, &path, request).await
+}
+
+/// A request through a share link: its signature, its expiry, then the port as the owner.
+async fn through_share(
+    state: AppState,
+    token: String,
+    path: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "share_invalid",
+            "this share link is not valid (or its sandbox is gone)",
+        )
+    };
+    let (id, port, expires_at) = state.e2b.e2b.share_of(&token).ok_or_else(invalid)?;
+    if expires_at <= sbx_lifecycle::now_ms() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "share_expired",
+            "this share link has expired",
+        ));
+    }
+    let owner = state
+        .service
+        .port_owner(&id, port, true)
+        .ok_or_else(invalid)?;
+    forward(state, owner, id, port, path, request).await
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/ports", tag = "ports",
@@ -63,20 +177,24 @@ pub async fn list(
 
 async fn proxy_root(
     State(state): State<AppState>,
-    Auth(caller): Auth,
+    caller: Option<axum::Extension<sbx_lifecycle::Caller>>,
     Path((id, port)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    forward(state, caller, id, port_number(&port)?, "", request).await
+    let port = port_number(&port)?;
+    let caller = caller_for_port(&state, caller, &id, port)?;
+    forward(state, caller, id, port, "", request).await
 }
 
 async fn proxy(
     State(state): State<AppState>,
-    Auth(caller): Auth,
+    caller: Option<axum::Extension<sbx_lifecycle::Caller>>,
     Path((id, port, path)): Path<(String, String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    forward(state, caller, id, port_number(&port)?, &path, request).await
+    let port = port_number(&port)?;
+    let caller = caller_for_port(&state, caller, &id, port)?;
+    forward(state, caller, id, port, &path, request).await
 }
 
 fn port_number(port: &str) -> Result<u16, ApiError> {
@@ -182,6 +300,11 @@ async fn forward(
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(PAGE_POLICY),
+    );
+    // The daemon's own page may frame a preview (beside its terminal); no other site may.
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
     );
     Ok(response.map(Body::new).into_response())
 }

@@ -361,6 +361,7 @@ impl Service {
             snapshot: params.snapshot.clone(),
             image_user: params.image_user,
             image_command: params.image_command.clone(),
+            public_ports: params.public_ports.clone(),
         };
         let row = SandboxRow {
             id: id.to_string(),

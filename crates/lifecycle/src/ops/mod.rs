@@ -1,5 +1,6 @@
 //! One file per verb. Each is a method on [`crate::Service`].
 
+pub mod active;
 pub mod cleanup;
 pub mod create;
 pub mod destroy;
@@ -13,6 +14,7 @@ pub mod list;
 pub mod pause;
 pub mod ports;
 pub mod profiles;
+pub mod projects;
 pub mod reaper;
 pub mod reconcile;
 pub mod recreate;

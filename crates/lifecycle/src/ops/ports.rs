@@ -3,6 +3,10 @@
 //! network namespace) — the sandbox itself gets no network. Only its owner (or an admin) may:
 //! another user's sandbox is "not found". A paused sandbox is resumed first when its profile
 //! says `auto_resume`, else refused (409). A connection counts as the sandbox being used.
+//!
+//! Without a key: a port the sandbox was created with in `public_ports` is anyone's, and a
+//! share link (signed by the API for the owner, with an expiry) reaches the one port it names;
+//! either acts as the sandbox's owner for that connection alone ([`Service::port_owner`]).
 
 use std::sync::Arc;
 
@@ -71,4 +75,69 @@ impl Service {
             .ok_or_else(|| Error::internal("ports vanished from a backend"))?;
         deadline::run_on(&id, deadline::FILES, "ports", ports.listening(&handle)).await
     }
+
+    /// The owner of sandbox `id` (an id, not a name), for a request without a key to `port`:
+    /// when the port is public, or `shared` (the request carries a valid share link for it).
+    /// `None` when neither holds, or the sandbox does not exist or is destroyed.
+    pub fn port_owner(&self, id: &str, port: u16, shared: bool) -> Option<Caller> {
+        let row = self.inner.store.get_sandbox(id).ok()??;
+        let state = crate::view::state_of(&row).ok()?;
+        if state.is_destroyed() {
+            return None;
+        }
+        let public = crate::view::StoredSpec::parse(&row)
+            .ok()?
+            .public_ports
+            .contains(&port);
+        if !(public || shared) {
+            return None;
+        }
+        Some(Caller {
+            user: row.owner?,
+            admin: false,
+            key_id: None,
+            ip: None,
+            request_id: None,
+            session: None,
+        })
+    }
+
+    /// A share link's terms: sandbox `id_or_name` (the caller's), `port`, for `ttl` (at most
+    /// [`MAX_SHARE`]). Answers the sandbox's id and when the link expires (Unix ms); the API
+    /// signs it.
+    pub fn share_port(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        port: u16,
+        ttl: std::time::Duration,
+    ) -> Result<(String, i64), Error> {
+        if port == 0 {
+            return Err(Error::Invalid("port must be from 1 to 65535".into()));
+        }
+        if ttl.is_zero() || ttl > MAX_SHARE {
+            return Err(Error::Invalid(format!(
+                "ttl: a share link lasts from 1 s to {} s",
+                MAX_SHARE.as_secs()
+            )));
+        }
+        let row = self.resolve(caller, id_or_name)?;
+        if crate::view::state_of(&row)?.is_destroyed() {
+            return Err(Error::WrongState {
+                id: row.id,
+                state: crate::State::Destroyed,
+                operation: "share its ports",
+            });
+        }
+        let expires_at = crate::now_ms() + crate::view::millis(ttl);
+        self.inner.access.audit(
+            caller,
+            "port.shared",
+            serde_json::json!({ "sandbox_id": row.id, "port": port, "expires_at": expires_at }),
+        );
+        Ok((row.id, expires_at))
+    }
 }
+
+/// The longest a share link lasts.
+pub const MAX_SHARE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);

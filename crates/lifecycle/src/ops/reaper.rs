@@ -168,7 +168,7 @@ impl Service {
 
     /// When the sandbox was last used: API activity seen by this daemon, else the later of its
     /// start and this daemon's start (a restart does not make adopted sandboxes idle at once).
-    fn last_activity(&self, row: &SandboxRow) -> i64 {
+    pub(crate) fn last_activity(&self, row: &SandboxRow) -> i64 {
         let seen = self
             .inner
             .activity

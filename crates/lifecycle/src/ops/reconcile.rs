@@ -32,6 +32,7 @@ impl Service {
     pub async fn reconcile(&self) -> Result<ReconcileReport, Error> {
         let inner = &self.inner;
         let mut report = ReconcileReport::default();
+        self.collect_fragments()?;
         let mut known = BTreeSet::new();
         for row in inner
             .store

@@ -54,6 +54,7 @@ pub fn config() -> Config {
         audit: None,
         exec: defaults.exec,
         snapshots: defaults.snapshots,
+        projects: defaults.projects,
     }
 }
 

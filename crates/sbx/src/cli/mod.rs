@@ -73,6 +73,15 @@ enum Command {
     /// List the TCP ports a sandbox listens on, with the URL each is reached at through the
     /// daemon.
     Ports(commands::ports::PortsArgs),
+    /// Projects: ls, create, inspect, save (a sandbox's files as a fragment), share, rm.
+    Project(commands::project::ProjectArgs),
+    /// A project's fragments (versions of its files): ls, show, add, export, rm.
+    Fragment(commands::project::FragmentArgs),
+    /// Switch a user's one active sandbox to a project (`PROJECT[@FRAGMENT]`): the old one
+    /// is destroyed, a new one made with the fragment's files.
+    Switch(commands::users::SwitchArgs),
+    /// Users' active sandboxes; `sbx users cleanup USER|--all` ends them.
+    Users(commands::users::UsersArgs),
     /// Filesystem snapshots: create, ls, inspect, rm, export, import.
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Templates from container images: pull, import, ls, inspect, rm.
@@ -129,6 +138,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Hibernate(args) => commands::pause::run(&context, args, Verb::Hibernate).await,
         Command::Ports(args) => commands::ports::run(&context, args).await,
         Command::Snapshot(args) => commands::snapshot::run(&context, args).await,
+        Command::Project(args) => commands::project::run_project(&context, args).await,
+        Command::Fragment(args) => commands::project::run_fragment(&context, args).await,
+        Command::Switch(args) => commands::users::run_switch(&context, args).await,
+        Command::Users(args) => commands::users::run_users(&context, args).await,
         Command::Template(args) => commands::template::run(&context, args).await,
         Command::Status(args) => commands::status::run(&context, args).await,
         Command::Events(args) => commands::events::run(&context, args).await,

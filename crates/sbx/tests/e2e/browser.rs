@@ -50,3 +50,107 @@ async fn the_web_page_drives_a_terminal_in_chromium() {
     assert!(shots >= 6, "only {shots} screenshots");
     d.finish().await;
 }
+
+/// Seed 004 in Chromium (`tests/browser/projects.mjs`): the page lists alice's projects,
+/// switches her active sandbox between them (files restored each time), and previews a dev
+/// server started from those files beside the terminal; the API agrees afterwards.
+#[tokio::test]
+async fn the_web_page_switches_projects_and_previews_them_in_chromium() {
+    use sbx_protocol::{CreateFragmentRequest, CreateProjectRequest, FileContent};
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tests = workspace.join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "the browser test needs Chromium at {chromium}"
+    );
+    if !tests.join("node_modules/playwright-core").exists() {
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&tests)
+            .status()
+            .expect("the browser test needs npm");
+        assert!(npm.success(), "npm ci in tests/browser failed");
+    }
+    let artifacts = workspace.join("artifacts/browser-projects");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let d = TestDaemon::start().await;
+    let (key, alice) = d.user("alice").await;
+    let server = "import http.server\n\
+                  http.server.ThreadingHTTPServer(('127.0.0.1', 3000), http.server.SimpleHTTPRequestHandler).serve_forever()\n";
+    let files = |heading: &str| -> std::collections::BTreeMap<String, FileContent> {
+        [
+            (
+                "index.html".to_owned(),
+                FileContent::Text(format!("<h1>{heading}</h1>")),
+            ),
+            ("server.py".to_owned(), FileContent::Text(server.to_owned())),
+        ]
+        .into()
+    };
+    let site = alice
+        .create_project(&CreateProjectRequest {
+            name: "site".into(),
+            port: Some(3000),
+            files: Some(files("site v1")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = site.latest_fragment.unwrap();
+    alice
+        .create_fragment(
+            "site",
+            &CreateFragmentRequest {
+                files: Some(files("site v2")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    alice
+        .create_project(&CreateProjectRequest {
+            name: "blog".into(),
+            port: Some(3000),
+            files: Some(files("blog")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut node = tokio::process::Command::new("node");
+    node.arg(tests.join("projects.mjs"))
+        .arg(&d.url)
+        .arg(&artifacts)
+        .env("CHROMIUM", &chromium)
+        .env("SBX_KEY", &key)
+        .env("SITE_FRAGMENT", &first)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(180), node.output())
+        .await
+        .expect("the browser test finished in time")
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "browser test failed (screenshots in {}):\n{}{}",
+        artifacts.display(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let made: Vec<String> = seen["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    // The API agrees: the last is active on site's first fragment, the others are gone.
+    let active = alice.active("alice").await.unwrap();
+    assert_eq!(active.sandbox.id, made[2]);
+    assert_eq!(active.fragment_id.as_deref(), Some(first.as_str()));
+    for old in &made[..2] {
+        let gone = alice.get(old).await.unwrap();
+        assert_eq!(format!("{:?}", gone.state), "Destroyed");
+    }
+    alice.deactivate("alice").await.unwrap();
+    d.finish().await;
+}

@@ -296,3 +296,162 @@ async fn a_crun_sandboxs_port_answers_and_gvisor_says_it_cannot() {
     assert_eq!(body["error"]["code"], "unsupported", "{body}");
     d.finish().await;
 }
+
+#[tokio::test]
+async fn share_links_and_public_ports_reach_a_port_without_a_key() {
+    let d = TestDaemon::start_with(crate::daemon::Options {
+        config: Some("[e2b]\ndomain = \"sbx.test\"\n"),
+        ..Default::default()
+    })
+    .await;
+    let (alice_key, alice) = d.user("alice").await;
+    let (bob_key, _) = d.user("bob").await;
+    let sandbox = alice
+        .create(&sbx_protocol::CreateSandboxRequest {
+            public_ports: vec![8001],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sandbox.public_ports, [8001]);
+    let id = sandbox.id;
+    let started = d
+        .sh(
+            &id,
+            "cd /tmp && echo served > page.txt && \
+             for p in 8000 8001; do setsid nohup python3 -m http.server $p --bind 127.0.0.1 >/dev/null 2>&1 < /dev/null & done",
+        )
+        .await;
+    assert_eq!(started.exit_code, 0, "{}", started.stderr);
+    let http = reqwest::Client::new();
+    let anonymous = |path: String| {
+        let http = http.clone();
+        let url = format!("{}{path}", d.url);
+        async move {
+            let answer = http.get(url).send().await.unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.text().await.unwrap())
+        }
+    };
+    for _ in 0..100 {
+        if d.client.ports(&id).await.unwrap().ports == [8000, 8001] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The public port answers anyone, by path and by host; the other needs a key.
+    let public = anonymous(format!("/v1/sandboxes/{id}/ports/8001/page.txt")).await;
+    assert_eq!(public, (200, "served\n".to_owned()));
+    let by_host = http
+        .get(format!("{}/page.txt", d.url))
+        .header("host", format!("8001-{id}.sbx.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_host.status(), 200);
+    let private = anonymous(format!("/v1/sandboxes/{id}/ports/8000/page.txt")).await;
+    assert_eq!(private.0, 401, "{}", private.1);
+    let by_host = http
+        .get(format!("{}/page.txt", d.url))
+        .header("host", format!("8000-{id}.sbx.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_host.status(), 401);
+    assert_eq!(anonymous(format!("/v1/sandboxes/{id}/ports")).await.0, 401);
+    assert_eq!(anonymous(format!("/v1/sandboxes/{id}")).await.0, 401);
+    // Bob's key reaches nothing of alice's, public or not.
+    let bobs = http
+        .get(format!("{}/v1/sandboxes/{id}/ports/8000/page.txt", d.url))
+        .bearer_auth(&bob_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 404);
+
+    // A share link reaches the private port without a key, until it expires.
+    let share = |key: String, body: serde_json::Value| {
+        let http = http.clone();
+        let url = format!("{}/v1/sandboxes/{id}/shares", d.url);
+        async move {
+            let answer = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, link) = share(
+        alice_key.clone(),
+        serde_json::json!({"port": 8000, "ttl": 3}),
+    )
+    .await;
+    assert_eq!(status, 201, "{link}");
+    let path = link["path"].as_str().unwrap().to_owned();
+    assert!(
+        path.starts_with("/v1/shares/") && path.ends_with('/'),
+        "{path}"
+    );
+    assert_eq!(
+        anonymous(format!("{path}page.txt")).await,
+        (200, "served\n".to_owned())
+    );
+    let listing = anonymous(path.clone()).await;
+    assert_eq!(listing.0, 200);
+    // Only the port it names, only as signed.
+    let token = link["token"].as_str().unwrap();
+    let forged = token.replace(".8000.", ".8001.");
+    let refused = anonymous(format!("/v1/shares/{forged}/page.txt")).await;
+    assert_eq!(refused.0, 401);
+    assert!(refused.1.contains("share_invalid"), "{}", refused.1);
+    let mut tampered = token.to_owned();
+    tampered.pop();
+    tampered.push(if token.ends_with('0') { '1' } else { '0' });
+    assert_eq!(anonymous(format!("/v1/shares/{tampered}/")).await.0, 401);
+    // Only the owner makes them; bounds are checked.
+    assert_eq!(
+        share(bob_key.clone(), serde_json::json!({"port": 8000}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        share(alice_key.clone(), serde_json::json!({"port": 0}))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        share(
+            alice_key.clone(),
+            serde_json::json!({"port": 8000, "ttl": "8d"})
+        )
+        .await
+        .0,
+        400
+    );
+    let (_, lasting) = share(alice_key.clone(), serde_json::json!({"port": 8000})).await;
+    let lasting = lasting["path"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let expired = anonymous(format!("{path}page.txt")).await;
+    assert_eq!(expired.0, 401);
+    assert!(expired.1.contains("share_expired"), "{}", expired.1);
+    assert_eq!(anonymous(format!("{lasting}page.txt")).await.0, 200);
+
+    // The sandbox gone, its links and public ports reach nothing.
+    alice.delete(&id).await.unwrap();
+    let gone = anonymous(format!("{lasting}page.txt")).await;
+    assert_eq!(gone.0, 401, "{}", gone.1);
+    assert_eq!(
+        anonymous(format!("/v1/sandboxes/{id}/ports/8001/page.txt"))
+            .await
+            .0,
+        401
+    );
+    d.finish().await;
+}

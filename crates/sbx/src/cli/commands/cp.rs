@@ -221,7 +221,7 @@ async fn download_dir(
 /// `dir` into `builder` as `name/…`: directories, regular files and symlinks (never
 /// followed); FIFOs, sockets and devices are passed over with a word on stderr (a sandbox
 /// refuses them in an archive).
-fn append_tree<W: std::io::Write>(
+pub(crate) fn append_tree<W: std::io::Write>(
     builder: &mut tar::Builder<W>,
     name: &std::path::Path,
     dir: &std::path::Path,

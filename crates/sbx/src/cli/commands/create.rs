@@ -43,6 +43,9 @@ pub struct CreateArgs {
     /// profile, template and resources; gVisor).
     #[arg(long, value_name = "SANDBOX")]
     pub fork_of: Option<String>,
+    /// A port anyone may reach through the daemon without a key (repeatable).
+    #[arg(long = "public-port", value_name = "PORT")]
+    pub public_ports: Vec<u16>,
     /// Metadata label (repeatable).
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
@@ -70,6 +73,7 @@ impl CreateArgs {
             metadata: self.labels.iter().cloned().collect(),
             from_snapshot: self.from_snapshot.clone(),
             fork_of: self.fork_of.clone(),
+            public_ports: self.public_ports.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod ls;
 pub mod pause;
 pub mod ports;
+pub mod project;
 pub mod recreate;
 pub mod rm;
 pub mod run;
@@ -22,6 +23,7 @@ pub mod shell;
 pub mod snapshot;
 pub mod status;
 pub mod template;
+pub mod users;
 pub mod whoami;
 
 /// Parses `KEY=VALUE` arguments.

@@ -1,0 +1,538 @@
+//! Fragments' files in and out: entries from a file map or a hostile tar stream become blobs
+//! and entry records ([`Ingest`]); a fragment becomes a tar stream again ([`emit`]) for a
+//! sandbox's files API to extract. Synchronous (the store is), run on blocking threads.
+//!
+//! Paths are plain relative names (no `..`, no empty or absolute ones, bounded in length and
+//! depth); a file's content is cut into blobs of at most [`CHUNK`] bytes, named by their
+//! SHA-256 and stored once (a fragment takes a reference to a blob it shares), so the daemon
+//! holds at most one chunk of a file at a time. Only files, directories and symbolic links are
+//! kept (hard links become copies); set-id bits are cleared. The tar stream is never written
+//! to the host: a sandbox's own files API extracts it, with its own refusals.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use sbx_store::{EntryRow, Store};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// Largest blob: a file's content is stored in pieces of this size.
+pub const CHUNK: usize = 1 << 20;
+/// Longest path of an entry, and most components.
+const MAX_PATH: usize = 4096;
+const MAX_DEPTH: usize = 128;
+
+/// Bounds of one fragment and what its owner may still store.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_files: u64,
+    pub max_bytes: u64,
+    /// Bytes the owner may still add, all fragments together.
+    pub owner_room: u64,
+}
+
+/// A fragment being written: its blobs go in as they come, its entries at the end.
+pub struct Ingest<'s> {
+    store: &'s Store,
+    fragment: String,
+    bounds: Bounds,
+    exclude: Vec<String>,
+    entries: BTreeMap<String, EntryRow>,
+    bytes: u64,
+}
+
+impl<'s> Ingest<'s> {
+    pub fn new(store: &'s Store, fragment: &str, bounds: Bounds, exclude: Vec<String>) -> Self {
+        Ingest {
+            store,
+            fragment: fragment.to_owned(),
+            bounds,
+            exclude,
+            entries: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// `raw` as a plain relative path (`None`: the root itself, or excluded), with the first
+    /// `strip` components taken off.
+    pub fn path(&self, raw: &str, strip: usize) -> Result<Option<String>, Error> {
+        if raw.len() > MAX_PATH || raw.contains('\0') {
+            return Err(Error::Invalid(format!(
+                "a path of at most {MAX_PATH} bytes without NUL, not {:?}",
+                truncated(raw)
+            )));
+        }
+        let mut parts = Vec::new();
+        for part in raw.split('/') {
+            match part {
+                "" | "." => continue,
+                ".." => {
+                    return Err(Error::Invalid(format!(
+                        "path {:?} has a '..' component",
+                        truncated(raw)
+                    )))
+                }
+                other => parts.push(other),
+            }
+        }
+        let parts = parts.get(strip.min(parts.len())..).unwrap_or_default();
+        if parts.is_empty() || parts.iter().any(|p| self.exclude.iter().any(|e| e == p)) {
+            return Ok(None);
+        }
+        if parts.len() > MAX_DEPTH {
+            return Err(Error::Invalid(format!(
+                "path {:?} is deeper than {MAX_DEPTH}",
+                truncated(raw)
+            )));
+        }
+        Ok(Some(parts.join("/")))
+    }
+
+    fn admit_entry(&self, path: &str) -> Result<(), Error> {
+        if !self.entries.contains_key(path) && self.entries.len() as u64 >= self.bounds.max_files {
+            return Err(Error::TooLarge(format!(
+                "a fragment holds at most {} entries (projects.max_fragment_files)",
+                self.bounds.max_files
+            )));
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, entry: EntryRow) {
+        if let Some(old) = self.entries.insert(entry.path.clone(), entry) {
+            // A later entry of the same path wins; the earlier one's blob references stay
+            // with the fragment until it goes.
+            self.bytes -= old.size as u64;
+        }
+    }
+
+    /// A regular file: its content is read to its end, a chunk at a time.
+    pub fn file(&mut self, path: String, mode: u32, content: &mut dyn Read) -> Result<(), Error> {
+        self.admit_entry(&path)?;
+        let previous = self.entries.get(&path).map_or(0, |e| e.size as u64);
+        let mut size = 0u64;
+        let mut chunks = Vec::new();
+        let mut buffer = vec![0u8; CHUNK];
+        loop {
+            let filled = fill(content, &mut buffer)?;
+            if filled == 0 {
+                break;
+            }
+            size += filled as u64;
+            let total = self.bytes - previous + size;
+            if total > self.bounds.max_bytes {
+                return Err(Error::TooLarge(format!(
+                    "a fragment holds at most {} bytes of files (projects.max_fragment_bytes)",
+                    self.bounds.max_bytes
+                )));
+            }
+            if total > self.bounds.owner_room {
+                return Err(crate::access::quota_exceeded(
+                    "projects.max_bytes_per_user",
+                    "the project's owner stores as many bytes of fragments as allowed: delete old fragments first".into(),
+                    std::time::Duration::from_secs(60),
+                ));
+            }
+            let data = &buffer[..filled];
+            let digest = hex(&Sha256::digest(data));
+            if !self.store.reuse_blob(&self.fragment, &digest)? {
+                self.store.put_blob(&self.fragment, &digest, data)?;
+            }
+            chunks.push(digest);
+            if filled < CHUNK {
+                break;
+            }
+        }
+        self.insert(EntryRow {
+            path,
+            kind: "file".into(),
+            mode: i64::from(mode & 0o777),
+            size: size as i64,
+            target: None,
+            chunks: chunks.join(","),
+        });
+        self.bytes += size;
+        Ok(())
+    }
+
+    pub fn dir(&mut self, path: String, mode: u32) -> Result<(), Error> {
+        self.admit_entry(&path)?;
+        self.insert(EntryRow {
+            path,
+            kind: "dir".into(),
+            mode: i64::from(mode & 0o777),
+            size: 0,
+            target: None,
+            chunks: String::new(),
+        });
+        Ok(())
+    }
+
+    pub fn symlink(&mut self, path: String, target: &str) -> Result<(), Error> {
+        if target.is_empty() || target.len() > MAX_PATH || target.contains('\0') {
+            return Err(Error::Invalid(format!(
+                "the link {path:?} has no target or one longer than {MAX_PATH} bytes"
+            )));
+        }
+        self.admit_entry(&path)?;
+        self.insert(EntryRow {
+            path,
+            kind: "symlink".into(),
+            mode: 0o777,
+            size: 0,
+            target: Some(target.to_owned()),
+            chunks: String::new(),
+        });
+        Ok(())
+    }
+
+    /// A hard link to an earlier file of the archive: a copy of it (its blobs referenced
+    /// once more).
+    fn hard_link(&mut self, path: String, to: &str) -> Result<(), Error> {
+        let Some(original) = self.entries.get(to).filter(|e| e.kind == "file").cloned() else {
+            return Err(Error::Invalid(format!(
+                "the hard link {path:?} names {:?}, no earlier file of the archive",
+                truncated(to)
+            )));
+        };
+        self.admit_entry(&path)?;
+        for digest in original.chunks.split(',').filter(|d| !d.is_empty()) {
+            if !self.store.reuse_blob(&self.fragment, digest)? {
+                return Err(Error::internal("a blob of this fragment went missing"));
+            }
+        }
+        self.bytes += original.size as u64;
+        if self.bytes > self.bounds.max_bytes {
+            return Err(Error::TooLarge(format!(
+                "a fragment holds at most {} bytes of files (projects.max_fragment_bytes)",
+                self.bounds.max_bytes
+            )));
+        }
+        self.insert(EntryRow { path, ..original });
+        Ok(())
+    }
+
+    /// Every entry of a tar stream, with the first `strip` components of each path taken
+    /// off. Devices, FIFOs and other kinds are skipped.
+    pub fn tar(&mut self, reader: impl Read, strip: usize) -> Result<(), Error> {
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive.entries().map_err(tar_error)?;
+        for entry in entries {
+            let mut entry = entry.map_err(tar_error)?;
+            let raw = entry.path_bytes();
+            let raw = String::from_utf8(raw.into_owned())
+                .map_err(|_| Error::Invalid("a path of the archive is not UTF-8".into()))?;
+            let Some(path) = self.path(&raw, strip)? else {
+                continue;
+            };
+            let header = entry.header();
+            let mode = header.mode().unwrap_or(0o644);
+            match header.entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    self.file(path, mode, &mut entry)?
+                }
+                tar::EntryType::Directory => self.dir(path, mode)?,
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                        .unwrap_or_default();
+                    self.symlink(path, &target)?
+                }
+                tar::EntryType::Link => {
+                    let to = entry
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                        .unwrap_or_default();
+                    let Some(to) = self.path(&to, strip)? else {
+                        continue;
+                    };
+                    self.hard_link(path, &to)?
+                }
+                _ => continue,
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the fragment ready: its regular files and their bytes.
+    pub fn finish(self) -> Result<(u64, u64), Error> {
+        let entries: Vec<EntryRow> = self.entries.into_values().collect();
+        let files = entries.iter().filter(|e| e.kind == "file").count() as u64;
+        self.store
+            .finish_fragment(&self.fragment, &entries, files as i64, self.bytes as i64)?;
+        Ok((files, self.bytes))
+    }
+}
+
+fn tar_error(error: io::Error) -> Error {
+    // An error of the stream underneath (the client or the sandbox) comes through here too.
+    Error::Invalid(format!("the archive cannot be read: {error}"))
+}
+
+fn truncated(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads until `buffer` is full or the content ends.
+fn fill(content: &mut dyn Read, buffer: &mut [u8]) -> Result<usize, Error> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match content.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(tar_error(e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Writes a fragment's entries as a tar stream into `out`, a blob at a time. Fails when the
+/// reader of the stream goes away.
+pub fn emit(
+    store: &Store,
+    entries: &[EntryRow],
+    mtime: u64,
+    out: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<()> {
+    let mut builder = tar::Builder::new(ChannelWriter {
+        out,
+        buffer: Vec::with_capacity(64 << 10),
+    });
+    builder.mode(tar::HeaderMode::Deterministic);
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(entry.mode as u32);
+        match entry.kind.as_str() {
+            "dir" => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                builder.append_data(&mut header, &entry.path, io::empty())?;
+            }
+            "symlink" => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                let target = entry.target.as_deref().unwrap_or_default();
+                builder.append_link(&mut header, &entry.path, target)?;
+            }
+            _ => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(entry.size as u64);
+                let reader = BlobReader {
+                    store,
+                    digests: entry.chunks.split(',').filter(|d| !d.is_empty()).collect(),
+                    next: 0,
+                    current: io::Cursor::new(Vec::new()),
+                };
+                builder.append_data(&mut header, &entry.path, reader)?;
+            }
+        }
+    }
+    let mut writer = builder.into_inner()?;
+    writer.flush()
+}
+
+/// A file's content, read from its blobs in order.
+struct BlobReader<'s> {
+    store: &'s Store,
+    digests: Vec<&'s str>,
+    next: usize,
+    current: io::Cursor<Vec<u8>>,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let Some(digest) = self.digests.get(self.next) else {
+                return Ok(0);
+            };
+            self.next += 1;
+            let data = self
+                .store
+                .blob(digest)
+                .map_err(io::Error::other)?
+                .ok_or_else(|| io::Error::other("a blob of this fragment is missing"))?;
+            self.current = io::Cursor::new(data);
+        }
+    }
+}
+
+/// Bytes sent on a channel in pieces of 64 KiB.
+struct ChannelWriter {
+    out: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(64 << 10),
+        ));
+        self.out
+            .blocking_send(Ok(piece))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= 64 << 10 {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest(store: &Store) -> Ingest<'_> {
+        store
+            .insert_fragment(&sbx_store::FragmentRow {
+                id: "f".into(),
+                project_id: "p".into(),
+                owner: "alice".into(),
+                state: "writing".into(),
+                created_by: "alice".into(),
+                source: "tar".into(),
+                message: None,
+                files: 0,
+                bytes: 0,
+                created_at: 0,
+            })
+            .unwrap();
+        Ingest::new(
+            store,
+            "f",
+            Bounds {
+                max_files: 10,
+                max_bytes: 3 * CHUNK as u64,
+                owner_room: u64::MAX,
+            },
+            vec!["node_modules".into()],
+        )
+    }
+
+    #[test]
+    fn paths_are_plain_and_relative() {
+        let store = Store::open_in_memory().unwrap();
+        let i = ingest(&store);
+        assert_eq!(i.path("/a//b/./c", 0).unwrap().as_deref(), Some("a/b/c"));
+        assert_eq!(i.path("user/a", 1).unwrap().as_deref(), Some("a"));
+        assert_eq!(i.path("user", 1).unwrap(), None);
+        assert_eq!(i.path("x/node_modules/y", 0).unwrap(), None);
+        assert!(i.path("a/../../etc", 0).is_err());
+        assert!(i.path("a\0b", 0).is_err());
+    }
+
+    #[test]
+    fn a_tar_goes_in_and_comes_out_the_same() {
+        let store = Store::open_in_memory().unwrap();
+        let mut i = ingest(&store);
+        let big = vec![7u8; CHUNK + 10];
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(big.len() as u64);
+        h.set_mode(0o4755);
+        tar.append_data(&mut h, "dir/big", &big[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        tar.append_link(&mut h, "copy", "dir/big").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        tar.append_link(&mut h, "link", "/etc/passwd").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_size(0);
+        tar.append_data(&mut h, "null", io::empty()).unwrap();
+        i.tar(&tar.into_inner().unwrap()[..], 0).unwrap();
+        assert_eq!(i.finish().unwrap(), (2, 2 * big.len() as u64));
+        // Two blobs: the big file's two chunks, shared by its copy.
+        assert_eq!(store.blob_usage().unwrap().0, 2);
+        let entries = store.fragment_entries("f").unwrap();
+        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["copy", "dir/big", "link"]);
+        assert_eq!(entries[1].mode, 0o755, "set-id bits cleared");
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        emit(&store, &entries, 0, tx).unwrap();
+        let mut out = Vec::new();
+        while let Ok(piece) = rx.try_recv() {
+            out.extend_from_slice(&piece.unwrap());
+        }
+        let mut archive = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut content = Vec::new();
+            e.read_to_end(&mut content).unwrap();
+            seen.push((e.path().unwrap().display().to_string(), content.len()));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("copy".to_owned(), big.len()),
+                ("dir/big".to_owned(), big.len()),
+                ("link".to_owned(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn bounds_hold() {
+        let store = Store::open_in_memory().unwrap();
+        let mut i = ingest(&store);
+        let big = vec![1u8; 4 * CHUNK];
+        assert!(matches!(
+            i.file("a".into(), 0o644, &mut &big[..]),
+            Err(Error::TooLarge(_))
+        ));
+        let mut i = ingest_more(&store);
+        for n in 0..10 {
+            i.dir(format!("d{n}"), 0o755).unwrap();
+        }
+        assert!(matches!(
+            i.dir("d10".into(), 0o755),
+            Err(Error::TooLarge(_))
+        ));
+    }
+
+    fn ingest_more(store: &Store) -> Ingest<'_> {
+        Ingest::new(
+            store,
+            "f",
+            Bounds {
+                max_files: 10,
+                max_bytes: 10,
+                owner_room: 10,
+            },
+            Vec::new(),
+        )
+    }
+}

@@ -1,0 +1,275 @@
+//! The one active sandbox of a user. A switch destroys the user's active sandbox (after
+//! saving its project's files as a new fragment, when asked), creates a new one for the user
+//! (the project's profile, or the one asked for; its TTL), restores a fragment's files under
+//! the project's root, and records it as the user's active sandbox. Switches of one user run
+//! one at a time (a lock per user), so however many arrive together, one sandbox is active at
+//! the end and every other one made meanwhile was destroyed by the switch after it.
+//!
+//! The record comes first: the active record names the new sandbox before its files are
+//! restored, so a crash mid-switch leaves a record whose sandbox reconciliation settles, and a
+//! restore that fails destroys the sandbox and forgets the record before answering.
+//!
+//! A caller acts for itself; an admin acts for any user name (an application with an admin
+//! key managing its own users), and the sandboxes it makes then belong to that user, while
+//! projects are reached (and saved into) with the caller's own rights. Another user is "not
+//! found".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sbx_store::ActiveRow;
+
+use super::projects::Need;
+use crate::model::{Active, FragmentSource, NewSandbox, Switch};
+use crate::{now_ms, reason, view, Caller, Error, Service, State};
+
+impl Service {
+    /// The caller `caller` acts as for `user`'s active sandbox.
+    fn acting_for(&self, caller: &Caller, user: &str) -> Result<Caller, Error> {
+        if caller.user == user {
+            return Ok(caller.clone());
+        }
+        if !caller.admin {
+            return Err(Error::UserNotFound(format!("no user {user:?}")));
+        }
+        if !sbx_config::limits::valid_user(user) {
+            return Err(Error::Invalid(format!(
+                "user: {user:?} is not a user name (1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit)"
+            )));
+        }
+        Ok(Caller {
+            user: user.to_owned(),
+            admin: false,
+            session: None,
+            ..caller.clone()
+        })
+    }
+
+    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .user_locks
+            .lock()
+            .expect("lock map is never poisoned");
+        // Locks nobody holds or waits for go, so the map stays as small as the switches
+        // under way.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(user.to_owned()).or_default().clone()
+    }
+
+    fn active_of(&self, row: &ActiveRow, saved: Option<String>) -> Result<Active, Error> {
+        let sandbox_row = self
+            .inner
+            .store
+            .get_sandbox(&row.sandbox_id)?
+            .ok_or_else(|| {
+                Error::internal(format!("active sandbox {} has no record", row.sandbox_id))
+            })?;
+        let state = view::effective_state(&sandbox_row)?;
+        let project_name = self
+            .inner
+            .store
+            .get_project(&row.project_id)?
+            .map(|p| p.name);
+        Ok(Active {
+            user: row.user.clone(),
+            project_id: row.project_id.clone(),
+            project_name,
+            fragment_id: row.fragment_id.clone(),
+            alive: alive(state),
+            last_used_at: self.last_activity(&sandbox_row),
+            sandbox: view::sandbox(&sandbox_row)?,
+            port: row.port.and_then(|p| u16::try_from(p).ok()),
+            restored_files: u64::try_from(row.restored).unwrap_or(0),
+            created_at: row.created_at,
+            saved_fragment: saved,
+        })
+    }
+
+    /// Switches `user`'s active sandbox to a project's fragment.
+    pub async fn switch(
+        &self,
+        caller: &Caller,
+        user: &str,
+        request: &Switch,
+    ) -> Result<Active, Error> {
+        let subject = self.acting_for(caller, user)?;
+        // The project as the caller may see it: an admin switching a user reaches any.
+        let (project, _) = self.project_for(caller, &request.project, Need::Read)?;
+        let fragment = match &request.fragment {
+            Some(fragment) => Some(self.fragment_row(&project, fragment)?),
+            None => self
+                .inner
+                .store
+                .fragments(Some(&project.id), "ready")?
+                .pop(),
+        };
+        let profile = request.profile.clone().or_else(|| project.profile.clone());
+        if let Some(profile) = &profile {
+            self.known_profile(profile)?;
+        }
+        let (service, request, user) = (self.clone(), request.clone(), user.to_owned());
+        let caller = caller.clone();
+        self.to_completion("switch", async move {
+            let lock = service.user_lock(&user);
+            let _switching = lock.lock().await;
+            let mut saved = None;
+            if let Some(old) = service.inner.store.get_active(&user)? {
+                if request.save_on_switch {
+                    saved = service.save_active(&caller, &old, &request.exclude).await?;
+                }
+                service.end_active(&subject, &old).await?;
+            }
+            let mut metadata = BTreeMap::new();
+            metadata.insert("sbx.project".to_owned(), project.id.clone());
+            metadata.insert("sbx.active-user".to_owned(), user.clone());
+            let sandbox = service
+                .create(
+                    &subject,
+                    &NewSandbox {
+                        profile,
+                        metadata,
+                        ..NewSandbox::default()
+                    },
+                )
+                .await?;
+            let mut row = ActiveRow {
+                user: user.clone(),
+                project_id: project.id.clone(),
+                fragment_id: fragment.as_ref().map(|f| f.id.clone()),
+                sandbox_id: sandbox.id.clone(),
+                port: project.port,
+                restored: 0,
+                created_at: now_ms(),
+            };
+            service.inner.store.set_active(&row)?;
+            if let Some(fragment) = &fragment {
+                let stream = service.fragment_stream(fragment);
+                let restored = service
+                    .file_extract(&subject, &sandbox.id, &project.root, None, stream)
+                    .await;
+                if let Err(error) = restored {
+                    tracing::warn!(sandbox = %sandbox.id, fragment = %fragment.id, error = %error.detail(), "cannot restore a fragment; the new sandbox goes");
+                    service.end_active(&subject, &row).await?;
+                    return Err(error);
+                }
+                row.restored = fragment.files;
+                service.inner.store.set_active(&row)?;
+            }
+            service.inner.access.audit(
+                &subject,
+                "active.switched",
+                serde_json::json!({
+                    "user": user,
+                    "project_id": project.id,
+                    "fragment_id": row.fragment_id,
+                    "sandbox_id": sandbox.id,
+                    "restored": row.restored,
+                }),
+            );
+            service.active_of(&row, saved)
+        })
+        .await
+    }
+
+    /// Saves an active sandbox's project files as a new fragment, if it still runs and its
+    /// project is there.
+    async fn save_active(
+        &self,
+        caller: &Caller,
+        old: &ActiveRow,
+        exclude: &[String],
+    ) -> Result<Option<String>, Error> {
+        let Some(row) = self.inner.store.get_sandbox(&old.sandbox_id)? else {
+            return Ok(None);
+        };
+        if !alive(view::effective_state(&row)?) {
+            return Ok(None);
+        }
+        if self.inner.store.get_project(&old.project_id)?.is_none() {
+            return Ok(None);
+        }
+        let fragment = self
+            .fragment_create(
+                caller,
+                &old.project_id,
+                FragmentSource::Sandbox {
+                    sandbox: old.sandbox_id.clone(),
+                    exclude: exclude.to_vec(),
+                },
+                Some("saved on switch".into()),
+            )
+            .await?;
+        Ok(Some(fragment.id))
+    }
+
+    /// Destroys an active sandbox (if it is not gone already) and forgets the record.
+    async fn end_active(&self, subject: &Caller, old: &ActiveRow) -> Result<bool, Error> {
+        let state = self
+            .inner
+            .store
+            .get_sandbox(&old.sandbox_id)?
+            .as_ref()
+            .map(view::effective_state)
+            .transpose()?;
+        let live = state.is_some_and(alive);
+        if state.is_some_and(|s| !s.is_destroyed()) {
+            match self
+                .destroy(&Caller::system(), &old.sandbox_id, reason::SWITCHED)
+                .await
+            {
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.inner.store.remove_active(&old.user)?;
+        self.inner.access.audit(
+            subject,
+            "active.ended",
+            serde_json::json!({ "user": old.user, "sandbox_id": old.sandbox_id }),
+        );
+        Ok(live)
+    }
+
+    /// `user`'s active sandbox.
+    pub fn active(&self, caller: &Caller, user: &str) -> Result<Active, Error> {
+        let subject = self.acting_for(caller, user)?;
+        let row =
+            self.inner.store.get_active(&subject.user)?.ok_or_else(|| {
+                Error::UserNotFound(format!("user {user:?} has no active sandbox"))
+            })?;
+        self.active_of(&row, None)
+    }
+
+    /// Ends `user`'s active sandbox: destroyed, and the record forgotten. Answers the
+    /// sandbox's id and whether it was still alive.
+    pub async fn deactivate(&self, caller: &Caller, user: &str) -> Result<(String, bool), Error> {
+        let subject = self.acting_for(caller, user)?;
+        let (service, user) = (self.clone(), user.to_owned());
+        self.to_completion("deactivate", async move {
+            let lock = service.user_lock(&user);
+            let _switching = lock.lock().await;
+            let row = service.inner.store.get_active(&user)?.ok_or_else(|| {
+                Error::UserNotFound(format!("user {user:?} has no active sandbox"))
+            })?;
+            let killed = service.end_active(&subject, &row).await?;
+            Ok((row.sandbox_id, killed))
+        })
+        .await
+    }
+
+    /// Users' active sandboxes: the caller's, or every user's for an admin.
+    pub fn actives(&self, caller: &Caller) -> Result<Vec<Active>, Error> {
+        self.inner
+            .store
+            .actives(caller.scope())?
+            .iter()
+            .map(|row| self.active_of(row, None))
+            .collect()
+    }
+}
+
+/// Whether a sandbox in `state` still runs (or can, once resumed).
+fn alive(state: State) -> bool {
+    state == State::Running || state.is_suspended()
+}
