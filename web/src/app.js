@@ -358,10 +358,23 @@ function closePreview() {
   fit.fit();
 }
 
-$("preview-button").addEventListener("click", () => {
+$("preview-button").addEventListener("click", async () => {
   const port = Number($("preview-port").value);
   if (!page.current || !(port >= 1 && port <= 65535)) return;
-  const path = `/v1/sandboxes/${page.current.id}/ports/${port}/`;
+  const sandbox = page.current.id;
+  // Only a port something listens on is framed (else the frame would show an error page).
+  try {
+    const { ports } = await api("GET", `/v1/sandboxes/${sandbox}/ports`);
+    if (!ports.includes(port)) {
+      $("preview-note").textContent = `nothing listens on port ${port} yet`;
+      return;
+    }
+  } catch (error) {
+    $("preview-note").textContent = error.message;
+    return;
+  }
+  $("preview-note").textContent = "";
+  const path = `/v1/sandboxes/${sandbox}/ports/${port}/`;
   $("preview").hidden = false;
   fit.fit(); // the terminal shares its column with the preview now
   $("preview").src = path;

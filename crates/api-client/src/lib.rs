@@ -660,6 +660,21 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
+    /// A share link to `port` of sandbox `id` for `ttl` (text such as `"1h"`; 1 h by default).
+    pub async fn share_port(
+        &self,
+        id: &str,
+        port: u16,
+        ttl: Option<&str>,
+    ) -> Result<sbx_protocol::PortShare, ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/shares", segment(id)));
+        let request = sbx_protocol::PortShareRequest {
+            port,
+            ttl: ttl.map(|t| sbx_protocol::DurationValue::Text(t.into())),
+        };
+        self.send(self.http.post(url).json(&request)).await
+    }
+
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.send(self.http.get(self.url("/v1/status"))).await
     }

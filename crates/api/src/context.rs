@@ -79,6 +79,17 @@ impl Clone for ClientIp {
     }
 }
 
+/// `path` with a share link's token replaced by `…` (`/v1/shares/…/rest`).
+fn without_share_token(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/v1/shares/") {
+        Some(rest) => {
+            let after = rest.find('/').map_or("", |i| &rest[i..]);
+            format!("/v1/shares/…{after}").into()
+        }
+        None => path.into(),
+    }
+}
+
 /// Paths open without a key: the health check, the web page, and the page's login; and the
 /// paths whose handler decides for itself — a sandbox's ports (a public port needs no key)
 /// and share links (their signed token is the credential).
@@ -137,7 +148,9 @@ pub async fn middleware(
     // the path is E2B's control plane: both answer errors in E2B's shape.
     let target = state.e2b.e2b.target(request.headers());
     let e2b_shaped = target.is_some() || sbx_e2b::E2b::is_control_path(&path);
-    let logged_path = truncated(&path, LOGGED_PATH_BYTES);
+    // A share link's token is a credential: the log and the audit trail get the path without it.
+    let shown_path = without_share_token(&path).into_owned();
+    let logged_path = truncated(&shown_path, LOGGED_PATH_BYTES);
     let span = tracing::info_span!("request", id = %id, %method, path = %logged_path);
     let work = async move {
         request.extensions_mut().insert(ClientIp(ip));
@@ -161,7 +174,7 @@ pub async fn middleware(
         let (caller, refusal) = match identified {
             Ok(found) => (found, None),
             Err((failure, key_id, error)) => {
-                audit_auth_failure(&state, ip, &method, &path, failure.as_str(), key_id);
+                audit_auth_failure(&state, ip, &method, &shown_path, failure.as_str(), key_id);
                 (None, Some(error))
             }
         };
@@ -179,14 +192,14 @@ pub async fn middleware(
             (None, _) if public => next.run(request).await,
             (None, Some(error)) => error.into_response(),
             (None, None) => {
-                audit_auth_failure(&state, ip, &method, &path, "missing", None);
+                audit_auth_failure(&state, ip, &method, &shown_path, "missing", None);
                 unauthorized(
                     "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
                 )
                 .into_response()
             }
         };
-        audit_refusal(&state, caller.as_ref(), ip, &method, &path, &response);
+        audit_refusal(&state, caller.as_ref(), ip, &method, &shown_path, &response);
         let status = response.status();
         if has_body && (status.is_client_error() || status.is_server_error()) {
             if let Some(drain) = &drain {

@@ -90,8 +90,16 @@ impl<'s> Ingest<'s> {
         Ok(Some(parts.join("/")))
     }
 
+    /// Whether one more entry, named `path`, may go in. A path given twice is refused: each
+    /// entry's content is counted once, and what a fragment stores is what it holds.
     fn admit_entry(&self, path: &str) -> Result<(), Error> {
-        if !self.entries.contains_key(path) && self.entries.len() as u64 >= self.bounds.max_files {
+        if self.entries.contains_key(path) {
+            return Err(Error::Invalid(format!(
+                "{:?} is given twice (once normalized: no '.', '..', '//' or leading '/')",
+                truncated(path)
+            )));
+        }
+        if self.entries.len() as u64 >= self.bounds.max_files {
             return Err(Error::TooLarge(format!(
                 "a fragment holds at most {} entries (projects.max_fragment_files)",
                 self.bounds.max_files
@@ -101,17 +109,12 @@ impl<'s> Ingest<'s> {
     }
 
     fn insert(&mut self, entry: EntryRow) {
-        if let Some(old) = self.entries.insert(entry.path.clone(), entry) {
-            // A later entry of the same path wins; the earlier one's blob references stay
-            // with the fragment until it goes.
-            self.bytes -= old.size as u64;
-        }
+        self.entries.insert(entry.path.clone(), entry);
     }
 
     /// A regular file: its content is read to its end, a chunk at a time.
     pub fn file(&mut self, path: String, mode: u32, content: &mut dyn Read) -> Result<(), Error> {
         self.admit_entry(&path)?;
-        let previous = self.entries.get(&path).map_or(0, |e| e.size as u64);
         let mut size = 0u64;
         let mut chunks = Vec::new();
         let mut buffer = vec![0u8; CHUNK];
@@ -121,7 +124,7 @@ impl<'s> Ingest<'s> {
                 break;
             }
             size += filled as u64;
-            let total = self.bytes - previous + size;
+            let total = self.bytes + size;
             if total > self.bounds.max_bytes {
                 return Err(Error::TooLarge(format!(
                     "a fragment holds at most {} bytes of files (projects.max_fragment_bytes)",
@@ -215,38 +218,65 @@ impl<'s> Ingest<'s> {
     }
 
     /// Every entry of a tar stream, with the first `strip` components of each path taken
-    /// off. Devices, FIFOs and other kinds are skipped.
+    /// off. Devices, FIFOs and other kinds are skipped. The stream is read raw: GNU long names
+    /// and links and PAX headers are read here with a bound (the `tar` crate would hold them
+    /// whole, whatever their size) and applied to the entry after them.
     pub fn tar(&mut self, reader: impl Read, strip: usize) -> Result<(), Error> {
         let mut archive = tar::Archive::new(reader);
         let entries = archive.entries().map_err(tar_error)?;
-        for entry in entries {
+        let (mut name, mut link): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+        for entry in entries.raw(true) {
             let mut entry = entry.map_err(tar_error)?;
-            let raw = entry.path_bytes();
-            let raw = String::from_utf8(raw.into_owned())
+            let kind = entry.header().entry_type();
+            match kind {
+                tar::EntryType::GNULongName => {
+                    name = Some(metadata(&mut entry)?);
+                    continue;
+                }
+                tar::EntryType::GNULongLink => {
+                    link = Some(metadata(&mut entry)?);
+                    continue;
+                }
+                tar::EntryType::XHeader => {
+                    for (key, value) in pax_records(&metadata(&mut entry)?) {
+                        match key {
+                            "path" => name = Some(value.as_bytes().to_vec()),
+                            "linkpath" => link = Some(value.as_bytes().to_vec()),
+                            _ => {}
+                        }
+                    }
+                    continue;
+                }
+                tar::EntryType::XGlobalHeader => {
+                    metadata(&mut entry)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let raw = name
+                .take()
+                .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+            let target = link.take().or_else(|| {
+                entry
+                    .header()
+                    .link_name_bytes()
+                    .map(std::borrow::Cow::into_owned)
+            });
+            let raw = String::from_utf8(raw)
                 .map_err(|_| Error::Invalid("a path of the archive is not UTF-8".into()))?;
             let Some(path) = self.path(&raw, strip)? else {
                 continue;
             };
-            let header = entry.header();
-            let mode = header.mode().unwrap_or(0o644);
-            match header.entry_type() {
+            let target = target.map(|t| String::from_utf8_lossy(&t).into_owned());
+            let mode = entry.header().mode().unwrap_or(0o644);
+            match kind {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     self.file(path, mode, &mut entry)?
                 }
                 tar::EntryType::Directory => self.dir(path, mode)?,
-                tar::EntryType::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .unwrap_or_default();
-                    self.symlink(path, &target)?
-                }
+                tar::EntryType::Symlink => self.symlink(path, &target.unwrap_or_default())?,
                 tar::EntryType::Link => {
-                    let to = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .unwrap_or_default();
-                    let Some(to) = self.path(&to, strip)? else {
+                    let Some(to) = self.path(&target.unwrap_or_default(), strip)? else {
                         continue;
                     };
                     self.hard_link(path, &to)?
@@ -265,6 +295,48 @@ impl<'s> Ingest<'s> {
             .finish_fragment(&self.fragment, &entries, files as i64, self.bytes as i64)?;
         Ok((files, self.bytes))
     }
+}
+
+/// The data of a metadata entry (a long name, a PAX header): at most 64 KiB.
+fn metadata(entry: &mut tar::Entry<'_, impl Read>) -> Result<Vec<u8>, Error> {
+    const MOST: u64 = 64 << 10;
+    if entry.header().entry_size().map_err(tar_error)? > MOST {
+        return Err(Error::Invalid(format!(
+            "the archive has a long name or extended header over {MOST} bytes"
+        )));
+    }
+    let mut data = Vec::new();
+    entry.take(MOST).read_to_end(&mut data).map_err(tar_error)?;
+    while data.last() == Some(&0) {
+        data.pop();
+    }
+    Ok(data)
+}
+
+/// The `key=value` records of a PAX header (`<length> <key>=<value>\n` each); a malformed
+/// record ends them.
+fn pax_records(data: &[u8]) -> Vec<(&str, &str)> {
+    let mut records = Vec::new();
+    let mut rest = data;
+    while let Some(space) = rest.iter().position(|b| *b == b' ') {
+        let Some(length) = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > space + 1 && *l <= rest.len())
+        else {
+            break;
+        };
+        let record = &rest[space + 1..length];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some((key, value)) = std::str::from_utf8(record)
+            .ok()
+            .and_then(|r| r.split_once('='))
+        {
+            records.push((key, value));
+        }
+        rest = &rest[length..];
+    }
+    records
 }
 
 fn tar_error(error: io::Error) -> Error {
@@ -502,6 +574,37 @@ mod tests {
                 ("link".to_owned(), 0)
             ]
         );
+    }
+
+    #[test]
+    fn a_path_twice_and_an_oversized_long_name_are_refused() {
+        let store = Store::open_in_memory().unwrap();
+        let mut i = ingest(&store);
+        i.file("a".into(), 0o644, &mut &b"1"[..]).unwrap();
+        let again = i.path("./a", 0).unwrap().unwrap();
+        assert!(matches!(
+            i.file(again, 0o644, &mut &b"2"[..]),
+            Err(Error::Invalid(_))
+        ));
+        // A GNU long name claiming 1 GiB: refused from its header, nothing read.
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(1 << 30);
+        header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_cksum();
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 4096]);
+        let mut i = ingest_more(&store);
+        assert!(matches!(i.tar(&bytes[..], 0), Err(Error::Invalid(_))));
+        // A long name within the bound names the entry after it.
+        let mut tar = tar::Builder::new(Vec::new());
+        let long = format!("{}/file", "d".repeat(150));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        tar.append_data(&mut h, &long, &b"x"[..]).unwrap();
+        let mut i = ingest_more(&store);
+        i.tar(&tar.into_inner().unwrap()[..], 0).unwrap();
+        assert!(i.entries.contains_key(&long));
     }
 
     #[test]

@@ -95,6 +95,8 @@ struct Inner {
     started_at: i64,
     /// Serialises state-changing operations per sandbox (create, destroy, extend, recreate).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Fragments being written, per owner (see `ops::projects`).
+    fragment_writes: Arc<ops::projects::Writes>,
     /// Serialises switches of each user's active sandbox (see `ops::active`).
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Watchers of running sandboxes (see `ops::watch`).
@@ -150,6 +152,7 @@ impl Service {
                 started_at: now_ms(),
                 locks: Mutex::new(HashMap::new()),
                 user_locks: Mutex::new(HashMap::new()),
+                fragment_writes: Arc::default(),
                 watchers: Mutex::new(JoinSet::new()),
                 events,
                 activity: Mutex::new(HashMap::new()),

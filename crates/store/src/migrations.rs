@@ -134,7 +134,7 @@ const MIGRATIONS: &[&str] = &[
         fragment_id TEXT NOT NULL,
         digest      TEXT NOT NULL
      );
-     CREATE INDEX fragment_blobs_fragment ON fragment_blobs (fragment_id);
+     CREATE INDEX fragment_blobs_fragment ON fragment_blobs (fragment_id, digest);
      CREATE TABLE active_sandboxes (
         user        TEXT PRIMARY KEY,
         project_id  TEXT NOT NULL,

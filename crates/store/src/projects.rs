@@ -300,12 +300,9 @@ impl Store {
     /// A blob's content.
     pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|c| {
-            Ok(
-                c.query_row("SELECT data FROM blobs WHERE digest = ?1", [digest], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
+            // Cached: a restore asks for a fragment's blobs one after another.
+            let mut statement = c.prepare_cached("SELECT data FROM blobs WHERE digest = ?1")?;
+            Ok(statement.query_row([digest], |r| r.get(0)).optional()?)
         })
     }
 
@@ -328,10 +325,16 @@ impl Store {
                     insert.execute(params![id, e.path, e.kind, e.mode, e.size, e.target, e.chunks])?;
                 }
             }
-            tx.execute(
-                "UPDATE fragments SET state = 'ready', files = ?2, bytes = ?3 WHERE id = ?1",
+            let updated = tx.execute(
+                "UPDATE fragments SET state = 'ready', files = ?2, bytes = ?3 \
+                 WHERE id = ?1 AND state = 'writing'",
                 params![id, files, bytes],
             )?;
+            if updated != 1 {
+                // Removed while it was written: nothing of it is kept (the caller removes
+                // the blob references it took).
+                return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
+            }
             tx.commit()?;
             Ok(())
         })

@@ -59,21 +59,24 @@ pub(crate) fn is_port_path(path: &str) -> bool {
     )
 }
 
-/// The caller a request to a port acts as: its own, or without a key the sandbox's owner when
-/// the port is public.
+/// The caller a request to a port acts as: the sandbox's owner when the port is public, else
+/// its own (none: 401).
 fn caller_for_port(
     state: &AppState,
     caller: Option<axum::Extension<sbx_lifecycle::Caller>>,
     id: &str,
     port: u16,
 ) -> Result<sbx_lifecycle::Caller, ApiError> {
+    // A public port is anyone's, with a key of another user's too (the page's preview frame
+    // sends its session): it is reached as its owner.
+    if let Some(owner) = state.service.port_owner(id, port, false) {
+        return Ok(owner);
+    }
     match caller {
         Some(axum::Extension(caller)) => Ok(caller),
-        None => state.service.port_owner(id, port, false).ok_or_else(|| {
-            crate::context::unauthorized(
-                "an API key is required: this port is not public (a share link reaches it without one)",
-            )
-        }),
+        None => Err(crate::context::unauthorized(
+            "an API key is required: this port is not public (a share link reaches it without one)",
+        )),
     }
 }
 

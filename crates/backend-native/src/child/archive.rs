@@ -183,6 +183,11 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
     // Directories this extraction made: their mode and time are set at the end, deepest
     // first, so that a read-only directory does not refuse its own entries.
     let mut made: Vec<(Vec<Vec<u8>>, u32, u64)> = Vec::new();
+    // The last entry's parent directory, opened: an archive lists a directory's entries
+    // together, and each would otherwise walk down from the root again. A directory the
+    // archive reaches is never replaced by it (`clear` refuses), so the descriptor stays the
+    // directory that path names.
+    let mut last_parent: Option<(Vec<Vec<u8>>, OwnedFd)> = None;
     for item in entries {
         let mut item =
             item.map_err(|e| error("invalid", format!("the archive is malformed: {e}")))?;
@@ -216,7 +221,19 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
             // `./` itself: the destination, which is there.
             continue;
         };
-        let parent = directory(&root, parents, true, &path)?;
+        let same = last_parent.as_ref().is_some_and(|(names, _)| {
+            names.len() == parents.len()
+                && names
+                    .iter()
+                    .zip(parents.iter())
+                    .all(|(a, b)| a == b.as_bytes())
+        });
+        if !same {
+            let opened = directory(&root, parents, true, &path)?;
+            let names = parents.iter().map(|n| n.as_bytes().to_vec()).collect();
+            last_parent = Some((names, opened));
+        }
+        let parent = &last_parent.as_ref().expect("set just above").1;
         match kind {
             tar::EntryType::Directory => {
                 // Writable by its maker until the end; an existing directory is kept as it is.
@@ -230,7 +247,7 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
                         {
                             false
                         } else {
-                            clear(&parent, name, &path)?;
+                            clear(parent, name, &path)?;
                             nix::sys::stat::mkdirat(parent.as_fd(), *name, working)
                                 .map_err(|e| errno_error(&path, e))?;
                             true
@@ -250,7 +267,7 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
                 ));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                clear(&parent, name, &path)?;
+                clear(parent, name, &path)?;
                 let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
                 let file = nix::fcntl::openat(
                     parent.as_fd(),
@@ -271,10 +288,10 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
                     .link_name_bytes()
                     .ok_or_else(|| error("invalid", format!("{path}: a symlink without a target")))?
                     .into_owned();
-                clear(&parent, name, &path)?;
+                clear(parent, name, &path)?;
                 nix::unistd::symlinkat(OsStr::from_bytes(&target), parent.as_fd(), *name)
                     .map_err(|e| errno_error(&path, e))?;
-                set_time(&parent, name, mtime);
+                set_time(parent, name, mtime);
             }
             tar::EntryType::Link => {
                 let target = item
@@ -312,7 +329,7 @@ pub fn extract(dest: &Path, data: fs::File) -> Result<FileOutcome, FileOutcome> 
                 {
                     return Err(no_file());
                 }
-                clear(&parent, name, &path)?;
+                clear(parent, name, &path)?;
                 nix::unistd::linkat(
                     target_parent.as_fd(),
                     *target_name,

@@ -1,9 +1,10 @@
-//! The one active sandbox of a user. A switch destroys the user's active sandbox (after
-//! saving its project's files as a new fragment, when asked), creates a new one for the user
-//! (the project's profile, or the one asked for; its TTL), restores a fragment's files under
-//! the project's root, and records it as the user's active sandbox. Switches of one user run
-//! one at a time (a lock per user), so however many arrive together, one sandbox is active at
-//! the end and every other one made meanwhile was destroyed by the switch after it.
+//! The one active sandbox of a user. A switch saves the user's active sandbox's files as a
+//! new fragment of its project first (when asked), then destroys that sandbox while it
+//! creates a new one for the user (the project's profile, or the one asked for; its TTL),
+//! restores a fragment's files under the project's root, and records the new one as the
+//! user's active sandbox; it answers once the old one is gone. Switches of one user run one
+//! at a time (a lock per user), so however many arrive together, one sandbox is active at the
+//! end and every other one made meanwhile was destroyed by the switch after it.
 //!
 //! The record comes first: the active record names the new sandbox before its files are
 //! restored, so a crash mid-switch leaves a record whose sandbox reconciliation settles, and a
@@ -114,25 +115,51 @@ impl Service {
             let lock = service.user_lock(&user);
             let _switching = lock.lock().await;
             let mut saved = None;
-            if let Some(old) = service.inner.store.get_active(&user)? {
-                if request.save_on_switch {
-                    saved = service.save_active(&caller, &old, &request.exclude).await?;
-                }
-                service.end_active(&subject, &old).await?;
+            let old = service.inner.store.get_active(&user)?;
+            if let (Some(old), true) = (&old, request.save_on_switch) {
+                saved = service.save_active(&caller, old, &request.exclude).await?;
             }
+            // The old sandbox goes while the new one is made: both are the user's for a
+            // moment, never both active (the record names the old one until it names the
+            // new one). Every path below waits for the old one's end before answering.
+            let ending = old.clone().map(|old| {
+                let service = service.clone();
+                tokio::spawn(async move { service.destroy_sandbox(&old.sandbox_id).await })
+            });
+            let ending = async move {
+                match ending {
+                    Some(task) => task
+                        .await
+                        .map_err(|e| Error::internal_from("ending the old sandbox failed", e))?,
+                    None => Ok(false),
+                }
+            };
+            tokio::pin!(ending);
+            let mut ended = None;
             let mut metadata = BTreeMap::new();
             metadata.insert("sbx.project".to_owned(), project.id.clone());
             metadata.insert("sbx.active-user".to_owned(), user.clone());
-            let sandbox = service
-                .create(
-                    &subject,
-                    &NewSandbox {
-                        profile,
-                        metadata,
-                        ..NewSandbox::default()
-                    },
-                )
-                .await?;
+            let new = NewSandbox {
+                profile,
+                metadata,
+                ..NewSandbox::default()
+            };
+            let mut created = service.create(&subject, &new).await;
+            if matches!(created, Err(Error::Limited(_))) && old.is_some() {
+                // The user's quota may count the old one: once it is gone, again.
+                ended = Some((&mut ending).await);
+                created = service.create(&subject, &new).await;
+            }
+            let sandbox = match created {
+                Ok(sandbox) => sandbox,
+                Err(error) => {
+                    if ended.is_none() {
+                        (&mut ending).await?;
+                    }
+                    service.inner.store.remove_active(&user)?;
+                    return Err(error);
+                }
+            };
             let mut row = ActiveRow {
                 user: user.clone(),
                 project_id: project.id.clone(),
@@ -143,19 +170,37 @@ impl Service {
                 created_at: now_ms(),
             };
             service.inner.store.set_active(&row)?;
-            if let Some(fragment) = &fragment {
-                let stream = service.fragment_stream(fragment);
-                let restored = service
-                    .file_extract(&subject, &sandbox.id, &project.root, None, stream)
-                    .await;
-                if let Err(error) = restored {
-                    tracing::warn!(sandbox = %sandbox.id, fragment = %fragment.id, error = %error.detail(), "cannot restore a fragment; the new sandbox goes");
+            let restored = match &fragment {
+                Some(fragment) => {
+                    let stream = service.fragment_stream(fragment);
+                    service
+                        .file_extract(&subject, &sandbox.id, &project.root, None, stream)
+                        .await
+                        .map(|_| fragment.files)
+                }
+                None => Ok(0),
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => (&mut ending).await,
+            };
+            let restored = match (restored, ended) {
+                (Ok(restored), Ok(_)) => restored,
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(sandbox = %sandbox.id, error = %error.detail(), "a switch failed; its new sandbox goes");
                     service.end_active(&subject, &row).await?;
                     return Err(error);
                 }
-                row.restored = fragment.files;
-                service.inner.store.set_active(&row)?;
+            };
+            if let Some(old) = &old {
+                service.inner.access.audit(
+                    &subject,
+                    "active.ended",
+                    serde_json::json!({ "user": user, "sandbox_id": old.sandbox_id }),
+                );
             }
+            row.restored = restored;
+            service.inner.store.set_active(&row)?;
             service.inner.access.audit(
                 &subject,
                 "active.switched",
@@ -203,25 +248,28 @@ impl Service {
         Ok(Some(fragment.id))
     }
 
-    /// Destroys an active sandbox (if it is not gone already) and forgets the record.
-    async fn end_active(&self, subject: &Caller, old: &ActiveRow) -> Result<bool, Error> {
+    /// Destroys a sandbox that was (or is) a user's active one, unless it is gone already;
+    /// whether it was still alive.
+    async fn destroy_sandbox(&self, id: &str) -> Result<bool, Error> {
         let state = self
             .inner
             .store
-            .get_sandbox(&old.sandbox_id)?
+            .get_sandbox(id)?
             .as_ref()
             .map(view::effective_state)
             .transpose()?;
-        let live = state.is_some_and(alive);
         if state.is_some_and(|s| !s.is_destroyed()) {
-            match self
-                .destroy(&Caller::system(), &old.sandbox_id, reason::SWITCHED)
-                .await
-            {
+            match self.destroy(&Caller::system(), id, reason::SWITCHED).await {
                 Ok(_) | Err(Error::NotFound(_)) => {}
                 Err(error) => return Err(error),
             }
         }
+        Ok(state.is_some_and(alive))
+    }
+
+    /// Destroys an active sandbox (if it is not gone already) and forgets the record.
+    async fn end_active(&self, subject: &Caller, old: &ActiveRow) -> Result<bool, Error> {
+        let live = self.destroy_sandbox(&old.sandbox_id).await?;
         self.inner.store.remove_active(&old.user)?;
         self.inner.access.audit(
             subject,

@@ -245,24 +245,36 @@ impl Service {
         self.project_of(row, access)
     }
 
-    /// Deletes a project and its fragments; refused while it is someone's active project.
+    /// Deletes a project and its fragments (refused while one of them is being written). A
+    /// user whose active sandbox is of it keeps the sandbox; the project is gone from its record.
     pub async fn project_delete(&self, caller: &Caller, id_or_name: &str) -> Result<(), Error> {
         let (row, _) = self.project_for(caller, id_or_name, Need::Own)?;
-        if self.inner.store.project_active(&row.id)? {
-            return Err(Error::Conflict(format!(
-                "project {} is a user's active project: switch away or clean the user up first",
-                row.name
-            )));
+        {
+            // Under the admission lock: no write starts between the check and the removal.
+            let _held = self
+                .inner
+                .fragment_writes
+                .lock()
+                .expect("write map is never poisoned");
+            if !self
+                .inner
+                .store
+                .fragments(Some(&row.id), WRITING)?
+                .is_empty()
+            {
+                return Err(Error::Conflict(format!(
+                    "a fragment of project {} is being written: try again when it is done",
+                    row.name
+                )));
+            }
+            self.inner.store.remove_project(&row.id)?;
         }
         let store = self.inner.store.clone();
         let id = row.id.clone();
         blocking(move || {
-            for state in [READY, WRITING] {
-                for fragment in store.fragments(Some(&id), state)? {
-                    store.remove_fragment(&fragment.id)?;
-                }
+            for fragment in store.fragments(Some(&id), READY)? {
+                store.remove_fragment(&fragment.id)?;
             }
-            store.remove_project(&id)?;
             Ok(())
         })
         .await?;
@@ -351,36 +363,6 @@ impl Service {
                 "message: at most {MAX_MESSAGE} bytes without NUL"
             )));
         }
-        let limits = self.inner.config.projects;
-        let store = self.inner.store.clone();
-        let kept = store.fragments(Some(&project.id), READY)?.len()
-            + store.fragments(Some(&project.id), WRITING)?.len();
-        if kept as u64 >= u64::from(limits.max_fragments_per_project) {
-            return Err(crate::access::quota_exceeded(
-                "projects.max_fragments_per_project",
-                format!(
-                    "project {} keeps {kept} fragments already: delete old ones first",
-                    project.name
-                ),
-                Duration::from_secs(60),
-            ));
-        }
-        let (_, used, writing) = store.fragment_usage(&project.owner)?;
-        if writing >= WRITES_AT_ONCE {
-            return Err(crate::access::quota_exceeded(
-                "projects.writes_at_once",
-                format!(
-                    "{} has {writing} fragments being written already",
-                    project.owner
-                ),
-                Duration::from_secs(5),
-            ));
-        }
-        let bounds = Bounds {
-            max_files: u64::from(limits.max_fragment_files),
-            max_bytes: limits.max_fragment_bytes,
-            owner_room: limits.max_bytes_per_user.saturating_sub(used),
-        };
         let (kind, exclude) = match &source {
             FragmentSource::Files(_) => ("files".to_owned(), Vec::new()),
             FragmentSource::Tar(_) => ("tar".to_owned(), Vec::new()),
@@ -393,20 +375,21 @@ impl Service {
                 "exclude: at most 64 names of files or directories, without '/'".into(),
             ));
         }
-        // The sandbox's archive, opened before the record exists (it checks the caller's
-        // right to the sandbox and that it runs).
-        let stream = match source {
+        // The sandbox's archive is opened before the fragment is admitted (that checks the
+        // caller's right to the sandbox and that it runs).
+        let (stream, strip) = match source {
             FragmentSource::Sandbox { sandbox, .. } => {
                 let stream = self
                     .file_archive(caller, &sandbox, &project.root, None)
                     .await?;
-                Some((stream, 1))
+                (Some(stream), 1)
             }
-            FragmentSource::Tar(stream) => Some((stream, 0)),
+            FragmentSource::Tar(stream) => (Some(stream), 0),
             FragmentSource::Files(files) => {
-                let row = self.fragment_record(caller, &project, &kind, message)?;
-                let id = row.id.clone();
+                let (row, slot) = self.admit_fragment(caller, &project, &kind, message)?;
+                let (store, id, bounds) = (self.inner.store.clone(), row.id.clone(), slot.bounds);
                 let fragment = blocking(move || {
+                    let _slot = slot;
                     written(
                         &store,
                         &id,
@@ -431,12 +414,14 @@ impl Service {
                 return self.fragment_made(caller, &project, fragment);
             }
         };
-        let (stream, strip) = stream.expect("every other source returned");
-        let row = self.fragment_record(caller, &project, &kind, message)?;
-        let id = row.id.clone();
+        let stream = stream.expect("a stream for every other source");
+        let (row, slot) = self.admit_fragment(caller, &project, &kind, message)?;
+        let (store, id, bounds) = (self.inner.store.clone(), row.id.clone(), slot.bounds);
         let fragment = blocking(move || {
-            let reader =
-                tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+            let _slot = slot;
+            let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(
+                idle_bounded(stream),
+            ));
             written(
                 &store,
                 &id,
@@ -447,6 +432,79 @@ impl Service {
         })
         .await?;
         self.fragment_made(caller, &project, fragment)
+    }
+
+    /// Admits one more fragment of `project` and records it (`writing`), atomically with the
+    /// checks: fragments per project, writes at once per owner, and the owner's room, of which
+    /// this write holds a share (up to a fragment's size) until it ends.
+    fn admit_fragment(
+        &self,
+        caller: &Caller,
+        project: &ProjectRow,
+        source: &str,
+        message: Option<String>,
+    ) -> Result<(FragmentRow, WriteSlot), Error> {
+        let limits = self.inner.config.projects;
+        let store = &self.inner.store;
+        let writes = self.inner.fragment_writes.clone();
+        let mut held = writes.lock().expect("write map is never poisoned");
+        // The project may have gone while the caller waited (a delete holds this lock).
+        if store.get_project(&project.id)?.is_none() {
+            return Err(Error::ProjectNotFound(project.name.clone()));
+        }
+        let kept = store.fragments(Some(&project.id), READY)?.len()
+            + store.fragments(Some(&project.id), WRITING)?.len();
+        if kept as u64 >= u64::from(limits.max_fragments_per_project) {
+            return Err(crate::access::quota_exceeded(
+                "projects.max_fragments_per_project",
+                format!(
+                    "project {} keeps {kept} fragments already: delete old ones first",
+                    project.name
+                ),
+                Duration::from_secs(60),
+            ));
+        }
+        let (writing, reserved) = held.get(&project.owner).copied().unwrap_or((0, 0));
+        if writing >= WRITES_AT_ONCE {
+            return Err(crate::access::quota_exceeded(
+                "projects.writes_at_once",
+                format!(
+                    "{} has {writing} fragments being written already",
+                    project.owner
+                ),
+                Duration::from_secs(5),
+            ));
+        }
+        let (_, used, _) = store.fragment_usage(&project.owner)?;
+        let room = limits
+            .max_bytes_per_user
+            .saturating_sub(used)
+            .saturating_sub(reserved);
+        if room == 0 {
+            return Err(crate::access::quota_exceeded(
+                "projects.max_bytes_per_user",
+                format!(
+                    "{}'s fragments hold {used} bytes, the most allowed: delete old fragments first",
+                    project.owner
+                ),
+                Duration::from_secs(60),
+            ));
+        }
+        let share = room.min(limits.max_fragment_bytes);
+        let row = self.fragment_record(caller, project, source, message)?;
+        held.insert(project.owner.clone(), (writing + 1, reserved + share));
+        drop(held);
+        let slot = WriteSlot {
+            writes,
+            owner: project.owner.clone(),
+            share,
+            bounds: Bounds {
+                max_files: u64::from(limits.max_fragment_files),
+                max_bytes: limits.max_fragment_bytes,
+                owner_room: share,
+            },
+        };
+        Ok((row, slot))
     }
 
     fn fragment_record(
@@ -591,6 +649,54 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Fragments being written, per owner: how many, and the bytes of the owner's room they hold.
+pub(crate) type Writes = std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>;
+
+/// One fragment's write: its place among its owner's writes and its share of the owner's
+/// room, given back when it ends (however it ends).
+struct WriteSlot {
+    writes: Arc<Writes>,
+    owner: String,
+    share: u64,
+    bounds: Bounds,
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        let mut held = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((count, reserved)) = held.get_mut(&self.owner) {
+            *count = count.saturating_sub(1);
+            *reserved = reserved.saturating_sub(self.share);
+            if *count == 0 {
+                held.remove(&self.owner);
+            }
+        }
+    }
+}
+
+/// Longest a tar stream may go without a byte before its fragment is given up.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// `stream`, failing once it stays silent for [`IDLE`]: a client that stops sending does not
+/// hold a write's place for ever.
+fn idle_bounded(stream: crate::ByteStream) -> crate::ByteStream {
+    use futures::StreamExt as _;
+    Box::pin(futures::stream::unfold(Some(stream), |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout(IDLE, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no data for {} s", IDLE.as_secs()),
+                )),
+                None,
+            )),
+        }
+    }))
 }
 
 /// Runs `work` on a blocking thread; it runs to its end even if the caller goes away.

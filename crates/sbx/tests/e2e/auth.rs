@@ -183,6 +183,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ("POST", "/v1/sandboxes/{id}/snapshots", None),
         ("GET", "/v1/sandboxes/{id}/files/watch", None),
         ("GET", "/v1/sandboxes/{id}/ports", None),
+        ("POST", "/v1/sandboxes/{id}/shares", None),
     ]
     .iter()
     .map(|(m, p, _)| (m.to_string(), p.to_string()))
@@ -221,6 +222,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         (Method::PUT, "/files/archive?path=/tmp/m", None),
         (Method::POST, "/snapshots", None),
         (Method::GET, "/ports", None),
+        (Method::POST, "/shares", Some(r#"{"port":8000}"#)),
         // The proxy (not in the OpenAPI document: any method, any path under the port).
         (Method::GET, "/ports/8000/", None),
         (Method::POST, "/ports/8000/api/x", Some("x")),

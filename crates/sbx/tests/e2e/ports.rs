@@ -435,8 +435,23 @@ async fn share_links_and_public_ports_reach_a_port_without_a_key() {
         .0,
         400
     );
-    let (_, lasting) = share(alice_key.clone(), serde_json::json!({"port": 8000})).await;
-    let lasting = lasting["path"].as_str().unwrap().to_owned();
+    // The CLI's link: the whole URL.
+    let printed = crate::daemon::cli_as(
+        &d.url,
+        Some(&alice_key),
+        &["ports", &id, "--share", "8000", "--ttl", "10m"],
+        None,
+    );
+    assert!(
+        printed.status.success(),
+        "{}",
+        crate::daemon::text(&printed.stderr)
+    );
+    let url = crate::daemon::text(&printed.stdout).trim().to_owned();
+    let lasting = url
+        .strip_prefix(&d.url)
+        .unwrap_or_else(|| panic!("{url}"))
+        .to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     let expired = anonymous(format!("{path}page.txt")).await;
     assert_eq!(expired.0, 401);

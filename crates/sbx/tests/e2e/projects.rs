@@ -279,11 +279,6 @@ async fn the_seed_004_flow_through_the_api_and_the_cli() {
         "{write}"
     );
     assert_eq!(write.code(), Some("read_only"));
-    // A project someone is active in stays.
-    assert_eq!(
-        alice.delete_project("site").await.unwrap_err().code(),
-        Some("conflict")
-    );
 
     // The CLI's view of users: an admin sees everyone's.
     let users = ok(&d.cli(&["users"]));
@@ -486,6 +481,18 @@ async fn fragments_are_bounded_and_bad_input_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(status(both).0, 400);
+    // A path given twice (once normalized) is refused: a fragment stores what it holds.
+    let twice = alice
+        .create_fragment(
+            "one",
+            &CreateFragmentRequest {
+                files: Some(files(&[("a", "1"), ("./a", "2")])),
+                ..CreateFragmentRequest::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status(twice).0, 400);
     // Too many files, too many bytes: 413, and nothing is kept.
     let many: Vec<(String, String)> = (0..6).map(|n| (format!("f{n}"), "x".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();

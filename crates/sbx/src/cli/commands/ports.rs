@@ -1,5 +1,6 @@
 //! `sbx ports ID`: the TCP ports a sandbox listens on, each with the URL that reaches it
-//! through the daemon (the sandbox itself has no network).
+//! through the daemon (the sandbox itself has no network); `--share PORT` makes a link that
+//! reaches one port without a key until it expires.
 
 use clap::Args;
 
@@ -10,9 +11,29 @@ use crate::cli::Context;
 pub struct PortsArgs {
     /// Sandbox id or name.
     pub id: String,
+    /// Print a share link to this port instead: it works without a key until it expires.
+    #[arg(long, value_name = "PORT")]
+    pub share: Option<u16>,
+    /// How long the share link works (default 1h, at most 7d).
+    #[arg(long, requires = "share")]
+    pub ttl: Option<String>,
 }
 
 pub async fn run(context: &Context, args: PortsArgs) -> anyhow::Result<u8> {
+    if let Some(port) = args.share {
+        let link = context
+            .client
+            .share_port(&args.id, port, args.ttl.as_deref())
+            .await?;
+        if context.json {
+            output::print_json(&link);
+        } else {
+            let base = context.client.base_url().trim_end_matches('/');
+            say!("{base}{}", link.path);
+            output::say_err!("expires at {}", link.expires_at);
+        }
+        return Ok(0);
+    }
     let listed = context.client.ports(&args.id).await?;
     if context.json {
         output::print_json(&listed);
