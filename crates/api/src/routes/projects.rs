@@ -164,6 +164,7 @@ pub async fn share(
     ),
     responses(
         (status = 200, description = "The project with its shares", body = Project),
+        (status = 400, description = "Not a user name other than the owner's", body = ErrorBody),
         (status = 404, description = "No such project", body = ErrorBody),
     ))]
 pub async fn unshare(
@@ -199,6 +200,8 @@ pub struct TarQuery {
         (status = 409, description = "The sandbox is not running", body = ErrorBody),
         (status = 413, description = "More files or bytes than a fragment holds", body = ErrorBody),
         (status = 429, description = "The project keeps `projects.max_fragments_per_project` fragments, its owner's fragments hold `projects.max_bytes_per_user`, or two are being written", body = ErrorBody),
+        (status = 501, description = "The sandbox's backend has no files API", body = ErrorBody),
+        (status = 504, description = "The sandbox's backend did not answer in time", body = ErrorBody),
     ))]
 pub async fn create_fragment(
     State(state): State<AppState>,

@@ -40,7 +40,14 @@ pub async fn list(
         (status = 200, description = "The user's new active sandbox: the old one destroyed, a new one made, the fragment's files restored under the project's root", body = ActiveSandbox),
         (status = 400, description = "Invalid request, unknown profile", body = ErrorBody),
         (status = 404, description = "No such user (another user's), project or fragment", body = ErrorBody),
+        (status = 409, description = "The new sandbox stopped while its files were restored", body = ErrorBody),
+        (status = 413, description = "The fragment does not fit the sandbox's limits", body = ErrorBody),
+        (status = 422, description = "The profile's resources exceed what the host can give one sandbox", body = ErrorBody),
         (status = 429, description = "A quota of the user's", body = ErrorBody),
+        (status = 501, description = "The profile's backend has no files API", body = ErrorBody),
+        (status = 503, description = "The host has no room for another sandbox now", body = ErrorBody),
+        (status = 504, description = "The backend did not answer in time", body = ErrorBody),
+        (status = 507, description = "The host's disk cannot take the sandbox or its files", body = ErrorBody),
     ))]
 pub async fn switch(
     State(state): State<AppState>,
@@ -75,6 +82,7 @@ pub async fn fetch(
     responses(
         (status = 200, description = "The active sandbox is destroyed and forgotten", body = Deactivated),
         (status = 404, description = "No active sandbox (or another user's)", body = ErrorBody),
+        (status = 504, description = "The backend did not finish the destroy in time", body = ErrorBody),
     ))]
 pub async fn deactivate(
     State(state): State<AppState>,

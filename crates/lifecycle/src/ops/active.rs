@@ -34,8 +34,9 @@ impl Service {
             return Err(Error::UserNotFound(format!("no user {user:?}")));
         }
         if !sbx_config::limits::valid_user(user) {
-            return Err(Error::Invalid(format!(
-                "user: {user:?} is not a user name (1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit)"
+            // No such user can exist, let alone have an active sandbox.
+            return Err(Error::UserNotFound(format!(
+                "no user {user:?}: a user name is 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
             )));
         }
         Ok(Caller {
