@@ -1,6 +1,7 @@
 // Seed 004 in a real browser: the page shows the user's projects and active sandbox, switches
-// between projects (a new sandbox with the project's files each time), and shows a preview of
-// a dev server started from those files beside the terminal.
+// between projects (a new sandbox with the project's files each time), shows a preview of a
+// dev server started from those files beside the terminal, makes a project, saves the
+// sandbox's files into it, and ends the user's sandbox.
 // Usage: SBX_KEY=KEY SITE_FRAGMENT=FRAG node projects.mjs DAEMON_URL ARTIFACTS_DIR
 // The daemon has projects "site" (two fragments: SITE_FRAGMENT is the first) and "blog", each
 // with an index.html and a server.py serving it on port 3000.
@@ -114,8 +115,31 @@ try {
   if (old !== "site v1") throw new Error(`site's first fragment shows ${old}`);
   await shot("site-v1-preview");
 
+  // A new project made on the page, its files written in the terminal and saved as its first
+  // fragment, then the user's sandbox ended.
+  await page.fill("#new-project-name", "fresh");
+  await page.fill("#new-project-port", "3000");
+  await page.click("#new-project-button");
+  await page.waitForFunction(() => {
+    const select = document.getElementById("project");
+    return select.selectedOptions.length === 1 && select.selectedOptions[0].textContent === "fresh";
+  });
+  const fourth = await switchTo("fresh");
+  if (fourth.restored_files !== 0 || fourth.fragment_id) throw new Error(JSON.stringify(fourth));
+  await typeLine("cd /home/user && echo '<h1>fresh</h1>' > index.html && echo written");
+  await waitForLine(/^written$/, "written");
+  await page.click("#save-button");
+  await page.waitForFunction(() => document.getElementById("active").textContent.includes("saved as frag-"));
+  await shot("fresh-saved");
+  await page.click("#end-button");
+  await page.waitForFunction(() => document.getElementById("active").textContent === "no active sandbox");
+  if ((await page.evaluate(() => window.sbx.state())) !== "idle") throw new Error("the terminal stayed");
+  await shot("ended");
+
   if (problems.length) throw new Error(problems.join("\n"));
-  console.log(JSON.stringify({ sandboxes: [first.sandbox.id, second.sandbox.id, third.sandbox.id] }));
+  console.log(JSON.stringify({
+    sandboxes: [first.sandbox.id, second.sandbox.id, third.sandbox.id, fourth.sandbox.id],
+  }));
 } catch (error) {
   await shot("failure").catch(() => {});
   console.error(error.message);

@@ -286,6 +286,8 @@ async function loadProfiles() {
 
 function showActive(active) {
   page.active = active;
+  $("save-button").disabled = !(active && active.alive);
+  $("end-button").disabled = !active;
   if (!active) {
     $("active").textContent = "no active sandbox";
     return;
@@ -297,7 +299,13 @@ function showActive(active) {
   if (active.port) $("preview-port").value = active.port;
 }
 
-async function loadProjects() {
+function switchError(error) {
+  $("switch-error").hidden = !error;
+  $("switch-error").textContent = error ? error.message : "";
+}
+
+// The projects the user may switch to; `selected` (an id) is chosen in the list.
+async function loadProjects(selected) {
   try {
     const { projects } = await api("GET", "/v1/projects");
     $("project").replaceChildren(...projects.map((p) => {
@@ -307,10 +315,14 @@ async function loadProjects() {
       return option;
     }));
     $("switch-button").disabled = projects.length === 0;
+    if (selected) $("project").value = selected;
   } catch (error) {
-    $("switch-error").hidden = false;
-    $("switch-error").textContent = error.message;
+    switchError(error);
   }
+}
+
+// The user's active sandbox, if any: shown, and its terminal opened while it runs.
+async function loadActive() {
   try {
     // The list (the caller's own entry), not GET …/active: no 404 when there is none yet.
     const { users } = await api("GET", "/v1/users");
@@ -321,8 +333,7 @@ async function loadProjects() {
       connect(active.sandbox);
     }
   } catch (error) {
-    $("switch-error").hidden = false;
-    $("switch-error").textContent = error.message;
+    switchError(error);
   }
 }
 
@@ -346,6 +357,83 @@ $("switch-form").addEventListener("submit", async (event) => {
     $("switch-error").textContent = error.message;
   } finally {
     button.disabled = false;
+  }
+});
+
+// The active sandbox's project files, saved as a new fragment of its project.
+$("save-button").addEventListener("click", async () => {
+  if (!page.active) return;
+  $("save-button").disabled = true;
+  try {
+    const fragment = await api("POST", `/v1/projects/${page.active.project_id}/fragments`,
+      { sandbox: page.active.sandbox.id, exclude: ["node_modules", ".git"], message: "saved from the page" });
+    switchError(null);
+    $("active").textContent += ` · saved as ${fragment.id}`;
+    await loadProjects(page.active.project_id);
+  } catch (error) {
+    switchError(error);
+  } finally {
+    $("save-button").disabled = !(page.active && page.active.alive);
+  }
+});
+
+// Ends the user's active sandbox (destroyed, and forgotten).
+$("end-button").addEventListener("click", async () => {
+  try {
+    await api("DELETE", `/v1/users/${encodeURIComponent(page.user)}/active`);
+    switchError(null);
+    if (page.active && page.current && page.current.id === page.active.sandbox.id) {
+      disconnect();
+      page.current = null;
+      $("session-id").textContent = "no sandbox";
+      $("countdown").textContent = "";
+      setState("idle");
+    }
+    closePreview();
+    showActive(null);
+  } catch (error) {
+    switchError(error);
+  }
+  refresh();
+});
+
+// An admin ends every user's active sandbox.
+$("cleanup-all").addEventListener("click", async () => {
+  try {
+    const { users } = await api("GET", "/v1/users");
+    for (const entry of users) {
+      await api("DELETE", `/v1/users/${encodeURIComponent(entry.user)}/active`);
+    }
+    switchError(null);
+    $("active").textContent = `${users.length} user(s) cleaned up`;
+    if (page.current && users.some((u) => u.sandbox.id === page.current.id)) {
+      disconnect();
+      page.current = null;
+      $("session-id").textContent = "no sandbox";
+      setState("idle");
+    }
+    closePreview();
+    page.active = null;
+    $("save-button").disabled = true;
+    $("end-button").disabled = true;
+  } catch (error) {
+    switchError(error);
+  }
+  refresh();
+});
+
+$("new-project").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = { name: $("new-project-name").value.trim() };
+  const port = Number($("new-project-port").value);
+  if (port) body.port = port;
+  try {
+    const project = await api("POST", "/v1/projects", body);
+    $("new-project-name").value = "";
+    switchError(null);
+    await loadProjects(project.id);
+  } catch (error) {
+    switchError(error);
   }
 });
 
@@ -449,12 +537,14 @@ function renderLesson(lesson) {
     const me = await api("GET", "/v1/whoami");
     page.user = me.user;
     $("identity").textContent = `${me.user}${me.admin ? " (admin)" : ""}`;
+    $("cleanup-all").hidden = !me.admin;
     $("logout").hidden = me.key_id === null;
   } catch (error) {
     return; // the login dialog is open; logging in reloads the page
   }
   await loadProfiles();
   await loadProjects();
+  await loadActive();
   try {
     renderLesson(await loadLesson());
   } catch (error) {

@@ -52,8 +52,9 @@ async fn the_web_page_drives_a_terminal_in_chromium() {
 }
 
 /// Seed 004 in Chromium (`tests/browser/projects.mjs`): the page lists alice's projects,
-/// switches her active sandbox between them (files restored each time), and previews a dev
-/// server started from those files beside the terminal; the API agrees afterwards.
+/// switches her active sandbox between them (files restored each time), previews a dev server
+/// started from those files beside the terminal, makes a project, saves the sandbox's files
+/// into it and ends her sandbox; the API agrees afterwards.
 #[tokio::test]
 async fn the_web_page_switches_projects_and_previews_them_in_chromium() {
     use sbx_protocol::{CreateFragmentRequest, CreateProjectRequest, FileContent};
@@ -143,14 +144,19 @@ async fn the_web_page_switches_projects_and_previews_them_in_chromium() {
         .iter()
         .map(|s| s.as_str().unwrap().to_owned())
         .collect();
-    // The API agrees: the last is active on site's first fragment, the others are gone.
-    let active = alice.active("alice").await.unwrap();
-    assert_eq!(active.sandbox.id, made[2]);
-    assert_eq!(active.fragment_id.as_deref(), Some(first.as_str()));
-    for old in &made[..2] {
+    // The API agrees: every sandbox the page made is gone (the last one ended from the page),
+    // none is active, and the project made on the page holds the file saved from its sandbox.
+    assert_eq!(made.len(), 4);
+    for old in &made {
         let gone = alice.get(old).await.unwrap();
         assert_eq!(format!("{:?}", gone.state), "Destroyed");
     }
-    alice.deactivate("alice").await.unwrap();
+    assert_eq!(
+        alice.active("alice").await.unwrap_err().code(),
+        Some("user_not_found")
+    );
+    let fresh = alice.fragment("fresh", "latest").await.unwrap();
+    assert_eq!(fresh.fragment.source, format!("sandbox:{}", made[3]));
+    assert!(fresh.entries.iter().any(|e| e.path == "index.html"));
     d.finish().await;
 }
