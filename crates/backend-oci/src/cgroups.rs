@@ -62,3 +62,36 @@ pub fn prepare_hybrid() -> Result<(), BackendError> {
     }
     Ok(())
 }
+
+/// Starts, off the request path, the wait the kernel makes the first cgroup move after a quiet
+/// spell pay. On cgroup v1, a write to `cgroup.procs` or `tasks` takes the threadgroup
+/// rw-semaphore for writing, and after a quiet spell that waits for an RCU grace period
+/// (10–20 ms here; measured in docs/BENCHMARKS.md); writers soon after do not wait. A
+/// sandbox's first command moves two processes into its cgroups (`crun exec` and the command),
+/// so a create that hands out a warm container starts that wait now: a thread writes its own
+/// id to the `tasks` file of the cgroup it is already in (moving nothing) and ends. Nothing on
+/// cgroup v2 (where the daemon is never in a v1 hierarchy) or when the daemon is in none.
+pub fn warm_attach() {
+    let spawned = std::thread::Builder::new()
+        .name("sbx-cgroup-warm".into())
+        .spawn(|| {
+            let Ok(own) = fs::read_to_string("/proc/thread-self/cgroup") else {
+                return;
+            };
+            // `<id>:<controllers>:<path>`, the pids hierarchy's (any v1 one would do).
+            let Some(path) = own.lines().find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers.split(',').any(|c| c == "pids").then_some(path)
+            }) else {
+                return;
+            };
+            let tasks = Path::new("/sys/fs/cgroup/pids")
+                .join(path.trim_start_matches('/'))
+                .join("tasks");
+            let _ = fs::write(tasks, nix::unistd::gettid().to_string());
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "cannot start the cgroup warm-up thread");
+    }
+}

@@ -631,6 +631,10 @@ impl Inner {
             return None;
         }
         let (warm, busy) = self.pool.take(&spec.limits)?;
+        if self.runtime.flavor == Flavor::Native {
+            // Its first command will be a `crun exec`/`runc exec`: see `warm_attach`.
+            cgroups::warm_attach();
+        }
         let key = warm.key.to_string();
         let id = spec.id.to_string();
         let handed = async {
