@@ -362,6 +362,12 @@ pub enum FragmentSource {
         sandbox: String,
         exclude: Vec<String>,
     },
+    /// The project's root in a filesystem snapshot the caller may use (read through a sandbox
+    /// made from it, destroyed once read), with `exclude` as above.
+    Snapshot {
+        snapshot: String,
+        exclude: Vec<String>,
+    },
 }
 
 /// A switch of a user's active sandbox.

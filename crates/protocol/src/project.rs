@@ -148,7 +148,7 @@ pub struct FragmentDetail {
 }
 
 /// Body of `POST /v1/projects/{project}/fragments` as JSON (a tar stream is sent as
-/// `application/x-tar` instead): exactly one of `files` and `sandbox`.
+/// `application/x-tar` instead): exactly one of `files`, `sandbox` and `snapshot`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFragmentRequest {
@@ -159,8 +159,12 @@ pub struct CreateFragmentRequest {
     /// fragment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
-    /// With `sandbox`: names of files or directories to leave out, at any depth (such as
-    /// `node_modules`).
+    /// A filesystem snapshot (the caller's) whose files under the project's root become the
+    /// fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// With `sandbox` or `snapshot`: names of files or directories to leave out, at any depth
+    /// (such as `node_modules`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

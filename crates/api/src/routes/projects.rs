@@ -191,12 +191,12 @@ pub struct TarQuery {
     request_body(content(
         (CreateFragmentRequest = "application/json"),
         (Vec<u8> = "application/x-tar"),
-    ), description = "A JSON map of files or a running sandbox, or a tar stream of paths relative to the project's root"),
+    ), description = "A JSON map of files, a running sandbox or a snapshot, or a tar stream of paths relative to the project's root"),
     responses(
         (status = 201, description = "The new fragment, now the project's newest", body = Fragment),
-        (status = 400, description = "An invalid path (`..`, absolute), an unreadable archive, or neither/both of `files` and `sandbox`", body = ErrorBody),
+        (status = 400, description = "An invalid path (`..`, absolute), an unreadable archive, or not exactly one of `files`, `sandbox` and `snapshot`", body = ErrorBody),
         (status = 403, description = "Shared with the caller read-only", body = ErrorBody),
-        (status = 404, description = "No such project (or sandbox)", body = ErrorBody),
+        (status = 404, description = "No such project (or sandbox, or snapshot)", body = ErrorBody),
         (status = 409, description = "The sandbox is not running", body = ErrorBody),
         (status = 413, description = "More files or bytes than a fragment holds", body = ErrorBody),
         (status = 429, description = "The project keeps `projects.max_fragments_per_project` fragments, its owner's fragments hold `projects.max_bytes_per_user`, or two are being written", body = ErrorBody),
@@ -242,16 +242,20 @@ pub async fn create_fragment(
         }
         let JsonBody(body): JsonBody<CreateFragmentRequest> =
             JsonBody::from_request(request, &state).await?;
-        let source = match (body.files, body.sandbox) {
-            (Some(files), None) if body.exclude.is_empty() => {
+        let source = match (body.files, body.sandbox, body.snapshot) {
+            (Some(files), None, None) if body.exclude.is_empty() => {
                 FragmentSource::Files(wire::new_files(files)?)
             }
-            (None, Some(sandbox)) => FragmentSource::Sandbox {
+            (None, Some(sandbox), None) => FragmentSource::Sandbox {
                 sandbox,
                 exclude: body.exclude,
             },
+            (None, None, Some(snapshot)) => FragmentSource::Snapshot {
+                snapshot,
+                exclude: body.exclude,
+            },
             _ => return Err(ApiError::invalid(
-                "give exactly one of \"files\" and \"sandbox\" (\"exclude\" goes with \"sandbox\")",
+                "give exactly one of \"files\", \"sandbox\" and \"snapshot\" (\"exclude\" goes with the last two)",
             )),
         };
         Ok(state

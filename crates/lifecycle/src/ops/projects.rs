@@ -354,6 +354,56 @@ impl Service {
         source: FragmentSource,
         message: Option<String>,
     ) -> Result<Fragment, Error> {
+        let FragmentSource::Snapshot { snapshot, exclude } = source else {
+            return self
+                .fragment_from(caller, project, source, message, None)
+                .await;
+        };
+        // A snapshot's files are read from a sandbox of the caller's made from it (its
+        // profile's), which goes as soon as they are read, whatever happened.
+        self.project_for(caller, project, Need::Write)?;
+        let row = self.snapshot_row_for(caller, &snapshot)?;
+        let reader = self
+            .create(
+                caller,
+                &crate::model::NewSandbox {
+                    profile: Some(row.profile.clone()),
+                    snapshot: Some(row.id.clone()),
+                    ..crate::model::NewSandbox::default()
+                },
+            )
+            .await?;
+        let made = self
+            .fragment_from(
+                caller,
+                project,
+                FragmentSource::Sandbox {
+                    sandbox: reader.id.clone(),
+                    exclude,
+                },
+                message,
+                Some(format!("snapshot:{}", row.id)),
+            )
+            .await;
+        if let Err(e) = self
+            .destroy(&Caller::system(), &reader.id, crate::reason::DELETED)
+            .await
+        {
+            tracing::warn!(sandbox = %reader.id, error = %e.detail(), "cannot destroy the sandbox a snapshot was read from");
+        }
+        made
+    }
+
+    /// [`Service::fragment_create`] from anything but a snapshot, its source recorded as
+    /// `label` when given.
+    async fn fragment_from(
+        &self,
+        caller: &Caller,
+        project: &str,
+        source: FragmentSource,
+        message: Option<String>,
+        label: Option<String>,
+    ) -> Result<Fragment, Error> {
         let (project, _) = self.project_for(caller, project, Need::Write)?;
         if message
             .as_ref()
@@ -366,10 +416,13 @@ impl Service {
         let (kind, exclude) = match &source {
             FragmentSource::Files(_) => ("files".to_owned(), Vec::new()),
             FragmentSource::Tar(_) => ("tar".to_owned(), Vec::new()),
-            FragmentSource::Sandbox { sandbox, exclude } => {
-                (format!("sandbox:{sandbox}"), exclude.clone())
-            }
+            FragmentSource::Sandbox { sandbox, exclude }
+            | FragmentSource::Snapshot {
+                snapshot: sandbox,
+                exclude,
+            } => (format!("sandbox:{sandbox}"), exclude.clone()),
         };
+        let kind = label.unwrap_or(kind);
         if exclude.len() > 64 || exclude.iter().any(|e| e.is_empty() || e.contains('/')) {
             return Err(Error::Invalid(
                 "exclude: at most 64 names of files or directories, without '/'".into(),
@@ -385,6 +438,9 @@ impl Service {
                 (Some(stream), 1)
             }
             FragmentSource::Tar(stream) => (Some(stream), 0),
+            FragmentSource::Snapshot { .. } => {
+                return Err(Error::internal("a snapshot's files come through a sandbox"))
+            }
             FragmentSource::Files(files) => {
                 let (row, slot) = self.admit_fragment(caller, &project, &kind, message)?;
                 let (store, id, bounds) = (self.inner.store.clone(), row.id.clone(), slot.bounds);

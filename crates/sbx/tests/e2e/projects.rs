@@ -280,6 +280,58 @@ async fn the_seed_004_flow_through_the_api_and_the_cli() {
     );
     assert_eq!(write.code(), Some("read_only"));
 
+    // A fragment from a snapshot of alice's: its files under the project's root, read through
+    // a sandbox made from it, which is gone once they are read.
+    let snapshot = alice.create_snapshot(&site_sandbox, None).await.unwrap();
+    let added = ok(&as_alice(&[
+        "fragment",
+        "add",
+        "site",
+        "--snapshot",
+        &snapshot.id,
+    ]));
+    let from_snapshot = alice.fragment("site", added.trim()).await.unwrap();
+    assert_eq!(
+        from_snapshot.fragment.source,
+        format!("snapshot:{}", snapshot.id)
+    );
+    let paths: Vec<_> = from_snapshot
+        .entries
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert!(
+        paths.contains(&"index.html") && paths.contains(&"server.py"),
+        "{paths:?}"
+    );
+    let alices_live: Vec<_> = alice
+        .list(&[], &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| format!("{:?}", s.state) != "Destroyed")
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        alices_live,
+        [site_sandbox.clone()],
+        "the reading sandbox is gone"
+    );
+    assert_eq!(
+        bob.create_fragment(
+            "alice/site",
+            &CreateFragmentRequest {
+                snapshot: Some(snapshot.id.clone()),
+                ..CreateFragmentRequest::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .code(),
+        Some("read_only")
+    );
+    alice.delete_snapshot(&snapshot.id).await.unwrap();
+
     // The CLI's view of users: an admin sees everyone's.
     let users = ok(&d.cli(&["users"]));
     assert!(users.contains("alice") && users.contains("bob"), "{users}");

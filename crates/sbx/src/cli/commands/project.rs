@@ -83,10 +83,14 @@ enum FragmentCommand {
         #[arg(default_value = "latest")]
         fragment: String,
     },
-    /// Make a fragment from a local directory; prints its id.
+    /// Make a fragment from a local directory, or from a snapshot's files under the project's
+    /// root (`--snapshot`); prints its id.
     Add {
         project: String,
-        dir: std::path::PathBuf,
+        #[arg(required_unless_present = "snapshot", conflicts_with = "snapshot")]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long)]
+        snapshot: Option<String>,
         #[arg(long, short = 'm')]
         message: Option<String>,
     },
@@ -226,7 +230,7 @@ pub async fn run_project(context: &Context, args: ProjectArgs) -> anyhow::Result
                 sandbox: Some(sandbox),
                 exclude,
                 message,
-                files: None,
+                ..Default::default()
             };
             let fragment = client.create_fragment(&project, &request).await?;
             if context.json {
@@ -331,9 +335,20 @@ pub async fn run_fragment(context: &Context, args: FragmentArgs) -> anyhow::Resu
         FragmentCommand::Add {
             project,
             dir,
+            snapshot,
             message,
         } => {
-            let fragment = upload_dir(context, &project, dir, message.as_deref()).await?;
+            let fragment = match (dir, snapshot) {
+                (Some(dir), _) => upload_dir(context, &project, dir, message.as_deref()).await?,
+                (None, snapshot) => {
+                    let request = sbx_protocol::CreateFragmentRequest {
+                        snapshot,
+                        message,
+                        ..Default::default()
+                    };
+                    client.create_fragment(&project, &request).await?
+                }
+            };
             if context.json {
                 output::print_json(&fragment);
             } else {
