@@ -314,7 +314,7 @@ async fn the_seed_004_flow_through_the_api_and_the_cli() {
         .collect();
     assert_eq!(
         alices_live,
-        [site_sandbox.clone()],
+        std::slice::from_ref(&site_sandbox),
         "the reading sandbox is gone"
     );
     assert_eq!(
