@@ -369,16 +369,16 @@ impl Store {
         })
     }
 
-    /// Fragments `owner`'s projects hold in any state, and their bytes together.
-    pub fn fragment_usage(&self, owner: &str) -> Result<(u64, u64, u64), StoreError> {
+    /// Bytes of the fragments of `owner`'s projects, together (one being written counts once
+    /// it is ready).
+    pub fn fragment_bytes(&self, owner: &str) -> Result<u64, StoreError> {
         self.with(|c| {
-            let (count, bytes, writing): (i64, i64, i64) = c.query_row(
-                "SELECT count(*), coalesce(sum(bytes), 0), \
-                 coalesce(sum(state = 'writing'), 0) FROM fragments WHERE owner = ?1",
+            let bytes: i64 = c.query_row(
+                "SELECT coalesce(sum(bytes), 0) FROM fragments WHERE owner = ?1",
                 [owner],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| r.get(0),
             )?;
-            Ok((count as u64, bytes as u64, writing as u64))
+            Ok(bytes as u64)
         })
     }
 
@@ -485,18 +485,6 @@ impl Store {
         self.with(|c| {
             c.execute("DELETE FROM active_sandboxes WHERE user = ?1", [user])?;
             Ok(())
-        })
-    }
-
-    /// Whether any user's active sandbox is of this project.
-    pub fn project_active(&self, project_id: &str) -> Result<bool, StoreError> {
-        self.with(|c| {
-            let n: i64 = c.query_row(
-                "SELECT count(*) FROM active_sandboxes WHERE project_id = ?1",
-                [project_id],
-                |r| r.get(0),
-            )?;
-            Ok(n > 0)
         })
     }
 }

@@ -531,7 +531,7 @@ impl Service {
                 Duration::from_secs(5),
             ));
         }
-        let (_, used, _) = store.fragment_usage(&project.owner)?;
+        let used = store.fragment_bytes(&project.owner)?;
         let room = limits
             .max_bytes_per_user
             .saturating_sub(used)

@@ -96,6 +96,34 @@ pub fn age(rfc3339: &str) -> String {
     }
 }
 
+/// Writes `bytes`, as they come, to `file` (`-`: standard output).
+pub async fn write_stream<E>(
+    file: &str,
+    bytes: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use anyhow::Context as _;
+    use futures::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if file == "-" {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(
+            tokio::fs::File::create(file)
+                .await
+                .with_context(|| format!("cannot create {file}"))?,
+        )
+    };
+    let mut bytes = std::pin::pin!(bytes);
+    while let Some(chunk) = bytes.next().await {
+        out.write_all(&chunk?).await?;
+    }
+    out.flush().await?;
+    Ok(())
+}
+
 pub fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",

@@ -10,21 +10,7 @@ use crate::daemon::{text, TestDaemon};
 
 #[tokio::test]
 async fn the_web_page_drives_a_terminal_in_chromium() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let tests = workspace.join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "the browser test needs Chromium at {chromium} (apt-get install chromium; .ci/run does)"
-    );
-    if !tests.join("node_modules/playwright-core").exists() {
-        let npm = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&tests)
-            .status()
-            .expect("the browser test needs npm");
-        assert!(npm.success(), "npm ci in tests/browser failed");
-    }
+    let (workspace, tests, chromium) = prepare();
     let artifacts = workspace.join("artifacts/browser");
     let _ = std::fs::remove_dir_all(&artifacts);
     let d = TestDaemon::start().await;
@@ -58,21 +44,7 @@ async fn the_web_page_drives_a_terminal_in_chromium() {
 #[tokio::test]
 async fn the_web_page_switches_projects_and_previews_them_in_chromium() {
     use sbx_protocol::{CreateFragmentRequest, CreateProjectRequest, FileContent};
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let tests = workspace.join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "the browser test needs Chromium at {chromium}"
-    );
-    if !tests.join("node_modules/playwright-core").exists() {
-        let npm = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&tests)
-            .status()
-            .expect("the browser test needs npm");
-        assert!(npm.success(), "npm ci in tests/browser failed");
-    }
+    let (workspace, tests, chromium) = prepare();
     let artifacts = workspace.join("artifacts/browser-projects");
     let _ = std::fs::remove_dir_all(&artifacts);
     let d = TestDaemon::start().await;
@@ -159,4 +131,24 @@ async fn the_web_page_switches_projects_and_previews_them_in_chromium() {
     assert_eq!(fresh.fragment.source, format!("sandbox:{}", made[3]));
     assert!(fresh.entries.iter().any(|e| e.path == "index.html"));
     d.finish().await;
+}
+
+/// The workspace, `tests/browser` with its npm packages installed, and Chromium's path.
+fn prepare() -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tests = workspace.join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "the browser test needs Chromium at {chromium} (apt-get install chromium; .ci/run does)"
+    );
+    if !tests.join("node_modules/playwright-core").exists() {
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&tests)
+            .status()
+            .expect("the browser test needs npm");
+        assert!(npm.success(), "npm ci in tests/browser failed");
+    }
+    (workspace, tests, chromium)
 }

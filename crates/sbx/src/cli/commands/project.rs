@@ -4,8 +4,6 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use crate::cli::output::{self, say};
 use crate::cli::Context;
@@ -360,20 +358,8 @@ pub async fn run_fragment(context: &Context, args: FragmentArgs) -> anyhow::Resu
             fragment,
             file,
         } => {
-            let mut bytes = client.fragment_archive(&project, &fragment).await?;
-            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if file == "-" {
-                Box::new(tokio::io::stdout())
-            } else {
-                Box::new(
-                    tokio::fs::File::create(&file)
-                        .await
-                        .with_context(|| format!("cannot create {file}"))?,
-                )
-            };
-            while let Some(chunk) = bytes.next().await {
-                out.write_all(&chunk?).await?;
-            }
-            out.flush().await?;
+            output::write_stream(&file, client.fragment_archive(&project, &fragment).await?)
+                .await?;
         }
         FragmentCommand::Rm { project, fragments } => {
             let mut failed = false;

@@ -3,8 +3,6 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use crate::cli::{output, Context};
 
@@ -106,20 +104,7 @@ pub async fn run(context: &Context, args: SnapshotArgs) -> anyhow::Result<u8> {
             return Ok(u8::from(failed));
         }
         SnapshotCommand::Export { snapshot, file } => {
-            let mut bytes = client.export_snapshot(&snapshot).await?;
-            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if file == "-" {
-                Box::new(tokio::io::stdout())
-            } else {
-                Box::new(
-                    tokio::fs::File::create(&file)
-                        .await
-                        .with_context(|| format!("cannot create {file}"))?,
-                )
-            };
-            while let Some(chunk) = bytes.next().await {
-                out.write_all(&chunk?).await?;
-            }
-            out.flush().await?;
+            output::write_stream(&file, client.export_snapshot(&snapshot).await?).await?;
         }
         SnapshotCommand::Import {
             file,
