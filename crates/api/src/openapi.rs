@@ -5,7 +5,7 @@
 //! Server-Sent Event, which the route annotations cannot state.
 
 use utoipa::openapi::extensions::Extensions;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -230,6 +230,7 @@ impl Modify for Completion {
             let operations = [
                 (&mut item.get, false),
                 (&mut item.post, true),
+                (&mut item.put, true),
                 (&mut item.patch, true),
                 (&mut item.delete, false),
             ];
@@ -238,6 +239,9 @@ impl Modify for Completion {
                     continue;
                 };
                 if let Some(body) = operation.request_body.as_mut() {
+                    for (media, content) in body.content.iter_mut() {
+                        binary(media, content);
+                    }
                     let optional = body.content.values().all(|content| {
                         matches!(&content.schema, Some(RefOr::Ref(r)) if all_optional.contains(&r.ref_location))
                     });
@@ -248,7 +252,10 @@ impl Modify for Completion {
                 let responses = &mut operation.responses.responses;
                 for response in responses.values_mut() {
                     if let RefOr::T(response) = response {
-                        describe_event_stream(response);
+                        for (media, content) in response.content.iter_mut() {
+                            binary(media, content);
+                        }
+                        describe_event_stream(path, response);
                     }
                 }
                 if public {
@@ -294,10 +301,31 @@ impl Modify for Completion {
     }
 }
 
+/// A body of bytes (`Vec<u8>` in a route annotation, which utoipa describes as an array of
+/// integers) is a string of bytes; a multipart body, one such string per part.
+fn binary(media: &str, content: &mut utoipa::openapi::Content) {
+    let Some(RefOr::T(Schema::Array(_))) = &content.schema else {
+        return;
+    };
+    let bytes = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)));
+    content.schema = Some(RefOr::T(Schema::Object(
+        if media == "multipart/form-data" {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(bytes))
+                .build()
+        } else {
+            bytes.build()
+        },
+    )));
+}
+
 /// A `text/event-stream` response's schema describes one event (OpenAPI 3.1 has no
 /// `itemSchema`): its `id`, `event` and `data` fields, `data` being JSON of the schema the
 /// route annotation named.
-fn describe_event_stream(response: &mut utoipa::openapi::Response) {
+fn describe_event_stream(path: &str, response: &mut utoipa::openapi::Response) {
     let Some(content) = response.content.get_mut("text/event-stream") else {
         return;
     };
@@ -314,12 +342,24 @@ fn describe_event_stream(response: &mut utoipa::openapi::Response) {
         .description(Some("One JSON object"))
         .content_media_type("application/json")
         .extensions(Some(data_schema));
-    let event = ObjectBuilder::new()
-        .description(Some("One Server-Sent Event"))
-        .property("id", string().description(Some("The event's `seq`")))
-        .property("event", string().enum_values(Some(["state"])))
+    let event = ObjectBuilder::new().description(Some("One Server-Sent Event"));
+    // The daemon's events are numbered (a client resumes with `Last-Event-ID`); a watch's
+    // are named by the change's kind.
+    let event = if path == "/v1/events" {
+        event
+            .property("id", string().description(Some("The event's `seq`")))
+            .property("event", string().enum_values(Some(["state"])))
+            .required("id")
+    } else {
+        event.property(
+            "event",
+            string().enum_values(Some([
+                "create", "write", "remove", "rename", "chmod", "overflow",
+            ])),
+        )
+    };
+    let event = event
         .property("data", data)
-        .required("id")
         .required("event")
         .required("data");
     content.schema = Some(RefOr::T(Schema::Object(event.build())));

@@ -316,6 +316,41 @@ impl Counted {
             .boxed();
         Ok(Counted { stream, over })
     }
+
+    /// A counted body that must be an archive: an empty one (a `Content-Length: 0`, or a
+    /// chunked body that ends before its first byte) is refused, where a tar reader would
+    /// take it for an archive of nothing.
+    pub(crate) fn archive(
+        state: &AppState,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Counted, ApiError> {
+        const EMPTY: &str = "the body is empty: a tar stream was expected";
+        if headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
+        {
+            return Err(ApiError::invalid(EMPTY));
+        }
+        let Counted { stream, over } = Counted::new(state, headers, body)?;
+        let seen = Arc::new(AtomicBool::new(false));
+        let mark = seen.clone();
+        let stream = stream
+            .inspect(move |chunk| {
+                if chunk.as_ref().is_ok_and(|c| !c.is_empty()) {
+                    mark.store(true, Ordering::Relaxed);
+                }
+            })
+            .chain(
+                futures::stream::once(async move {
+                    (!seen.load(Ordering::Relaxed))
+                        .then(|| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, EMPTY)))
+                })
+                .filter_map(std::future::ready),
+            )
+            .boxed();
+        Ok(Counted { stream, over })
+    }
 }
 
 /// An answer to an upload that failed: the body may not have been read to its end, so the
@@ -534,7 +569,7 @@ pub async fn extract(
 ) -> Response {
     let extracted = async {
         let PathQuery { path, user } = query(params)?;
-        let counted = Counted::new(&state, &headers, body)?;
+        let counted = Counted::archive(&state, &headers, body)?;
         let extracted = state
             .service
             .file_extract(&caller, &id, &path, user.as_deref(), counted.stream)

@@ -219,7 +219,7 @@ pub async fn create_fragment(
         let Query(params) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
         if is_tar {
             let (parts, body) = request.into_parts();
-            let counted = super::files::Counted::new(&state, &parts.headers, body)?;
+            let counted = super::files::Counted::archive(&state, &parts.headers, body)?;
             let over = counted.over.clone();
             let made = state
                 .service

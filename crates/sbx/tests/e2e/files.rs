@@ -409,6 +409,18 @@ async fn uploads_are_bounded_by_the_limit_and_by_the_sandboxs_disk() {
         )
         .await;
     assert_eq!(code(extracted.unwrap_err()), "payload_too_large");
+    // An empty body is no archive, with a length of 0 or chunked.
+    for body in [
+        reqwest::Body::from(Vec::new()),
+        reqwest::Body::wrap_stream(futures::stream::empty::<Result<Vec<u8>, std::io::Error>>()),
+    ] {
+        match d.client.extract(&s.id, "x", None, body).await.unwrap_err() {
+            sbx_api_client::ClientError::Api {
+                status, message, ..
+            } => assert!(status == 400 && message.contains("empty"), "{message}"),
+            other => panic!("{other}"),
+        }
+    }
     let many = d
         .client
         .upload_many(

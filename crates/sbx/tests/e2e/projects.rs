@@ -521,6 +521,18 @@ async fn fragments_are_bounded_and_bad_input_is_refused() {
             .unwrap_err(),
     );
     assert_eq!(code, 400);
+    // An empty body, with a length of 0 or chunked, is no archive (not an empty fragment).
+    for body in [
+        reqwest::Body::from(Vec::new()),
+        reqwest::Body::wrap_stream(futures::stream::empty::<Result<Vec<u8>, std::io::Error>>()),
+    ] {
+        match alice.upload_fragment("one", body, None).await.unwrap_err() {
+            sbx_api_client::ClientError::Api {
+                status, message, ..
+            } => assert!(status == 400 && message.contains("empty"), "{message}"),
+            other => panic!("{other}"),
+        }
+    }
     let both = alice
         .create_fragment(
             "one",
