@@ -14,6 +14,12 @@ use sbx_protocol::{CreateSandboxRequest, ErrorBody, ExecRequest, TerminalRequest
 use crate::daemon::{cli_as, text, TestDaemon, SBX};
 
 /// A request with an optional key, answered as (status, headers, body text).
+/// A tar stream of no entries: its two zero end blocks.
+const EMPTY_TAR: &str = match std::str::from_utf8(&[0u8; 1024]) {
+    Ok(text) => text,
+    Err(_) => panic!(),
+};
+
 pub async fn call(
     d: &TestDaemon,
     method: Method,
@@ -219,7 +225,8 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
             Some("--b\r\ncontent-disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\nx\r\n--b--\r\n"),
         ),
         (Method::GET, "/files/archive?path=/tmp/m", None),
-        (Method::PUT, "/files/archive?path=/tmp/m", None),
+        // An archive of nothing: its two end blocks.
+        (Method::PUT, "/files/archive?path=/tmp/m", Some(EMPTY_TAR)),
         (Method::POST, "/snapshots", None),
         (Method::GET, "/ports", None),
         (Method::POST, "/shares", Some(r#"{"port":8000}"#)),
