@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sbx_backend::BackendError;
 
@@ -63,6 +64,93 @@ pub fn prepare_hybrid() -> Result<(), BackendError> {
     Ok(())
 }
 
+/// Whether moves into cgroups no longer wait for a grace period (see [`favor_moves`]).
+static FAVORED: AtomicBool = AtomicBool::new(false);
+
+/// Remounts the host's cgroup v2 with `favordynmods`, once, when a `crun` or `runc` backend
+/// starts (`[oci] favor_cgroup_moves`, on by default), and logs it. A process moving into a
+/// cgroup (every command a sandbox runs: the runtime's `exec` joins the sandbox's cgroup)
+/// takes the kernel's threadgroup rw-semaphore for writing; without the option a write after
+/// a quiet spell first waits for an RCU grace period (10–20 ms here), with it none does, at
+/// the price the kernel documents: forks and exits pay a little more (docs/BENCHMARKS.md has
+/// both). The semaphore is shared by every hierarchy, v1 ones too, so the cgroup v2 mount of
+/// a hybrid host serves (its other options are kept). Nothing happens on a host without
+/// cgroup v2, or one where it is already so; a refusal (a kernel before 6.0, a read-only
+/// `/sys/fs/cgroup`) is logged and changes nothing.
+pub fn favor_moves() {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let Some((target, flags, options)) = mountinfo.lines().find_map(cgroup2_mount) else {
+        tracing::info!("no cgroup v2 mount: moves into cgroups keep their grace-period waits");
+        return;
+    };
+    if options.iter().any(|o| o == "favordynmods") {
+        FAVORED.store(true, Ordering::Relaxed);
+        return;
+    }
+    let mut data: Vec<&str> = options
+        .iter()
+        .map(String::as_str)
+        .filter(|o| !matches!(*o, "rw" | "ro"))
+        .collect();
+    data.push("favordynmods");
+    let data = data.join(",");
+    match nix::mount::mount(
+        None::<&str>,
+        target.as_str(),
+        None::<&str>,
+        flags | nix::mount::MsFlags::MS_REMOUNT,
+        Some(data.as_str()),
+    ) {
+        Ok(()) => {
+            FAVORED.store(true, Ordering::Relaxed);
+            tracing::info!(
+                target = %target,
+                options = %data,
+                "remounted the host's cgroup v2 with favordynmods: moving a command into its \
+                 sandbox's cgroup no longer waits for an RCU grace period \
+                 ([oci] favor_cgroup_moves = false leaves it)"
+            );
+        }
+        Err(e) => tracing::warn!(
+            target = %target,
+            error = %e,
+            "cannot remount cgroup v2 with favordynmods: a sandbox's first command may \
+             wait 10-20 ms for an RCU grace period"
+        ),
+    }
+}
+
+/// A cgroup v2 mount of `/proc/self/mountinfo`: its path, its mount's flags, and its
+/// superblock's options.
+fn cgroup2_mount(line: &str) -> Option<(String, nix::mount::MsFlags, Vec<String>)> {
+    use nix::mount::MsFlags;
+    let (mount, fs) = line.split_once(" - ")?;
+    let mut fs = fs.split(' ');
+    if fs.next()? != "cgroup2" || line.contains('\\') {
+        return None;
+    }
+    let options = fs.nth(1)?.split(',').map(str::to_owned).collect();
+    let mut fields = mount.split(' ');
+    let target = fields.nth(4)?.to_owned();
+    let mut flags = MsFlags::empty();
+    for option in fields.next()?.split(',') {
+        flags |= match option {
+            "ro" => MsFlags::MS_RDONLY,
+            "nosuid" => MsFlags::MS_NOSUID,
+            "nodev" => MsFlags::MS_NODEV,
+            "noexec" => MsFlags::MS_NOEXEC,
+            "noatime" => MsFlags::MS_NOATIME,
+            "nodiratime" => MsFlags::MS_NODIRATIME,
+            "relatime" => MsFlags::MS_RELATIME,
+            "strictatime" => MsFlags::MS_STRICTATIME,
+            _ => MsFlags::empty(),
+        };
+    }
+    Some((target, flags, options))
+}
+
 /// Starts, off the request path, the wait the kernel makes the first cgroup move after a quiet
 /// spell pay. On cgroup v1, a write to `cgroup.procs` or `tasks` takes the threadgroup
 /// rw-semaphore for writing, and after a quiet spell that waits for an RCU grace period
@@ -72,6 +160,9 @@ pub fn prepare_hybrid() -> Result<(), BackendError> {
 /// id to the `tasks` file of the cgroup it is already in (moving nothing) and ends. Nothing on
 /// cgroup v2 (where the daemon is never in a v1 hierarchy) or when the daemon is in none.
 pub fn warm_attach() {
+    if FAVORED.load(Ordering::Relaxed) {
+        return;
+    }
     let spawned = std::thread::Builder::new()
         .name("sbx-cgroup-warm".into())
         .spawn(|| {
@@ -93,5 +184,25 @@ pub fn warm_attach() {
         });
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "cannot start the cgroup warm-up thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::mount::MsFlags;
+
+    #[test]
+    fn a_cgroup2_mount_is_read_from_mountinfo() {
+        let v1 = "35 25 0:30 / /sys/fs/cgroup/pids rw,relatime shared:7 - cgroup cgroup rw,pids";
+        assert!(super::cgroup2_mount(v1).is_none());
+        let v2 = "36 25 0:31 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:8 - \
+                  cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot";
+        let (target, flags, options) = super::cgroup2_mount(v2).unwrap();
+        assert_eq!(target, "/sys/fs/cgroup");
+        assert_eq!(
+            flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME
+        );
+        assert_eq!(options, ["rw", "nsdelegate", "memory_recursiveprot"]);
     }
 }

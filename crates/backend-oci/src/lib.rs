@@ -65,6 +65,9 @@ pub struct OciConfig {
     /// gVisor's platform: `ptrace` works everywhere; `systrap` (newer runsc) and `kvm` are
     /// faster where they work.
     pub platform: String,
+    /// `crun`, `runc`: remount the host's cgroup v2 with `favordynmods`
+    /// ([`cgroups::favor_moves`]).
+    pub favor_cgroup_moves: bool,
     pub images: Option<Arc<ImageStore>>,
     /// The program that is the shim when run with its argument (`shim.rs`); this binary when
     /// `None`.
@@ -208,6 +211,9 @@ impl OciBackend {
             Flavor::Native => {
                 if version.starts_with("crun") {
                     cgroups::prepare_hybrid()?;
+                }
+                if config.favor_cgroup_moves {
+                    cgroups::favor_moves();
                 }
                 for dir in [
                     Path::new(ROOTS).parent().unwrap_or(Path::new("/")),

@@ -87,6 +87,10 @@ pub struct OciSettings {
     pub runtime: String,
     /// gVisor's platform: `ptrace` (works everywhere), `systrap` (newer runsc), `kvm`.
     pub platform: String,
+    /// With `crun` or `runc`: the host's cgroup v2 is remounted with `favordynmods` (see
+    /// docs/oci.md), so that moving a process into a sandbox's cgroup does not wait for an
+    /// RCU grace period.
+    pub favor_cgroup_moves: bool,
 }
 
 impl Default for OciSettings {
@@ -94,6 +98,7 @@ impl Default for OciSettings {
         OciSettings {
             runtime: "runsc".into(),
             platform: "ptrace".into(),
+            favor_cgroup_moves: true,
         }
     }
 }
@@ -526,6 +531,7 @@ impl Config {
             oci: Some(RawOci {
                 runtime: Some(self.oci.runtime.clone()),
                 platform: Some(self.oci.platform.clone()),
+                favor_cgroup_moves: Some(self.oci.favor_cgroup_moves),
             }),
             docker: Some(RawDocker {
                 socket: Some(self.docker.socket.clone()),
@@ -612,6 +618,8 @@ struct RawOci {
     runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     platform: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    favor_cgroup_moves: Option<bool>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -1080,6 +1088,9 @@ impl RawConfig {
                     ));
                 }
                 config.oci.platform = platform;
+            }
+            if let Some(favor) = oci.favor_cgroup_moves {
+                config.oci.favor_cgroup_moves = favor;
             }
         }
         if let Some(docker) = self.docker {

@@ -141,6 +141,7 @@ fn build_one(kind: &str, context: &Context<'_>) -> anyhow::Result<Arc<dyn Backen
                 data_dir: context.data_dir.to_owned(),
                 runtime: runtime.into(),
                 platform: settings.platform.clone(),
+                favor_cgroup_moves: settings.favor_cgroup_moves,
                 images: Some(context.images.clone()),
                 shim_program: None,
                 warm,

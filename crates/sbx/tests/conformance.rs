@@ -135,6 +135,7 @@ impl sbx_backend_conformance::Subject for Gvisor {
             data_dir: self.data.path().to_owned(),
             runtime: self.runtime.into(),
             platform: "ptrace".into(),
+            favor_cgroup_moves: true,
             images: None,
             shim_program: Some(env!("CARGO_BIN_EXE_sbx").into()),
             warm: Vec::new(),
@@ -188,6 +189,28 @@ mod gvisor {
 #[cfg(feature = "oci")]
 mod crun {
     sbx_backend_conformance::suite!(super::Gvisor::over("crun", "crun"));
+
+    /// Once a crun backend has started, the host's cgroup v2 (where it has one) is mounted
+    /// with `favordynmods`: a sandbox's commands join its cgroup without an RCU grace period.
+    #[tokio::test]
+    async fn the_hosts_cgroup_v2_favors_moves_into_cgroups() {
+        use sbx_backend_conformance::Subject;
+        let subject = super::Gvisor::over("crun", "crun");
+        let backend = subject.instance().await;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let cgroup2: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split_once(" - cgroup2 ").map(|(_, fs)| fs))
+            .collect();
+        for options in &cgroup2 {
+            assert!(
+                options.contains("favordynmods"),
+                "cgroup2 mounted {options}"
+            );
+        }
+        backend.shutdown().await;
+        subject.finish().await;
+    }
 }
 
 #[cfg(feature = "oci")]
