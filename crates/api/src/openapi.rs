@@ -249,6 +249,10 @@ impl Modify for Completion {
                         body.required = Some(Required::False);
                     }
                 }
+                let json_body = operation
+                    .request_body
+                    .as_ref()
+                    .is_none_or(|b| b.content.contains_key("application/json"));
                 let responses = &mut operation.responses.responses;
                 for response in responses.values_mut() {
                     if let RefOr::T(response) = response {
@@ -275,9 +279,12 @@ impl Modify for Completion {
                     responses
                         .entry("413".into())
                         .or_insert_with(|| error("The request body is too large"));
-                    responses
-                        .entry("415".into())
-                        .or_insert_with(|| error("The request body is not JSON"));
+                    // Only a JSON body is checked for its type (a route of bytes takes any).
+                    if json_body {
+                        responses
+                            .entry("415".into())
+                            .or_insert_with(|| error("The request body is not JSON"));
+                    }
                     responses
                         .entry("400".into())
                         .or_insert_with(|| error("The request body is invalid"));
@@ -345,18 +352,18 @@ fn describe_event_stream(path: &str, response: &mut utoipa::openapi::Response) {
     let event = ObjectBuilder::new().description(Some("One Server-Sent Event"));
     // The daemon's events are numbered (a client resumes with `Last-Event-ID`); a watch's
     // are named by the change's kind.
-    let event = if path == "/v1/events" {
-        event
+    let event = match path {
+        "/v1/events" => event
             .property("id", string().description(Some("The event's `seq`")))
             .property("event", string().enum_values(Some(["state"])))
-            .required("id")
-    } else {
-        event.property(
+            .required("id"),
+        "/v1/sandboxes/{id}/files/watch" => event.property(
             "event",
             string().enum_values(Some([
                 "create", "write", "remove", "rename", "chmod", "overflow",
             ])),
-        )
+        ),
+        other => panic!("the events of {other} are not described in openapi.rs"),
     };
     let event = event
         .property("data", data)

@@ -71,73 +71,119 @@ static FAVORED: AtomicBool = AtomicBool::new(false);
 /// starts (`[oci] favor_cgroup_moves`, on by default), and logs it. A process moving into a
 /// cgroup (every command a sandbox runs: the runtime's `exec` joins the sandbox's cgroup)
 /// takes the kernel's threadgroup rw-semaphore for writing; without the option a write after
-/// a quiet spell first waits for an RCU grace period (10–20 ms here), with it none does, at
-/// the price the kernel documents: forks and exits pay a little more (docs/BENCHMARKS.md has
-/// both). The semaphore is shared by every hierarchy, v1 ones too, so the cgroup v2 mount of
-/// a hybrid host serves (its other options are kept). Nothing happens on a host without
-/// cgroup v2, or one where it is already so; a refusal (a kernel before 6.0, a read-only
-/// `/sys/fs/cgroup`) is logged and changes nothing.
+/// a quiet spell first waits for an RCU grace period (10–20 ms here); with it none does, at
+/// the price the kernel documents: forks and exits pay a little more (docs/BENCHMARKS.md). The
+/// semaphore is shared by every hierarchy, v1 ones too, so the cgroup v2 mount of a hybrid host
+/// serves. The superblock's other options are passed back as they are (a cgroup v2 remount
+/// drops what it is not given), and so are the mount's flags. Left alone, and logged: a host
+/// without cgroup v2, a kernel without the option, a read-only mount or superblock, a mount
+/// flag not known here, and a remount that changes nothing (a cgroup namespace of its own).
 pub fn favor_moves() {
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let Some((target, flags, options)) = mountinfo.lines().find_map(cgroup2_mount) else {
-        tracing::info!("no cgroup v2 mount: moves into cgroups keep their grace-period waits");
-        return;
-    };
-    if options.iter().any(|o| o == "favordynmods") {
-        FAVORED.store(true, Ordering::Relaxed);
+    let features = fs::read_to_string("/sys/kernel/cgroup/features").unwrap_or_default();
+    if !features.split_whitespace().any(|f| f == "favordynmods") {
+        tracing::info!("this kernel has no cgroup favordynmods: moves into cgroups keep their grace-period waits");
         return;
     }
-    let mut data: Vec<&str> = options
-        .iter()
-        .map(String::as_str)
-        .filter(|o| !matches!(*o, "rw" | "ro"))
-        .collect();
-    data.push("favordynmods");
-    let data = data.join(",");
-    match nix::mount::mount(
-        None::<&str>,
-        target.as_str(),
-        None::<&str>,
-        flags | nix::mount::MsFlags::MS_REMOUNT,
-        Some(data.as_str()),
-    ) {
-        Ok(()) => {
-            FAVORED.store(true, Ordering::Relaxed);
-            tracing::info!(
-                target = %target,
-                options = %data,
-                "remounted the host's cgroup v2 with favordynmods: moving a command into its \
-                 sandbox's cgroup no longer waits for an RCU grace period \
-                 ([oci] favor_cgroup_moves = false leaves it)"
-            );
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let plan = mountinfo
+        .lines()
+        .map(plan)
+        .find(|p| !matches!(p, Plan::NotCgroup2))
+        .unwrap_or(Plan::NotCgroup2);
+    let remount = match plan {
+        Plan::NotCgroup2 => {
+            tracing::info!("no cgroup v2 mount: moves into cgroups keep their grace-period waits");
+            return;
         }
-        Err(e) => tracing::warn!(
-            target = %target,
-            error = %e,
-            "cannot remount cgroup v2 with favordynmods: a sandbox's first command may \
-             wait 10-20 ms for an RCU grace period"
-        ),
+        Plan::Already => {
+            FAVORED.store(true, Ordering::Relaxed);
+            return;
+        }
+        Plan::Skip(why) => {
+            tracing::info!("cgroup v2 left without favordynmods ({why}): moves into cgroups keep their grace-period waits");
+            return;
+        }
+        Plan::Remount(remount) => remount,
+    };
+    let done = nix::mount::mount(
+        None::<&str>,
+        remount.target.as_str(),
+        None::<&str>,
+        remount.flags | nix::mount::MsFlags::MS_REMOUNT,
+        Some(remount.data.as_str()),
+    );
+    if let Err(e) = done {
+        tracing::warn!(target = %remount.target, error = %e, "cannot remount cgroup v2 with favordynmods: a sandbox's first command may wait 10-20 ms for an RCU grace period");
+        return;
     }
+    let now = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let took = now
+        .lines()
+        .any(|line| matches!(plan_at(line, &remount.target), Some(Plan::Already)));
+    if !took {
+        tracing::warn!(target = %remount.target, "remounting cgroup v2 with favordynmods changed nothing (a cgroup namespace of its own?)");
+        return;
+    }
+    FAVORED.store(true, Ordering::Relaxed);
+    tracing::info!(
+        target = %remount.target,
+        options = %remount.data,
+        "remounted the host's cgroup v2 with favordynmods: moving a command into its sandbox's cgroup no longer waits for an RCU grace period ([oci] favor_cgroup_moves = false leaves it)"
+    );
 }
 
-/// A cgroup v2 mount of `/proc/self/mountinfo`: its path, its mount's flags, and its
-/// superblock's options.
-fn cgroup2_mount(line: &str) -> Option<(String, nix::mount::MsFlags, Vec<String>)> {
+/// What to do about one line of `/proc/self/mountinfo`.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    NotCgroup2,
+    /// A cgroup v2 mount with `favordynmods` already.
+    Already,
+    /// A cgroup v2 mount left alone, and why.
+    Skip(&'static str),
+    Remount(Remount),
+}
+
+/// A remount of a cgroup v2 mount with `favordynmods`: its path, its mount's flags as they
+/// are, and its superblock's options with `favordynmods` added.
+#[derive(Debug, PartialEq)]
+struct Remount {
+    target: String,
+    flags: nix::mount::MsFlags,
+    data: String,
+}
+
+/// The plan for a mountinfo line (proc(5): id, parent, device, root, mount point, mount
+/// options, optional fields, `-`, type, source, superblock options).
+fn plan(line: &str) -> Plan {
     use nix::mount::MsFlags;
-    let (mount, fs) = line.split_once(" - ")?;
+    let Some((mount, fs)) = line.split_once(" - ") else {
+        return Plan::NotCgroup2;
+    };
     let mut fs = fs.split(' ');
-    if fs.next()? != "cgroup2" || line.contains('\\') {
-        return None;
+    if fs.next() != Some("cgroup2") {
+        return Plan::NotCgroup2;
     }
-    let options = fs.nth(1)?.split(',').map(str::to_owned).collect();
+    let Some(options) = fs.nth(1) else {
+        return Plan::Skip("its mountinfo line is not understood");
+    };
+    let options: Vec<&str> = options.split(',').collect();
+    if options.contains(&"favordynmods") {
+        return Plan::Already;
+    }
     let mut fields = mount.split(' ');
-    let target = fields.nth(4)?.to_owned();
+    let (Some(target), Some(mount_options)) = (fields.nth(4), fields.next()) else {
+        return Plan::Skip("its mountinfo line is not understood");
+    };
+    if target.contains('\\') {
+        return Plan::Skip("its path has escaped characters");
+    }
+    if options.contains(&"ro") {
+        return Plan::Skip("it is read-only");
+    }
     let mut flags = MsFlags::empty();
-    for option in fields.next()?.split(',') {
+    for option in mount_options.split(',') {
         flags |= match option {
-            "ro" => MsFlags::MS_RDONLY,
+            "rw" => MsFlags::empty(),
             "nosuid" => MsFlags::MS_NOSUID,
             "nodev" => MsFlags::MS_NODEV,
             "noexec" => MsFlags::MS_NOEXEC,
@@ -145,10 +191,24 @@ fn cgroup2_mount(line: &str) -> Option<(String, nix::mount::MsFlags, Vec<String>
             "nodiratime" => MsFlags::MS_NODIRATIME,
             "relatime" => MsFlags::MS_RELATIME,
             "strictatime" => MsFlags::MS_STRICTATIME,
-            _ => MsFlags::empty(),
+            // A read-only mount: a remount without MS_BIND would make the superblock so.
+            "ro" => return Plan::Skip("it is mounted read-only"),
+            _ => return Plan::Skip("its mount has a flag sbx does not know to keep"),
         };
     }
-    Some((target, flags, options))
+    let mut data: Vec<&str> = options.into_iter().filter(|o| *o != "rw").collect();
+    data.push("favordynmods");
+    Plan::Remount(Remount {
+        target: target.to_owned(),
+        flags,
+        data: data.join(","),
+    })
+}
+
+/// The plan for a mountinfo line when it is the mount at `target`.
+fn plan_at(line: &str, target: &str) -> Option<Plan> {
+    let mount = line.split_once(" - ")?.0;
+    (mount.split(' ').nth(4)? == target).then(|| plan(line))
 }
 
 /// Starts, off the request path, the wait the kernel makes the first cgroup move after a quiet
@@ -189,20 +249,38 @@ pub fn warm_attach() {
 
 #[cfg(test)]
 mod tests {
+    use super::{plan, Plan, Remount};
     use nix::mount::MsFlags;
 
     #[test]
-    fn a_cgroup2_mount_is_read_from_mountinfo() {
+    fn a_cgroup2_mount_is_planned_from_mountinfo() {
         let v1 = "35 25 0:30 / /sys/fs/cgroup/pids rw,relatime shared:7 - cgroup cgroup rw,pids";
-        assert!(super::cgroup2_mount(v1).is_none());
+        assert_eq!(plan(v1), Plan::NotCgroup2);
+        // Every option of the superblock and the mount kept, favordynmods added.
         let v2 = "36 25 0:31 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:8 - \
                   cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot";
-        let (target, flags, options) = super::cgroup2_mount(v2).unwrap();
-        assert_eq!(target, "/sys/fs/cgroup");
         assert_eq!(
-            flags,
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME
+            plan(v2),
+            Plan::Remount(Remount {
+                target: "/sys/fs/cgroup".into(),
+                flags: MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC
+                    | MsFlags::MS_RELATIME,
+                data: "nsdelegate,memory_recursiveprot,favordynmods".into(),
+            })
         );
-        assert_eq!(options, ["rw", "nsdelegate", "memory_recursiveprot"]);
+        let hybrid = "41 25 0:33 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+        assert!(matches!(plan(hybrid), Plan::Remount(r) if r.data == "favordynmods"));
+        let done =
+            "41 25 0:33 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,favordynmods";
+        assert_eq!(plan(done), Plan::Already);
+        // Read-only (the mount, or the superblock), or a flag not known: left alone.
+        let ro = "41 25 0:33 / /sys/fs/cgroup ro,nosuid,relatime - cgroup2 cgroup2 rw";
+        assert!(matches!(plan(ro), Plan::Skip(_)));
+        let ro_sb = "41 25 0:33 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 ro,nsdelegate";
+        assert!(matches!(plan(ro_sb), Plan::Skip(_)));
+        let odd = "41 25 0:33 / /sys/fs/cgroup rw,nosymfollow - cgroup2 cgroup2 rw";
+        assert!(matches!(plan(odd), Plan::Skip(_)));
     }
 }

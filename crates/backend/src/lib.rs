@@ -28,6 +28,7 @@ pub mod reap;
 pub mod seccomp;
 pub mod slots;
 mod spec;
+pub mod tarmeta;
 
 use async_trait::async_trait;
 

@@ -21,6 +21,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
+use sbx_backend::tarmeta;
 
 /// The ids a sandbox has: 0..65536; an owner outside becomes nobody.
 pub const RANGE: u32 = 65536;
@@ -311,7 +312,7 @@ impl Unpacker {
                 tar::EntryType::GNULongLink => link = Some(self.metadata(&mut item)?),
                 tar::EntryType::XHeader => {
                     let records = self.metadata(&mut item)?;
-                    for (key, value) in pax_records(&records) {
+                    for (key, value) in tarmeta::pax_records(&records) {
                         match key {
                             b"path" => name = Some(value.to_vec()),
                             b"linkpath" => link = Some(value.to_vec()),
@@ -328,28 +329,18 @@ impl Unpacker {
         Ok(())
     }
 
-    /// The data of a metadata entry (a long name, a PAX header), at most 64 KiB.
+    /// The data of a metadata entry (a long name, a PAX header), with a bound
+    /// (`sbx_backend::tarmeta`).
     fn metadata<R: Read>(&mut self, item: &mut tar::Entry<'_, R>) -> Result<Vec<u8>, UnpackError> {
-        const MAX_METADATA: u64 = 64 << 10;
         self.stats.entries += 1;
         if self.stats.entries > MAX_ENTRIES {
             return Err(self.too_many());
         }
-        if item.size() > MAX_METADATA {
-            return Err(invalid(format!(
-                "{}: a long name or extended header of {} bytes (at most {MAX_METADATA})",
-                self.what,
-                item.size()
-            )));
-        }
-        let mut data = Vec::new();
-        item.take(MAX_METADATA)
-            .read_to_end(&mut data)
-            .map_err(|e| invalid(format!("{} is malformed: {e}", self.what)))?;
-        while data.last() == Some(&0) {
-            data.pop();
-        }
-        Ok(data)
+        let size = item.size();
+        tarmeta::read_metadata(item, size).map_err(|e| match e {
+            tarmeta::MetadataError::TooLarge(_) => invalid(format!("{}: {e}", self.what)),
+            tarmeta::MetadataError::Io(_) => invalid(format!("{} is malformed: {e}", self.what)),
+        })
     }
 
     fn too_many(&self) -> UnpackError {
@@ -554,44 +545,5 @@ impl Unpacker {
         if cleared {
             self.stats.setid_cleared += 1;
         }
-    }
-}
-
-/// The `key=value` records of a PAX extended header (`<length> <key>=<value>\n` each);
-/// malformed records end the list.
-fn pax_records(data: &[u8]) -> Vec<(&[u8], &[u8])> {
-    let mut records = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let Some(space) = rest.iter().position(|b| *b == b' ') else {
-            break;
-        };
-        let Some(length) = std::str::from_utf8(&rest[..space])
-            .ok()
-            .and_then(|l| l.parse::<usize>().ok())
-            .filter(|l| *l > space + 1 && *l <= rest.len())
-        else {
-            break;
-        };
-        let record = &rest[space + 1..length];
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        if let Some(equals) = record.iter().position(|b| *b == b'=') {
-            records.push((&record[..equals], &record[equals + 1..]));
-        }
-        rest = &rest[length..];
-    }
-    records
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn pax_records_are_parsed_and_bounded() {
-        let data = b"19 path=some/where\n16 linkpath=abc\n5 x=\n";
-        let records = super::pax_records(data);
-        assert_eq!(records[0], (&b"path"[..], &b"some/where"[..]));
-        assert_eq!(records[1], (&b"linkpath"[..], &b"abc"[..]));
-        assert!(super::pax_records(b"999 path=x\n").is_empty());
-        assert!(super::pax_records(b"x").is_empty());
     }
 }

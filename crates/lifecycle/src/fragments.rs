@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
+use sbx_backend::tarmeta;
 use sbx_store::{EntryRow, Store};
 use sha2::{Digest, Sha256};
 
@@ -238,10 +239,10 @@ impl<'s> Ingest<'s> {
                     continue;
                 }
                 tar::EntryType::XHeader => {
-                    for (key, value) in pax_records(&metadata(&mut entry)?) {
+                    for (key, value) in tarmeta::pax_records(&metadata(&mut entry)?) {
                         match key {
-                            "path" => name = Some(value.as_bytes().to_vec()),
-                            "linkpath" => link = Some(value.as_bytes().to_vec()),
+                            b"path" => name = Some(value.to_vec()),
+                            b"linkpath" => link = Some(value.to_vec()),
                             _ => {}
                         }
                     }
@@ -297,46 +298,14 @@ impl<'s> Ingest<'s> {
     }
 }
 
-/// The data of a metadata entry (a long name, a PAX header): at most 64 KiB.
+/// The data of a metadata entry (a long name, a PAX header), with a bound
+/// (`sbx_backend::tarmeta`).
 fn metadata(entry: &mut tar::Entry<'_, impl Read>) -> Result<Vec<u8>, Error> {
-    const MOST: u64 = 64 << 10;
-    if entry.header().entry_size().map_err(tar_error)? > MOST {
-        return Err(Error::Invalid(format!(
-            "the archive has a long name or extended header over {MOST} bytes"
-        )));
-    }
-    let mut data = Vec::new();
-    entry.take(MOST).read_to_end(&mut data).map_err(tar_error)?;
-    while data.last() == Some(&0) {
-        data.pop();
-    }
-    Ok(data)
-}
-
-/// The `key=value` records of a PAX header (`<length> <key>=<value>\n` each); a malformed
-/// record ends them.
-fn pax_records(data: &[u8]) -> Vec<(&str, &str)> {
-    let mut records = Vec::new();
-    let mut rest = data;
-    while let Some(space) = rest.iter().position(|b| *b == b' ') {
-        let Some(length) = std::str::from_utf8(&rest[..space])
-            .ok()
-            .and_then(|l| l.parse::<usize>().ok())
-            .filter(|l| *l > space + 1 && *l <= rest.len())
-        else {
-            break;
-        };
-        let record = &rest[space + 1..length];
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        if let Some((key, value)) = std::str::from_utf8(record)
-            .ok()
-            .and_then(|r| r.split_once('='))
-        {
-            records.push((key, value));
-        }
-        rest = &rest[length..];
-    }
-    records
+    let size = entry.header().entry_size().map_err(tar_error)?;
+    tarmeta::read_metadata(entry, size).map_err(|e| match e {
+        tarmeta::MetadataError::TooLarge(_) => Error::Invalid(format!("the archive has {e}")),
+        tarmeta::MetadataError::Io(e) => tar_error(e),
+    })
 }
 
 fn tar_error(error: io::Error) -> Error {

@@ -190,11 +190,16 @@ mod gvisor {
 mod crun {
     sbx_backend_conformance::suite!(super::Gvisor::over("crun", "crun"));
 
-    /// Once a crun backend has started, the host's cgroup v2 (where it has one) is mounted
-    /// with `favordynmods`: a sandbox's commands join its cgroup without an RCU grace period.
+    /// Once a crun backend has started, the host's cgroup v2 (where it has one, and the
+    /// kernel has the option) is mounted with `favordynmods`: a sandbox's commands join its
+    /// cgroup without an RCU grace period. (On a kernel that keeps the option on once set,
+    /// as this machine's does, a run after the first finds it on already; the planning of
+    /// the remount itself is unit-tested in `backend-oci`'s `cgroups.rs`.)
     #[tokio::test]
     async fn the_hosts_cgroup_v2_favors_moves_into_cgroups() {
         use sbx_backend_conformance::Subject;
+        let features = std::fs::read_to_string("/sys/kernel/cgroup/features").unwrap_or_default();
+        let kernel_has_it = features.split_whitespace().any(|f| f == "favordynmods");
         let subject = super::Gvisor::over("crun", "crun");
         let backend = subject.instance().await;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -202,7 +207,7 @@ mod crun {
             .lines()
             .filter_map(|l| l.split_once(" - cgroup2 ").map(|(_, fs)| fs))
             .collect();
-        for options in &cgroup2 {
+        for options in cgroup2.iter().filter(|_| kernel_has_it) {
             assert!(
                 options.contains("favordynmods"),
                 "cgroup2 mounted {options}"

@@ -251,7 +251,7 @@ async fn write(
     let params = query(params)?;
     let mode = parse_mode(params.mode.as_deref())?;
     let counted = Counted::new(&state, &headers, body)?;
-    let over = counted.over.clone();
+    let status = counted.status.clone();
     let data = counted.stream;
     let written = state
         .service
@@ -264,8 +264,8 @@ async fn write(
             data,
         )
         .await;
-    if over.load(Ordering::SeqCst) {
-        return Err(too_large(&state).into());
+    if let Some(failure) = status.failure(&state) {
+        return Err(failure);
     }
     Ok(wire::file_info(written?))
 }
@@ -282,7 +282,40 @@ pub(crate) fn too_large(state: &AppState) -> sbx_lifecycle::Error {
 /// limit is refused before anything is read.
 pub(crate) struct Counted {
     pub(crate) stream: sbx_lifecycle::ByteStream,
-    pub(crate) over: Arc<AtomicBool>,
+    /// How the body ended, once the service is done with it: see [`BodyStatus::failure`].
+    pub(crate) status: Arc<BodyStatus>,
+}
+
+/// What went wrong with an upload's body on its way in, if anything: the service that read it
+/// sees only a failed stream, and the answer is the body's fault, not the service's.
+#[derive(Default)]
+pub(crate) struct BodyStatus {
+    /// Past `files.max_upload_bytes`: 413.
+    over: AtomicBool,
+    /// Not all of it within the daemon's body deadline: 408.
+    timed_out: AtomicBool,
+    /// The client went away, or sent a body hyper could not read: 400.
+    cut: AtomicBool,
+}
+
+impl BodyStatus {
+    /// The answer the body's own failure calls for, when it failed.
+    pub(crate) fn failure(&self, state: &AppState) -> Option<ApiError> {
+        if self.over.load(Ordering::SeqCst) {
+            return Some(too_large(state).into());
+        }
+        if self.timed_out.load(Ordering::SeqCst) {
+            return Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            ));
+        }
+        if self.cut.load(Ordering::SeqCst) {
+            return Some(ApiError::invalid("the request body ended before its end"));
+        }
+        None
+    }
 }
 
 impl Counted {
@@ -299,28 +332,37 @@ impl Counted {
         if declared.is_some_and(|length| length > limit) {
             return Err(too_large(state).into());
         }
-        let over = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(BodyStatus::default());
         let mut seen = 0u64;
-        let flag = over.clone();
+        let flags = status.clone();
         let stream = body
             .into_data_stream()
             .map(move |chunk| {
-                let chunk = chunk.map_err(std::io::Error::other)?;
+                let chunk = chunk.map_err(|e| {
+                    let e = e.into_inner();
+                    if e.is::<tower_http::timeout::TimeoutError>() {
+                        flags.timed_out.store(true, Ordering::SeqCst);
+                    } else {
+                        flags.cut.store(true, Ordering::SeqCst);
+                    }
+                    std::io::Error::other(e)
+                })?;
                 seen += chunk.len() as u64;
                 if seen > limit {
-                    flag.store(true, Ordering::SeqCst);
+                    flags.over.store(true, Ordering::SeqCst);
                     return Err(std::io::Error::other("upload over the limit"));
                 }
                 Ok(chunk)
             })
             .boxed();
-        Ok(Counted { stream, over })
+        Ok(Counted { stream, status })
     }
 
     /// A counted body that must be an archive: an empty one (a `Content-Length: 0`, or a
-    /// chunked body that ends before its first byte) is refused, where a tar reader would
-    /// take it for an archive of nothing.
-    pub(crate) fn archive(
+    /// body that ends before its first byte) is refused, where a tar reader would take it for
+    /// an archive of nothing. The first bytes are awaited here, before the service acts on
+    /// the upload at all (makes a directory, admits a fragment).
+    pub(crate) async fn archive(
         state: &AppState,
         headers: &HeaderMap,
         body: Body,
@@ -332,24 +374,23 @@ impl Counted {
         {
             return Err(ApiError::invalid(EMPTY));
         }
-        let Counted { stream, over } = Counted::new(state, headers, body)?;
-        let seen = Arc::new(AtomicBool::new(false));
-        let mark = seen.clone();
-        let stream = stream
-            .inspect(move |chunk| {
-                if chunk.as_ref().is_ok_and(|c| !c.is_empty()) {
-                    mark.store(true, Ordering::Relaxed);
+        let Counted { mut stream, status } = Counted::new(state, headers, body)?;
+        let first = loop {
+            match stream.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => break chunk,
+                Some(Err(e)) => {
+                    return Err(status.failure(state).unwrap_or_else(|| {
+                        ApiError::invalid(format!("cannot read the body: {e}"))
+                    }))
                 }
-            })
-            .chain(
-                futures::stream::once(async move {
-                    (!seen.load(Ordering::Relaxed))
-                        .then(|| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, EMPTY)))
-                })
-                .filter_map(std::future::ready),
-            )
+                None => return Err(ApiError::invalid(EMPTY)),
+            }
+        };
+        let stream = futures::stream::once(std::future::ready(Ok(first)))
+            .chain(stream)
             .boxed();
-        Ok(Counted { stream, over })
+        Ok(Counted { stream, status })
     }
 }
 
@@ -422,7 +463,7 @@ async fn write_many(
         .and_then(|v| multer::parse_boundary(v).ok())
         .ok_or_else(|| ApiError::invalid("the body must be multipart/form-data with a boundary"))?;
     let counted = Counted::new(&state, &headers, body)?;
-    let over = counted.over.clone();
+    let status = counted.status.clone();
     // Between parts (the preamble, a part's headers) the parser buffers what it reads until
     // it finds the end: that much is bounded here, whatever the body's limit.
     let between = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -450,8 +491,11 @@ async fn write_many(
         let part = match next {
             Ok(Some(part)) => part,
             Ok(None) => break,
-            Err(_) if over.load(Ordering::SeqCst) => return Err(too_large(&state).into()),
-            Err(e) => return Err(ApiError::invalid(format!("malformed multipart body: {e}"))),
+            Err(e) => {
+                return Err(status.failure(&state).unwrap_or_else(|| {
+                    ApiError::invalid(format!("malformed multipart body: {e}"))
+                }))
+            }
         };
         if written.len() >= MAX_PARTS {
             return Err(ApiError::invalid(format!(
@@ -487,8 +531,8 @@ async fn write_many(
             .service
             .file_write(&caller, &id, &path, mode, params.user.as_deref(), data)
             .await;
-        if over.load(Ordering::SeqCst) {
-            return Err(too_large(&state).into());
+        if let Some(failure) = status.failure(&state) {
+            return Err(failure);
         }
         if malformed.load(Ordering::SeqCst) && info.is_err() {
             return Err(ApiError::invalid(format!(
@@ -569,13 +613,15 @@ pub async fn extract(
 ) -> Response {
     let extracted = async {
         let PathQuery { path, user } = query(params)?;
-        let counted = Counted::archive(&state, &headers, body)?;
+        // Whose sandbox first: another user's is 404 whatever the body.
+        state.service.get(&caller, &id)?;
+        let counted = Counted::archive(&state, &headers, body).await?;
         let extracted = state
             .service
             .file_extract(&caller, &id, &path, user.as_deref(), counted.stream)
             .await;
-        if counted.over.load(Ordering::SeqCst) {
-            return Err(too_large(&state).into());
+        if let Some(failure) = counted.status.failure(&state) {
+            return Err(failure);
         }
         Ok::<_, ApiError>(extracted?)
     }

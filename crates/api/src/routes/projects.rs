@@ -219,8 +219,11 @@ pub async fn create_fragment(
         let Query(params) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
         if is_tar {
             let (parts, body) = request.into_parts();
-            let counted = super::files::Counted::archive(&state, &parts.headers, body)?;
-            let over = counted.over.clone();
+            // Whose project first: a project the caller cannot write is its 404 or 403
+            // whatever the body.
+            state.service.project_writable(&caller, &project)?;
+            let counted = super::files::Counted::archive(&state, &parts.headers, body).await?;
+            let status = counted.status.clone();
             let made = state
                 .service
                 .fragment_create(
@@ -230,8 +233,8 @@ pub async fn create_fragment(
                     params.message,
                 )
                 .await;
-            if over.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(super::files::too_large(&state).into());
+            if let Some(failure) = status.failure(&state) {
+                return Err(failure);
             }
             return Ok::<_, ApiError>(made?);
         }

@@ -164,7 +164,7 @@ pub async fn import(
     let imported = async {
         let Query(params) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
         let counted = super::files::Counted::new(&state, &headers, body)?;
-        let over = counted.over.clone();
+        let status = counted.status.clone();
         let imported = state
             .service
             .snapshot_import(
@@ -174,8 +174,8 @@ pub async fn import(
                 params.profile.as_deref(),
             )
             .await;
-        if over.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(super::files::too_large(&state).into());
+        if let Some(failure) = status.failure(&state) {
+            return Err(failure);
         }
         Ok::<_, ApiError>(imported?)
     }

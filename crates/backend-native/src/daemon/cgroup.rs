@@ -367,9 +367,16 @@ impl SandboxCgroup {
         let start = Instant::now();
         let (file, value) = self.freezer_file(true)?;
         write_file(&file, value)?;
+        let mut asked = Instant::now();
         loop {
             if self.frozen()? {
                 return Ok(());
+            }
+            // Asked again now and then: the kernel then signals every process not frozen yet
+            // (one that was starting or in the middle of a system call when first asked).
+            if asked.elapsed() > Duration::from_millis(50) {
+                write_file(&file, value)?;
+                asked = Instant::now();
             }
             if start.elapsed() > deadline {
                 let _ = self.thaw();

@@ -462,6 +462,17 @@ impl Backend for NativeBackend {
 /// How long a freeze may take before it is undone (a process stuck in the kernel, say).
 const FREEZE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// A failed freeze: one that did not finish in time is a timeout (the sandbox runs on, thawed).
+fn freeze_failed(key: &dyn std::fmt::Display, error: std::io::Error) -> BackendError {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        return BackendError::Timeout {
+            operation: "freezing the sandbox",
+            after: FREEZE_DEADLINE,
+        };
+    }
+    BackendError::io(format!("cannot freeze sandbox {key}"), error)
+}
+
 /// The cgroup freezer: every process of the sandbox stops where it is, and uses no CPU, until
 /// thawed.
 #[async_trait]
@@ -471,7 +482,7 @@ impl PauseResume for NativeBackend {
         blocking(move || {
             cgroup
                 .freeze(FREEZE_DEADLINE)
-                .map_err(|e| BackendError::io(format!("cannot freeze sandbox {key}"), e))
+                .map_err(|e| freeze_failed(&key, e))
         })
         .await
     }

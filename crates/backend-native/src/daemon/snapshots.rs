@@ -289,12 +289,13 @@ impl Snapshots for NativeBackend {
             Thaw(None)
         } else {
             let freezing = cgroup.clone();
+            let sandbox = key.to_string();
             // Thawed by the guard from here on, even if the freeze is cut short.
             let thaw = Thaw(Some(cgroup.clone()));
             blocking(move || {
                 freezing
                     .freeze(FREEZE_DEADLINE)
-                    .map_err(|e| BackendError::io("cannot freeze the sandbox", e))
+                    .map_err(|e| super::freeze_failed(&sandbox, e))
             })
             .await?;
             thaw

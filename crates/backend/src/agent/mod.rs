@@ -680,18 +680,6 @@ impl Drop for Reading {
 /// whole upload went in). A refusal (no such directory, a full disk) ends the upload at once;
 /// what the client still sends is then read and dropped, a little of it at most, so that its
 /// connection stays usable. An agent that stops reading for [`STALL`] is given up on.
-/// A body that failed: a refusal of the body itself (an `InvalidData` error, as the API
-/// gives for an empty archive) is the caller's 400; anything else is a failed upload.
-fn upload_failed(error: std::io::Error) -> BackendError {
-    if error.kind() == std::io::ErrorKind::InvalidData {
-        return BackendError::File {
-            kind: FileErrorKind::Invalid,
-            message: error.to_string(),
-        };
-    }
-    BackendError::io("the upload failed", error)
-}
-
 async fn upload(
     report: Pin<Box<dyn Future<Output = Result<Vec<u8>, BackendError>> + Send>>,
     mut input: Box<dyn AsyncWrite + Send + Unpin>,
@@ -702,7 +690,7 @@ async fn upload(
         let mut broken = false;
         let mut dropped = 0usize;
         while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(upload_failed)?;
+            let chunk = chunk.map_err(|e| BackendError::io("the upload failed", e))?;
             if broken {
                 dropped += chunk.len();
                 if dropped > DRAIN_LIMIT {

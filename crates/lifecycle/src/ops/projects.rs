@@ -240,6 +240,13 @@ impl Service {
             .collect()
     }
 
+    /// Whether `caller` may add fragments to the project: checked before an upload's body is
+    /// read, so that a body for a project the caller cannot write is refused as such.
+    pub fn project_writable(&self, caller: &Caller, id_or_name: &str) -> Result<(), Error> {
+        self.project_for(caller, id_or_name, Need::Write)
+            .map(|_| ())
+    }
+
     pub fn project(&self, caller: &Caller, id_or_name: &str) -> Result<Project, Error> {
         let (row, access) = self.project_for(caller, id_or_name, Need::Read)?;
         self.project_of(row, access)

@@ -13,13 +13,13 @@ use sbx_protocol::{CreateSandboxRequest, ErrorBody, ExecRequest, TerminalRequest
 
 use crate::daemon::{cli_as, text, TestDaemon, SBX};
 
-/// A request with an optional key, answered as (status, headers, body text).
 /// A tar stream of no entries: its two zero end blocks.
 const EMPTY_TAR: &str = match std::str::from_utf8(&[0u8; 1024]) {
     Ok(text) => text,
     Err(_) => panic!(),
 };
 
+/// A request with an optional key, answered as (status, headers, body text).
 pub async fn call(
     d: &TestDaemon,
     method: Method,

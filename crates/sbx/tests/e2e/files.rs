@@ -414,13 +414,20 @@ async fn uploads_are_bounded_by_the_limit_and_by_the_sandboxs_disk() {
         reqwest::Body::from(Vec::new()),
         reqwest::Body::wrap_stream(futures::stream::empty::<Result<Vec<u8>, std::io::Error>>()),
     ] {
-        match d.client.extract(&s.id, "x", None, body).await.unwrap_err() {
+        match d
+            .client
+            .extract(&s.id, "never", None, body)
+            .await
+            .unwrap_err()
+        {
             sbx_api_client::ClientError::Api {
                 status, message, ..
             } => assert!(status == 400 && message.contains("empty"), "{message}"),
             other => panic!("{other}"),
         }
     }
+    // Refused before anything was made.
+    assert_eq!(d.sh(&s.id, "test -e never; echo $?").await.stdout, "1\n");
     let many = d
         .client
         .upload_many(

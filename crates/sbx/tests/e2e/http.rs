@@ -139,6 +139,30 @@ async fn slow_and_greedy_clients_are_cut_off() {
         answer.starts_with("HTTP/1.1 4"),
         "slow body answered: {answer:?}"
     );
+    // An upload whose body stops half-way: 408 after the body timeout (the stream the
+    // sandbox's file agent read failed because of the client, not the daemon).
+    // (Made by a client of its own: a connection kept by `d.client` would be closed by the
+    // 1 s header timeout under its next request.)
+    let sandbox = d
+        .client_with(&d.admin_key)
+        .create(&Default::default())
+        .await
+        .unwrap();
+    let mut slow_upload = TcpStream::connect(&address).unwrap();
+    let head = format!(
+        "PUT /v1/sandboxes/{}/files?path=/tmp/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\nabc",
+        sandbox.id, d.admin_key
+    );
+    slow_upload.write_all(head.as_bytes()).unwrap();
+    slow_upload
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = slow_upload.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "slow upload answered: {answer:?}"
+    );
     // Too many connections from one address: the extra ones are closed at once.
     let mut held: Vec<TcpStream> = (0..8)
         .map(|_| TcpStream::connect(&address).unwrap())
