@@ -675,6 +675,13 @@ impl Client {
         self.send(self.http.post(url).json(&request)).await
     }
 
+    /// Revokes every share link made so far to the ports of sandbox `id`.
+    pub async fn revoke_shares(&self, id: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}/shares", segment(id)));
+        self.checked(self.http.delete(url)).await?;
+        Ok(())
+    }
+
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.send(self.http.get(self.url("/v1/status"))).await
     }

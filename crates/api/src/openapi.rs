@@ -39,6 +39,7 @@ use crate::routes;
         routes::files::stat,
         routes::ports::list,
         routes::ports::share,
+        routes::ports::revoke,
         routes::files::list,
         routes::files::make_dir,
         routes::files::rename,

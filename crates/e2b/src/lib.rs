@@ -104,14 +104,20 @@ impl E2b {
     }
 
     /// A share link's token for `port` of `sandbox` until `expires` (Unix ms), signed with
-    /// the daemon's secret.
-    pub fn share_token(&self, sandbox: &str, port: u16, expires: i64) -> String {
-        self.inner.tokens.share_token(sandbox, port, expires)
+    /// the daemon's secret and the sandbox's share generation `epoch`.
+    pub fn share_token(&self, sandbox: &str, port: u16, expires: i64, epoch: i64) -> String {
+        self.inner.tokens.share_token(sandbox, port, expires, epoch)
     }
 
-    /// The sandbox, port and expiry (Unix ms) of a share link's token whose signature holds.
-    pub fn share_of(&self, token: &str) -> Option<(String, u16, i64)> {
-        self.inner.tokens.share_of(token)
+    /// The sandbox a share link's token names (its signature not checked yet).
+    pub fn share_sandbox(token: &str) -> Option<&str> {
+        crate::tokens::Tokens::share_sandbox(token)
+    }
+
+    /// The sandbox, port and expiry (Unix ms) of a share link's token whose signature holds
+    /// for the sandbox's share generation `epoch`.
+    pub fn share_of(&self, token: &str, epoch: i64) -> Option<(String, u16, i64)> {
+        self.inner.tokens.share_of(token, epoch)
     }
 
     /// The domain of host-based routing, when one is configured.

@@ -41,16 +41,25 @@ impl Tokens {
         format!("sbxt_{}", self.derive("traffic", sandbox))
     }
 
-    /// A share link's token: port `port` of `sandbox` until `expires` (Unix ms), as
-    /// `{sandbox}.{port}.{expires}.{mac}`.
-    pub(crate) fn share_token(&self, sandbox: &str, port: u16, expires: i64) -> String {
+    /// A share link's token: the sandbox, the port and the expiry (Unix ms), signed together
+    /// with the sandbox's share generation (which the token does not carry: a revocation
+    /// moves it on, and every earlier token stops matching).
+    pub(crate) fn share_token(&self, sandbox: &str, port: u16, expires: i64, epoch: i64) -> String {
         let terms = format!("{sandbox}.{port}.{expires}");
-        let mac = self.derive("share", &terms);
+        let mac = self.derive("share", &format!("{terms}.{epoch}"));
         format!("{terms}.{mac}")
     }
 
-    /// The terms of a share link's token whose signature holds (expired or not).
-    pub(crate) fn share_of(&self, token: &str) -> Option<(String, u16, i64)> {
+    /// The sandbox a share link's token names, before its signature is checked (with
+    /// [`Tokens::share_of`], against that sandbox's share generation).
+    pub(crate) fn share_sandbox(token: &str) -> Option<&str> {
+        let sandbox = token.split('.').next()?;
+        (sandbox.len() <= 64).then_some(sandbox)
+    }
+
+    /// The terms of a share link's token whose signature holds for share generation `epoch`
+    /// (expired or not).
+    pub(crate) fn share_of(&self, token: &str, epoch: i64) -> Option<(String, u16, i64)> {
         let mut parts = token.split('.');
         let (sandbox, port, expires, mac) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -59,7 +68,7 @@ impl Tokens {
         }
         let port: u16 = port.parse().ok()?;
         let expires: i64 = expires.parse().ok()?;
-        let expected = self.share_token(sandbox, port, expires);
+        let expected = self.share_token(sandbox, port, expires, epoch);
         let presented = format!("{sandbox}.{port}.{expires}.{mac}");
         // The terms as parsed, re-signed: a token whose numbers were written another way
         // (leading zeros) does not match.
@@ -200,13 +209,16 @@ mod tests {
     #[test]
     fn share_tokens_are_signed() {
         let tokens = Tokens::new([7; 32]);
-        let token = tokens.share_token("sb-abc", 3000, 1_700_000_000_000);
+        let token = tokens.share_token("sb-abc", 3000, 1_700_000_000_000, 0);
+        assert_eq!(Tokens::share_sandbox(&token), Some("sb-abc"));
         assert_eq!(
-            tokens.share_of(&token),
+            tokens.share_of(&token, 0),
             Some(("sb-abc".to_owned(), 3000, 1_700_000_000_000))
         );
+        // Revoked: the sandbox's next generation.
+        assert_eq!(tokens.share_of(&token, 1), None);
         let other = Tokens::new([8; 32]);
-        assert_eq!(other.share_of(&token), None);
+        assert_eq!(other.share_of(&token, 0), None);
         for forged in [
             token.replace("3000", "3001"),
             token.replace("1700000000000", "1800000000000"),
@@ -214,7 +226,7 @@ mod tests {
             format!("{token}.x"),
             "sb-abc.3000.1".into(),
         ] {
-            assert_eq!(tokens.share_of(&forged), None, "{forged}");
+            assert_eq!(tokens.share_of(&forged, 0), None, "{forged}");
         }
     }
 

@@ -144,6 +144,12 @@ const MIGRATIONS: &[&str] = &[
         restored    INTEGER NOT NULL DEFAULT 0,
         created_at  INTEGER NOT NULL
      );",
+    // 7: the generation of a sandbox's share links: a token is signed with it, and revoking
+    // a sandbox's links moves it on (absent: 0).
+    "CREATE TABLE share_epochs (
+        sandbox_id  TEXT PRIMARY KEY,
+        epoch       INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {

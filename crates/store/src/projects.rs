@@ -455,6 +455,31 @@ impl Store {
         })
     }
 
+    /// The generation of sandbox `id`'s share links (0 until they are first revoked).
+    pub fn share_epoch(&self, id: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT epoch FROM share_epochs WHERE sandbox_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+        })
+    }
+
+    /// Revokes every share link of sandbox `id` made so far: its next generation.
+    pub fn revoke_shares(&self, id: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "INSERT INTO share_epochs (sandbox_id, epoch) VALUES (?1, 1) \
+                 ON CONFLICT (sandbox_id) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
+                [id],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     pub fn get_active(&self, user: &str) -> Result<Option<ActiveRow>, StoreError> {
         self.with(|c| {
             Ok(c.query_row(
@@ -506,6 +531,16 @@ mod tests {
             bytes: 0,
             created_at: 1,
         }
+    }
+
+    #[test]
+    fn share_generations_start_at_zero_and_move_on() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.share_epoch("sb-a").unwrap(), 0);
+        assert_eq!(store.revoke_shares("sb-a").unwrap(), 1);
+        assert_eq!(store.revoke_shares("sb-a").unwrap(), 2);
+        assert_eq!(store.share_epoch("sb-a").unwrap(), 2);
+        assert_eq!(store.share_epoch("sb-b").unwrap(), 0);
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sandboxes/{id}/ports/{port}", any(proxy_root))
         .route("/v1/sandboxes/{id}/ports/{port}/", any(proxy_root))
         .route("/v1/sandboxes/{id}/ports/{port}/{*path}", any(proxy))
-        .route("/v1/sandboxes/{id}/shares", axum::routing::post(share))
+        .route(
+            "/v1/sandboxes/{id}/shares",
+            axum::routing::post(share).delete(revoke),
+        )
         .route("/v1/shares/{token}", any(shared_root))
         .route("/v1/shares/{token}/", any(shared_root))
         .route("/v1/shares/{token}/{*path}", any(shared))
@@ -99,11 +102,12 @@ pub async fn share(
         Some(ttl) => wire::duration(ttl, "ttl")?,
         None => Duration::from_secs(3600),
     };
-    let (sandbox_id, expires_at) = state.service.share_port(&caller, &id, request.port, ttl)?;
+    let (sandbox_id, expires_at, epoch) =
+        state.service.share_port(&caller, &id, request.port, ttl)?;
     let token = state
         .e2b
         .e2b
-        .share_token(&sandbox_id, request.port, expires_at);
+        .share_token(&sandbox_id, request.port, expires_at, epoch);
     Ok((
         StatusCode::CREATED,
         Json(PortShare {
@@ -114,6 +118,21 @@ pub async fn share(
             expires_at: wire::rfc3339(expires_at),
         }),
     ))
+}
+
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}/shares", tag = "ports",
+    params(("id" = String, Path, description = "Sandbox id, or the name of a live sandbox")),
+    responses(
+        (status = 204, description = "Every share link made so far to the sandbox's ports stops working (`401 share_invalid`); links made afterwards work"),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.revoke_shares(&caller, &id)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn shared_root(
@@ -146,7 +165,10 @@ async fn through_share(
             "this share link is not valid (or its sandbox is gone)",
         )
     };
-    let (id, port, expires_at) = state.e2b.e2b.share_of(&token).ok_or_else(invalid)?;
+    let epoch = sbx_e2b::E2b::share_sandbox(&token)
+        .and_then(|sandbox| state.service.share_epoch(sandbox))
+        .ok_or_else(invalid)?;
+    let (id, port, expires_at) = state.e2b.e2b.share_of(&token, epoch).ok_or_else(invalid)?;
     if expires_at <= sbx_lifecycle::now_ms() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

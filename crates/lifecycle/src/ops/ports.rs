@@ -102,16 +102,35 @@ impl Service {
         })
     }
 
+    /// The generation of sandbox `id`'s share links, which their tokens are signed with;
+    /// `None` when the store cannot say (no link is then taken).
+    pub fn share_epoch(&self, id: &str) -> Option<i64> {
+        self.inner.store.share_epoch(id).ok()
+    }
+
+    /// Revokes every share link made so far to the ports of sandbox `id_or_name` (the
+    /// caller's): links made after it work. Answers the sandbox's id.
+    pub fn revoke_shares(&self, caller: &Caller, id_or_name: &str) -> Result<String, Error> {
+        let row = self.resolve(caller, id_or_name)?;
+        let epoch = self.inner.store.revoke_shares(&row.id)?;
+        self.inner.access.audit(
+            caller,
+            "port.shares_revoked",
+            serde_json::json!({ "sandbox_id": row.id, "generation": epoch }),
+        );
+        Ok(row.id)
+    }
+
     /// A share link's terms: sandbox `id_or_name` (the caller's), `port`, for `ttl` (at most
-    /// [`MAX_SHARE`]). Answers the sandbox's id and when the link expires (Unix ms); the API
-    /// signs it.
+    /// [`MAX_SHARE`]). Answers the sandbox's id, when the link expires (Unix ms) and the
+    /// sandbox's share generation; the API signs them.
     pub fn share_port(
         &self,
         caller: &Caller,
         id_or_name: &str,
         port: u16,
         ttl: std::time::Duration,
-    ) -> Result<(String, i64), Error> {
+    ) -> Result<(String, i64, i64), Error> {
         if port == 0 {
             return Err(Error::Invalid("port must be from 1 to 65535".into()));
         }
@@ -130,12 +149,13 @@ impl Service {
             });
         }
         let expires_at = crate::now_ms() + crate::view::millis(ttl);
+        let epoch = self.inner.store.share_epoch(&row.id)?;
         self.inner.access.audit(
             caller,
             "port.shared",
             serde_json::json!({ "sandbox_id": row.id, "port": port, "expires_at": expires_at }),
         );
-        Ok((row.id, expires_at))
+        Ok((row.id, expires_at, epoch))
     }
 }
 

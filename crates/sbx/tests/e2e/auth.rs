@@ -190,6 +190,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         ("GET", "/v1/sandboxes/{id}/files/watch", None),
         ("GET", "/v1/sandboxes/{id}/ports", None),
         ("POST", "/v1/sandboxes/{id}/shares", None),
+        ("DELETE", "/v1/sandboxes/{id}/shares", None),
     ]
     .iter()
     .map(|(m, p, _)| (m.to_string(), p.to_string()))
@@ -230,6 +231,7 @@ async fn a_user_sees_and_touches_only_their_own_sandboxes() {
         (Method::POST, "/snapshots", None),
         (Method::GET, "/ports", None),
         (Method::POST, "/shares", Some(r#"{"port":8000}"#)),
+        (Method::DELETE, "/shares", None),
         // The proxy (not in the OpenAPI document: any method, any path under the port).
         (Method::GET, "/ports/8000/", None),
         (Method::POST, "/ports/8000/api/x", Some("x")),

@@ -458,6 +458,25 @@ async fn share_links_and_public_ports_reach_a_port_without_a_key() {
     assert!(expired.1.contains("share_expired"), "{}", expired.1);
     assert_eq!(anonymous(format!("{lasting}page.txt")).await.0, 200);
 
+    // Revoked (bob cannot): every link made so far stops working, one made after works.
+    let bobs = crate::daemon::cli_as(&d.url, Some(&bob_key), &["ports", &id, "--revoke"], None);
+    assert!(!bobs.status.success());
+    assert_eq!(anonymous(format!("{lasting}page.txt")).await.0, 200);
+    let revoked =
+        crate::daemon::cli_as(&d.url, Some(&alice_key), &["ports", &id, "--revoke"], None);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        crate::daemon::text(&revoked.stderr)
+    );
+    let dead = anonymous(format!("{lasting}page.txt")).await;
+    assert_eq!(dead.0, 401);
+    assert!(dead.1.contains("share_invalid"), "{}", dead.1);
+    let (status, fresh) = share(alice_key.clone(), serde_json::json!({"port": 8000})).await;
+    assert_eq!(status, 201, "{fresh}");
+    let lasting = fresh["path"].as_str().unwrap().to_owned();
+    assert_eq!(anonymous(format!("{lasting}page.txt")).await.0, 200);
+
     // The sandbox gone, its links and public ports reach nothing.
     alice.delete(&id).await.unwrap();
     let gone = anonymous(format!("{lasting}page.txt")).await;

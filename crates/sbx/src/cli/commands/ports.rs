@@ -1,6 +1,6 @@
 //! `sbx ports ID`: the TCP ports a sandbox listens on, each with the URL that reaches it
 //! through the daemon (the sandbox itself has no network); `--share PORT` makes a link that
-//! reaches one port without a key until it expires.
+//! reaches one port without a key until it expires; `--revoke` ends every link made so far.
 
 use clap::Args;
 
@@ -17,9 +17,17 @@ pub struct PortsArgs {
     /// How long the share link works (default 1h, at most 7d).
     #[arg(long, requires = "share")]
     pub ttl: Option<String>,
+    /// Revoke every share link made so far to the sandbox's ports.
+    #[arg(long, conflicts_with = "share")]
+    pub revoke: bool,
 }
 
 pub async fn run(context: &Context, args: PortsArgs) -> anyhow::Result<u8> {
+    if args.revoke {
+        context.client.revoke_shares(&args.id).await?;
+        output::say_err!("share links to {} revoked", args.id);
+        return Ok(0);
+    }
     if let Some(port) = args.share {
         let link = context
             .client
