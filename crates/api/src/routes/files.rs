@@ -358,8 +358,8 @@ impl Counted {
         Ok(Counted { stream, status })
     }
 
-    /// A counted body that must be an archive: an empty one (a `Content-Length: 0`, or a
-    /// body that ends before its first byte) is refused, where a tar reader would take it for
+    /// A counted body that must be an archive: an empty one (one that ends before its first
+    /// byte, whatever its length says) is refused, where a tar reader would take it for
     /// an archive of nothing. The first bytes are awaited here, before the service acts on
     /// the upload at all (makes a directory, admits a fragment).
     pub(crate) async fn archive(
@@ -368,12 +368,6 @@ impl Counted {
         body: Body,
     ) -> Result<Counted, ApiError> {
         const EMPTY: &str = "the body is empty: a tar stream was expected";
-        if headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0")
-        {
-            return Err(ApiError::invalid(EMPTY));
-        }
         let Counted { mut stream, status } = Counted::new(state, headers, body)?;
         let first = loop {
             match stream.next().await {

@@ -3,7 +3,6 @@
 //! land in `artifacts/browser/` at the top of the workspace.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::daemon::{text, TestDaemon};
@@ -142,18 +141,6 @@ fn prepare() -> (std::path::PathBuf, std::path::PathBuf, String) {
         Path::new(&chromium).exists(),
         "the browser test needs Chromium at {chromium} (apt-get install chromium; .ci/run does)"
     );
-    // The browser tests run at once, in processes of their own: one installs, under a lock.
-    let _ = std::fs::create_dir_all(workspace.join("target"));
-    let lock = std::fs::File::create(workspace.join("target/browser-npm.lock"))
-        .expect("the npm lock file");
-    lock.lock().expect("the npm lock");
-    if !tests.join("node_modules/playwright-core").exists() {
-        let npm = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&tests)
-            .status()
-            .expect("the browser test needs npm");
-        assert!(npm.success(), "npm ci in tests/browser failed");
-    }
+    crate::daemon::npm_installed(&tests, "playwright-core");
     (workspace, tests, chromium)
 }

@@ -398,6 +398,24 @@ pub fn cli_as(url: &str, key: Option<&str>, args: &[&str], stdin: Option<&[u8]>)
     child.wait_with_output().unwrap()
 }
 
+/// Installs the npm packages of `dir` (a directory of the workspace with a
+/// `package-lock.json`) unless `node_modules/<package>` is there. Tests run at once in
+/// processes of their own: one installs, under a lock, while the others wait for it.
+pub fn npm_installed(dir: &Path, package: &str) {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let _ = std::fs::create_dir_all(&target);
+    let lock = std::fs::File::create(target.join("npm.lock")).expect("the npm lock file");
+    lock.lock().expect("the npm lock");
+    if !dir.join("node_modules").join(package).exists() {
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir)
+            .status()
+            .expect("this test needs npm");
+        assert!(npm.success(), "npm ci in {} failed", dir.display());
+    }
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

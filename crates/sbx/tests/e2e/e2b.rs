@@ -72,14 +72,7 @@ async fn run_script(python: PathBuf, script: &str, done: &str) {
 #[tokio::test]
 async fn e2b_js_sdk_works_unmodified() {
     let js = root().join("tests/e2b/js");
-    if !js.join("node_modules/e2b").exists() {
-        let npm = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&js)
-            .status()
-            .expect("the JS SDK test needs npm");
-        assert!(npm.success(), "npm ci in tests/e2b/js failed");
-    }
+    crate::daemon::npm_installed(&js, "e2b");
     run_program(PathBuf::from("node"), js.join("sdk.mjs"), "all ok js").await;
 }
 

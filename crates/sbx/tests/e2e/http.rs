@@ -102,6 +102,19 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     }
 }
 
+/// What the daemon at `address` answers to `request` sent raw (a body it leaves unfinished, say),
+/// read until it closes the connection or for 5 s.
+fn answer_to(address: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 #[tokio::test]
 async fn slow_and_greedy_clients_are_cut_off() {
     let config =
@@ -124,17 +137,13 @@ async fn slow_and_greedy_clients_are_cut_off() {
     );
     assert!(start.elapsed() < Duration::from_secs(4));
     // A body that never comes: the request fails after the body timeout.
-    let mut slow_body = TcpStream::connect(&address).unwrap();
-    let head = format!(
-        "POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
-        d.admin_key
+    let answer = answer_to(
+        &address,
+        &format!(
+            "POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+            d.admin_key
+        ),
     );
-    slow_body.write_all(head.as_bytes()).unwrap();
-    slow_body
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut answer = String::new();
-    let _ = slow_body.read_to_string(&mut answer);
     assert!(
         answer.starts_with("HTTP/1.1 4"),
         "slow body answered: {answer:?}"
@@ -148,17 +157,13 @@ async fn slow_and_greedy_clients_are_cut_off() {
         .create(&Default::default())
         .await
         .unwrap();
-    let mut slow_upload = TcpStream::connect(&address).unwrap();
-    let head = format!(
-        "PUT /v1/sandboxes/{}/files?path=/tmp/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\nabc",
-        sandbox.id, d.admin_key
+    let answer = answer_to(
+        &address,
+        &format!(
+            "PUT /v1/sandboxes/{}/files?path=/tmp/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\nabc",
+            sandbox.id, d.admin_key
+        ),
     );
-    slow_upload.write_all(head.as_bytes()).unwrap();
-    slow_upload
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut answer = String::new();
-    let _ = slow_upload.read_to_string(&mut answer);
     assert!(
         answer.starts_with("HTTP/1.1 408"),
         "slow upload answered: {answer:?}"
