@@ -313,20 +313,17 @@ pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next:
         // Any other port: the sandbox's own service, through the ports proxy.
         Some(target) => {
             let target = target.clone();
-            let caller = match request.extensions().get::<Caller>().cloned() {
+            // A public port is anyone's, with another user's key too, as by path: it is
+            // reached as its owner.
+            let public = state
+                .service
+                .port_owner(&target.sandbox, target.port, false);
+            let caller = match public.or_else(|| request.extensions().get::<Caller>().cloned()) {
                 Some(caller) => caller,
-                None => match state
-                    .service
-                    .port_owner(&target.sandbox, target.port, false)
-                {
-                    Some(owner) => owner,
-                    None => {
-                        return unauthorized(
-                            "credentials are required for this sandbox's ports (this one is not public)",
-                        )
-                        .into_response()
-                    }
-                },
+                None => return unauthorized(
+                    "credentials are required for this sandbox's ports (this one is not public)",
+                )
+                .into_response(),
             };
             return crate::routes::ports::forward_host(
                 state,

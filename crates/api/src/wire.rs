@@ -35,6 +35,8 @@ pub fn new_sandbox(request: &wire::CreateSandboxRequest) -> Result<model::NewSan
         snapshot: request.from_snapshot.clone(),
         fork_of: request.fork_of.clone(),
         public_ports: request.public_ports.clone(),
+        // sbx's own keys are never a request's.
+        labels: Default::default(),
     })
 }
 

@@ -154,13 +154,22 @@ impl E2b {
             .strip_suffix(domain)?
             .strip_suffix('.')?
             .to_owned();
-        let (port, sandbox) = label.split_once('-')?;
-        if sandbox.contains('.') {
-            return None;
-        }
-        Some(Target {
-            sandbox: sandbox.to_owned(),
-            port: port.parse().ok()?,
+        // Every name under the domain is a sandbox's port's: one that names none (no port, a
+        // port past 65535, a deeper name) is port 0 of no sandbox, refused as such, never the
+        // API or the page served on the preview domain.
+        let named = label
+            .split_once('-')
+            .filter(|(_, sandbox)| !sandbox.is_empty() && !sandbox.contains('.'))
+            .and_then(|(port, sandbox)| Some((port.parse::<u16>().ok()?, sandbox)));
+        Some(match named {
+            Some((port, sandbox)) => Target {
+                sandbox: sandbox.to_owned(),
+                port,
+            },
+            None => Target {
+                sandbox: String::new(),
+                port: 0,
+            },
         })
     }
 

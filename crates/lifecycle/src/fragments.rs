@@ -24,6 +24,11 @@ pub const CHUNK: usize = 1 << 20;
 /// Longest path of an entry, and most components.
 const MAX_PATH: usize = 4096;
 const MAX_DEPTH: usize = 128;
+/// What an entry costs beyond its content, its path and its link's target: its record.
+pub const ENTRY_COST: u64 = 256;
+/// Most bytes of paths and link targets one fragment holds together (they are held in memory
+/// while it is written).
+const MAX_NAMES: u64 = 16 << 20;
 
 /// Bounds of one fragment and what its owner may still store.
 #[derive(Debug, Clone, Copy)]
@@ -35,13 +40,22 @@ pub struct Bounds {
 }
 
 /// A fragment being written: its blobs go in as they come, its entries at the end.
+///
+/// What it stores is counted as it goes, against the fragment's bound and its owner's room:
+/// its files' bytes, and for every entry (files, directories and links alike) [`ENTRY_COST`]
+/// and the bytes of its path and link target.
 pub struct Ingest<'s> {
     store: &'s Store,
     fragment: String,
     bounds: Bounds,
     exclude: Vec<String>,
     entries: BTreeMap<String, EntryRow>,
+    /// Its files' bytes.
     bytes: u64,
+    /// What it stores: `bytes` and its entries' costs.
+    stored: u64,
+    /// Bytes of its paths and link targets.
+    names: u64,
 }
 
 impl<'s> Ingest<'s> {
@@ -53,6 +67,8 @@ impl<'s> Ingest<'s> {
             exclude,
             entries: BTreeMap::new(),
             bytes: 0,
+            stored: 0,
+            names: 0,
         }
     }
 
@@ -91,9 +107,10 @@ impl<'s> Ingest<'s> {
         Ok(Some(parts.join("/")))
     }
 
-    /// Whether one more entry, named `path`, may go in. A path given twice is refused: each
-    /// entry's content is counted once, and what a fragment stores is what it holds.
-    fn admit_entry(&self, path: &str) -> Result<(), Error> {
+    /// Whether one more entry, named `path` (linking to `target`), may go in; what it costs
+    /// beyond its content. A path given twice is refused: each entry's content is counted
+    /// once, and what a fragment stores is what it holds.
+    fn admit_entry(&self, path: &str, target: Option<&str>) -> Result<u64, Error> {
         if self.entries.contains_key(path) {
             return Err(Error::Invalid(format!(
                 "{:?} is given twice (once normalized: no '.', '..', '//' or leading '/')",
@@ -106,16 +123,47 @@ impl<'s> Ingest<'s> {
                 self.bounds.max_files
             )));
         }
+        let names = (path.len() + target.map_or(0, str::len)) as u64;
+        if self.names + names > MAX_NAMES {
+            return Err(Error::TooLarge(format!(
+                "a fragment's paths and link targets hold at most {MAX_NAMES} bytes together"
+            )));
+        }
+        let cost = ENTRY_COST + names;
+        self.fits(cost)?;
+        Ok(cost)
+    }
+
+    /// Whether `more` bytes beyond those counted fit the fragment's bound and its owner's room.
+    fn fits(&self, more: u64) -> Result<(), Error> {
+        let total = self.stored.saturating_add(more);
+        if total > self.bounds.max_bytes {
+            return Err(Error::TooLarge(format!(
+                "a fragment stores at most {} bytes: its files' and {ENTRY_COST} per entry with its path (projects.max_fragment_bytes)",
+                self.bounds.max_bytes
+            )));
+        }
+        if total > self.bounds.owner_room {
+            return Err(crate::access::quota_exceeded(
+                "projects.max_bytes_per_user",
+                "the project's owner stores as many bytes of fragments as allowed: delete old fragments first".into(),
+                std::time::Duration::from_secs(60),
+            ));
+        }
         Ok(())
     }
 
-    fn insert(&mut self, entry: EntryRow) {
+    /// Records an entry that costs `cost` beyond its content, and `size` bytes of content.
+    fn insert(&mut self, entry: EntryRow, cost: u64, size: u64) {
+        self.names += cost - ENTRY_COST;
+        self.stored += cost + size;
+        self.bytes += size;
         self.entries.insert(entry.path.clone(), entry);
     }
 
     /// A regular file: its content is read to its end, a chunk at a time.
     pub fn file(&mut self, path: String, mode: u32, content: &mut dyn Read) -> Result<(), Error> {
-        self.admit_entry(&path)?;
+        let cost = self.admit_entry(&path, None)?;
         let mut size = 0u64;
         let mut chunks = Vec::new();
         let mut buffer = vec![0u8; CHUNK];
@@ -125,20 +173,7 @@ impl<'s> Ingest<'s> {
                 break;
             }
             size += filled as u64;
-            let total = self.bytes + size;
-            if total > self.bounds.max_bytes {
-                return Err(Error::TooLarge(format!(
-                    "a fragment holds at most {} bytes of files (projects.max_fragment_bytes)",
-                    self.bounds.max_bytes
-                )));
-            }
-            if total > self.bounds.owner_room {
-                return Err(crate::access::quota_exceeded(
-                    "projects.max_bytes_per_user",
-                    "the project's owner stores as many bytes of fragments as allowed: delete old fragments first".into(),
-                    std::time::Duration::from_secs(60),
-                ));
-            }
+            self.fits(cost + size)?;
             let data = &buffer[..filled];
             let digest = hex(&Sha256::digest(data));
             if !self.store.reuse_blob(&self.fragment, &digest)? {
@@ -149,28 +184,35 @@ impl<'s> Ingest<'s> {
                 break;
             }
         }
-        self.insert(EntryRow {
-            path,
-            kind: "file".into(),
-            mode: i64::from(mode & 0o777),
-            size: size as i64,
-            target: None,
-            chunks: chunks.join(","),
-        });
-        self.bytes += size;
+        self.insert(
+            EntryRow {
+                path,
+                kind: "file".into(),
+                mode: i64::from(mode & 0o777),
+                size: size as i64,
+                target: None,
+                chunks: chunks.join(","),
+            },
+            cost,
+            size,
+        );
         Ok(())
     }
 
     pub fn dir(&mut self, path: String, mode: u32) -> Result<(), Error> {
-        self.admit_entry(&path)?;
-        self.insert(EntryRow {
-            path,
-            kind: "dir".into(),
-            mode: i64::from(mode & 0o777),
-            size: 0,
-            target: None,
-            chunks: String::new(),
-        });
+        let cost = self.admit_entry(&path, None)?;
+        self.insert(
+            EntryRow {
+                path,
+                kind: "dir".into(),
+                mode: i64::from(mode & 0o777),
+                size: 0,
+                target: None,
+                chunks: String::new(),
+            },
+            cost,
+            0,
+        );
         Ok(())
     }
 
@@ -180,15 +222,19 @@ impl<'s> Ingest<'s> {
                 "the link {path:?} has no target or one longer than {MAX_PATH} bytes"
             )));
         }
-        self.admit_entry(&path)?;
-        self.insert(EntryRow {
-            path,
-            kind: "symlink".into(),
-            mode: 0o777,
-            size: 0,
-            target: Some(target.to_owned()),
-            chunks: String::new(),
-        });
+        let cost = self.admit_entry(&path, Some(target))?;
+        self.insert(
+            EntryRow {
+                path,
+                kind: "symlink".into(),
+                mode: 0o777,
+                size: 0,
+                target: Some(target.to_owned()),
+                chunks: String::new(),
+            },
+            cost,
+            0,
+        );
         Ok(())
     }
 
@@ -201,20 +247,16 @@ impl<'s> Ingest<'s> {
                 truncated(to)
             )));
         };
-        self.admit_entry(&path)?;
+        let cost = self.admit_entry(&path, None)?;
+        let size = u64::try_from(original.size).unwrap_or(0);
+        // A copy counts as one: the fragment's and the owner's bounds before it is taken.
+        self.fits(cost + size)?;
         for digest in original.chunks.split(',').filter(|d| !d.is_empty()) {
             if !self.store.reuse_blob(&self.fragment, digest)? {
                 return Err(Error::internal("a blob of this fragment went missing"));
             }
         }
-        self.bytes += original.size as u64;
-        if self.bytes > self.bounds.max_bytes {
-            return Err(Error::TooLarge(format!(
-                "a fragment holds at most {} bytes of files (projects.max_fragment_bytes)",
-                self.bounds.max_bytes
-            )));
-        }
-        self.insert(EntryRow { path, ..original });
+        self.insert(EntryRow { path, ..original }, cost, size);
         Ok(())
     }
 
@@ -292,8 +334,13 @@ impl<'s> Ingest<'s> {
     pub fn finish(self) -> Result<(u64, u64), Error> {
         let entries: Vec<EntryRow> = self.entries.into_values().collect();
         let files = entries.iter().filter(|e| e.kind == "file").count() as u64;
-        self.store
-            .finish_fragment(&self.fragment, &entries, files as i64, self.bytes as i64)?;
+        self.store.finish_fragment(
+            &self.fragment,
+            &entries,
+            files as i64,
+            self.bytes as i64,
+            self.stored as i64,
+        )?;
         Ok((files, self.bytes))
     }
 }
@@ -452,9 +499,13 @@ mod tests {
     use super::*;
 
     fn ingest(store: &Store) -> Ingest<'_> {
+        ingest_of(store, "f")
+    }
+
+    fn ingest_of<'s>(store: &'s Store, id: &str) -> Ingest<'s> {
         store
             .insert_fragment(&sbx_store::FragmentRow {
-                id: "f".into(),
+                id: id.into(),
                 project_id: "p".into(),
                 owner: "alice".into(),
                 state: "writing".into(),
@@ -468,7 +519,7 @@ mod tests {
             .unwrap();
         Ingest::new(
             store,
-            "f",
+            id,
             Bounds {
                 max_files: 10,
                 max_bytes: 3 * CHUNK as u64,
@@ -476,6 +527,29 @@ mod tests {
             },
             vec!["node_modules".into()],
         )
+    }
+
+    #[test]
+    fn entries_without_content_are_not_free() {
+        let store = Store::open_in_memory().unwrap();
+        let mut i = ingest(&store);
+        i.bounds.max_bytes = 1000;
+        for n in 0..3 {
+            i.dir(format!("d{n}"), 0o755).unwrap();
+        }
+        assert!(matches!(i.dir("d3".into(), 0o755), Err(Error::TooLarge(_))));
+        // The owner's room counts them the same way (a quota, not a bound of the fragment).
+        let mut i = ingest_of(&store, "g");
+        i.bounds.owner_room = 650;
+        i.symlink("a".into(), "t").unwrap();
+        i.symlink("b".into(), &"t".repeat(100)).unwrap();
+        assert!(matches!(i.symlink("c".into(), "t"), Err(Error::Limited(_))));
+        assert_eq!(i.finish().unwrap(), (0, 0));
+        // What it stores is what its owner is charged.
+        assert_eq!(
+            store.fragment_bytes("alice").unwrap(),
+            2 * ENTRY_COST + 2 + 1 + 100
+        );
     }
 
     #[test]
@@ -601,8 +675,8 @@ mod tests {
             "f",
             Bounds {
                 max_files: 10,
-                max_bytes: 10,
-                owner_room: 10,
+                max_bytes: 1 << 20,
+                owner_room: 1 << 20,
             },
             Vec::new(),
         )

@@ -27,6 +27,10 @@ pub struct NewSandbox {
     pub fork_of: Option<String>,
     /// Ports anyone may reach through the daemon without a key (preview URLs made public).
     pub public_ports: Vec<u16>,
+    /// Metadata under sbx's own keys (`sbx.…`), which a request's `metadata` may not use:
+    /// set by sbx's own operations (a switch marks the sandboxes it makes), never decoded
+    /// from a request.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A filesystem snapshot.

@@ -43,6 +43,8 @@ pub const MIN_CPUS: f64 = 0.01;
 pub const MIN_PIDS: u64 = 8;
 pub const MIN_DISK_MB: u64 = 64;
 /// Most ports one sandbox may make public.
+/// The prefix of metadata keys sbx's own operations set ([`crate::model::NewSandbox::labels`]).
+pub const RESERVED_PREFIX: &str = "sbx.";
 const MAX_PUBLIC_PORTS: usize = 16;
 const MAX_ENV: usize = 256;
 const MAX_METADATA: usize = 64;
@@ -166,6 +168,11 @@ pub fn create(
                 "metadata key {key:?} must be 1-63 of letters, digits, '_', '.', '-', '/'"
             )));
         }
+        if key.starts_with(RESERVED_PREFIX) {
+            return Err(invalid(format!(
+                "metadata key {key:?}: keys starting with {RESERVED_PREFIX:?} are sbx's own"
+            )));
+        }
         if value.len() > MAX_VALUE {
             return Err(invalid(format!(
                 "metadata {key:?} is longer than {MAX_VALUE} bytes"
@@ -207,7 +214,12 @@ pub fn create(
         name: request.name.clone(),
         env: request.env.clone(),
         resources,
-        metadata: request.metadata.clone(),
+        metadata: request
+            .metadata
+            .iter()
+            .chain(&request.labels)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         ttl,
         ttl_max: profile.ttl.max,
         idle: profile.ttl.idle,

@@ -150,6 +150,13 @@ const MIGRATIONS: &[&str] = &[
         sandbox_id  TEXT PRIMARY KEY,
         epoch       INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 8: what a fragment stores, counted against its owner's room: its files' bytes and, for
+    // each entry, 256 bytes and its path's and link target's (an entry without content is not
+    // free). Fragments made before are counted the same way.
+    "ALTER TABLE fragments ADD COLUMN stored INTEGER NOT NULL DEFAULT 0;
+     UPDATE fragments SET stored = bytes + coalesce((
+        SELECT sum(256 + length(CAST(e.path AS BLOB)) + coalesce(length(CAST(e.target AS BLOB)), 0))
+        FROM fragment_entries e WHERE e.fragment_id = fragments.id), 0);",
 ];
 
 pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {

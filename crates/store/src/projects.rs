@@ -313,6 +313,7 @@ impl Store {
         entries: &[EntryRow],
         files: i64,
         bytes: i64,
+        stored: i64,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -326,9 +327,9 @@ impl Store {
                 }
             }
             let updated = tx.execute(
-                "UPDATE fragments SET state = 'ready', files = ?2, bytes = ?3 \
+                "UPDATE fragments SET state = 'ready', files = ?2, bytes = ?3, stored = ?4 \
                  WHERE id = ?1 AND state = 'writing'",
-                params![id, files, bytes],
+                params![id, files, bytes, stored],
             )?;
             if updated != 1 {
                 // Removed while it was written: nothing of it is kept (the caller removes
@@ -369,16 +370,30 @@ impl Store {
         })
     }
 
-    /// Bytes of the fragments of `owner`'s projects, together (one being written counts once
-    /// it is ready).
+    /// What the fragments of `owner`'s projects store, together: their files' bytes and their
+    /// entries' (one being written counts once it is ready).
     pub fn fragment_bytes(&self, owner: &str) -> Result<u64, StoreError> {
         self.with(|c| {
             let bytes: i64 = c.query_row(
-                "SELECT coalesce(sum(bytes), 0) FROM fragments WHERE owner = ?1",
+                "SELECT coalesce(sum(stored), 0) FROM fragments WHERE owner = ?1",
                 [owner],
                 |r| r.get(0),
             )?;
             Ok(bytes as u64)
+        })
+    }
+
+    /// Fragments whose project is gone (a project's removal takes its fragments after it).
+    pub fn orphan_fragments(&self) -> Result<Vec<FragmentRow>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {FRAGMENT_COLUMNS} FROM fragments \
+                 WHERE project_id NOT IN (SELECT id FROM projects)"
+            ))?;
+            let rows = statement
+                .query_map([], fragment_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
     }
 

@@ -4,10 +4,13 @@
 //!
 //! - `GET /v1/sandboxes/{id}/ports`: the ports something listens on.
 //! - any request to `/v1/sandboxes/{id}/ports/{port}/{path}` is passed to that port as HTTP/1.1
-//!   for `/{path}` (and the query), WebSocket upgrades included. The caller's credentials
-//!   (`Authorization`, `X-API-Key`, the session cookie) and hop-by-hop headers stay here; the
-//!   answer comes back as the service gave it but for `Set-Cookie` (a service may not set
-//!   cookies on the daemon's origin) and with `Content-Security-Policy: sandbox …`, so that a
+//!   for `/{path}` (the path as sent, not decoded, and the query), WebSocket upgrades
+//!   included. The caller's credentials (`Authorization`, `X-API-Key`), every cookie and
+//!   hop-by-hop headers stay here: a service can set no cookie (below), so any cookie the
+//!   browser sends is another site's of the same host, never the service's. The answer comes
+//!   back as the service gave it but for `Set-Cookie` (a service may not set cookies on the
+//!   daemon's origin), `Clear-Site-Data` and `Strict-Transport-Security` (which act on the
+//!   daemon's whole origin or host), and with `Content-Security-Policy: sandbox …`, so that a
 //!   page it serves runs in an origin of its own, not the daemon's (its scripts cannot use the
 //!   visitor's session).
 //!
@@ -27,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use sbx_protocol::{ErrorBody, PortList, PortShare, PortShareRequest};
 
 use crate::body::JsonBody;
-use crate::context::{Auth, SESSION_COOKIE};
+use crate::context::Auth;
 use crate::{wire, ApiError, AppState};
 
 /// Longest a sandbox's service may take to answer a request's headers.
@@ -145,9 +148,11 @@ async fn shared_root(
 
 async fn shared(
     State(state): State<AppState>,
-    Path((token, path)): Path<(String, String)>,
+    Path((token, _)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    // `/v1/shares/{token}/…`: the rest as sent.
+    let path = raw_rest(request.uri().path(), 3).to_owned();
     through_share(state, token, &path, request).await
 }
 
@@ -214,12 +219,24 @@ async fn proxy_root(
 async fn proxy(
     State(state): State<AppState>,
     caller: Option<axum::Extension<sbx_lifecycle::Caller>>,
-    Path((id, port, path)): Path<(String, String, String)>,
+    Path((id, port, _)): Path<(String, String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let port = port_number(&port)?;
     let caller = caller_for_port(&state, caller, &id, port)?;
+    // `/v1/sandboxes/{id}/ports/{port}/…`: the rest as sent (decoding it would turn `%3F`
+    // into the start of a query, and `%20` into a path no URI can hold).
+    let path = raw_rest(request.uri().path(), 5).to_owned();
     forward(state, caller, id, port, &path, request).await
+}
+
+/// What follows the first `segments` segments of a path (and the `/` after them), undecoded.
+fn raw_rest(path: &str, segments: usize) -> &str {
+    let mut rest = path.trim_start_matches('/');
+    for _ in 0..segments {
+        rest = rest.split_once('/').map_or("", |(_, after)| after);
+    }
+    rest
 }
 
 fn port_number(port: &str) -> Result<u16, ApiError> {
@@ -288,7 +305,9 @@ async fn forward(
     strip_hop_by_hop(headers, upgrade);
     headers.remove(header::AUTHORIZATION);
     headers.remove(HeaderName::from_static("x-api-key"));
-    strip_session_cookie(headers);
+    // The service set none of them (`Set-Cookie` never reaches the browser): a cookie here is
+    // the daemon's session or another site's on the same host.
+    headers.remove(header::COOKIE);
     // The service sees itself addressed as on its own loopback (dev servers check the host).
     if let Ok(host) = HeaderValue::from_str(&format!("localhost:{port}")) {
         headers.insert(header::HOST, host);
@@ -321,7 +340,11 @@ async fn forward(
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     strip_hop_by_hop(headers, upgraded);
-    headers.remove(header::SET_COOKIE);
+    // Headers that act on the daemon's whole origin or host, not the page: a visitor of a
+    // preview must not be logged out of the daemon's page, nor its host pinned to HTTPS.
+    for name in ["set-cookie", "clear-site-data", "strict-transport-security"] {
+        headers.remove(name);
+    }
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(PAGE_POLICY),
@@ -378,29 +401,6 @@ fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap, upgrade: bool) {
     }
 }
 
-/// Removes the daemon's session cookie from `Cookie`, keeping the others.
-fn strip_session_cookie(headers: &mut axum::http::HeaderMap) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| {
-            !c.is_empty()
-                && c.split_once('=')
-                    .is_none_or(|(name, _)| name.trim() != SESSION_COOKIE)
-        })
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,17 +415,11 @@ mod tests {
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; sbx_session=secret; b=2"),
-        );
         strip_hop_by_hop(&mut headers, false);
-        strip_session_cookie(&mut headers);
         assert!(!headers.contains_key("x-secret"));
         assert!(!headers.contains_key("keep-alive"));
         assert!(!headers.contains_key(header::CONNECTION));
         assert!(headers.contains_key("x-kept"));
-        assert_eq!(headers[header::COOKIE], "a=1; b=2");
 
         let mut upgrade = axum::http::HeaderMap::new();
         upgrade.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -434,5 +428,16 @@ mod tests {
         strip_hop_by_hop(&mut upgrade, true);
         assert_eq!(upgrade[header::CONNECTION], "upgrade");
         assert_eq!(upgrade[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn the_rest_of_a_path_is_passed_on_as_sent() {
+        assert_eq!(
+            raw_rest("/v1/sandboxes/s/ports/80/a%3Fb/c%20d", 5),
+            "a%3Fb/c%20d"
+        );
+        assert_eq!(raw_rest("/v1/sandboxes/s/ports/80/", 5), "");
+        assert_eq!(raw_rest("/v1/sandboxes/s/ports/80", 5), "");
+        assert_eq!(raw_rest("/v1/shares/t/x//y", 3), "x//y");
     }
 }

@@ -304,7 +304,7 @@ pub async fn fragment(
     Auth(caller): Auth,
     Path((project, fragment)): Path<(String, String)>,
 ) -> Result<Json<FragmentDetail>, ApiError> {
-    let (fragment, entries) = state.service.fragment(&caller, &project, &fragment)?;
+    let (fragment, entries) = state.service.fragment(&caller, &project, &fragment).await?;
     Ok(Json(FragmentDetail {
         fragment: wire::fragment(fragment),
         entries: entries.into_iter().map(wire::fragment_entry).collect(),

@@ -4,7 +4,10 @@
 //! restores a fragment's files under the project's root, and records the new one as the
 //! user's active sandbox; it answers once the old one is gone. Switches of one user run one
 //! at a time (a lock per user), so however many arrive together, one sandbox is active at the
-//! end and every other one made meanwhile was destroyed by the switch after it.
+//! end and every other one made meanwhile was destroyed by the switch after it. At most
+//! [`MAX_QUEUED`] of one user's switches and ends are under way or waiting; more are refused
+//! (429) before they act, and one that waits does so in its caller's request (a caller that
+//! leaves stops waiting).
 //!
 //! The record comes first: the active record names the new sandbox before its files are
 //! restored, so a crash mid-switch leaves a record whose sandbox reconciliation settles, and a
@@ -20,9 +23,19 @@ use std::sync::Arc;
 
 use sbx_store::ActiveRow;
 
-use super::projects::Need;
+use super::projects::{check_exclude, Need};
 use crate::model::{Active, FragmentSource, NewSandbox, Switch};
 use crate::{now_ms, reason, view, Caller, Error, Service, State};
+
+/// Most switches and ends of one user's active sandbox under way or waiting at once: they run
+/// one at a time, so more would only queue.
+const MAX_QUEUED: usize = 32;
+/// The metadata a switch marks the sandboxes it makes with: the project, the user.
+const PROJECT_LABEL: &str = "sbx.project";
+const USER_LABEL: &str = "sbx.active-user";
+/// `restored` of a record whose files are being restored: a record still saying so at start
+/// belongs to a switch a crash cut off.
+const RESTORING: i64 = -1;
 
 impl Service {
     /// The caller `caller` acts as for `user`'s active sandbox.
@@ -47,7 +60,9 @@ impl Service {
         })
     }
 
-    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// `user`'s lock, held by one switch or end at a time; refused once [`MAX_QUEUED`] of them
+    /// are under way or waiting for it.
+    fn user_lock(&self, user: &str) -> Result<Arc<tokio::sync::Mutex<()>>, Error> {
         let mut locks = self
             .inner
             .user_locks
@@ -56,7 +71,19 @@ impl Service {
         // Locks nobody holds or waits for go, so the map stays as small as the switches
         // under way.
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks.entry(user.to_owned()).or_default().clone()
+        let lock = locks.entry(user.to_owned()).or_default().clone();
+        // The map's reference, this one, and one per switch or end under way or waiting.
+        if Arc::strong_count(&lock) > MAX_QUEUED + 2 {
+            return Err(Error::Limited(crate::Limited {
+                code: "rate_limited",
+                limit: "switches_per_user",
+                message: format!(
+                    "{MAX_QUEUED} switches or ends of user {user:?}'s active sandbox are under way or waiting"
+                ),
+                retry_after: std::time::Duration::from_secs(1),
+            }));
+        }
+        Ok(lock)
     }
 
     fn active_of(&self, row: &ActiveRow, saved: Option<String>) -> Result<Active, Error> {
@@ -110,11 +137,15 @@ impl Service {
         if let Some(profile) = &profile {
             self.known_profile(profile)?;
         }
+        check_exclude(&request.exclude)?;
+        // The wait for the user's earlier switches is the request's own: a caller that leaves
+        // while it waits leaves nothing behind. Once the lock is held, the switch runs to its
+        // end whatever the caller does.
+        let switching = self.user_lock(user)?.lock_owned().await;
         let (service, request, user) = (self.clone(), request.clone(), user.to_owned());
         let caller = caller.clone();
         self.to_completion("switch", async move {
-            let lock = service.user_lock(&user);
-            let _switching = lock.lock().await;
+            let _switching = switching;
             let mut saved = None;
             let old = service.inner.store.get_active(&user)?;
             if let (Some(old), true) = (&old, request.save_on_switch) {
@@ -137,12 +168,12 @@ impl Service {
             };
             tokio::pin!(ending);
             let mut ended = None;
-            let mut metadata = BTreeMap::new();
-            metadata.insert("sbx.project".to_owned(), project.id.clone());
-            metadata.insert("sbx.active-user".to_owned(), user.clone());
+            let mut labels = BTreeMap::new();
+            labels.insert(PROJECT_LABEL.to_owned(), project.id.clone());
+            labels.insert(USER_LABEL.to_owned(), user.clone());
             let new = NewSandbox {
                 profile,
-                metadata,
+                labels,
                 ..NewSandbox::default()
             };
             let mut created = service.create(&subject, &new).await;
@@ -167,7 +198,7 @@ impl Service {
                 fragment_id: fragment.as_ref().map(|f| f.id.clone()),
                 sandbox_id: sandbox.id.clone(),
                 port: project.port,
-                restored: 0,
+                restored: RESTORING,
                 created_at: now_ms(),
             };
             service.inner.store.set_active(&row)?;
@@ -280,6 +311,46 @@ impl Service {
         Ok(live)
     }
 
+    /// At start, what switches a crash cut off left: a record whose files were still being
+    /// restored is ended (its sandbox destroyed, the record forgotten: the user's next switch
+    /// makes a new one), and a sandbox a switch made that no record names (made before its
+    /// record was written, or being replaced) is destroyed.
+    pub(crate) async fn settle_actives(&self) {
+        if let Err(error) = self.try_settle_actives().await {
+            tracing::warn!(error = %error.detail(), "cannot settle the active sandboxes a crash left");
+        }
+    }
+
+    async fn try_settle_actives(&self) -> Result<(), Error> {
+        for row in self.inner.store.actives(None)? {
+            if row.restored == RESTORING {
+                tracing::warn!(user = %row.user, sandbox = %row.sandbox_id, "ending an active sandbox whose restore a crash cut off");
+                self.end_active(&Caller::system(), &row).await?;
+            }
+        }
+        for row in self
+            .inner
+            .store
+            .list_sandboxes(&State::names_where(State::may_have_host_traces))?
+        {
+            let metadata: BTreeMap<String, String> =
+                serde_json::from_str(&row.metadata).unwrap_or_default();
+            let Some(user) = metadata.get(USER_LABEL) else {
+                continue;
+            };
+            let named = self
+                .inner
+                .store
+                .get_active(user)?
+                .is_some_and(|active| active.sandbox_id == row.id);
+            if !named {
+                tracing::warn!(user = %user, sandbox = %row.id, "destroying a sandbox a cut-off switch made or was replacing");
+                self.destroy_sandbox(&row.id).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// `user`'s active sandbox.
     pub fn active(&self, caller: &Caller, user: &str) -> Result<Active, Error> {
         let subject = self.acting_for(caller, user)?;
@@ -295,9 +366,9 @@ impl Service {
     pub async fn deactivate(&self, caller: &Caller, user: &str) -> Result<(String, bool), Error> {
         let subject = self.acting_for(caller, user)?;
         let (service, user) = (self.clone(), user.to_owned());
+        let switching = self.user_lock(&user)?.lock_owned().await;
         self.to_completion("deactivate", async move {
-            let lock = service.user_lock(&user);
-            let _switching = lock.lock().await;
+            let _switching = switching;
             let row = service.inner.store.get_active(&user)?.ok_or_else(|| {
                 Error::UserNotFound(format!("user {user:?} has no active sandbox"))
             })?;

@@ -430,11 +430,7 @@ impl Service {
             } => (format!("sandbox:{sandbox}"), exclude.clone()),
         };
         let kind = label.unwrap_or(kind);
-        if exclude.len() > 64 || exclude.iter().any(|e| e.is_empty() || e.contains('/')) {
-            return Err(Error::Invalid(
-                "exclude: at most 64 names of files or directories, without '/'".into(),
-            ));
-        }
+        check_exclude(&exclude)?;
         // The sandbox's archive is opened before the fragment is admitted (that checks the
         // caller's right to the sandbox and that it runs).
         let (stream, strip) = match source {
@@ -624,8 +620,9 @@ impl Service {
             .collect())
     }
 
-    /// A fragment and its entries, by path.
-    pub fn fragment(
+    /// A fragment and its entries, by path (read on a blocking thread: up to
+    /// `projects.max_fragment_files` of them).
+    pub async fn fragment(
         &self,
         caller: &Caller,
         project: &str,
@@ -634,10 +631,10 @@ impl Service {
         let (project, _) = self.project_for(caller, project, Need::Read)?;
         let row = self.fragment_row(&project, fragment)?;
         let latest = self.inner.store.fragments(Some(&project.id), READY)?.pop();
-        let entries = self
-            .inner
-            .store
-            .fragment_entries(&row.id)?
+        let store = self.inner.store.clone();
+        let id = row.id.clone();
+        let entries = blocking(move || Ok(store.fragment_entries(&id)?))
+            .await?
             .into_iter()
             .map(|e| FragmentEntry {
                 path: e.path,
@@ -704,10 +701,15 @@ impl Service {
         Box::pin(tokio_stream_of(rx))
     }
 
-    /// Gives back what fragments a crash left half-written took.
+    /// Gives back what fragments a crash left half-written took, and the fragments of a
+    /// project whose removal was cut off after the project went.
     pub fn collect_fragments(&self) -> Result<(), Error> {
         for row in self.inner.store.fragments(None, WRITING)? {
             tracing::info!(fragment = %row.id, "removing a fragment a crash left half-written");
+            self.inner.store.remove_fragment(&row.id)?;
+        }
+        for row in self.inner.store.orphan_fragments()? {
+            tracing::info!(fragment = %row.id, project = %row.project_id, "removing a fragment of a removed project");
             self.inner.store.remove_fragment(&row.id)?;
         }
         Ok(())
@@ -799,4 +801,22 @@ fn tokio_stream_of(
     mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Most names a fragment made from a sandbox may leave out, and their longest.
+const MAX_EXCLUDED: usize = 64;
+const MAX_EXCLUDED_NAME: usize = 255;
+
+/// `exclude` of a fragment made from a sandbox: at most 64 names of files or directories
+/// (plain names, no `/` or NUL, up to 255 bytes each).
+pub(crate) fn check_exclude(exclude: &[String]) -> Result<(), Error> {
+    let bad = |e: &String| {
+        e.is_empty() || e.len() > MAX_EXCLUDED_NAME || e.contains('/') || e.contains('\0')
+    };
+    if exclude.len() > MAX_EXCLUDED || exclude.iter().any(bad) {
+        return Err(Error::Invalid(format!(
+            "exclude: at most {MAX_EXCLUDED} names of files or directories, each 1-{MAX_EXCLUDED_NAME} bytes without '/' or NUL"
+        )));
+    }
+    Ok(())
 }

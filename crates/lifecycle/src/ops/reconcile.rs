@@ -9,7 +9,8 @@
 //! - one whose backend this daemon does not run (the configuration changed) is marked
 //!   `failed`: nothing can reach it (if that backend comes back, its traces are orphans then);
 //! - host traces of this instance that no live record names (an interrupted create, a warm
-//!   helper of the previous daemon) are removed, backend by backend.
+//!   helper of the previous daemon) are removed, backend by backend;
+//! - what a switch of a user's active sandbox cut off left is settled (`ops/active.rs`).
 
 use std::collections::BTreeSet;
 
@@ -161,6 +162,7 @@ impl Service {
             }
         }
         self.settle_snapshots().await;
+        self.settle_actives().await;
         Ok(report)
     }
 }

@@ -638,3 +638,53 @@ async fn a_hung_destroy_cannot_hang_the_api() {
     assert!(h.engine.traces().is_empty());
     h.service.shutdown(false).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_a_cut_off_switch_left_is_settled_at_start() {
+    let h = Harness::new();
+    // sbx's own metadata keys are never a request's.
+    let claimed = NewSandbox {
+        metadata: [("sbx.active-user".to_owned(), "bob".to_owned())].into(),
+        ..with_ttl(3600)
+    };
+    assert!(matches!(
+        h.service.create(&user("bob"), &claimed).await,
+        Err(Error::Invalid(_))
+    ));
+    let made_for = |who: &str| NewSandbox {
+        labels: [("sbx.active-user".to_owned(), who.to_owned())].into(),
+        ..with_ttl(3600)
+    };
+    // A switch cut off between its sandbox and its record: no record names the sandbox.
+    let unnamed = h.create(made_for("carol")).await;
+    // One cut off while it restored the files.
+    let restoring = h.create(made_for("dave")).await;
+    // One that finished, and a sandbox of no switch: both kept.
+    let done = h.create(made_for("erin")).await;
+    let plain = h.create(with_ttl(3600)).await;
+    let record = |user: &str, sandbox: &str, restored: i64| sbx_store::ActiveRow {
+        user: user.into(),
+        project_id: "p".into(),
+        fragment_id: None,
+        sandbox_id: sandbox.into(),
+        port: None,
+        restored,
+        created_at: 0,
+    };
+    let store = &h.service.inner.store;
+    store
+        .set_active(&record("dave", &restoring.id, -1))
+        .unwrap();
+    store.set_active(&record("erin", &done.id, 3)).unwrap();
+
+    let h = h.restart(config()).await;
+    h.service.reconcile().await.unwrap();
+    assert_eq!(h.get(&unnamed.id).state, State::Destroyed);
+    assert_eq!(h.get(&restoring.id).state, State::Destroyed);
+    assert!(h.service.inner.store.get_active("dave").unwrap().is_none());
+    assert_eq!(h.get(&done.id).state, State::Running);
+    assert!(h.service.inner.store.get_active("erin").unwrap().is_some());
+    assert_eq!(h.get(&plain.id).state, State::Running);
+    h.service.shutdown(false).await.unwrap();
+    assert!(h.engine.traces().is_empty());
+}

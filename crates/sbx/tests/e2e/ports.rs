@@ -33,6 +33,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header('Content-Type', 'application/json')
         self.send_header('Content-Length', str(len(body)))
         self.send_header('Set-Cookie', 'sbx_session=planted; Path=/')
+        self.send_header('Clear-Site-Data', '"cookies"')
+        self.send_header('Strict-Transport-Security', 'max-age=31536000; includeSubDomains')
         self.end_headers()
         self.wfile.write(body)
     def do_GET(self):
@@ -139,6 +141,46 @@ async fn a_sandboxs_port_answers_http_and_websocket_through_the_daemon_only() {
     assert_eq!(seen["path"], "/hello/world?x=1");
     assert_eq!(seen["headers"]["host"], "localhost:8000");
     assert!(seen["headers"].get("authorization").is_none(), "{seen}");
+    // No cookie crosses (the daemon's session, or another site's on the same host), nor a
+    // header acting on the daemon's whole origin comes back; the path goes on as sent.
+    let response = http
+        .get(format!(
+            "{}/v1/sandboxes/{id}/ports/8000/a%3Fb/%C3%A9%20x?q=%23",
+            d.url
+        ))
+        .bearer_auth(&d.admin_key)
+        .header("cookie", "sbx_session=stolen; jupyter=secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for name in ["set-cookie", "clear-site-data", "strict-transport-security"] {
+        assert!(response.headers().get(name).is_none(), "{name}");
+    }
+    let seen: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(seen["path"], "/a%3Fb/%C3%A9%20x?q=%23");
+    assert!(seen["headers"].get("cookie").is_none(), "{seen}");
+    // A host under the preview domain that names no port of a sandbox is not the API's.
+    for host in [
+        "65536-x.sbx.test",
+        "www.sbx.test",
+        format!("80-{id}.x.sbx.test").as_str(),
+    ] {
+        let stray = http
+            .get(format!("{}/v1/sandboxes", d.url))
+            .header("host", host)
+            .bearer_auth(&d.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            stray.status().is_client_error(),
+            "{host}: {}",
+            stray.status()
+        );
+        let body = stray.text().await.unwrap();
+        assert!(!body.contains(&id), "{host}: {body}");
+    }
     let root = get(
         format!("/v1/sandboxes/{id}/ports/8000"),
         d.admin_key.clone(),
@@ -361,7 +403,8 @@ async fn share_links_and_public_ports_reach_a_port_without_a_key() {
     assert_eq!(by_host.status(), 401);
     assert_eq!(anonymous(format!("/v1/sandboxes/{id}/ports")).await.0, 401);
     assert_eq!(anonymous(format!("/v1/sandboxes/{id}")).await.0, 401);
-    // Bob's key reaches nothing of alice's, public or not.
+    // Bob's key reaches nothing private of alice's; her public port answers him as it does
+    // anyone, by path and by host alike.
     let bobs = http
         .get(format!("{}/v1/sandboxes/{id}/ports/8000/page.txt", d.url))
         .bearer_auth(&bob_key)
@@ -369,6 +412,21 @@ async fn share_links_and_public_ports_reach_a_port_without_a_key() {
         .await
         .unwrap();
     assert_eq!(bobs.status(), 404);
+    let bobs = http
+        .get(format!("{}/v1/sandboxes/{id}/ports/8001/page.txt", d.url))
+        .bearer_auth(&bob_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 200);
+    let bobs = http
+        .get(format!("{}/page.txt", d.url))
+        .header("host", format!("8001-{id}.sbx.test"))
+        .bearer_auth(&bob_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 200);
 
     // A share link reaches the private port without a key, until it expires.
     let share = |key: String, body: serde_json::Value| {

@@ -411,6 +411,34 @@ async fn concurrent_switches_of_one_user_leave_exactly_one_sandbox() {
             d.assert_no_traces(id);
         }
     }
+    // More at once than may wait: those past the bound are refused (429) before they act;
+    // the others run, and still one sandbox survives.
+    let switches = (0..60).map(|_| {
+        let client = d.client.clone();
+        let project = project.id.clone();
+        async move { client.switch("carol", &switch_to(&project, None)).await }
+    });
+    let answers = futures::future::join_all(switches).await;
+    let refused = answers
+        .iter()
+        .filter(|a| {
+            matches!(a, Err(sbx_api_client::ClientError::Api { status: 429, code, .. }) if code == "rate_limited")
+        })
+        .count();
+    let made: Vec<String> = answers
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|a| a.sandbox.id)
+        .collect();
+    assert!(refused > 0, "none of 60 switches was refused");
+    assert_eq!(refused + made.len(), 60, "every switch ran or was refused");
+    let active = d.client.active("carol").await.unwrap();
+    assert!(active.alive && made.contains(&active.sandbox.id));
+    for id in &made {
+        if *id != active.sandbox.id {
+            d.assert_no_traces(id);
+        }
+    }
     // A sandbox that died is reported as such, and replaced by the next switch.
     d.client.delete(&active.sandbox.id).await.unwrap();
     let dead = d.client.active("carol").await.unwrap();
