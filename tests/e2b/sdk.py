@@ -64,15 +64,22 @@ def lifecycle():
     assert s.sandbox_id in listed, listed
     listed = [x.sandbox_id for x in Sandbox.list(query=SandboxQuery(metadata={"who": "nobody"})).next_items()]
     assert s.sandbox_id not in listed, listed
-    # Pagination: three more sandboxes, pages of two.
+    # Pagination: three more sandboxes, pages of two, newest first.
     more = [Sandbox.create(metadata={"page": "yes"}) for _ in range(3)]
     paginator = Sandbox.list(query=SandboxQuery(metadata={"page": "yes"}), limit=2)
     seen = []
     while paginator.has_next:
         seen += [x.sandbox_id for x in paginator.next_items()]
-    assert sorted(seen) == sorted(m.sandbox_id for m in more), seen
-    for m in more:
-        m.kill()
+    assert seen == [m.sandbox_id for m in reversed(more)], seen
+    # The cleanup loop: each page killed before the next is asked for skips none.
+    paginator = Sandbox.list(query=SandboxQuery(metadata={"page": "yes"}), limit=2)
+    killed = 0
+    while paginator.has_next:
+        for x in paginator.next_items():
+            assert Sandbox.kill(x.sandbox_id) in (True, None)
+            killed += 1
+    assert killed == 3, killed
+    assert Sandbox.list(query=SandboxQuery(metadata={"page": "yes"})).next_items() == []
     # Timeout: shortened and extended.
     s.set_timeout(30)
     end = s.get_info().end_at.timestamp()
@@ -106,6 +113,13 @@ def lifecycle():
     after = int(resumed.commands.run("cat /tmp/count").stdout)
     assert after > before > 0, (before, after)
     resumed.commands.kill(counter.pid)
+    # A paused sandbox waits for its resume past its timeout.
+    short = Sandbox.create(timeout=2)
+    (getattr(short, "pause", None) or short.beta_pause)()
+    time.sleep(3)
+    again = Sandbox.connect(short.sandbox_id, timeout=30)
+    assert again.commands.run("echo back").stdout == "back\n"
+    again.kill()
     # Metrics.
     if hasattr(s, "get_metrics"):
         metrics = s.get_metrics()
@@ -362,6 +376,16 @@ def errors():
     killer.start()
     raises(Exception, h.wait)
     killer.join()
+    # A killed sandbox is not running to envd's clients (E2B's proxy's 502): the SDKs raise
+    # their timeout (SandboxNotRunningException in newer versions), not a generic error.
+    raises(e2b.TimeoutException, s.commands.run, "true")
+    raises(e2b.TimeoutException, s.files.read, "/etc/hostname")
+    # What sbx does not do is refused clearly, not done otherwise.
+    import inspect
+
+    if "lifecycle" in inspect.signature(Sandbox.create).parameters:
+        error = raises(Exception, Sandbox.create, lifecycle={"on_timeout": "pause"})
+        assert "not supported" in str(error), error
 
 
 @check("ownership")

@@ -30,11 +30,16 @@ const MAX_PAGE: usize = 100;
 /// Largest control-plane request body.
 const MAX_BODY: usize = 256 << 10;
 
+/// E2B's control-plane resources: sandboxes (served), and those sbx does not serve (answered
+/// 501 in E2B's shape, so that an SDK says what is missing rather than "not found").
+const CONTROL_ROOTS: [&str; 5] = ["sandboxes", "snapshots", "templates", "volumes", "secrets"];
+
 pub(crate) fn is_control_path(path: &str) -> bool {
-    path == "/sandboxes"
-        || path.starts_with("/sandboxes/")
-        || path == "/v2/sandboxes"
-        || path.starts_with("/v2/sandboxes/")
+    let path = path.strip_prefix("/v2").unwrap_or(path);
+    let root = path
+        .strip_prefix('/')
+        .map(|p| p.split('/').next().unwrap_or(""));
+    root.is_some_and(|root| CONTROL_ROOTS.contains(&root))
 }
 
 pub(crate) fn router(e2b: E2b) -> Router {
@@ -48,7 +53,19 @@ pub(crate) fn router(e2b: E2b) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
-        .fallback(|| async { e2b_error(StatusCode::NOT_FOUND, "no such route") })
+        // E2B's other routes (templates, snapshots, volumes, forks, network rules, …): a
+        // clear refusal (`Should-Retry: false`), never "not found", which the SDKs read as
+        // "no such sandbox".
+        .fallback(|request: Request| async move {
+            e2b_error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "{} {} is not supported by sbx (docs/e2b.md lists what is)",
+                    request.method(),
+                    request.uri().path()
+                ),
+            )
+        })
         .method_not_allowed_fallback(|| async {
             e2b_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
@@ -105,6 +122,13 @@ struct NewSandboxBody {
     #[serde(default, rename = "allow_internet_access")]
     #[allow(dead_code)]
     allow_internet_access: Option<bool>,
+    /// `lifecycle={"on_timeout": "pause"}`: refused (a sandbox is destroyed at its timeout),
+    /// never silently destroyed instead of paused.
+    #[serde(default)]
+    auto_pause: Option<bool>,
+    /// Volumes: refused when any is asked for.
+    #[serde(default)]
+    volume_mounts: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +251,18 @@ async fn create(State(e2b): State<E2b>, request: Request) -> Response {
         Ok(read) => read,
         Err(response) => return response,
     };
+    if body.auto_pause == Some(true) {
+        return e2b_error(
+            StatusCode::BAD_REQUEST,
+            "autoPause (on_timeout \"pause\") is not supported by sbx: a sandbox is destroyed at its timeout; pause it before, or extend it with set_timeout",
+        );
+    }
+    if body.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+        return e2b_error(
+            StatusCode::BAD_REQUEST,
+            "volumeMounts are not supported by sbx",
+        );
+    }
     let template = body.template_id.as_deref().unwrap_or("base");
     let timeout = body
         .timeout
@@ -254,13 +290,35 @@ async fn create(State(e2b): State<E2b>, request: Request) -> Response {
     }
 }
 
-/// The list filter of a query: `state` (comma-separated `running`, `paused`) and `metadata`
-/// (a form-encoded query of its own, with keys and values encoded once more by the SDKs).
-fn list_filter(query: Option<&str>) -> Result<(ListFilter, usize, usize), Response> {
+/// A list query: lifecycle's filter (`state`, comma-separated `running`, `paused`, or
+/// repeated; `metadata`, a form-encoded query of its own with keys and values encoded once
+/// more by the SDKs), E2B's own filters, the order and the page.
+struct ListQuery {
+    filter: ListFilter,
+    /// `template`: sandboxes of the profile it stands for.
+    template: Option<String>,
+    /// `startedAfter` (RFC 3339): sandboxes created after it, Unix ms.
+    started_after: Option<i64>,
+    /// `order`: newest first (`desc`, E2B's default) or oldest first (`asc`).
+    newest_first: bool,
+    limit: usize,
+    /// `nextToken`: the last sandbox of the page before, as `<created ms>_<id>`; the page
+    /// goes on after it in the list's order, whatever went meanwhile (a cursor, not an
+    /// offset: killing a page's sandboxes skips none of the next).
+    after: Option<(i64, String)>,
+}
+
+fn list_filter(query: Option<&str>) -> Result<ListQuery, Response> {
     let pairs = form_pairs(query.unwrap_or(""));
     let mut filter = ListFilter::default();
-    let mut limit = MAX_PAGE;
-    let mut offset = 0usize;
+    let mut list = ListQuery {
+        filter: ListFilter::default(),
+        template: None,
+        started_after: None,
+        newest_first: true,
+        limit: MAX_PAGE,
+        after: None,
+    };
     for (key, value) in pairs {
         match key.as_str() {
             "state" => {
@@ -288,7 +346,7 @@ fn list_filter(query: Option<&str>) -> Result<(ListFilter, usize, usize), Respon
                 }
             }
             "limit" => {
-                limit = match value.parse::<usize>() {
+                list.limit = match value.parse::<usize>() {
                     Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
                     _ => {
                         return Err(e2b_error(
@@ -298,10 +356,34 @@ fn list_filter(query: Option<&str>) -> Result<(ListFilter, usize, usize), Respon
                     }
                 }
             }
-            "nextToken" => {
-                offset = value.parse().map_err(|_| {
+            "nextToken" if !value.is_empty() => {
+                let cursor = value
+                    .split_once('_')
+                    .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())));
+                list.after = Some(cursor.ok_or_else(|| {
                     e2b_error(StatusCode::BAD_REQUEST, "nextToken is not one sbx gave")
-                })?
+                })?);
+            }
+            "order" => {
+                list.newest_first = match value.to_ascii_lowercase().as_str() {
+                    "desc" => true,
+                    "asc" => false,
+                    _ => {
+                        return Err(e2b_error(
+                            StatusCode::BAD_REQUEST,
+                            format!("order {value:?} is not asc or desc"),
+                        ))
+                    }
+                }
+            }
+            "template" if !value.is_empty() => list.template = Some(value),
+            "startedAfter" if !value.is_empty() => {
+                list.started_after = Some(rfc3339_ms(&value).ok_or_else(|| {
+                    e2b_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("startedAfter {value:?} is not an RFC 3339 time"),
+                    )
+                })?);
             }
             _ => {}
         }
@@ -313,33 +395,78 @@ fn list_filter(query: Option<&str>) -> Result<(ListFilter, usize, usize), Respon
             SandboxState::Hibernated,
         ];
     }
-    Ok((filter, limit, offset))
+    list.filter = filter;
+    Ok(list)
+}
+
+/// Unix ms of an RFC 3339 time (`Z` or a `±HH:MM` offset, any fraction of a second).
+fn rfc3339_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (local, offset_minutes) = match text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
+        Some(local) => (local, 0i64),
+        None => {
+            let at = text.len().checked_sub(6)?;
+            let (local, offset) = (text.get(..at)?, text.get(at..)?);
+            let sign = match offset.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (hours, minutes) = offset[1..].split_once(':')?;
+            let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+            (local, sign * (hours * 60 + minutes))
+        }
+    };
+    let time = humantime::parse_rfc3339_weak(local).ok()?;
+    let ms = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms)
+        .ok()?
+        .checked_sub(offset_minutes.checked_mul(60_000)?)
 }
 
 fn list_sandboxes(
     e2b: &E2b,
     request: &Request,
     paged: bool,
-) -> Result<(Vec<Value>, Option<usize>), Response> {
+) -> Result<(Vec<Value>, Option<String>), Response> {
     let caller = caller(request)?;
-    let (filter, limit, offset) = list_filter(request.uri().query())?;
+    let query = list_filter(request.uri().query())?;
     let mut sandboxes = e2b
         .service()
-        .list(&caller, &filter)
+        .list(&caller, &query.filter)
         .map_err(from_lifecycle)?;
+    if let Some(template) = &query.template {
+        let profile = e2b.profile_for(template);
+        sandboxes.retain(|s| s.profile == profile);
+    }
+    if let Some(after) = query.started_after {
+        sandboxes.retain(|s| s.created_at > after);
+    }
     sandboxes.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    let (limit, offset) = if paged {
-        (limit, offset)
-    } else {
-        (usize::MAX, 0)
-    };
+    if query.newest_first {
+        sandboxes.reverse();
+    }
+    if let (Some((ms, id)), true) = (&query.after, paged) {
+        let cursor = (*ms, id.as_str());
+        sandboxes.retain(|s| {
+            let key = (s.created_at, s.id.as_str());
+            if query.newest_first {
+                key < cursor
+            } else {
+                key > cursor
+            }
+        });
+    }
+    let limit = if paged { query.limit } else { usize::MAX };
+    let next = (sandboxes.len() > limit)
+        .then(|| sandboxes.get(limit - 1))
+        .flatten()
+        .map(|last| format!("{}_{}", last.created_at, last.id));
     let page: Vec<Value> = sandboxes
         .iter()
-        .skip(offset)
         .take(limit)
         .map(|s| e2b.detail_json(s, false))
         .collect();
-    let next = (offset.saturating_add(limit) < sandboxes.len()).then(|| offset + limit);
     Ok((page, next))
 }
 
@@ -355,7 +482,7 @@ async fn list_v2(State(e2b): State<E2b>, request: Request) -> Response {
         Ok((page, next)) => {
             let mut response = Json(page).into_response();
             if let Some(next) = next {
-                if let Ok(value) = HeaderValue::from_str(&next.to_string()) {
+                if let Ok(value) = HeaderValue::from_str(&next) {
                     response.headers_mut().insert("x-next-token", value);
                 }
             }
@@ -492,7 +619,9 @@ async fn pause(State(e2b): State<E2b>, Path(id): Path<String>, request: Request)
         Ok(_) => {}
         Err(response) => return response,
     }
-    match e2b.service().pause(&caller, &id).await {
+    // E2B's paused sandbox waits for its resume, however long: its timeout stops while paused
+    // (a resume gives back what was left, and a connect's timeout extends that).
+    match e2b.service().pause_stopping_clock(&caller, &id).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => from_lifecycle(e),
     }
@@ -559,4 +688,34 @@ async fn metrics(State(e2b): State<E2b>, Path(id): Path<String>, request: Reques
         "diskTotal": sandbox.resources.disk_mb << 20,
     });
     Json(vec![sample]).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_with_offsets_are_read() {
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:01.5+00:00"), Some(1500));
+        assert_eq!(rfc3339_ms("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:00-00:30"), Some(1_800_000));
+        assert_eq!(rfc3339_ms("yesterday"), None);
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:00+0x:00"), None);
+    }
+
+    #[test]
+    fn e2bs_control_plane_is_its_roots() {
+        for path in [
+            "/sandboxes",
+            "/v2/sandboxes/x/connect",
+            "/templates/aliases/a",
+            "/snapshots",
+        ] {
+            assert!(is_control_path(path), "{path}");
+        }
+        for path in ["/", "/v1/sandboxes", "/sandboxesx", "/healthz", "/v2"] {
+            assert!(!is_control_path(path), "{path}");
+        }
+    }
 }

@@ -249,6 +249,44 @@ impl E2b {
         }
     }
 
+    /// The answer to a request addressed to envd or the code interpreter of a sandbox that is
+    /// gone for the caller (ended — killed, expired, failed — or never the caller's): what
+    /// E2B's proxy answers, a 502 saying the sandbox "was not found", which the SDKs raise as
+    /// the sandbox not running (a timeout). `None` while it runs or is paused; `/health`
+    /// answers for itself.
+    pub fn gone(
+        &self,
+        caller: &Caller,
+        target: &Target,
+        path: &str,
+    ) -> Option<axum::response::Response> {
+        use sbx_lifecycle::State;
+        if path == "/health" || (target.port != ENVD_PORT && target.port != INTERPRETER_PORT) {
+            return None;
+        }
+        let live = self
+            .inner
+            .service
+            .get(caller, &target.sandbox)
+            .is_ok_and(|s| matches!(s.state, State::Running | State::Paused | State::Hibernated));
+        if live {
+            return None;
+        }
+        let message = format!("the sandbox {} was not found", target.sandbox);
+        let status = axum::http::StatusCode::BAD_GATEWAY;
+        Some(
+            if path.starts_with("/process.") || path.starts_with("/filesystem.") {
+                // A Connect client reads the code from the body (the status alone says
+                // `unavailable` too).
+                use axum::response::IntoResponse;
+                let body = serde_json::json!({ "code": "unavailable", "message": message });
+                (status, axum::Json(body)).into_response()
+            } else {
+                errors::e2b_error(status, message)
+            },
+        )
+    }
+
     /// The control plane's routes.
     pub fn control_router(&self) -> axum::Router {
         control::router(self.clone())

@@ -99,9 +99,12 @@ impl Tokens {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let (Some(signature), Some(path)) = (get("signature"), get("path")) else {
+        let Some(signature) = get("signature") else {
             return false;
         };
+        // No path is the empty one (E2B's JS SDK signs an upload URL made without a path so:
+        // the multipart part's file name says where it goes).
+        let path = get("path").unwrap_or("");
         let user = get("username").unwrap_or("");
         let expiration = match get("signature_expiration") {
             None => None,
@@ -249,6 +252,14 @@ mod tests {
         let query = format!("path=%2Fa&signature={expired}&signature_expiration=1");
         assert!(!tokens.signed("sb-1", Some(&query), "read"));
         assert!(!tokens.signed("sb-1", Some("path=%2Fa"), "read"));
+        // No path: the empty one was signed (an upload URL made without a path).
+        let pathless = signature_of("", "write", "user", &token, None);
+        let query = format!(
+            "username=user&signature={}",
+            pathless.replace('+', "%2B").replace('/', "%2F")
+        );
+        assert!(tokens.signed("sb-1", Some(&query), "write"));
+        assert!(!tokens.signed("sb-1", Some(&format!("{query}&path=%2Fx")), "write"));
         assert!(tokens.is_access_token("sb-1", &token));
         assert!(!tokens.is_access_token("sb-1", &token[..10]));
     }

@@ -23,15 +23,37 @@ use crate::view::{self, StoredSpec};
 use crate::{deadline, now_ms, reason, Caller, Error, Service, State};
 
 impl Service {
-    /// Pauses a sandbox for `caller`.
+    /// Pauses a sandbox for `caller`; its lifetime runs on while paused unless its profile
+    /// says `ttl.pause_stops_clock`.
     pub async fn pause(&self, caller: &Caller, id_or_name: &str) -> Result<Sandbox, Error> {
+        self.pause_with(caller, id_or_name, None).await
+    }
+
+    /// Pauses a sandbox for `caller`, its lifetime stopped while it is paused whatever its
+    /// profile says (E2B's pause: a paused sandbox waits for its resume, however long).
+    pub async fn pause_stopping_clock(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<Sandbox, Error> {
+        self.pause_with(caller, id_or_name, Some(true)).await
+    }
+
+    async fn pause_with(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        stop_clock: Option<bool>,
+    ) -> Result<Sandbox, Error> {
         let row = self.resolve(caller, id_or_name)?;
         let (service, caller) = (self.clone(), caller.clone());
         self.to_completion("pause", async move {
             let lock = service.lock_for(&row.id);
             let _guard = lock.lock().await;
             let row = service.reread(&row.id)?;
-            let row = service.pause_locked(&row, reason::PAUSED, &caller).await?;
+            let row = service
+                .pause_locked(&row, reason::PAUSED, &caller, stop_clock)
+                .await?;
             view::sandbox(&row)
         })
         .await
@@ -119,12 +141,14 @@ impl Service {
         self.reread(&row.id)
     }
 
-    /// The pause itself; the caller holds the sandbox's lock.
+    /// The pause itself; the caller holds the sandbox's lock. `stop_clock`: whether the
+    /// lifetime stops while paused (`None`: as the profile says).
     pub(crate) async fn pause_locked(
         &self,
         row: &SandboxRow,
         why: &str,
         by: &Caller,
+        stop_clock: Option<bool>,
     ) -> Result<SandboxRow, Error> {
         let state = view::effective_state(row)?;
         if state == State::Paused {
@@ -150,7 +174,9 @@ impl Service {
                 operation: "pause",
             });
         }
-        let remaining = spec.pause_stops_clock.then_some(row.expires_at - now);
+        let remaining = stop_clock
+            .unwrap_or(spec.pause_stops_clock)
+            .then_some(row.expires_at - now);
         let change = Change::to(&row.id, State::Paused, why)
             .at(now)
             .paused(now, remaining);

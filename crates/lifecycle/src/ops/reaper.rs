@@ -194,7 +194,7 @@ impl Service {
         }
         let system = crate::Caller::system();
         if spec.idle_pauses {
-            self.pause_locked(&row, crate::reason::IDLE, &system)
+            self.pause_locked(&row, crate::reason::IDLE, &system, None)
                 .await?;
             return Ok(());
         }

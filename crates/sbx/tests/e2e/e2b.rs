@@ -358,17 +358,26 @@ async fn envd_state_and_tokens_belong_to_one_sandbox() {
     )
     .await;
     assert_eq!(status, 404);
-    // Bob's key on alice's id: not found.
-    let (status, _) = envd(
-        &d,
-        "process.Process/List",
-        &alices.id,
-        &bob_key,
-        serde_json::json!({}),
-        false,
-    )
-    .await;
-    assert_eq!(status, 404);
+    // Bob's key on alice's id: not found, as E2B's proxy says it of a sandbox that is not
+    // there (502 "… was not found", `unavailable`), the same as for an id nobody has.
+    for id in [alices.id.as_str(), "sb-nobodys"] {
+        let (status, body) = envd(
+            &d,
+            "process.Process/List",
+            id,
+            &bob_key,
+            serde_json::json!({}),
+            false,
+        )
+        .await;
+        assert_eq!(status, 502);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "unavailable", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("was not found"),
+            "{body}"
+        );
+    }
     // Tokens: created through E2B's API, each sandbox gets its own.
     let create = |key: String| {
         let url = d.url.clone();
