@@ -459,6 +459,9 @@ impl Read for BlobReader<'_> {
     }
 }
 
+/// Longest a reader may leave a piece of a fragment's archive untaken.
+const PIECE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Bytes sent on a channel in pieces of 64 KiB.
 struct ChannelWriter {
     out: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
@@ -474,9 +477,21 @@ impl ChannelWriter {
             &mut self.buffer,
             Vec::with_capacity(64 << 10),
         ));
-        self.out
-            .blocking_send(Ok(piece))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away");
+        // On the runtime's blocking thread: a reader that takes no piece for a minute is
+        // given up, so that it cannot hold the thread for ever.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.block_on(async {
+                match tokio::time::timeout(PIECE_DEADLINE, self.out.send(Ok(piece))).await {
+                    Ok(sent) => sent.map_err(|_| gone()),
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the reader took no piece for a minute",
+                    )),
+                }
+            }),
+            Err(_) => self.out.blocking_send(Ok(piece)).map_err(|_| gone()),
+        }
     }
 }
 

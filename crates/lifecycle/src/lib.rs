@@ -97,6 +97,8 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Fragments being written, per owner (see `ops::projects`).
     fragment_writes: Arc<ops::projects::Writes>,
+    /// Downloads of fragments under way, per user (see `ops::projects`).
+    fragment_reads: Arc<ops::projects::Reads>,
     /// Serialises switches of each user's active sandbox (see `ops::active`).
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Watchers of running sandboxes (see `ops::watch`).
@@ -153,6 +155,7 @@ impl Service {
                 locks: Mutex::new(HashMap::new()),
                 user_locks: Mutex::new(HashMap::new()),
                 fragment_writes: Arc::default(),
+                fragment_reads: Arc::default(),
                 watchers: Mutex::new(JoinSet::new()),
                 events,
                 activity: Mutex::new(HashMap::new()),

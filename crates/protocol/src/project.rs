@@ -70,6 +70,50 @@ pub enum FileContent {
     },
 }
 
+/// Most files a JSON map may hold: it is decoded whole before anything else looks at it, so
+/// the count is bounded while it is read (a tar upload, read as a stream, holds more).
+pub const MAX_JSON_FILES: usize = 100_000;
+
+/// A map of files, refused as soon as it holds more than [`MAX_JSON_FILES`].
+fn bounded_files<'de, D>(deserializer: D) -> Result<Option<BTreeMap<String, FileContent>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::{Error, MapAccess, Visitor};
+    struct Files;
+    impl<'de> Visitor<'de> for Files {
+        type Value = Option<BTreeMap<String, FileContent>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a map of at most {MAX_JSON_FILES} paths to contents")
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut files = BTreeMap::new();
+            while let Some((path, content)) = map.next_entry::<String, FileContent>()? {
+                if files.len() >= MAX_JSON_FILES {
+                    return Err(A::Error::custom(format!(
+                        "more than {MAX_JSON_FILES} files: send a tar archive instead"
+                    )));
+                }
+                files.insert(path, content);
+            }
+            Ok(Some(files))
+        }
+    }
+    deserializer.deserialize_option(Files)
+}
+
 /// Body of `POST /v1/projects`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,8 +129,12 @@ pub struct CreateProjectRequest {
     /// The profile its sandboxes are made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
-    /// Files of a first fragment: relative path → content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Files of a first fragment: relative path → content (at most 100,000).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_files"
+    )]
     pub files: Option<BTreeMap<String, FileContent>>,
 }
 
@@ -152,8 +200,12 @@ pub struct FragmentDetail {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFragmentRequest {
-    /// Relative path → content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Relative path → content (at most 100,000).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_files"
+    )]
     pub files: Option<BTreeMap<String, FileContent>>,
     /// A running sandbox (the caller's) whose files under the project's root become the
     /// fragment.
@@ -237,4 +289,28 @@ pub struct Deactivated {
     pub sandbox_id: String,
     /// Whether it was still alive (and was destroyed now).
     pub killed: bool,
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn a_map_of_files_is_bounded_while_it_is_read() {
+        let few: CreateFragmentRequest =
+            serde_json::from_str(r#"{"files": {"a": "1", "b": {"base64": "Mg=="}}}"#).unwrap();
+        assert_eq!(few.files.unwrap().len(), 2);
+        let none: CreateFragmentRequest = serde_json::from_str(r#"{"files": null}"#).unwrap();
+        assert!(none.files.is_none());
+        let absent: CreateFragmentRequest = serde_json::from_str("{}").unwrap();
+        assert!(absent.files.is_none());
+        let many: String = (0..=MAX_JSON_FILES)
+            .map(|n| format!("\"f{n}\":\"\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let error =
+            serde_json::from_str::<CreateFragmentRequest>(&format!("{{\"files\":{{{many}}}}}"))
+                .unwrap_err();
+        assert!(error.to_string().contains("send a tar archive"), "{error}");
+    }
 }

@@ -675,15 +675,23 @@ impl Service {
     ) -> Result<crate::ByteStream, Error> {
         let (project, _) = self.project_for(caller, project, Need::Read)?;
         let row = self.fragment_row(&project, fragment)?;
-        Ok(self.fragment_stream(&row))
+        let slot = ReadSlot::take(&self.inner.fragment_reads, &caller.user)?;
+        Ok(self.stream_fragment(&row, Some(slot)))
     }
 
     /// A fragment's files as a tar stream (made on a blocking thread, a blob at a time).
     pub(crate) fn fragment_stream(&self, row: &FragmentRow) -> crate::ByteStream {
+        self.stream_fragment(row, None)
+    }
+
+    /// The stream, holding `slot` (a user's download) until it ends. Its thread gives up on a
+    /// reader that takes no piece for a minute.
+    fn stream_fragment(&self, row: &FragmentRow, slot: Option<ReadSlot>) -> crate::ByteStream {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let store = self.inner.store.clone();
         let (id, mtime) = (row.id.clone(), (row.created_at / 1000).max(0) as u64);
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let entries = match store.fragment_entries(&id) {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -694,7 +702,8 @@ impl Service {
             if let Err(e) = fragments::emit(&store, &entries, mtime, tx.clone()) {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     tracing::warn!(fragment = %id, error = %e, "cannot read a fragment");
-                    let _ = tx.blocking_send(Err(e));
+                    // Never waits: the reader may be the reason it ended.
+                    let _ = tx.try_send(Err(e));
                 }
             }
         });
@@ -713,6 +722,51 @@ impl Service {
             self.inner.store.remove_fragment(&row.id)?;
         }
         Ok(())
+    }
+}
+
+/// Downloads of fragments' archives under way, per user.
+pub(crate) type Reads = std::sync::Mutex<std::collections::HashMap<String, usize>>;
+
+/// Most downloads of fragments' archives one user has under way at once (each holds a
+/// blocking thread while it streams).
+const READS_AT_ONCE: usize = 4;
+
+/// One user's download of a fragment's archive, given back when its stream ends.
+struct ReadSlot {
+    reads: Arc<Reads>,
+    user: String,
+}
+
+impl ReadSlot {
+    fn take(reads: &Arc<Reads>, user: &str) -> Result<ReadSlot, Error> {
+        let mut held = reads.lock().expect("read map is never poisoned");
+        let count = held.entry(user.to_owned()).or_default();
+        if *count >= READS_AT_ONCE {
+            return Err(Error::Limited(crate::Limited {
+                code: "rate_limited",
+                limit: "fragment_downloads_at_once",
+                message: format!("{user} downloads {READS_AT_ONCE} fragments already"),
+                retry_after: Duration::from_secs(5),
+            }));
+        }
+        *count += 1;
+        Ok(ReadSlot {
+            reads: reads.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        let mut held = self.reads.lock().expect("read map is never poisoned");
+        if let Some(count) = held.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.user);
+            }
+        }
     }
 }
 
@@ -819,4 +873,35 @@ pub(crate) fn check_exclude(exclude: &[String]) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_downloads_at_once_are_bounded() {
+        let reads = Arc::new(Reads::default());
+        let held: Vec<ReadSlot> = (0..READS_AT_ONCE)
+            .map(|_| ReadSlot::take(&reads, "alice").unwrap())
+            .collect();
+        assert!(matches!(
+            ReadSlot::take(&reads, "alice"),
+            Err(Error::Limited(_))
+        ));
+        // Another user's are their own.
+        let bobs = ReadSlot::take(&reads, "bob").unwrap();
+        drop(held);
+        drop(bobs);
+        assert!(reads.lock().unwrap().is_empty(), "slots are given back");
+        ReadSlot::take(&reads, "alice").unwrap();
+    }
+
+    #[test]
+    fn excluded_names_are_bounded() {
+        assert!(check_exclude(&["node_modules".into()]).is_ok());
+        assert!(check_exclude(&["a/b".into()]).is_err());
+        assert!(check_exclude(&["x".repeat(256)]).is_err());
+        assert!(check_exclude(&vec!["a".into(); 65]).is_err());
+    }
 }
