@@ -297,10 +297,14 @@ pub async fn dispatch_e2b(State(state): State<AppState>, request: Request, next:
         request.extensions().get::<sbx_e2b::Target>().cloned(),
         request.extensions().get::<Caller>().cloned(),
     ) {
-        let resolved = state.e2b.e2b.resolved(&caller, &target);
-        if let Some(gone) = state.e2b.e2b.gone(&caller, &resolved, request.uri().path()) {
-            return gone;
-        }
+        let resolved = match state
+            .e2b
+            .e2b
+            .resolve(&caller, &target, request.uri().path())
+        {
+            Ok(resolved) => resolved,
+            Err(gone) => return gone,
+        };
         request.extensions_mut().insert(resolved);
         // Bodies read whole before they are handled (Connect messages, code to run) count
         // against the daemon's budget of request bodies; file uploads stream and do not.

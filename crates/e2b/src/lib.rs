@@ -154,9 +154,14 @@ impl E2b {
             .strip_suffix(domain)?
             .strip_suffix('.')?
             .to_owned();
-        // Every name under the domain is a sandbox's port's: one that names none (no port, a
-        // port past 65535, a deeper name) is port 0 of no sandbox, refused as such, never the
-        // API or the page served on the preview domain.
+        // `api.{domain}` is E2B's control plane (where the SDKs given only `E2B_DOMAIN` send
+        // it): sbx's own routes, as any host outside the domain.
+        if label == "api" {
+            return None;
+        }
+        // Every other name under the domain is a sandbox's port's: one that names none (no
+        // port, a port past 65535, a deeper name) is port 0 of no sandbox, refused as such,
+        // never the API or the page served on the preview domain.
         let named = label
             .split_once('-')
             .filter(|(_, sandbox)| !sandbox.is_empty() && !sandbox.contains('.'))
@@ -237,54 +242,52 @@ impl E2b {
         })
     }
 
-    /// `target` with its sandbox named by id (a key may name its own sandbox by name; what envd
-    /// keeps is keyed by id), when `caller` may see it.
-    pub fn resolved(&self, caller: &Caller, target: &Target) -> Target {
-        match self.inner.service.get(caller, &target.sandbox) {
-            Ok(sandbox) => Target {
-                sandbox: sandbox.id,
-                port: target.port,
-            },
-            Err(_) => target.clone(),
-        }
-    }
-
-    /// The answer to a request addressed to envd or the code interpreter of a sandbox that is
-    /// gone for the caller (ended — killed, expired, failed — or never the caller's): what
-    /// E2B's proxy answers, a 502 saying the sandbox "was not found", which the SDKs raise as
-    /// the sandbox not running (a timeout). `None` while it runs or is paused; `/health`
-    /// answers for itself.
-    pub fn gone(
+    /// `target` as its sandbox's id (a name resolved for the caller, once: what envd keeps is
+    /// keyed by id). A request to envd or the code interpreter of a sandbox that is gone for
+    /// the caller (ended — killed, expired, failed — or never the caller's) gets what E2B's
+    /// proxy answers instead: a 502 saying the sandbox "was not found", which the SDKs raise
+    /// as the sandbox not running (a timeout). `/health` answers for itself, and a sandbox's
+    /// other ports are the proxy's.
+    pub fn resolve(
         &self,
         caller: &Caller,
         target: &Target,
         path: &str,
-    ) -> Option<axum::response::Response> {
+    ) -> Result<Target, axum::response::Response> {
         use sbx_lifecycle::State;
-        if path == "/health" || (target.port != ENVD_PORT && target.port != INTERPRETER_PORT) {
-            return None;
+        let found = self.inner.service.get(caller, &target.sandbox);
+        let envd =
+            path != "/health" && (target.port == ENVD_PORT || target.port == INTERPRETER_PORT);
+        match found {
+            Ok(sandbox)
+                if !envd
+                    || matches!(
+                        sandbox.state,
+                        State::Running | State::Paused | State::Hibernated
+                    ) =>
+            {
+                Ok(Target {
+                    sandbox: sandbox.id,
+                    port: target.port,
+                })
+            }
+            Err(_) if !envd => Ok(target.clone()),
+            _ => {
+                let message = format!("the sandbox {} was not found", target.sandbox);
+                let status = axum::http::StatusCode::BAD_GATEWAY;
+                Err(
+                    if path.starts_with("/process.") || path.starts_with("/filesystem.") {
+                        // A Connect client reads the code from the body (the status alone says
+                        // `unavailable` too).
+                        use axum::response::IntoResponse;
+                        let body = serde_json::json!({ "code": "unavailable", "message": message });
+                        (status, axum::Json(body)).into_response()
+                    } else {
+                        errors::e2b_error(status, message)
+                    },
+                )
+            }
         }
-        let live = self
-            .inner
-            .service
-            .get(caller, &target.sandbox)
-            .is_ok_and(|s| matches!(s.state, State::Running | State::Paused | State::Hibernated));
-        if live {
-            return None;
-        }
-        let message = format!("the sandbox {} was not found", target.sandbox);
-        let status = axum::http::StatusCode::BAD_GATEWAY;
-        Some(
-            if path.starts_with("/process.") || path.starts_with("/filesystem.") {
-                // A Connect client reads the code from the body (the status alone says
-                // `unavailable` too).
-                use axum::response::IntoResponse;
-                let body = serde_json::json!({ "code": "unavailable", "message": message });
-                (status, axum::Json(body)).into_response()
-            } else {
-                errors::e2b_error(status, message)
-            },
-        )
     }
 
     /// The control plane's routes.

@@ -460,7 +460,7 @@ impl Read for BlobReader<'_> {
 }
 
 /// Longest a reader may leave a piece of a fragment's archive untaken.
-const PIECE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const PIECE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Bytes sent on a channel in pieces of 64 KiB.
 struct ChannelWriter {

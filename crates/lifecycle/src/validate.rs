@@ -42,9 +42,9 @@ pub const MIN_MEMORY_MB: u64 = 32;
 pub const MIN_CPUS: f64 = 0.01;
 pub const MIN_PIDS: u64 = 8;
 pub const MIN_DISK_MB: u64 = 64;
-/// Most ports one sandbox may make public.
 /// The prefix of metadata keys sbx's own operations set ([`crate::model::NewSandbox::labels`]).
 pub const RESERVED_PREFIX: &str = "sbx.";
+/// Most ports one sandbox may make public.
 const MAX_PUBLIC_PORTS: usize = 16;
 const MAX_ENV: usize = 256;
 const MAX_METADATA: usize = 64;

@@ -49,8 +49,9 @@ pub struct StoredSpec {
     pub public_ports: Vec<u16>,
 }
 
-/// A paused sandbox whose profile stops the clock: its deadline does not apply until it is
-/// resumed (the lifetime it had left is in its pause mark).
+/// A paused sandbox whose clock stopped: the lifetime it had left is in its pause mark (it
+/// comes back with its resume), and the deadline in its record is its hold, the longest it
+/// waits for that resume (`ttl.max` from its pause).
 pub fn clock_stopped(row: &SandboxRow) -> bool {
     row.paused_remaining_ms.is_some() && state_of(row).is_ok_and(State::is_suspended)
 }
@@ -95,7 +96,6 @@ pub fn effective_state(row: &SandboxRow) -> Result<State, Error> {
     let state = state_of(row)?;
     if matches!(state, State::Running | State::Paused | State::Hibernated)
         && row.expires_at <= now_ms()
-        && !clock_stopped(row)
     {
         return Ok(State::Expired);
     }

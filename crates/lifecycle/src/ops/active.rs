@@ -73,7 +73,7 @@ impl Service {
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         let lock = locks.entry(user.to_owned()).or_default().clone();
         // The map's reference, this one, and one per switch or end under way or waiting.
-        if Arc::strong_count(&lock) > MAX_QUEUED + 2 {
+        if Arc::strong_count(&lock) >= MAX_QUEUED + 2 {
             return Err(Error::Limited(crate::Limited {
                 code: "rate_limited",
                 limit: "switches_per_user",
@@ -125,13 +125,11 @@ impl Service {
         let subject = self.acting_for(caller, user)?;
         // The project as the caller may see it: an admin switching a user reaches any.
         let (project, _) = self.project_for(caller, &request.project, Need::Read)?;
-        let fragment = match &request.fragment {
+        // A fragment named is checked now; the latest is the one latest once the switches of
+        // the user before this one are done (one of them may save a new one).
+        let named = match &request.fragment {
             Some(fragment) => Some(self.fragment_row(&project, fragment)?),
-            None => self
-                .inner
-                .store
-                .fragments(Some(&project.id), "ready")?
-                .pop(),
+            None => None,
         };
         let profile = request.profile.clone().or_else(|| project.profile.clone());
         if let Some(profile) = &profile {
@@ -151,6 +149,14 @@ impl Service {
             if let (Some(old), true) = (&old, request.save_on_switch) {
                 saved = service.save_active(&caller, old, &request.exclude).await?;
             }
+            let fragment = match named {
+                Some(fragment) => Some(fragment),
+                None => service
+                    .inner
+                    .store
+                    .fragments(Some(&project.id), "ready")?
+                    .pop(),
+            };
             // The old sandbox goes while the new one is made: both are the user's for a
             // moment, never both active (the record names the old one until it names the
             // new one). Every path below waits for the old one's end before answering.
@@ -321,11 +327,14 @@ impl Service {
         }
     }
 
+    /// One user's or sandbox's failure is logged and the others are settled still.
     async fn try_settle_actives(&self) -> Result<(), Error> {
         for row in self.inner.store.actives(None)? {
             if row.restored == RESTORING {
                 tracing::warn!(user = %row.user, sandbox = %row.sandbox_id, "ending an active sandbox whose restore a crash cut off");
-                self.end_active(&Caller::system(), &row).await?;
+                if let Err(error) = self.end_active(&Caller::system(), &row).await {
+                    tracing::warn!(user = %row.user, error = %error.detail(), "cannot end it");
+                }
             }
         }
         for row in self
@@ -345,7 +354,9 @@ impl Service {
                 .is_some_and(|active| active.sandbox_id == row.id);
             if !named {
                 tracing::warn!(user = %user, sandbox = %row.id, "destroying a sandbox a cut-off switch made or was replacing");
-                self.destroy_sandbox(&row.id).await?;
+                if let Err(error) = self.destroy_sandbox(&row.id).await {
+                    tracing::warn!(sandbox = %row.id, error = %error.detail(), "cannot destroy it");
+                }
             }
         }
         Ok(())

@@ -2,9 +2,10 @@
 //! and let them carry on later. Both are idempotent: pausing a paused sandbox, like resuming a
 //! running one, answers it as it is.
 //!
-//! The lifetime runs while paused unless the profile says `ttl.pause_stops_clock`: then the
-//! lifetime left is kept with the record, the deadline does not apply while paused
-//! ([`view::clock_stopped`]), and a resume gives it back (the start of the instance moves by the time paused, so `ttl.max`
+//! The lifetime runs while paused unless the profile says `ttl.pause_stops_clock` (or the pause
+//! asks, as E2B's does): then the lifetime left is kept with the record, the deadline while
+//! paused is the hold, `ttl.max` of wall time from the pause ([`view::clock_stopped`]), and a
+//! resume gives the lifetime left back (the start of the instance moves by the time paused, so `ttl.max`
 //! counts running time too). A paused sandbox past its deadline expires and is destroyed like
 //! a running one.
 //!
@@ -124,9 +125,18 @@ impl Service {
                     .then_some((row.expires_at - now).max(0)),
             ),
         };
-        let change = Change::to(&row.id, State::Hibernated, reason::HIBERNATED)
+        let mut change = Change::to(&row.id, State::Hibernated, reason::HIBERNATED)
             .at(now)
             .paused(paused_at, remaining);
+        if remaining.is_some() && state != State::Paused {
+            // Held at most `ttl.max` from now, as a pause that stops the clock is (a paused
+            // sandbox keeps the hold its pause gave it).
+            change = change.lifetime(Lifetime {
+                started_at: row.started_at,
+                ttl_ms: row.ttl_ms,
+                expires_at: now.saturating_add(spec.ttl_max_ms),
+            });
+        }
         if let Err(e) = self.record(change) {
             // The record says it runs: so must the sandbox.
             let _ = hibernation.restore(&handle).await;
@@ -177,9 +187,19 @@ impl Service {
         let remaining = stop_clock
             .unwrap_or(spec.pause_stops_clock)
             .then_some(row.expires_at - now);
-        let change = Change::to(&row.id, State::Paused, why)
+        let mut change = Change::to(&row.id, State::Paused, why)
             .at(now)
             .paused(now, remaining);
+        if remaining.is_some() {
+            // However long it waits for its resume, a sandbox whose clock stopped is held at
+            // most its profile's `ttl.max` of wall time while paused (then it expires): a
+            // pause is never a way to keep a sandbox for ever.
+            change = change.lifetime(Lifetime {
+                started_at: row.started_at,
+                ttl_ms: row.ttl_ms,
+                expires_at: now.saturating_add(spec.ttl_max_ms),
+            });
+        }
         if let Err(e) = self.record(change) {
             // The record says running: so must the sandbox.
             let _ = pauser.resume(&handle).await;

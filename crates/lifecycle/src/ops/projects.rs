@@ -367,38 +367,44 @@ impl Service {
                 .await;
         };
         // A snapshot's files are read from a sandbox of the caller's made from it (its
-        // profile's), which goes as soon as they are read, whatever happened.
+        // profile's), which goes as soon as they are read, whatever happened: the whole runs
+        // to its end even when the caller leaves, so that the sandbox never outlives it.
         self.project_for(caller, project, Need::Write)?;
+        check_exclude(&exclude)?;
         let row = self.snapshot_row_for(caller, &snapshot)?;
-        let reader = self
-            .create(
-                caller,
-                &crate::model::NewSandbox {
-                    profile: Some(row.profile.clone()),
-                    snapshot: Some(row.id.clone()),
-                    ..crate::model::NewSandbox::default()
-                },
-            )
-            .await?;
-        let made = self
-            .fragment_from(
-                caller,
-                project,
-                FragmentSource::Sandbox {
-                    sandbox: reader.id.clone(),
-                    exclude,
-                },
-                message,
-                Some(format!("snapshot:{}", row.id)),
-            )
-            .await;
-        if let Err(e) = self
-            .destroy(&Caller::system(), &reader.id, crate::reason::DELETED)
-            .await
-        {
-            tracing::warn!(sandbox = %reader.id, error = %e.detail(), "cannot destroy the sandbox a snapshot was read from");
-        }
-        made
+        let (service, caller, project) = (self.clone(), caller.clone(), project.to_owned());
+        self.to_completion("fragment from a snapshot", async move {
+            let reader = service
+                .create(
+                    &caller,
+                    &crate::model::NewSandbox {
+                        profile: Some(row.profile.clone()),
+                        snapshot: Some(row.id.clone()),
+                        ..crate::model::NewSandbox::default()
+                    },
+                )
+                .await?;
+            let made = service
+                .fragment_from(
+                    &caller,
+                    &project,
+                    FragmentSource::Sandbox {
+                        sandbox: reader.id.clone(),
+                        exclude,
+                    },
+                    message,
+                    Some(format!("snapshot:{}", row.id)),
+                )
+                .await;
+            if let Err(e) = service
+                .destroy(&Caller::system(), &reader.id, crate::reason::DELETED)
+                .await
+            {
+                tracing::warn!(sandbox = %reader.id, error = %e.detail(), "cannot destroy the sandbox a snapshot was read from");
+            }
+            made
+        })
+        .await
     }
 
     /// [`Service::fragment_create`] from anything but a snapshot, its source recorded as
@@ -523,14 +529,16 @@ impl Service {
                 Duration::from_secs(60),
             ));
         }
-        let (writing, reserved) = held.get(&project.owner).copied().unwrap_or((0, 0));
+        // Writes at once are the writer's (a user a project is shared with cannot take its
+        // owner's); the room they hold is the owner's.
+        let writing = held.get(&caller.user).map_or(0, |(writing, _)| *writing);
+        let reserved = held
+            .get(&project.owner)
+            .map_or(0, |(_, reserved)| *reserved);
         if writing >= WRITES_AT_ONCE {
             return Err(crate::access::quota_exceeded(
                 "projects.writes_at_once",
-                format!(
-                    "{} has {writing} fragments being written already",
-                    project.owner
-                ),
+                format!("{} writes {writing} fragments already", caller.user),
                 Duration::from_secs(5),
             ));
         }
@@ -551,10 +559,12 @@ impl Service {
         }
         let share = room.min(limits.max_fragment_bytes);
         let row = self.fragment_record(caller, project, source, message)?;
-        held.insert(project.owner.clone(), (writing + 1, reserved + share));
+        held.entry(caller.user.clone()).or_default().0 += 1;
+        held.entry(project.owner.clone()).or_default().1 += share;
         drop(held);
         let slot = WriteSlot {
             writes,
+            writer: caller.user.clone(),
             owner: project.owner.clone(),
             share,
             bounds: Bounds {
@@ -700,10 +710,18 @@ impl Service {
                 }
             };
             if let Err(e) = fragments::emit(&store, &entries, mtime, tx.clone()) {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    tracing::warn!(fragment = %id, error = %e, "cannot read a fragment");
-                    // Never waits: the reader may be the reason it ended.
-                    let _ = tx.try_send(Err(e));
+                match e.kind() {
+                    // The reader went, or was too slow: nobody to tell.
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut => {}
+                    _ => {
+                        tracing::warn!(fragment = %id, error = %e, "cannot read a fragment");
+                        // The reader must see the stream fail, not end as if whole; it gets
+                        // as long to take the error as it has for a piece.
+                        let _ = tokio::runtime::Handle::current().block_on(tokio::time::timeout(
+                            fragments::PIECE_DEADLINE,
+                            tx.send(Err(e)),
+                        ));
+                    }
                 }
             }
         });
@@ -770,13 +788,15 @@ impl Drop for ReadSlot {
     }
 }
 
-/// Fragments being written, per owner: how many, and the bytes of the owner's room they hold.
+/// Fragments being written, per user: how many that user writes, and the bytes of that
+/// user's room (as an owner) the writes into their projects hold.
 pub(crate) type Writes = std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>;
 
-/// One fragment's write: its place among its owner's writes and its share of the owner's
+/// One fragment's write: its place among its writer's writes and its share of the owner's
 /// room, given back when it ends (however it ends).
 struct WriteSlot {
     writes: Arc<Writes>,
+    writer: String,
     owner: String,
     share: u64,
     bounds: Bounds,
@@ -785,37 +805,49 @@ struct WriteSlot {
 impl Drop for WriteSlot {
     fn drop(&mut self) {
         let mut held = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((count, reserved)) = held.get_mut(&self.owner) {
+        if let Some((count, _)) = held.get_mut(&self.writer) {
             *count = count.saturating_sub(1);
-            *reserved = reserved.saturating_sub(self.share);
-            if *count == 0 {
-                held.remove(&self.owner);
-            }
         }
+        if let Some((_, reserved)) = held.get_mut(&self.owner) {
+            *reserved = reserved.saturating_sub(self.share);
+        }
+        held.retain(|_, held| *held != (0, 0));
     }
 }
 
-/// Longest a tar stream may go without a byte before its fragment is given up.
+/// Longest a tar stream may go without a byte before its fragment is given up, and longest
+/// it may last.
 const IDLE: Duration = Duration::from_secs(60);
+const WRITE_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
-/// `stream`, failing once it stays silent for [`IDLE`]: a client that stops sending does not
-/// hold a write's place for ever.
+/// `stream`, failing once it stays silent for [`IDLE`] or lasts [`WRITE_DEADLINE`]: a client
+/// that stops sending, or trickles, does not hold a write's place (and its share of the
+/// owner's room) for ever.
 fn idle_bounded(stream: crate::ByteStream) -> crate::ByteStream {
     use futures::StreamExt as _;
-    Box::pin(futures::stream::unfold(Some(stream), |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(IDLE, stream.next()).await {
-            Ok(Some(item)) => Some((item, Some(stream))),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no data for {} s", IDLE.as_secs()),
+    let end = tokio::time::Instant::now() + WRITE_DEADLINE;
+    Box::pin(futures::stream::unfold(
+        Some(stream),
+        move |stream| async move {
+            let mut stream = stream?;
+            let wait = IDLE.min(end.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, stream.next()).await {
+                Ok(Some(item)) => Some((item, Some(stream))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no data for {} s, or {} min in all",
+                            IDLE.as_secs(),
+                            WRITE_DEADLINE.as_secs() / 60
+                        ),
+                    )),
+                    None,
                 )),
-                None,
-            )),
-        }
-    }))
+            }
+        },
+    ))
 }
 
 /// Runs `work` on a blocking thread; it runs to its end even if the caller goes away.

@@ -82,10 +82,8 @@ impl Service {
             let mut due = tokio::task::JoinSet::new();
             let mut next_deadline: Option<i64> = None;
             for row in &rows {
-                // A paused sandbox whose clock stopped has no deadline until resumed.
-                if view::clock_stopped(row) {
-                    continue;
-                }
+                // A paused sandbox whose clock stopped has its hold (`ttl.max` from its pause)
+                // as its deadline until resumed.
                 if row.expires_at <= now {
                     let service = self.clone();
                     let id = row.id.clone();

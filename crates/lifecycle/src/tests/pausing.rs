@@ -126,6 +126,34 @@ async fn the_clock_runs_while_paused_unless_the_profile_stops_it() {
     tokio::time::sleep(Duration::from_secs(90)).await;
     assert_eq!(h.get(&keeps.id).state, State::Running);
     settles(&h, &keeps.id, State::Destroyed).await;
+    // A stopped clock holds a paused sandbox at most `ttl.max` of wall time (24 h here).
+    let held = h.create(with_ttl(60)).await;
+    h.service.pause(&caller, &held.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(23 * 3600)).await;
+    assert_eq!(h.get(&held.id).state, State::Paused);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let ended = settles(&h, &held.id, State::Destroyed).await;
+    assert_eq!(ended.state_reason.as_deref(), Some("expired"));
+    // E2B's pause stops the clock whatever the profile says.
+    let mut running = config();
+    running
+        .profiles
+        .get_mut("default")
+        .unwrap()
+        .ttl
+        .pause_stops_clock = false;
+    h.service.shutdown(false).await.unwrap();
+    let h = Harness::with(running, Engine::new());
+    h.service.start_reaper();
+    let e2bs = h.create(with_ttl(60)).await;
+    h.service
+        .pause_stopping_clock(&caller, &e2bs.id)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(h.get(&e2bs.id).state, State::Paused);
+    let back = h.service.resume(&caller, &e2bs.id).await.unwrap();
+    assert_eq!(back.expires_in_seconds, Some(60));
     h.service.shutdown(false).await.unwrap();
 }
 

@@ -160,7 +160,16 @@ async fn a_sandboxs_port_answers_http_and_websocket_through_the_daemon_only() {
     let seen: serde_json::Value = response.json().await.unwrap();
     assert_eq!(seen["path"], "/a%3Fb/%C3%A9%20x?q=%23");
     assert!(seen["headers"].get("cookie").is_none(), "{seen}");
-    // A host under the preview domain that names no port of a sandbox is not the API's.
+    // `api.{domain}` is E2B's control plane (the SDKs' URL when given only `E2B_DOMAIN`).
+    let api = http
+        .get(format!("{}/sandboxes/{id}", d.url))
+        .header("host", "api.sbx.test")
+        .bearer_auth(&d.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    // Any other host under the preview domain that names no port of a sandbox is not the API's.
     for host in [
         "65536-x.sbx.test",
         "www.sbx.test",
