@@ -49,10 +49,12 @@ def raises(kind, f, *args, **kwargs):
 
 @check("lifecycle")
 def lifecycle():
-    s = Sandbox.create(metadata={"who": "alice", "n": "1"}, envs={"GREETING": "hi"}, timeout=120)
+    s = Sandbox.create(
+        metadata={"who": "alice", "n": "1", "app:env": "prod"}, envs={"GREETING": "hi"}, timeout=120
+    )
     info = s.get_info()
     assert info.sandbox_id == s.sandbox_id
-    assert info.metadata == {"who": "alice", "n": "1"}, info.metadata
+    assert info.metadata == {"who": "alice", "n": "1", "app:env": "prod"}, info.metadata
     assert info.state.value == "running", info.state
     assert s.is_running()
     # The sandbox's environment.
@@ -61,6 +63,8 @@ def lifecycle():
     from e2b import SandboxQuery
 
     listed = [x.sandbox_id for x in Sandbox.list(query=SandboxQuery(metadata={"who": "alice"})).next_items()]
+    assert s.sandbox_id in listed, listed
+    listed = [x.sandbox_id for x in Sandbox.list(query=SandboxQuery(metadata={"app:env": "prod"})).next_items()]
     assert s.sandbox_id in listed, listed
     listed = [x.sandbox_id for x in Sandbox.list(query=SandboxQuery(metadata={"who": "nobody"})).next_items()]
     assert s.sandbox_id not in listed, listed

@@ -114,7 +114,7 @@ impl State {
     }
 
     /// Subject to its deadline (the reaper and `expire` look at these). A paused sandbox
-    /// whose clock stopped has its deadline out of reach until it is resumed.
+    /// whose clock stopped has its hold as its deadline until it is resumed.
     pub fn has_deadline(self) -> bool {
         matches!(
             self,

@@ -48,6 +48,8 @@ pub const RESERVED_PREFIX: &str = "sbx.";
 const MAX_PUBLIC_PORTS: usize = 16;
 const MAX_ENV: usize = 256;
 const MAX_METADATA: usize = 64;
+/// Longest metadata key.
+const MAX_KEY: usize = 128;
 const MAX_VALUE: usize = 4096;
 const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
@@ -158,14 +160,14 @@ pub fn create(
         )));
     }
     for (key, value) in &request.metadata {
+        // As free as E2B's (`app:env`, `owner@example.com`), short of what would garble a
+        // listing or a filter: control characters, `=` (the filters' `KEY=VALUE`).
         let key_ok = !key.is_empty()
-            && key.len() <= 63
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+            && key.len() <= MAX_KEY
+            && !key.chars().any(|c| c.is_control() || c == '=');
         if !key_ok {
             return Err(invalid(format!(
-                "metadata key {key:?} must be 1-63 of letters, digits, '_', '.', '-', '/'"
+                "metadata key {key:?} must be 1-{MAX_KEY} bytes without control characters or '='"
             )));
         }
         if key.starts_with(RESERVED_PREFIX) {
@@ -727,6 +729,30 @@ mod tests {
         let mut env = BTreeMap::new();
         env.insert("1BAD".to_owned(), "x".to_owned());
         assert!(validate_env(&env, "env").is_err());
+    }
+
+    #[test]
+    fn metadata_keys_are_as_free_as_e2bs_but_sbxs_own() {
+        let with = |key: &str| {
+            let request = NewSandbox {
+                metadata: [(key.to_owned(), "v".to_owned())].into(),
+                ..Default::default()
+            };
+            create(&request, &profiles(), |_| Ok(bounds()))
+        };
+        for good in ["team", "app:env", "owner@example.com", "a b/c", "ключ"] {
+            assert!(with(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a=b", "a\nb", "sbx.project", &"k".repeat(129)] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
+        // sbx's own keys come as labels, past the check.
+        let labelled = NewSandbox {
+            labels: [("sbx.project".to_owned(), "p".to_owned())].into(),
+            ..Default::default()
+        };
+        let params = create(&labelled, &profiles(), |_| Ok(bounds())).unwrap();
+        assert_eq!(params.metadata["sbx.project"], "p");
     }
 
     #[test]

@@ -105,8 +105,12 @@ pub fn effective_state(row: &SandboxRow) -> Result<State, Error> {
 /// The deadline as clients see it: a paused sandbox whose clock stopped shows the one it would
 /// have if resumed now.
 pub fn shown_deadline(row: &SandboxRow) -> i64 {
+    let now = now_ms();
     match row.paused_remaining_ms {
-        Some(remaining) if clock_stopped(row) => now_ms().saturating_add(remaining),
+        // Past its hold it is expired: its deadline is the hold's.
+        Some(remaining) if clock_stopped(row) && row.expires_at > now => {
+            now.saturating_add(remaining).min(row.expires_at.max(now))
+        }
         _ => row.expires_at,
     }
 }

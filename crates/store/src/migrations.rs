@@ -157,6 +157,14 @@ const MIGRATIONS: &[&str] = &[
      UPDATE fragments SET stored = bytes + coalesce((
         SELECT sum(256 + length(CAST(e.path AS BLOB)) + coalesce(length(CAST(e.target AS BLOB)), 0))
         FROM fragment_entries e WHERE e.fragment_id = fragments.id), 0);",
+    // 9: a paused sandbox whose clock stopped has, as its deadline, its hold: the longest it
+    // waits for its resume (its `ttl_max_ms` from its pause). Those paused before kept the
+    // deadline they had when paused: given a whole hold from now.
+    "UPDATE sandboxes
+        SET expires_at = max(expires_at,
+            CAST(strftime('%s', 'now') AS INTEGER) * 1000
+                + coalesce(json_extract(spec, '$.ttl_max_ms'), 86400000))
+      WHERE state IN ('paused', 'hibernated') AND paused_remaining_ms IS NOT NULL;",
 ];
 
 pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {
@@ -180,6 +188,51 @@ pub fn apply(connection: &mut Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sandbox_paused_with_its_clock_stopped_before_holds_are_given_one() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        // The schema as it was before holds, and a sandbox paused then with its clock
+        // stopped: its deadline long past, as it was when it was paused.
+        for (index, sql) in MIGRATIONS.iter().enumerate().take(8) {
+            connection.execute_batch(sql).unwrap();
+            connection
+                .pragma_update(None, "user_version", index as i64 + 1)
+                .unwrap();
+        }
+        let row = |id: &str, state: &str, remaining: Option<i64>| {
+            connection
+                .execute(
+                    "INSERT INTO sandboxes (id, state, backend, template, spec, metadata, \
+                     created_at, updated_at, expires_at, paused_at, paused_remaining_ms) \
+                     VALUES (?1, ?2, 'native', 'host', '{\"ttl_max_ms\": 7200000}', '{}', \
+                     0, 0, 1000, 500, ?3)",
+                    rusqlite::params![id, state, remaining],
+                )
+                .unwrap();
+        };
+        row("stopped", "paused", Some(500));
+        row("running-clock", "paused", None);
+        row("live", "running", None);
+        apply(&mut connection).unwrap();
+        let deadline = |id: &str| -> i64 {
+            connection
+                .query_row(
+                    "SELECT expires_at FROM sandboxes WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let held = deadline("stopped") - now;
+        assert!((7_100_000..=7_200_000).contains(&held), "{held}");
+        assert_eq!(deadline("running-clock"), 1000);
+        assert_eq!(deadline("live"), 1000);
+    }
 
     #[test]
     fn the_name_index_lists_the_states_that_release_names() {

@@ -150,7 +150,15 @@ impl Service {
                 saved = service.save_active(&caller, old, &request.exclude).await?;
             }
             let fragment = match named {
-                Some(fragment) => Some(fragment),
+                // Deleted while this switch waited: not restored as if empty.
+                Some(fragment) => Some(
+                    service
+                        .inner
+                        .store
+                        .get_fragment(&fragment.id)?
+                        .filter(|f| f.state == "ready")
+                        .ok_or_else(|| Error::FragmentNotFound(fragment.id.clone()))?,
+                ),
                 None => service
                     .inner
                     .store
@@ -263,6 +271,10 @@ impl Service {
         old: &ActiveRow,
         exclude: &[String],
     ) -> Result<Option<String>, Error> {
+        // A sandbox whose restore never finished holds no work worth a fragment.
+        if old.restored == RESTORING {
+            return Ok(None);
+        }
         let Some(row) = self.inner.store.get_sandbox(&old.sandbox_id)? else {
             return Ok(None);
         };

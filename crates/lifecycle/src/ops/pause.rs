@@ -115,6 +115,16 @@ impl Service {
         .await?;
         let spec = StoredSpec::parse(row)?;
         let now = now_ms();
+        // Its deadline (or hold) may have passed while it was checkpointed: then it is
+        // expired, not hibernated.
+        if row.expires_at <= now {
+            let _ = hibernation.restore(&handle).await;
+            return Err(Error::WrongState {
+                id: row.id.clone(),
+                state: State::Expired,
+                operation: "hibernate",
+            });
+        }
         // The lifetime left, kept where the profile stops the clock; a paused sandbox keeps
         // the mark it had.
         let (paused_at, remaining) = match (state, row.paused_at) {

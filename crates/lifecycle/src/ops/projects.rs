@@ -551,7 +551,7 @@ impl Service {
             return Err(crate::access::quota_exceeded(
                 "projects.max_bytes_per_user",
                 format!(
-                    "{}'s fragments hold {used} bytes, the most allowed: delete old fragments first",
+                    "{}'s fragments hold {used} bytes and writes under way hold {reserved} more, the most allowed: delete old fragments first, or wait for the writes",
                     project.owner
                 ),
                 Duration::from_secs(60),
