@@ -478,11 +478,17 @@ impl ChannelWriter {
             Vec::with_capacity(64 << 10),
         ));
         let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away");
+        // Room in the channel: no wait at all (the common case of a reader keeping up).
+        let piece = match self.out.try_send(Ok(piece)) {
+            Ok(()) => return Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(piece)) => piece,
+        };
         // On the runtime's blocking thread: a reader that takes no piece for a minute is
         // given up, so that it cannot hold the thread for ever.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime.block_on(async {
-                match tokio::time::timeout(PIECE_DEADLINE, self.out.send(Ok(piece))).await {
+                match tokio::time::timeout(PIECE_DEADLINE, self.out.send(piece)).await {
                     Ok(sent) => sent.map_err(|_| gone()),
                     Err(_) => Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -490,7 +496,7 @@ impl ChannelWriter {
                     )),
                 }
             }),
-            Err(_) => self.out.blocking_send(Ok(piece)).map_err(|_| gone()),
+            Err(_) => self.out.blocking_send(piece).map_err(|_| gone()),
         }
     }
 }
