@@ -460,7 +460,30 @@ impl Read for BlobReader<'_> {
 }
 
 /// Longest a reader may leave a piece of a fragment's archive untaken.
-pub(crate) const PIECE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+const PIECE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends `item` from a blocking thread, waiting at most [`PIECE_DEADLINE`] for the reader to
+/// make room: a reader that takes nothing for a minute is given up (`TimedOut`), so that it
+/// cannot hold the thread for ever; one that went is `BrokenPipe`. Off the runtime (a unit
+/// test), it waits as long as it takes.
+pub(crate) fn send_within_deadline(
+    out: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    item: io::Result<Bytes>,
+) -> io::Result<()> {
+    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away");
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.block_on(async {
+            match tokio::time::timeout(PIECE_DEADLINE, out.send(item)).await {
+                Ok(sent) => sent.map_err(|_| gone()),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the reader took no piece for a minute",
+                )),
+            }
+        }),
+        Err(_) => out.blocking_send(item).map_err(|_| gone()),
+    }
+}
 
 /// Bytes sent on a channel in pieces of 64 KiB.
 struct ChannelWriter {
@@ -484,20 +507,7 @@ impl ChannelWriter {
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
             Err(tokio::sync::mpsc::error::TrySendError::Full(piece)) => piece,
         };
-        // On the runtime's blocking thread: a reader that takes no piece for a minute is
-        // given up, so that it cannot hold the thread for ever.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime.block_on(async {
-                match tokio::time::timeout(PIECE_DEADLINE, self.out.send(piece)).await {
-                    Ok(sent) => sent.map_err(|_| gone()),
-                    Err(_) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the reader took no piece for a minute",
-                    )),
-                }
-            }),
-            Err(_) => self.out.blocking_send(piece).map_err(|_| gone()),
-        }
+        send_within_deadline(&self.out, piece)
     }
 }
 

@@ -141,11 +141,7 @@ impl Service {
         if remaining.is_some() && state != State::Paused {
             // Held at most `ttl.max` from now, as a pause that stops the clock is (a paused
             // sandbox keeps the hold its pause gave it).
-            change = change.lifetime(Lifetime {
-                started_at: row.started_at,
-                ttl_ms: row.ttl_ms,
-                expires_at: now.saturating_add(spec.ttl_max_ms),
-            });
+            change = change.lifetime(hold(row, &spec, now));
         }
         if let Err(e) = self.record(change) {
             // The record says it runs: so must the sandbox.
@@ -204,11 +200,7 @@ impl Service {
             // However long it waits for its resume, a sandbox whose clock stopped is held at
             // most its profile's `ttl.max` of wall time while paused (then it expires): a
             // pause is never a way to keep a sandbox for ever.
-            change = change.lifetime(Lifetime {
-                started_at: row.started_at,
-                ttl_ms: row.ttl_ms,
-                expires_at: now.saturating_add(spec.ttl_max_ms),
-            });
+            change = change.lifetime(hold(row, &spec, now));
         }
         if let Err(e) = self.record(change) {
             // The record says running: so must the sandbox.
@@ -316,5 +308,15 @@ impl Service {
         let handle = handle_of(row)?
             .ok_or_else(|| Error::internal(format!("live sandbox {} has no handle", row.id)))?;
         Ok((pauser, handle))
+    }
+}
+
+/// The lifetime of a sandbox whose clock stops at `now`: the same, but for its deadline, which
+/// becomes its hold — the longest it waits for its resume, its profile's `ttl.max` of wall time.
+fn hold(row: &SandboxRow, spec: &StoredSpec, now: i64) -> Lifetime {
+    Lifetime {
+        started_at: row.started_at,
+        ttl_ms: row.ttl_ms,
+        expires_at: now.saturating_add(spec.ttl_max_ms),
     }
 }

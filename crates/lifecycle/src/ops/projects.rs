@@ -717,10 +717,7 @@ impl Service {
                         tracing::warn!(fragment = %id, error = %e, "cannot read a fragment");
                         // The reader must see the stream fail, not end as if whole; it gets
                         // as long to take the error as it has for a piece.
-                        let _ = tokio::runtime::Handle::current().block_on(tokio::time::timeout(
-                            fragments::PIECE_DEADLINE,
-                            tx.send(Err(e)),
-                        ));
+                        let _ = fragments::send_within_deadline(&tx, Err(e));
                     }
                 }
             }
